@@ -1,0 +1,81 @@
+"""Synthetic ground-truth learners with known rules, for recovery experiments.
+
+Three families, each one rule with fixed parameters shared by the whole cohort (so that a
+population rule fitted on some animals can in principle match it on held-out ones):
+
+* ``reinforce``: REINFORCE with per-weight learning rates and baselines;
+* ``asymmetric``: prediction-error learning with different rates after correct and after error
+  trials (a REINFORCE baseline cannot mimic it: error updates grow with confidence);
+* ``history``: REINFORCE whose step size grows along a run of rewards (non-Markovian).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+
+from twin.features import FeatureSpec
+from twin.model import LearnerModel, ModelSpec
+from twin.rules.reinforce import AsymmetricPredictionErrorRule, ReinforceRule, RewardHistoryReinforceRule
+
+
+class Family(enum.Enum):
+    """Ground-truth learner families."""
+
+    REINFORCE = "reinforce"
+    ASYMMETRIC = "asymmetric"
+    HISTORY = "history"
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Parameters of one ground-truth learner (weights ordered ``[stimulus, bias]``).
+
+    Attributes:
+        family: which rule.
+        alpha: learning rates (``reinforce``, ``history``).
+        baseline: REINFORCE baselines (``reinforce``, ``history``).
+        alpha_correct: rates after rewarded trials (``asymmetric``).
+        alpha_error: rates after error trials (``asymmetric``).
+        kappa: maximal extra gain after a long run of rewards (``history``).
+        tau: run length scale of that gain, in trials (``history``).
+        w0: initial weights.
+    """
+
+    family: Family
+    alpha: tuple[float, float] = (0.005, 0.003)
+    baseline: tuple[float, float] = (0.5, 0.5)
+    alpha_correct: tuple[float, float] = (0.0015, 0.001)
+    alpha_error: tuple[float, float] = (0.008, 0.005)
+    kappa: float = 3.0
+    tau: float = 4.0
+    w0: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def rule_name(self) -> str:
+        return {Family.REINFORCE: "reinforce", Family.ASYMMETRIC: "pe_asymmetric", Family.HISTORY: "reinforce_history"}[self.family]
+
+    def build(self) -> LearnerModel:
+        """The learner as a :class:`LearnerModel` with its parameters fixed."""
+        model = LearnerModel(ModelSpec(rule=self.rule_name, features=FeatureSpec()))
+        rule = model.rule
+        if isinstance(rule, RewardHistoryReinforceRule):
+            rule.set_parameters(list(self.alpha), list(self.baseline), self.kappa, self.tau)
+        elif isinstance(rule, AsymmetricPredictionErrorRule):
+            rule.set_parameters(list(self.alpha_correct), list(self.alpha_error))
+        elif isinstance(rule, ReinforceRule):
+            rule.set_parameters(list(self.alpha), list(self.baseline))
+        with torch.no_grad():
+            model.w0.copy_(torch.tensor(self.w0))
+        model.requires_grad_(False)
+        return model
+
+
+DEFAULT_TRUTHS: dict[Family, GroundTruth] = {
+    Family.REINFORCE: GroundTruth(Family.REINFORCE),
+    Family.ASYMMETRIC: GroundTruth(Family.ASYMMETRIC),
+    Family.HISTORY: GroundTruth(Family.HISTORY, alpha=(0.002, 0.0012)),
+}
+"""Cohort parameters used by the demo and the recovery experiment."""

@@ -1,0 +1,230 @@
+"""``twin``: command-line entry point.
+
+Subcommands:
+
+* ``twin demo``: the main job on embedded defaults: simulate a small synthetic cohort, fit every
+  rule, evaluate on held-out animals, write figures and a summary table.
+* ``twin simulate``: a cohort of ground-truth learners doing the IBL task → trials file.
+* ``twin fit``: fit a learning rule to a trials file → model file (safetensors).
+* ``twin evaluate``: score model files on a trials file (all trials, or later sessions only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from twin.errors import TwinError
+
+EPILOG = """examples:
+  twin demo --out runs/demo
+  twin simulate --family asymmetric --animals 40 --trials 6000 --out cohort.parquet
+  twin fit cohort.parquet --rule dnn --out dnn.safetensors
+  twin evaluate cohort.parquet dnn.safetensors static.safetensors --from-session 10
+"""
+
+
+def _threads(n: int) -> None:
+    # the per-trial ops are tiny: one thread is as fast as two, and several processes on
+    # few cores with multi-threaded torch slow each other down badly
+    torch.set_num_threads(n)
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from twin.agents import DEFAULT_TRUTHS, Family
+    from twin.datasets import write_trials
+    from twin.simulate import simulate
+    from twin.task import IBL_DEFAULT
+
+    gt = DEFAULT_TRUTHS[Family(args.family)]
+    sim = simulate(gt.build(), IBL_DEFAULT, args.animals, args.trials, seed=args.seed, subject_prefix=args.family)
+    path = write_trials(sim.trials, args.out)
+    df = sim.trials
+    print(f"wrote {len(df)} trials of {args.animals} animals ({df.groupby('subject').session.max().mean():.1f} sessions each) to {path}")
+    return 0
+
+
+def _split_for_validation(df: pd.DataFrame, val_sessions: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out each animal's last ``val_sessions`` sessions for early stopping."""
+    last = df.groupby("subject")["session"].transform("max")
+    return df[df["session"] <= last - val_sessions], df
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from twin.batch import make_batch
+    from twin.datasets import load_trials
+    from twin.features import FeatureSpec, StimulusCoding
+    from twin.fit import FitConfig, fit
+    from twin.model import ModelSpec
+    from twin.rules import RuleConfig, get_rule
+    from twin.storage import save_model
+
+    get_rule(args.rule)  # fail early on a bad name
+    df, report = load_trials(args.data)
+    print(report.summary())
+    feats = FeatureSpec(stimulus=StimulusCoding(args.stimulus), bias=not args.no_bias, history=args.history)
+    batch = make_batch(df, feats)
+    # validation: each animal's last session(s), scored after running through the earlier ones
+    last = batch.session.max(1).values
+    n_val = args.val_sessions
+    if int(last.min()) <= n_val:
+        raise TwinError(f"every animal needs more than {n_val} session(s) to hold some out for validation; use --val-sessions 0")
+    train = batch.truncate_sessions(last - n_val) if n_val else batch
+    val = batch.with_mask(batch.sessions_mask(last - n_val + 1)) if n_val else None
+    spec = ModelSpec(args.rule, feats, RuleConfig(hidden_size=args.hidden))
+    cfg = FitConfig(epochs=args.epochs, learning_rate=args.lr, tbptt=args.tbptt, patience=args.patience, seed=args.seed, device=args.device)
+    res = fit(spec, train, val, cfg, progress=not args.quiet)
+    meta = {
+        "data": str(args.data),
+        "subjects": list(batch.subjects),
+        "fit": cfg.__dict__,
+        "best_epoch": res.best_epoch,
+        "val_ll": res.best_val_ll,
+        "seconds": res.seconds,
+        "device": res.device,
+    }
+    path = save_model(res.model, args.out, meta)
+    print(f"{args.rule}: best epoch {res.best_epoch}/{len(res.history)}, validation LL {res.best_val_ll:.4f} nats/trial, {res.seconds:.1f} s on {res.device} -> {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from twin.batch import make_batch
+    from twin.datasets import load_trials
+    from twin.evaluate import score
+    from twin.storage import load_model
+
+    df, report = load_trials(args.data)
+    print(report.summary())
+    rows = []
+    for mpath in args.models:
+        stored = load_model(mpath)
+        batch = make_batch(df, stored.model.spec.features)
+        if args.from_session:
+            batch = batch.with_mask(batch.sessions_mask(args.from_session))
+        s = score(stored.model, batch)
+        rows.append({"model": str(mpath), "rule": stored.model.spec.rule, "trials": s.n_trials, "ll_nats": s.ll, "ll_bits": s.ll_bits, "accuracy": s.accuracy})
+    table = pd.DataFrame(rows)
+    static = table[table["rule"] == "static"]
+    if len(static):
+        table["gain_vs_static"] = table["ll_nats"] - float(static["ll_nats"].iloc[0])
+    print(_table(table))
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from twin.agents import Family
+    from twin.datasets import write_trials
+    from twin.fit import FitConfig
+    from twin.recovery import RecoveryConfig, run_recovery, write_figures
+    from twin.storage import save_model
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cfg = RecoveryConfig(
+        n_animals=args.animals,
+        n_test=max(2, args.animals // 4),
+        val_fraction=0.2,
+        n_trials=args.trials,
+        fit=FitConfig(epochs=args.epochs, patience=max(5, args.epochs // 4), seed=args.seed),
+        seed=args.seed,
+    )
+    fam = Family(args.family)
+    print(f"[1/3] simulating {cfg.n_animals} {fam.value} learners x {cfg.n_trials} trials, fitting {', '.join(cfg.rules)}")
+    res = run_recovery(fam, cfg, progress=not args.quiet)
+    write_trials(res.simulation.trials, out / "trials.parquet")
+    for rule, fr in res.fits.items():
+        save_model(fr.model, out / "models" / f"{rule}.safetensors", {"family": fam.value, "best_epoch": fr.best_epoch, "val_ll": fr.best_val_ll})
+    print("[2/3] held-out animals:")
+    table = res.table
+    print(_table(table[["model", "test_ll_nats", "test_ll_bits", "accuracy", "ll_gain_ratio", "dw_corr", "fit_seconds"]]))
+    table.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
+    figs = write_figures(res, out / "figures")
+    print(f"[3/3] wrote {out / 'summary.csv'}, {len(figs)} figures in {out / 'figures'}, models in {out / 'models'} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from twin.rules import rule_names
+
+    p = argparse.ArgumentParser(
+        prog="twin",
+        description="Learning-rule digital twins of animals learning a decision task: simulate, fit, evaluate.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1: the per-trial ops are too small to gain from more)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    families = ["reinforce", "asymmetric", "history"]
+
+    d = sub.add_parser("demo", help="simulate a small cohort, fit every rule, evaluate, write figures and a summary")
+    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
+    d.add_argument("--family", choices=families, default="asymmetric", help="ground-truth learners to simulate")
+    d.add_argument("--animals", type=int, default=16, help="cohort size (a quarter held out)")
+    d.add_argument("--trials", type=int, default=2500, help="trials per animal")
+    d.add_argument("--epochs", type=int, default=30, help="maximum epochs per fit")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("simulate", help="simulate ground-truth learners doing the IBL task")
+    s.add_argument("--family", choices=families, default="reinforce", help="learning rule of the simulated animals")
+    s.add_argument("--animals", type=int, default=40)
+    s.add_argument("--trials", type=int, default=6000, help="trials per animal")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, required=True, help="trials file to write (.parquet or .csv)")
+    s.set_defaults(func=cmd_simulate)
+
+    f = sub.add_parser("fit", help="fit a learning rule (population) to a trials file")
+    f.add_argument("data", type=Path, help="trials file: canonical, IBL ALF table or IBL export (.parquet/.pqt/.csv[.gz])")
+    f.add_argument("--rule", default="dnn", help=f"learning rule: {', '.join(rule_names())} (default dnn)")
+    f.add_argument("--out", type=Path, required=True, help="model file to write (.safetensors)")
+    f.add_argument("--epochs", type=int, default=300)
+    f.add_argument("--patience", type=int, default=30, help="epochs without validation improvement before stopping")
+    f.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the rule's own, 3e-3 for dnn/rnn)")
+    f.add_argument("--tbptt", type=int, default=500, help="truncated-BPTT chunk length in trials")
+    f.add_argument("--hidden", type=int, default=32, help="hidden size (dnn, rnn)")
+    f.add_argument("--val-sessions", type=int, default=1, help="last sessions of each animal held out for early stopping")
+    f.add_argument("--stimulus", choices=["signed", "split"], default="signed", help="one signed stimulus weight or separate left/right weights")
+    f.add_argument("--no-bias", action="store_true", help="drop the bias regressor")
+    f.add_argument("--history", action="store_true", help="add previous-choice and previous-reward-side regressors")
+    f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=cmd_fit)
+
+    e = sub.add_parser("evaluate", help="score model files on a trials file")
+    e.add_argument("data", type=Path)
+    e.add_argument("models", type=Path, nargs="+", help="model files (.safetensors)")
+    e.add_argument("--from-session", type=int, default=None, help="score only sessions >= this (forecast of later sessions)")
+    e.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _threads(args.threads)
+    try:
+        return int(args.func(args) or 0)
+    except TwinError as exc:
+        print(f"twin {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Δw maps: a rule's update as a function of stimulus and weights, after correct and error trials.
+
+For a Markovian rule the update after a trial is a function ``Δw(w, stimulus, outcome)``; the map
+evaluates it on weight states an animal actually visits (sampled from a trajectory) crossed with
+every signed contrast, once for correct and once for error outcomes. Comparing an inferred rule's
+map with the true rule's map on the same points measures how well the rule was recovered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from twin.model import LearnerModel
+from twin.rules import UpdateInputs
+
+SIGNED_CONTRASTS: tuple[float, ...] = (-1.0, -0.5, -0.25, -0.125, -0.0625, 0.0, 0.0625, 0.125, 0.25, 0.5, 1.0)
+
+
+@torch.no_grad()
+def delta_w(
+    model: LearnerModel,
+    w: torch.Tensor,
+    signed_contrast: torch.Tensor,
+    correct: bool,
+    h: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The update the model's rule makes after one trial.
+
+    Args:
+        model: the learner (stimulus + bias features without history regressors).
+        w: ``[N, K]`` weight states.
+        signed_contrast: ``[M]`` contrasts, negative = left; at 0 the right side is rewarded.
+        correct: evaluate after a rewarded (True) or an error (False) trial.
+        h: ``[N, H]`` recurrent states (zeros if None).
+
+    Returns:
+        ``[N, M, K]`` Δw for every (weight state, contrast) pair.
+    """
+    n, m = w.shape[0], signed_contrast.shape[0]
+    c = signed_contrast.to(w.dtype)
+    cl = (-c).clamp(min=0).expand(n, m)
+    cr = c.clamp(min=0).expand(n, m)
+    answer = (c >= 0).to(w.dtype).expand(n, m)
+    y = answer if correct else 1 - answer
+    r = torch.full_like(y, 1.0 if correct else 0.0)
+    zeros = torch.zeros_like(y)
+    x = model.spec.features.compute(cl, cr, zeros, zeros)  # [N, M, K]
+    rule = model.rule
+    inp = UpdateInputs(
+        x=x.reshape(1, n * m, -1),
+        y=y.reshape(1, -1),
+        reward=r.reshape(1, -1),
+        answer=answer.reshape(1, -1),
+        next_session_start=zeros.reshape(1, -1),
+    )
+    pre = rule.precompute(inp)[0]  # [N*M, D]
+    w_rep = w.repeat_interleave(m, 0)
+    h0 = rule.initial_state(n * m) if h is None else h.repeat_interleave(m, 0)
+    w_new, _ = rule.step(w_rep, h0, pre, rule.context())
+    return (w_new - w_rep).reshape(n, m, -1)
+
+
+@dataclass(frozen=True)
+class DeltaWComparison:
+    """Inferred vs true Δw on the same points.
+
+    Attributes:
+        table: one row per (state, contrast, outcome, weight): columns ``state``, ``contrast``,
+            ``outcome`` (correct/error), ``weight`` (feature name), ``dw_true``, ``dw_model``.
+        correlation: Pearson correlation per weight over all points, and ``"all"`` pooled after
+            dividing each weight's updates by the true updates' standard deviation.
+    """
+
+    table: pd.DataFrame
+    correlation: dict[str, float]
+
+    @property
+    def min_correlation(self) -> float:
+        """The weakest per-weight correlation."""
+        return min(v for k, v in self.correlation.items() if k != "all")
+
+
+def sample_states(weights: torch.Tensor, valid: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``[n, K]`` weight states drawn uniformly from the valid trials of ``[B, T, K]`` trajectories."""
+    flat = weights[valid]
+    idx = np.random.default_rng(seed).choice(flat.shape[0], size=min(n, flat.shape[0]), replace=False)
+    return flat[torch.from_numpy(np.sort(idx))]
+
+
+def compare_delta_w(
+    truth: LearnerModel,
+    model: LearnerModel,
+    states: torch.Tensor,
+    contrasts: tuple[float, ...] = SIGNED_CONTRASTS,
+) -> DeltaWComparison:
+    """Compare two Markovian rules' maps on the same weight states (see module docstring)."""
+    c = torch.tensor(contrasts)
+    names = truth.spec.features.names
+    rows = []
+    for correct in (True, False):
+        dt = delta_w(truth, states, c, correct)
+        dm = delta_w(model, states, c, correct)
+        n, m, k = dt.shape
+        rows.append(
+            pd.DataFrame(
+                {
+                    "state": np.repeat(np.arange(n), m * k),
+                    "contrast": np.tile(np.repeat(np.asarray(contrasts), k), n),
+                    "outcome": "correct" if correct else "error",
+                    "weight": np.tile(np.asarray(names), n * m),
+                    "dw_true": dt.reshape(-1).numpy(),
+                    "dw_model": dm.reshape(-1).numpy(),
+                }
+            )
+        )
+    table = pd.concat(rows, ignore_index=True)
+    corr: dict[str, float] = {}
+    pooled_t, pooled_m = [], []
+    for name, g in table.groupby("weight", sort=False):
+        corr[str(name)] = float(np.corrcoef(g["dw_true"], g["dw_model"])[0, 1])
+        sd = g["dw_true"].std() or 1.0
+        pooled_t.append(g["dw_true"] / sd)
+        pooled_m.append(g["dw_model"] / sd)
+    corr["all"] = float(np.corrcoef(pd.concat(pooled_t), pd.concat(pooled_m))[0, 1])
+    return DeltaWComparison(table=table, correlation=corr)

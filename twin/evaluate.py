@@ -1,0 +1,134 @@
+"""Evaluation: per-trial likelihood metrics and the two cross-validation protocols.
+
+* Held-out animals: the population rule is fitted on some animals and scored on others, started
+  from the population initial weights.
+* Held-out future sessions (the twin's forecast): fitted on each animal's sessions ``1..k``,
+  scored, teacher-forced, on sessions ``k+1..``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from twin.batch import TrialBatch
+from twin.model import LearnerModel
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Likelihood metrics of one model on one batch.
+
+    Attributes:
+        n_trials: scored trials.
+        ll: mean log-likelihood per trial (nats).
+        accuracy: fraction of trials where the more likely choice was the one made.
+        per_animal: one row per animal: subject, n_trials, ll (nats/trial), accuracy.
+    """
+
+    n_trials: int
+    ll: float
+    accuracy: float
+    per_animal: pd.DataFrame
+
+    @property
+    def ll_bits(self) -> float:
+        """Mean log-likelihood per trial in bits."""
+        return self.ll / LN2
+
+
+@torch.no_grad()
+def score(model: LearnerModel, batch: TrialBatch) -> Scores:
+    """Score a model's teacher-forced predictions on the batch's masked trials."""
+    model = model.eval()
+    w = model.trajectory(batch)
+    z = (w * batch.x).sum(-1)
+    ll = -torch.nn.functional.binary_cross_entropy_with_logits(z, batch.y, reduction="none")
+    m = batch.mask.float()
+    hit = ((z > 0).float() == batch.y).float()
+    n_a = m.sum(1)
+    per = pd.DataFrame(
+        {
+            "subject": list(batch.subjects),
+            "n_trials": n_a.long().numpy(),
+            "ll": ((ll * m).sum(1) / n_a.clamp(min=1)).numpy(),
+            "accuracy": ((hit * m).sum(1) / n_a.clamp(min=1)).numpy(),
+        }
+    )
+    n = float(m.sum().item())
+    return Scores(
+        n_trials=int(n),
+        ll=float((ll * m).sum().item() / max(n, 1.0)),
+        accuracy=float((hit * m).sum().item() / max(n, 1.0)),
+        per_animal=per,
+    )
+
+
+def ll_gain_ratio(model_ll: float, static_ll: float, truth_ll: float) -> float:
+    """``(LL(model) − LL(static)) / (LL(truth) − LL(static))``: 1 means the model explains all
+    the learning the true rule explains, 0 no more than constant weights."""
+    denom = truth_ll - static_ll
+    if denom <= 0:
+        return float("nan")
+    return (model_ll - static_ll) / denom
+
+
+@dataclass(frozen=True)
+class AnimalSplit:
+    """Held-out-animals split: indices into a batch."""
+
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+
+
+def split_animals(n_animals: int, n_test: int, val_fraction: float, seed: int) -> AnimalSplit:
+    """Random split into train / validation (for early stopping) / held-out test animals."""
+    if not 0 < n_test < n_animals:
+        raise ValueError(f"n_test must be in 1..{n_animals - 1}, got {n_test}")
+    perm = np.random.default_rng(seed).permutation(n_animals)
+    test = sorted(perm[:n_test].tolist())
+    rest = perm[n_test:]
+    n_val = max(1, int(round(val_fraction * len(rest)))) if val_fraction > 0 else 0
+    if n_val >= len(rest):
+        raise ValueError("not enough animals left to train after the validation split")
+    return AnimalSplit(train=tuple(sorted(rest[n_val:].tolist())), val=tuple(sorted(rest[:n_val].tolist())), test=tuple(test))
+
+
+@dataclass(frozen=True)
+class SessionSplit:
+    """Held-out-future-sessions split of the same animals.
+
+    Attributes:
+        train: sessions ``1..k-1`` (to fit).
+        val: sessions ``1..k``, scoring session ``k`` only (early stopping).
+        test: all sessions, scoring ``k+1..`` only (the forecast).
+    """
+
+    train: TrialBatch
+    val: TrialBatch
+    test: TrialBatch
+
+
+def split_sessions(batch: TrialBatch, k: int) -> SessionSplit:
+    """Split each animal at session ``k`` (fit on ``< k``, validate on ``k``, forecast ``> k``).
+
+    Raises:
+        ValueError: if some animal has no session after ``k``.
+    """
+    n_sess = torch.where(batch.valid, batch.session, torch.zeros_like(batch.session)).max(1).values
+    short = [s for s, n in zip(batch.subjects, n_sess.tolist()) if n <= k]
+    if k < 2 or short:
+        raise ValueError(f"need k >= 2 and more than k sessions per animal; too few sessions: {short[:5]}")
+    kk = torch.full((batch.n_animals,), k, dtype=torch.long)
+    train = batch.truncate_sessions(kk - 1)
+    val = batch.truncate_sessions(kk)
+    val = val.with_mask(val.sessions_mask(k, k))
+    test = batch.with_mask(batch.sessions_mask(k + 1))
+    return SessionSplit(train=train, val=val, test=test)

@@ -1,0 +1,222 @@
+"""Maximum-likelihood fitting of learner models, many animals in one batch.
+
+The loss is the negative log-likelihood of the observed choices along the deterministic,
+teacher-forced weight trajectory. Long sequences are cut into chunks for truncated
+backpropagation through time (one Adam step per chunk, the weights and recurrent state carried
+across chunks without gradient). The checkpoint kept is the one with the best validation
+likelihood; training stops when it has not improved for ``patience`` epochs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from twin.batch import TrialBatch
+from twin.errors import TwinError
+from twin.model import LearnerModel, ModelSpec
+from twin.policy import choice_log_likelihood
+from twin.rules import UpdateInputs
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: maximum passes over the data.
+        learning_rate: Adam step size (None: the rule's ``default_learning_rate``).
+        tbptt: chunk length (trials) for truncated backpropagation through time.
+        patience: epochs without validation improvement before stopping.
+        lr_patience: epochs without improvement before the step size is halved.
+        grad_clip: maximum gradient norm.
+        seed: seeds the parameter initialisation.
+        device: ``cpu``, ``cuda`` (error if absent) or ``auto`` (CUDA when present).
+        fit_w0: also fit the initial weights.
+    """
+
+    epochs: int = 300
+    learning_rate: float | None = None
+    tbptt: int = 500
+    patience: int = 30
+    lr_patience: int = 10
+    grad_clip: float = 10.0
+    seed: int = 0
+    device: str = "cpu"
+    fit_w0: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError("epochs must be >= 1")
+        if self.tbptt < 2:
+            raise ValueError("tbptt must be >= 2 trials")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError("learning_rate must be > 0")
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of a fit: mean log-likelihood per trial (nats) and time."""
+
+    epoch: int
+    train_ll: float
+    val_ll: float
+    seconds: float
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted model and how the fit went.
+
+    Attributes:
+        model: the model at the best epoch (on CPU, in eval mode).
+        history: per-epoch records.
+        best_epoch: epoch whose parameters were kept.
+        best_val_ll: its validation log-likelihood per trial (nats).
+        seconds: wall time of the whole fit.
+        device: where it ran.
+        trial_steps: rule steps taken forward+backward (animals × trials × epochs).
+    """
+
+    model: LearnerModel
+    history: tuple[EpochRecord, ...] = field(repr=False)
+    best_epoch: int
+    best_val_ll: float
+    seconds: float
+    device: str
+    trial_steps: int
+
+
+class DeviceUnavailableError(TwinError, RuntimeError):
+    """CUDA was asked for but is not available."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    """Turn ``cpu``/``cuda``/``cuda:N``/``auto`` into a device, failing clearly if CUDA is missing."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceUnavailableError(f"device {requested!r} requested but CUDA is not available on this machine")
+    return torch.device(requested)
+
+
+def _inputs(batch: TrialBatch) -> UpdateInputs:
+    return UpdateInputs.from_trials(batch.x, batch.y, batch.reward, batch.answer, batch.session_start)
+
+
+def _slice(inp: UpdateInputs, a: int, b: int) -> UpdateInputs:
+    return UpdateInputs(
+        x=inp.x[:, a:b], y=inp.y[:, a:b], reward=inp.reward[:, a:b], answer=inp.answer[:, a:b], next_session_start=inp.next_session_start[:, a:b]
+    )
+
+
+@torch.no_grad()
+def mean_log_likelihood(model: LearnerModel, batch: TrialBatch) -> float:
+    """Mean log-likelihood per scored trial (nats)."""
+    n = batch.mask.sum().item()
+    if n == 0:
+        return float("nan")
+    return float(model.log_likelihood(batch).sum().item() / n)
+
+
+def fit(
+    spec: ModelSpec,
+    train: TrialBatch,
+    val: TrialBatch | None = None,
+    config: FitConfig = FitConfig(),
+    init: LearnerModel | None = None,
+    progress: bool = True,
+    description: str | None = None,
+) -> FitResult:
+    """Fit a model by maximum likelihood.
+
+    Args:
+        spec: model structure; its features must match the batches'.
+        train: trials to fit (``mask`` selects the scored ones).
+        val: trials for early stopping and checkpoint selection (the training data if None).
+        config: optimisation settings.
+        init: warm start from this model's parameters instead of a fresh initialisation.
+        progress: show a progress bar.
+        description: progress-bar label.
+
+    Returns:
+        The best model and the fit's record.
+    """
+    if train.features != spec.features:
+        raise ValueError(f"batch features {train.features} differ from the model's {spec.features}")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = LearnerModel(spec) if init is None else copy.deepcopy(init)
+    model = model.to(device).train()
+    model.requires_grad_(True)
+    model.w0.requires_grad_(config.fit_w0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    train_d = train.to(device)
+    val_d = (val if val is not None else train).to(device)
+    inp = _inputs(train_d)
+    n_b, n_t = train_d.n_animals, train_d.n_trials
+    lr = config.learning_rate if config.learning_rate is not None else model.rule.default_learning_rate
+    opt = torch.optim.Adam(params, lr=lr) if params else None
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=config.lr_patience) if opt else None
+    best_ll, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
+    history: list[EpochRecord] = []
+    t_start = time.perf_counter()
+    steps = 0
+    bar = tqdm(range(1, config.epochs + 1), desc=description or f"fit {spec.rule}", disable=not progress, leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        total_ll = 0.0
+        if opt is not None:
+            w, h = model.initial(n_b)
+            for a in range(0, n_t, config.tbptt):
+                b = min(a + config.tbptt, n_t)
+                m = train_d.mask[:, a:b]
+                pre = model.rule.precompute(_slice(inp, a, b))
+                ws, h_next = model.rule.rollout(w, h, pre)
+                w_used = torch.cat([w.unsqueeze(0), ws[:-1]], 0).transpose(0, 1)
+                ll = choice_log_likelihood(w_used, train_d.x[:, a:b], train_d.y[:, a:b]) * m
+                n_m = m.sum()
+                if n_m > 0:
+                    loss = -ll.sum() / n_m
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    opt.step()
+                    total_ll += float(ll.sum().item())
+                # carry the state across chunks without gradient (truncated BPTT); a rule whose
+                # weights never change restarts from w0 so that w0 keeps its gradient
+                w, h = (ws[-1].detach(), h_next.detach()) if model.rule.learns else model.initial(n_b)
+                steps += n_b * (b - a)
+        model.eval()
+        val_ll = mean_log_likelihood(model, val_d)
+        model.train()
+        train_ll = total_ll / max(float(train_d.mask.sum().item()), 1.0)
+        lr = opt.param_groups[0]["lr"] if opt else 0.0
+        history.append(EpochRecord(epoch, train_ll, val_ll, time.perf_counter() - t0, lr))
+        if val_ll > best_ll + 1e-6:
+            best_ll, best_epoch, best_state = val_ll, epoch, copy.deepcopy(model.state_dict())
+        bar.set_postfix(train=f"{train_ll:.4f}", val=f"{val_ll:.4f}", best=best_epoch)
+        if sched is not None:
+            sched.step(val_ll)
+        if opt is None or epoch - best_epoch >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model = model.cpu().eval()
+    model.requires_grad_(False)
+    return FitResult(
+        model=model,
+        history=tuple(history),
+        best_epoch=best_epoch,
+        best_val_ll=best_ll,
+        seconds=time.perf_counter() - t_start,
+        device=str(device),
+        trial_steps=steps,
+    )

@@ -1,0 +1,104 @@
+"""Model files: safetensors weights with the model spec and metadata in the header.
+
+A model file never holds pickled objects: tensors are stored by safetensors and everything
+else as JSON strings in its metadata header, so loading a file from elsewhere runs no code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from twin.errors import ModelFileError, UnknownRuleError
+from twin.model import LearnerModel, ModelSpec
+
+FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A model read back from a file.
+
+    Attributes:
+        model: the learner, in eval mode, without gradients.
+        metadata: free-form JSON metadata saved with it (fit settings, metrics, data hash...).
+    """
+
+    model: LearnerModel
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+def save_model(model: LearnerModel, path: str | Path, metadata: dict[str, object] | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    Args:
+        model: the learner.
+        path: target ``.safetensors`` file.
+        metadata: JSON-serialisable extras.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {
+        "format": "learning-twins/model",
+        "format_version": FORMAT_VERSION,
+        "spec": json.dumps(model.spec.to_dict()),
+        "metadata": json.dumps(metadata or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path: str | Path) -> StoredModel:
+    """Read a model file written by :func:`save_model`.
+
+    Raises:
+        ModelFileError: missing file, not a model file, unknown rule, or tensors that do not fit
+            the spec.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    if header.get("format") != "learning-twins/model":
+        raise ModelFileError(f"{path}: not a learning-twins model file (header format {header.get('format')!r})")
+    try:
+        spec = ModelSpec.from_dict(json.loads(header["spec"]))
+        metadata = json.loads(header.get("metadata", "{}"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: bad model spec in header ({exc})") from None
+    try:
+        model = LearnerModel(spec)
+    except UnknownRuleError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: weights do not match the spec: {exc}") from None
+    model.eval().requires_grad_(False)
+    return StoredModel(model=model, metadata=metadata)

@@ -1,0 +1,210 @@
+"""The canonical trials table and its validation.
+
+Every reader (IBL ALF tables, the 53-mouse export, simulations) produces one pandas
+DataFrame with these columns, one row per trial, ordered by subject, session and trial:
+
+=================  ======  ===================================================================
+column             dtype   meaning
+=================  ======  ===================================================================
+subject            str     animal name
+session            int     1-based session index in training order (per subject)
+trial              int     1-based trial index within the session
+contrast_left      float   contrast on the left in [0, 1]; 0 when the stimulus is on the right
+contrast_right     float   contrast on the right in [0, 1]
+choice             int     1 = right, 0 = left (no-go trials are dropped before this table)
+feedback           int     +1 rewarded, -1 error
+correct_side       int     rewarded side, 1 = right, 0 = left (carried from the data: at zero
+                           contrast it cannot be derived from the stimulus)
+prob_left          float   block prior P(stimulus on the left) in [0, 1]
+=================  ======  ===================================================================
+
+Optional columns kept when present: ``session_label`` (source session key or date),
+``reaction_time``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from twin.errors import TrialDataError
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "subject",
+    "session",
+    "trial",
+    "contrast_left",
+    "contrast_right",
+    "choice",
+    "feedback",
+    "correct_side",
+    "prob_left",
+)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("session_label", "reaction_time")
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What a reader did besides returning rows.
+
+    Attributes:
+        source: the file or table read.
+        n_rows: rows read.
+        n_nogo_dropped: no-go (timeout) trials removed, per subject.
+    """
+
+    source: str
+    n_rows: int
+    n_nogo_dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_nogo_dropped(self) -> int:
+        return int(sum(self.n_nogo_dropped.values()))
+
+    def summary(self) -> str:
+        return f"{self.source}: {self.n_rows} rows read, {self.total_nogo_dropped} no-go trials dropped"
+
+
+def _first_bad(mask: np.ndarray) -> int | None:
+    idx = np.flatnonzero(mask)
+    return int(idx[0]) if idx.size else None
+
+
+def validate_trials(df: pd.DataFrame, source: str = "<table>", rows: np.ndarray | None = None) -> pd.DataFrame:
+    """Check a canonical trials table; return it with normalised dtypes.
+
+    Args:
+        df: table with :data:`REQUIRED_COLUMNS`.
+        source: name used in error messages (file path, say).
+        rows: ``[n]`` 1-based row numbers in the source for each row of ``df`` (defaults to
+            1..n); errors cite these, so readers that drop rows still point at the right line.
+
+    Returns:
+        The validated table (copy) with canonical dtypes.
+
+    Raises:
+        TrialDataError: naming the source, row and column of the first problem found.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise TrialDataError(f"missing required column(s) {missing}; present: {list(df.columns)}", source=source)
+    if rows is None:
+        rows = np.arange(1, len(df) + 1)
+    # a Series would be indexed by label below; positions are meant
+    rows = np.asarray(rows)
+    if rows.shape != (len(df),):
+        raise ValueError(f"rows has shape {rows.shape}; expected ({len(df)},)")
+    if len(df) == 0:
+        raise TrialDataError("no trials", source=source)
+
+    def fail(mask: np.ndarray, column: str, reason: str) -> None:
+        i = _first_bad(mask)
+        if i is not None:
+            n = int(mask.sum())
+            more = f" ({n - 1} more row(s) like it)" if n > 1 else ""
+            raise TrialDataError(f"{reason}{more}", source=source, row=int(rows[i]), column=column)
+
+    out = df.copy()
+    for col in ("contrast_left", "contrast_right", "prob_left"):
+        vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
+        fail(np.isnan(vals), col, f"not a number: {out[col].to_numpy()[_first_bad(np.isnan(vals)) or 0]!r}")
+        out[col] = vals
+    for col in ("contrast_left", "contrast_right"):
+        v = out[col].to_numpy()
+        fail((v < 0) | (v > 1), col, f"contrast {v[_first_bad((v < 0) | (v > 1)) or 0]!r} outside [0, 1]")
+    p = out["prob_left"].to_numpy()
+    fail((p < 0) | (p > 1), "prob_left", "block prior outside [0, 1]")
+    cl, cr = out["contrast_left"].to_numpy(), out["contrast_right"].to_numpy()
+    fail((cl > 0) & (cr > 0), "contrast_right", "contrast on both sides in one trial")
+
+    for col, allowed in (("choice", (0, 1)), ("feedback", (-1, 1)), ("correct_side", (0, 1))):
+        vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isin(vals, allowed)
+        i = _first_bad(bad)
+        fail(bad, col, f"unknown code {out[col].to_numpy()[i if i is not None else 0]!r}; expected one of {allowed}")
+        out[col] = vals.astype(np.int64)
+    for col in ("session", "trial"):
+        vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
+        fail(bad, col, "must be a positive integer")
+        out[col] = vals.astype(np.int64)
+    subj_raw = out["subject"]
+    fail((subj_raw.isna() | (subj_raw.astype(str).str.strip() == "")).to_numpy(), "subject", "missing subject name")
+    out["subject"] = subj_raw.astype(str)
+
+    side = out["correct_side"].to_numpy()
+    fail((cr > 0) & (side != 1), "correct_side", "stimulus on the right but the rewarded side is left")
+    fail((cl > 0) & (side != 0), "correct_side", "stimulus on the left but the rewarded side is right")
+    correct = out["choice"].to_numpy() == side
+    fb = out["feedback"].to_numpy()
+    fail(correct != (fb == 1), "feedback", "feedback does not match choice and rewarded side")
+
+    subj = out["subject"].to_numpy()
+    sess = out["session"].to_numpy()
+    trial = out["trial"].to_numpy()
+    same_block = (subj[1:] == subj[:-1]) & (sess[1:] == sess[:-1])
+    dup = np.zeros(len(out), bool)
+    dup[1:] = same_block & (trial[1:] == trial[:-1])
+    unordered = np.zeros(len(out), bool)
+    unordered[1:] = same_block & (trial[1:] < trial[:-1])
+    # report whichever problem comes first in the table
+    i_dup, i_uno = _first_bad(dup), _first_bad(unordered)
+    if i_dup is not None and (i_uno is None or i_dup < i_uno):
+        fail(dup, "trial", "duplicated trial number within a session")
+    fail(unordered, "trial", "trials out of order within a session")
+    back = np.zeros(len(out), bool)
+    back[1:] = (subj[1:] == subj[:-1]) & (sess[1:] < sess[:-1])
+    fail(back, "session", "sessions out of order (rows must be sorted by session)")
+    # a subject whose rows are split into two runs means the table is unordered
+    starts = np.flatnonzero(np.r_[True, subj[1:] != subj[:-1]])
+    seen: set[str] = set()
+    for s in starts:
+        if subj[s] in seen:
+            raise TrialDataError(f"rows of subject {subj[s]!r} are not contiguous", source=source, row=int(rows[s]), column="subject")
+        seen.add(subj[s])
+    keep = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in out.columns]
+    return out[keep].reset_index(drop=True)
+
+
+def check_nonempty_sessions(
+    sessions: dict[tuple[str, object], int],
+    source: str,
+    rows: dict[tuple[str, object], int] | None = None,
+    column: str = "session",
+) -> None:
+    """Raise if any (subject, session) key has no usable trials.
+
+    Args:
+        sessions: ``{(subject, session_key): n_trials_after_dropping_nogo}``.
+        source: name for the error message.
+        rows: optional ``{(subject, session_key): 1-based source row of the session's first
+            trial}``; when given, the error cites that row.
+        column: the source column holding the session key, for the error.
+    """
+    empty = [k for k, n in sessions.items() if n == 0]
+    if empty:
+        subj, key = empty[0]
+        more = f" ({len(empty) - 1} more)" if len(empty) > 1 else ""
+        row = None if rows is None or empty[0] not in rows else int(rows[empty[0]])
+        raise TrialDataError(
+            f"session {key!r} of subject {subj!r} has no usable trials{more}",
+            source=source,
+            row=row,
+            column=column,
+        )
+
+
+def session_starts(df: pd.DataFrame) -> np.ndarray:
+    """``[n]`` bool: True on the first trial of each session (and of each subject)."""
+    subj = df["subject"].to_numpy()
+    sess = df["session"].to_numpy()
+    out = np.ones(len(df), bool)
+    out[1:] = (subj[1:] != subj[:-1]) | (sess[1:] != sess[:-1])
+    return out
+
+
+def subjects(df: pd.DataFrame) -> list[str]:
+    """Subjects in table order."""
+    return list(dict.fromkeys(df["subject"].tolist()))

@@ -51,13 +51,13 @@ def delta_w(
     x = model.spec.features.compute(cl, cr, zeros, zeros)  # [N, M, K]
     rule = model.rule
     inp = UpdateInputs(
-        x=x.reshape(1, n * m, -1),
-        y=y.reshape(1, -1),
-        reward=r.reshape(1, -1),
-        answer=answer.reshape(1, -1),
-        next_session_start=zeros.reshape(1, -1),
+        x=x.reshape(n * m, 1, -1),
+        y=y.reshape(-1, 1),
+        reward=r.reshape(-1, 1),
+        answer=answer.reshape(-1, 1),
+        next_session_start=zeros.reshape(-1, 1),
     )
-    pre = rule.precompute(inp)[0]  # [N*M, D]
+    pre = rule.precompute(inp)[0]  # [N*M, D]: one trial for each of N*M "animals"
     w_rep = w.repeat_interleave(m, 0)
     h0 = rule.initial_state(n * m) if h is None else h.repeat_interleave(m, 0)
     w_new, _ = rule.step(w_rep, h0, pre, rule.context())

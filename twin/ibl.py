@@ -440,7 +440,8 @@ def read_alf_trials(
     # choice codes first, before anything is dropped
     choice_raw = _numeric(raw, "choice", rows, source)
     bad = ~np.isin(choice_raw, (-1, 0, 1))
-    _raise_first(bad, rows, source, "choice", "unknown choice code {v}; expected -1 (right), +1 (left) or 0 (no-go)", choice_raw)
+    reason = "unknown choice code {v}; expected -1 (right), +1 (left) or 0 (no-go)"
+    _raise_first(bad, rows, source, "choice", reason, choice_raw)
     cl = _numeric(raw, "contrastLeft", rows, source)
     cr = _numeric(raw, "contrastRight", rows, source)
     fb = _numeric(raw, "feedbackType", rows, source)
@@ -466,8 +467,8 @@ def read_alf_trials(
         order = np.lexsort((rows, sess_code, sess_date, subj_code))
     else:
         order = np.lexsort((rows, sess_code, subj_code))
-    subj, labels, rows, subj_code, sess_code = subj[order], labels[order], rows[order], subj_code[order], sess_code[order]
-    choice_raw, cl, cr, fb, pl = choice_raw[order], cl[order], cr[order], fb[order], pl[order]
+    subj, labels, rows, subj_code, sess_code = (a[order] for a in (subj, labels, rows, subj_code, sess_code))
+    choice_raw, cl, cr, fb, pl = (a[order] for a in (choice_raw, cl, cr, fb, pl))
     columns = {k: v[order] for k, v in columns.items()}
     new_sess = np.r_[True, sess_code[1:] != sess_code[:-1]]
 
@@ -571,22 +572,21 @@ def read_ibl_export(path: str | Path | None = None) -> tuple[pd.DataFrame, Inges
     phase_code = np.full(len(raw), -1, dtype=np.int64)
     for k, name in enumerate(EXPORT_PHASES):
         phase_code[phase == name] = k
-    _raise_first(phase_code < 0, rows, source, "phase", f"unknown phase {{v}}; expected one of {list(EXPORT_PHASES)}", phase)
+    reason = f"unknown phase {{v}}; expected one of {list(EXPORT_PHASES)}"
+    _raise_first(phase_code < 0, rows, source, "phase", reason, phase)
     sess_num = _positive_int(_numeric(raw, "session_num", rows, source), rows, source, "session_num")
     trial_num = _positive_int(_numeric(raw, "trial_num", rows, source), rows, source, "trial_num")
     response = _numeric(raw, "response_choice", rows, source)
     bad = ~np.isin(response, (-1, 0, 1))
-    _raise_first(
-        bad, rows, source, "response_choice", "unknown choice code {v}; expected -1 (left), +1 (right) or 0 (no-go)", response
-    )
+    reason = "unknown choice code {v}; expected -1 (left), +1 (right) or 0 (no-go)"
+    _raise_first(bad, rows, source, "response_choice", reason, response)
     correct = _numeric(raw, "trial_correct", rows, source)
     _raise_first(~np.isin(correct, (0, 1)), rows, source, "trial_correct", "unknown code {v}; expected 1 or 0", correct)
     contrast = _numeric(raw, "contrast", rows, source)
     position = _numeric(raw, "position", rows, source)
     _raise_first(np.isnan(position), rows, source, "position", "missing stimulus position")
-    _raise_first(
-        (position == 0) & (contrast > 0), rows, source, "position", "position 0 (side unknown) on a trial with contrast > 0"
-    )
+    reason = "position 0 (side unknown) on a trial with contrast > 0"
+    _raise_first((position == 0) & (contrast > 0), rows, source, "position", reason)
     prob_left = _numeric(raw, "stim_probability_left", rows, source)
     columns: dict[str, np.ndarray] = {}
     if "reaction_time" in raw.columns:
@@ -595,10 +595,10 @@ def read_ibl_export(path: str | Path | None = None) -> tuple[pd.DataFrame, Inges
     subj_code = pd.factorize(subj)[0]
     order = np.lexsort((rows, sess_num, phase_code, subj_code))
     subj, subj_code, phase_code, sess_num, trial_num = (
-        subj[order], subj_code[order], phase_code[order], sess_num[order], trial_num[order]
+        a[order] for a in (subj, subj_code, phase_code, sess_num, trial_num)
     )
     rows, response, correct, contrast, position, prob_left = (
-        rows[order], response[order], correct[order], contrast[order], position[order], prob_left[order]
+        a[order] for a in (rows, response, correct, contrast, position, prob_left)
     )
     columns = {k: v[order] for k, v in columns.items()}
     new_sess = np.r_[
@@ -611,13 +611,12 @@ def read_ibl_export(path: str | Path | None = None) -> tuple[pd.DataFrame, Inges
     choice = (response == 1).astype(np.int64)
     feedback = np.where(correct == 1, 1, -1)
     side = np.where(position > 0, 1, np.where(position < 0, 0, np.where(correct == 1, choice, 1 - choice)))
-    _check_sign_convention(
-        choice, side, feedback, (position != 0) & go, rows, source, "response_choice",
-        "response_choice +1 = right response, -1 = left",
-    )
+    convention = "response_choice +1 = right response, -1 = left"
+    _check_sign_convention(choice, side, feedback, (position != 0) & go, rows, source, "response_choice", convention)
     starts = np.flatnonzero(new_sess)
     run_labels = np.array(
-        [f"{EXPORT_PHASES[p]}-{s}" for p, s in zip(phase_code[starts].tolist(), sess_num[starts].tolist())], dtype=object
+        [f"{EXPORT_PHASES[p]}-{s}" for p, s in zip(phase_code[starts].tolist(), sess_num[starts].tolist())],
+        dtype=object,
     )
     columns.update(
         contrast_left=np.where(position < 0, contrast, 0.0),

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from twin.agents import DEFAULT_TRUTHS, Family
+from twin.agents import SLOW_REINFORCE, Family
 from twin.fit import FitConfig
 from twin.recovery import RecoveryConfig, run_recovery, write_figures
 
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("experiments/results"))
     ap.add_argument("--families", nargs="+", default=[f.value for f in Family])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-slow", action="store_true", help="skip the slow-learning identifiability check")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = RecoveryConfig(seed=args.seed, fit=FitConfig(epochs=300, patience=30, lr_patience=10))
@@ -50,6 +51,12 @@ def main() -> None:
         tables.append(tab)
         print(tab.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
         write_figures(res, args.out / "figures")
+    if not args.no_slow:
+        # identifiability check: a REINFORCE cohort learning at half the rate
+        res = run_recovery(Family.REINFORCE, replace(cfg, rules=("static", "reinforce", "dnn")), truth=SLOW_REINFORCE)
+        tab = res.table.assign(family="reinforce (slow)", matching_rule=lambda d: d["model"] == "dnn")
+        tables.append(tab)
+        print(tab.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(args.out / "recovery.csv", index=False)
     wall = time.perf_counter() - t0

@@ -143,18 +143,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     fam = Family(args.family)
-    print(f"[1/3] simulating {cfg.n_animals} {fam.value} learners x {cfg.n_trials} trials, fitting {', '.join(cfg.rules)}")
+    print(f"[1/4] simulating {cfg.n_animals} {fam.value} learners x {cfg.n_trials} trials, fitting {', '.join(cfg.rules)}")
     res = run_recovery(fam, cfg, progress=not args.quiet)
     write_trials(res.simulation.trials, out / "trials.parquet")
     for rule, fr in res.fits.items():
         save_model(fr.model, out / "models" / f"{rule}.safetensors", {"family": fam.value, "best_epoch": fr.best_epoch, "val_ll": fr.best_val_ll})
-    print("[2/3] held-out animals:")
+    print("[2/4] held-out animals:")
     table = res.table
     print(_table(table[["model", "test_ll_nats", "test_ll_bits", "accuracy", "ll_gain_ratio", "dw_corr", "fit_seconds"]]))
     table.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
     figs = write_figures(res, out / "figures")
-    print(f"[3/3] wrote {out / 'summary.csv'}, {len(figs)} figures in {out / 'figures'}, models in {out / 'models'} ({time.perf_counter() - t0:.0f} s)")
+    from twin.batch import make_batch
+    from twin.evaluate import forecast_table
+
+    batch = make_batch(res.simulation.trials)
+    k = max(2, int(batch.session.max(1).values.min().item()) // 2)
+    print(f"[3/4] forecast: fit every rule on sessions 1..{k - 1} of all animals (session {k} for early stopping), predict sessions {k + 1}..")
+    fc = forecast_table(batch, cfg.rules, k, cfg.fit, progress=not args.quiet)
+    print(_table(fc))
+    fc.to_csv(out / "forecast.csv", index=False)
+    print(f"[4/4] wrote {out / 'summary.csv'}, {out / 'forecast.csv'}, {len(figs)} figures in {out / 'figures'}, models in {out / 'models'} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 
@@ -175,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
     d.add_argument("--family", choices=families, default="asymmetric", help="ground-truth learners to simulate")
     d.add_argument("--animals", type=int, default=16, help="cohort size (a quarter held out)")
-    d.add_argument("--trials", type=int, default=2500, help="trials per animal")
+    d.add_argument("--trials", type=int, default=4000, help="trials per animal")
     d.add_argument("--epochs", type=int, default=30, help="maximum epochs per fit")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -15,8 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from typing import TYPE_CHECKING
+
 from twin.batch import TrialBatch
 from twin.model import LearnerModel
+
+if TYPE_CHECKING:
+    from twin.fit import FitConfig
 
 LN2 = math.log(2.0)
 
@@ -132,3 +137,29 @@ def split_sessions(batch: TrialBatch, k: int) -> SessionSplit:
     val = val.with_mask(val.sessions_mask(k, k))
     test = batch.with_mask(batch.sessions_mask(k + 1))
     return SessionSplit(train=train, val=val, test=test)
+
+
+def forecast_table(
+    batch: TrialBatch, rules: tuple[str, ...], k: int, config: "FitConfig", progress: bool = False
+) -> pd.DataFrame:
+    """The held-out-future-sessions protocol for several rules.
+
+    Each rule is fitted (population, all animals) on sessions ``1..k-1`` with session ``k`` for
+    early stopping, then scored teacher-forced on sessions ``k+1..``.
+
+    Returns:
+        One row per rule: forecast LL (nats, bits), accuracy, gain over ``static`` when fitted.
+    """
+    from twin.fit import fit
+    from twin.model import ModelSpec
+
+    split = split_sessions(batch, k)
+    rows = []
+    for rule in rules:
+        res = fit(ModelSpec(rule, batch.features), split.train, split.val, config, progress=progress, description=f"forecast: {rule}")
+        s = score(res.model, split.test)
+        rows.append({"model": rule, "forecast_ll_nats": s.ll, "forecast_ll_bits": s.ll_bits, "accuracy": s.accuracy, "trials": s.n_trials})
+    table = pd.DataFrame(rows)
+    if "static" in rules:
+        table["gain_vs_static"] = table["forecast_ll_nats"] - float(table.loc[table["model"] == "static", "forecast_ll_nats"].iloc[0])
+    return table

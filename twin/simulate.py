@@ -98,12 +98,12 @@ def simulate(
             "subject": np.repeat([f"{subject_prefix}-{i:03d}" for i in range(n_animals)], n_trials),
             "session": session.reshape(-1).numpy(),
             "trial": trial.reshape(-1).numpy(),
-            "contrast_left": rec["cl"].reshape(-1).numpy().astype(float),
-            "contrast_right": rec["cr"].reshape(-1).numpy().astype(float),
+            "contrast_left": np.round(rec["cl"].reshape(-1).numpy().astype(float), 6),
+            "contrast_right": np.round(rec["cr"].reshape(-1).numpy().astype(float), 6),
             "choice": rec["y"].reshape(-1).numpy().astype(np.int64),
             "feedback": (2 * rec["r"] - 1).reshape(-1).numpy().astype(np.int64),
             "correct_side": rec["ans"].reshape(-1).numpy().astype(np.int64),
-            "prob_left": rec["pl"].reshape(-1).numpy().astype(float),
+            "prob_left": np.round(rec["pl"].reshape(-1).numpy().astype(float), 6),
         }
     )
     return Simulation(trials=df, weights=ws, phase=phases)

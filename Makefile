@@ -1,0 +1,31 @@
+# learning-twins: the two quick-start commands are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test test-all bench recovery clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the project with its test extras
+
+demo: $(STAMP)  ## the main job on embedded defaults: simulate, fit, evaluate, figures
+	$(VENV)/bin/twin demo --out runs/demo
+
+test: $(STAMP)  ## the default test suite (slow tests excluded)
+	$(VENV)/bin/python -m pytest -m "not slow" -q
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)  ## fit-throughput benchmark (writes bench/results/)
+	$(VENV)/bin/python bench/fit_throughput.py
+
+recovery: $(STAMP)  ## full rule-recovery experiment (writes experiments/results/)
+	$(VENV)/bin/python experiments/recovery.py
+
+clean:
+	rm -rf runs .pytest_cache

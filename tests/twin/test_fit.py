@@ -1,0 +1,119 @@
+"""Fitting: likelihood rises, early stopping keeps the best epoch, seeds reproduce, devices
+resolve, and a small rule-recovery check (the fast version of experiments/recovery.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from twin.agents import DEFAULT_TRUTHS, Family
+from twin.batch import make_batch
+from twin.evaluate import ll_gain_ratio, score, split_animals
+from twin.fit import DeviceUnavailableError, FitConfig, fit, mean_log_likelihood, resolve_device
+from twin.model import LearnerModel, ModelSpec
+from twin.recovery import RecoveryConfig, run_recovery
+from twin.rules import MODEL_RULES
+from twin.simulate import simulate
+from twin.task import IBL_DEFAULT
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    sim = simulate(DEFAULT_TRUTHS[Family.ASYMMETRIC].build(), IBL_DEFAULT, 12, 1500, seed=3)
+    return sim, make_batch(sim.trials)
+
+
+@pytest.mark.parametrize("rule", MODEL_RULES)
+def test_likelihood_rises_under_fitting(cohort, rule):
+    _, batch = cohort
+    init_ll = mean_log_likelihood(LearnerModel(ModelSpec(rule)).eval(), batch) if rule != "dnn" else None
+    torch.manual_seed(0)
+    fresh = LearnerModel(ModelSpec(rule)).eval()
+    before = mean_log_likelihood(fresh, batch)
+    res = fit(ModelSpec(rule), batch, None, FitConfig(epochs=4, patience=100, seed=0), progress=False)
+    after = mean_log_likelihood(res.model, batch)
+    assert after > before + 1e-3, (rule, before, after)
+    assert res.best_val_ll == pytest.approx(after, abs=1e-5)
+    assert init_ll is None or math.isfinite(init_ll)
+    assert res.trial_steps == 12 * batch.n_trials * len(res.history) or rule == "static"
+
+
+def test_best_epoch_is_kept_and_patience_stops(cohort):
+    _, batch = cohort
+    res = fit(ModelSpec("reinforce"), batch, None, FitConfig(epochs=60, patience=3, seed=0), progress=False)
+    vals = [h.val_ll for h in res.history]
+    assert res.best_epoch == 1 + max(range(len(vals)), key=lambda i: vals[i])
+    assert len(res.history) - res.best_epoch <= 3
+    assert mean_log_likelihood(res.model, batch) == pytest.approx(max(vals), abs=1e-5)
+
+
+def test_same_seed_same_fit_and_warm_start(cohort):
+    _, batch = cohort
+    cfg = FitConfig(epochs=2, patience=100, seed=7)
+    a = fit(ModelSpec("dnn"), batch, None, cfg, progress=False)
+    b = fit(ModelSpec("dnn"), batch, None, cfg, progress=False)
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    warm = fit(ModelSpec("dnn"), batch, None, FitConfig(epochs=1, patience=100, seed=1), init=a.model, progress=False)
+    assert warm.best_val_ll >= a.best_val_ll - 1e-3
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="device"):
+        FitConfig(device="tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_matches_cpu(cohort):
+    _, batch = cohort
+    cfg = FitConfig(epochs=2, patience=100, seed=0)
+    cpu = fit(ModelSpec("dnn"), batch, None, cfg, progress=False)
+    gpu = fit(ModelSpec("dnn"), batch, None, FitConfig(epochs=2, patience=100, seed=0, device="cuda"), progress=False)
+    assert gpu.device.startswith("cuda")
+    assert gpu.best_val_ll == pytest.approx(cpu.best_val_ll, abs=1e-3)
+
+
+def test_features_mismatch_is_rejected(cohort):
+    from twin.features import FeatureSpec
+
+    _, batch = cohort
+    with pytest.raises(ValueError, match="features"):
+        fit(ModelSpec("dnn", FeatureSpec(history=True)), batch, None, FitConfig(epochs=1), progress=False)
+
+
+def test_small_recovery_dnn_recovers_reinforce():
+    """Fast version of the recovery experiment: REINFORCE truth, held-out animals."""
+    cfg = RecoveryConfig(
+        n_animals=16, n_test=4, val_fraction=0.2, n_trials=2500, rules=("static", "reinforce", "dnn"),
+        fit=FitConfig(epochs=40, patience=8), seed=1, dw_states=100,
+    )
+    res = run_recovery(Family.REINFORCE, cfg, progress=False)
+    tab = res.table.set_index("model")
+    assert tab.loc["truth", "test_ll_nats"] > tab.loc["static", "test_ll_nats"]
+    assert tab.loc["dnn", "ll_gain_ratio"] >= 0.85, tab
+    assert tab.loc["reinforce", "ll_gain_ratio"] >= 0.85, tab
+    assert tab.loc["dnn", "dw_corr"] >= 0.6, tab
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,rule", [(Family.REINFORCE, "dnn"), (Family.ASYMMETRIC, "dnn"), (Family.HISTORY, "rnn")])
+def test_recovery_medium(family, rule):
+    cfg = RecoveryConfig(n_animals=26, n_test=6, val_fraction=0.2, n_trials=4000, rules=("static", rule), fit=FitConfig(epochs=150, patience=20), seed=2)
+    tab = run_recovery(family, cfg, progress=False).table.set_index("model")
+    assert tab.loc[rule, "ll_gain_ratio"] >= 0.9, tab
+
+
+def test_split_then_score_uses_population_w0(cohort):
+    _, batch = cohort
+    split = split_animals(batch.n_animals, 3, 0.2, seed=0)
+    res = fit(ModelSpec("static"), batch.select(list(split.train)), batch.select(list(split.val)), FitConfig(epochs=20, patience=5), progress=False)
+    s = score(res.model, batch.select(list(split.test)))
+    assert s.n_trials == int(batch.select(list(split.test)).mask.sum())
+    assert math.isnan(ll_gain_ratio(-0.6, -0.5, -0.5))

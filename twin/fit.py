@@ -38,6 +38,8 @@ class FitConfig:
         seed: seeds the parameter initialisation.
         device: ``cpu``, ``cuda`` (error if absent) or ``auto`` (CUDA when present).
         fit_w0: also fit the initial weights.
+        scale_lr_multiplier: step-size multiplier for the log-parametrised update scales
+            (``log_scale``) of the DNN and RNN rules, which start at 1e-3.
     """
 
     epochs: int = 300
@@ -49,6 +51,7 @@ class FitConfig:
     seed: int = 0
     device: str = "cpu"
     fit_w0: bool = True
+    scale_lr_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -158,13 +161,17 @@ def fit(
     model = model.to(device).train()
     model.requires_grad_(True)
     model.w0.requires_grad_(config.fit_w0)
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     train_d = train.to(device)
     val_d = (val if val is not None else train).to(device)
     inp = _inputs(train_d)
     n_b, n_t = train_d.n_animals, train_d.n_trials
     lr = config.learning_rate if config.learning_rate is not None else model.rule.default_learning_rate
-    opt = torch.optim.Adam(params, lr=lr) if params else None
+    scales = [p for n, p in named if n.endswith("log_scale")]
+    others = [p for n, p in named if not n.endswith("log_scale")]
+    groups = [{"params": others, "lr": lr}] + ([{"params": scales, "lr": lr * config.scale_lr_multiplier}] if scales else [])
+    opt = torch.optim.Adam(groups) if params else None
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=config.lr_patience) if opt else None
     best_ll, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     history: list[EpochRecord] = []

@@ -130,6 +130,45 @@ def mean_log_likelihood(model: LearnerModel, batch: TrialBatch) -> float:
     return float(model.log_likelihood(batch).sum().item() / n)
 
 
+def train_epoch(
+    model: LearnerModel,
+    opt: torch.optim.Optimizer,
+    batch: TrialBatch,
+    inp: UpdateInputs,
+    tbptt: int,
+    params: list[torch.nn.Parameter],
+    grad_clip: float,
+) -> tuple[float, int]:
+    """One pass of truncated BPTT over the batch: one optimiser step per chunk.
+
+    Returns:
+        ``(sum of log-likelihoods over scored trials, rule steps taken)``.
+    """
+    n_b, n_t = batch.n_animals, batch.n_trials
+    total_ll, steps = 0.0, 0
+    w, h = model.initial(n_b)
+    for a in range(0, n_t, tbptt):
+        b = min(a + tbptt, n_t)
+        m = batch.mask[:, a:b]
+        pre = model.rule.precompute(_slice(inp, a, b))
+        ws, h_next = model.rule.rollout(w, h, pre)
+        w_used = torch.cat([w.unsqueeze(0), ws[:-1]], 0).transpose(0, 1)
+        ll = choice_log_likelihood(w_used, batch.x[:, a:b], batch.y[:, a:b]) * m
+        n_m = m.sum()
+        if n_m > 0:
+            loss = -ll.sum() / n_m
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            total_ll += float(ll.sum().item())
+        # carry the state across chunks without gradient (truncated BPTT); a rule whose
+        # weights never change restarts from w0 so that w0 keeps its gradient
+        w, h = (ws[-1].detach(), h_next.detach()) if model.rule.learns else model.initial(n_b)
+        steps += n_b * (b - a)
+    return total_ll, steps
+
+
 def fit(
     spec: ModelSpec,
     train: TrialBatch,
@@ -166,7 +205,6 @@ def fit(
     train_d = train.to(device)
     val_d = (val if val is not None else train).to(device)
     inp = _inputs(train_d)
-    n_b, n_t = train_d.n_animals, train_d.n_trials
     lr = config.learning_rate if config.learning_rate is not None else model.rule.default_learning_rate
     scales = [p for n, p in named if n.endswith("log_scale")]
     others = [p for n, p in named if not n.endswith("log_scale")]
@@ -182,26 +220,8 @@ def fit(
         t0 = time.perf_counter()
         total_ll = 0.0
         if opt is not None:
-            w, h = model.initial(n_b)
-            for a in range(0, n_t, config.tbptt):
-                b = min(a + config.tbptt, n_t)
-                m = train_d.mask[:, a:b]
-                pre = model.rule.precompute(_slice(inp, a, b))
-                ws, h_next = model.rule.rollout(w, h, pre)
-                w_used = torch.cat([w.unsqueeze(0), ws[:-1]], 0).transpose(0, 1)
-                ll = choice_log_likelihood(w_used, train_d.x[:, a:b], train_d.y[:, a:b]) * m
-                n_m = m.sum()
-                if n_m > 0:
-                    loss = -ll.sum() / n_m
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    opt.step()
-                    total_ll += float(ll.sum().item())
-                # carry the state across chunks without gradient (truncated BPTT); a rule whose
-                # weights never change restarts from w0 so that w0 keeps its gradient
-                w, h = (ws[-1].detach(), h_next.detach()) if model.rule.learns else model.initial(n_b)
-                steps += n_b * (b - a)
+            total_ll, n_steps = train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip)
+            steps += n_steps
         model.eval()
         val_ll = mean_log_likelihood(model, val_d)
         model.train()

@@ -162,8 +162,10 @@ class LearningRule(nn.Module, abc.ABC):
         """
         ctx = self.context()
         out = []
-        for t in range(pre.shape[0]):
-            w, h = self.step(w, h, pre[t], ctx)
+        # unbind, not pre[t]: the backward of T separate index ops would each allocate and
+        # zero a full [T, B, D] gradient; unbind's backward stacks the slices' gradients once
+        for pre_t in pre.unbind(0):
+            w, h = self.step(w, h, pre_t, ctx)
             out.append(w)
         if not out:
             return w.new_zeros((0,) + tuple(w.shape)), h

@@ -32,9 +32,9 @@ class DNNRule(LearningRule):
         self.log_scale = nn.Parameter(torch.full((k,), math.log(config.scale_init)))
 
     def precompute(self, inputs: UpdateInputs) -> torch.Tensor:
-        u = inputs.standard_vector()  # [B, T, K+4]
+        u = inputs.standard_vector().transpose(0, 1).contiguous()  # [T, B, K+4], time-major
         w_u = self.fc1.weight[:, self.n_weights :]
-        return torch.addmm(self.fc1.bias, u.reshape(-1, u.shape[-1]), w_u.t()).reshape(u.shape[0], u.shape[1], -1).transpose(0, 1)
+        return torch.addmm(self.fc1.bias, u.reshape(-1, u.shape[-1]), w_u.t()).reshape(u.shape[0], u.shape[1], -1)
 
     def context(self) -> Context:
         s = self.log_scale.exp()

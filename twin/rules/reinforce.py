@@ -48,7 +48,7 @@ class ReinforceRule(LearningRule):
     def precompute(self, inputs: UpdateInputs) -> torch.Tensor:
         r = inputs.reward.unsqueeze(-1)
         a = self.log_alpha.exp() * (r - self.baseline) * inputs.x
-        return torch.cat([a, inputs.x, inputs.y.unsqueeze(-1)], -1).transpose(0, 1)
+        return torch.cat([a, inputs.x, inputs.y.unsqueeze(-1)], -1).transpose(0, 1).contiguous()
 
     def step(self, w: torch.Tensor, h: torch.Tensor, pre_t: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.n_weights
@@ -83,7 +83,7 @@ class AsymmetricPredictionErrorRule(LearningRule):
     def precompute(self, inputs: UpdateInputs) -> torch.Tensor:
         r = inputs.reward.unsqueeze(-1)
         alpha = r * self.log_alpha_correct.exp() + (1 - r) * self.log_alpha_error.exp()
-        return torch.cat([alpha * inputs.x, inputs.x, inputs.answer.unsqueeze(-1)], -1).transpose(0, 1)
+        return torch.cat([alpha * inputs.x, inputs.x, inputs.answer.unsqueeze(-1)], -1).transpose(0, 1).contiguous()
 
     def step(self, w: torch.Tensor, h: torch.Tensor, pre_t: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.n_weights
@@ -127,7 +127,7 @@ class RewardHistoryReinforceRule(LearningRule):
     def precompute(self, inputs: UpdateInputs) -> torch.Tensor:
         r = inputs.reward.unsqueeze(-1)
         a = self.log_alpha.exp() * (r - self.baseline) * inputs.x
-        return torch.cat([a, inputs.x, inputs.y.unsqueeze(-1), r], -1).transpose(0, 1)
+        return torch.cat([a, inputs.x, inputs.y.unsqueeze(-1), r], -1).transpose(0, 1).contiguous()
 
     def context(self) -> Context:
         return (self.log_kappa.exp(), -torch.exp(-self.log_tau))

@@ -36,9 +36,9 @@ class RNNRule(LearningRule):
         return self.config.hidden_size
 
     def precompute(self, inputs: UpdateInputs) -> torch.Tensor:
-        u = inputs.standard_vector()
+        u = inputs.standard_vector().transpose(0, 1).contiguous()  # [T, B, K+4], time-major
         w_u = self.gru.weight_ih[:, self.n_weights :]
-        return torch.addmm(self.gru.bias_ih, u.reshape(-1, u.shape[-1]), w_u.t()).reshape(u.shape[0], u.shape[1], -1).transpose(0, 1)
+        return torch.addmm(self.gru.bias_ih, u.reshape(-1, u.shape[-1]), w_u.t()).reshape(u.shape[0], u.shape[1], -1)
 
     def context(self) -> Context:
         s = self.log_scale.exp()

@@ -138,24 +138,32 @@ def train_epoch(
     tbptt: int,
     params: list[torch.nn.Parameter],
     grad_clip: float,
+    w0: torch.Tensor | None = None,
+    log_rate: torch.Tensor | None = None,
 ) -> tuple[float, int]:
     """One pass of truncated BPTT over the batch: one optimiser step per chunk.
+
+    ``w0`` and ``log_rate`` (``[B, K]``) override the model's own, for per-animal fits.
 
     Returns:
         ``(sum of log-likelihoods over scored trials, rule steps taken)``.
     """
     n_b, n_t = batch.n_animals, batch.n_trials
     total_ll, steps = 0.0, 0
-    w, h = model.initial(n_b)
+    w, h = model.initial(n_b, w0)
     for a in range(0, n_t, tbptt):
         b = min(a + tbptt, n_t)
         m = batch.mask[:, a:b]
         pre = model.rule.precompute(_slice(inp, a, b))
-        ws, h_next = model.rule.rollout(w, h, pre)
+        ws, h_next = model.rollout(w, h, pre, log_rate)
         w_used = torch.cat([w.unsqueeze(0), ws[:-1]], 0).transpose(0, 1)
         ll = choice_log_likelihood(w_used, batch.x[:, a:b], batch.y[:, a:b]) * m
         n_m = m.sum()
-        if n_m > 0:
+        # a chunk can have no path to any trained parameter (e.g. only w0 is trained and the
+        # carried weights were detached at the previous chunk): score it, take no step
+        if n_m > 0 and not ll.requires_grad:
+            total_ll += float(ll.sum().item())
+        elif n_m > 0:
             loss = -ll.sum() / n_m
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -164,7 +172,7 @@ def train_epoch(
             total_ll += float(ll.sum().item())
         # carry the state across chunks without gradient (truncated BPTT); a rule whose
         # weights never change restarts from w0 so that w0 keeps its gradient
-        w, h = (ws[-1].detach(), h_next.detach()) if model.rule.learns else model.initial(n_b)
+        w, h = (ws[-1].detach(), h_next.detach()) if model.rule.learns else model.initial(n_b, w0)
         steps += n_b * (b - a)
     return total_ll, steps
 
@@ -200,6 +208,7 @@ def fit(
     model = model.to(device).train()
     model.requires_grad_(True)
     model.w0.requires_grad_(config.fit_w0)
+    model.log_rate.requires_grad_(False)  # redundant with the rule's own scale in a population fit
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     train_d = train.to(device)

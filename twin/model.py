@@ -40,9 +40,11 @@ class ModelSpec:
 
 
 class LearnerModel(nn.Module):
-    """``p(right on t) = sigmoid(w_t · x_t)``, ``w_0`` learnable, ``w_{t+1} = rule(w_t, h_t, trial t)``.
+    """``p(right on t) = sigmoid(w_t · x_t)``, ``w_{t+1} = w_t + exp(ρ) ⊙ Δw_t``, ``w_0`` learnable.
 
-    Holds structure and parameters; the rule's equation is stated by the rule class.
+    ``Δw_t`` is the rule's update (its class states the equation) and ``ρ`` (``log_rate``) a
+    per-weight log learning-rate multiplier, 0 (no change) in population fits; a per-animal twin
+    adapts ``w_0`` and ``ρ`` to its animal. Holds structure and parameters.
 
     Args:
         spec: structure of the model.
@@ -54,6 +56,7 @@ class LearnerModel(nn.Module):
         k = spec.features.n_features
         self.rule = make_rule(spec.rule, k, spec.rule_config)
         self.w0 = nn.Parameter(torch.zeros(k))
+        self.log_rate = nn.Parameter(torch.zeros(k), requires_grad=False)
 
     @property
     def n_weights(self) -> int:
@@ -69,22 +72,37 @@ class LearnerModel(nn.Module):
         w = (self.w0 if w0 is None else w0).expand(batch_size, -1)
         return w, self.rule.initial_state(batch_size, device=self.w0.device)
 
-    def trajectory(self, batch: TrialBatch, w0: torch.Tensor | None = None) -> torch.Tensor:
+    def rate(self, log_rate: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per-weight update multiplier ``[K]`` or ``[B, K]``; None when it is exactly 1."""
+        lr = self.log_rate if log_rate is None else log_rate
+        if log_rate is None and not lr.requires_grad and not bool(lr.any()):
+            return None
+        return lr.exp()
+
+    def rollout(
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, log_rate: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rule's rollout (``[n, B, K]`` weights after each step, final state) with the
+        learning-rate multiplier applied."""
+        return self.rule.rollout(w, h, pre, rate=self.rate(log_rate))
+
+    def trajectory(self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced weight trajectory along the animal's real trials.
 
         Args:
             batch: the trials.
             w0: optional ``[B, K]`` or ``[K]`` starting weights.
+            log_rate: optional ``[B, K]`` or ``[K]`` log learning-rate multipliers.
 
         Returns:
             ``[B, T, K]`` the weights in force on each trial.
         """
         pre = self.precompute(batch)
         w, h = self.initial(batch.n_animals, w0)
-        ws, _ = self.rule.rollout(w, h, pre[:-1])
+        ws, _ = self.rollout(w, h, pre[:-1], log_rate)
         return torch.cat([w.unsqueeze(0), ws], 0).transpose(0, 1)
 
-    def log_likelihood(self, batch: TrialBatch, w0: torch.Tensor | None = None) -> torch.Tensor:
+    def log_likelihood(self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, T]`` per-trial log-likelihood (nats), zero where ``batch.mask`` is False."""
-        ll = choice_log_likelihood(self.trajectory(batch, w0), batch.x, batch.y)
+        ll = choice_log_likelihood(self.trajectory(batch, w0, log_rate), batch.x, batch.y)
         return ll * batch.mask

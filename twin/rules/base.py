@@ -149,13 +149,16 @@ class LearningRule(nn.Module, abc.ABC):
             ``(w_{t+1} [B, K], h_{t+1} [B, H])``.
         """
 
-    def rollout(self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rollout(
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply :meth:`step` along ``pre``.
 
         Args:
             w: ``[B, K]`` weights before the first step.
             h: ``[B, H]`` state before the first step.
             pre: ``[n, B, D]`` precomputed inputs of ``n`` consecutive trials.
+            rate: optional ``[K]`` or ``[B, K]`` multiplier of every update.
 
         Returns:
             ``(ws [n, B, K], h)``: the weights after each step and the final state.
@@ -165,7 +168,8 @@ class LearningRule(nn.Module, abc.ABC):
         # unbind, not pre[t]: the backward of T separate index ops would each allocate and
         # zero a full [T, B, D] gradient; unbind's backward stacks the slices' gradients once
         for pre_t in pre.unbind(0):
-            w, h = self.step(w, h, pre_t, ctx)
+            w_next, h = self.step(w, h, pre_t, ctx)
+            w = w_next if rate is None else w + rate * (w_next - w)
             out.append(w)
         if not out:
             return w.new_zeros((0,) + tuple(w.shape)), h

@@ -21,5 +21,7 @@ class StaticRule(LearningRule):
     def step(self, w: torch.Tensor, h: torch.Tensor, pre_t: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         return w, h
 
-    def rollout(self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rollout(
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return w.unsqueeze(0).expand(pre.shape[0], -1, -1), h

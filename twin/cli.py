@@ -7,6 +7,8 @@ Subcommands:
 * ``twin simulate``: a cohort of ground-truth learners doing the IBL task → trials file.
 * ``twin fit``: fit a learning rule to a trials file → model file (safetensors).
 * ``twin evaluate``: score model files on a trials file (all trials, or later sessions only).
+* ``twin fit-twins`` / ``twin update-twin`` / ``twin twins``: per-animal twins in the versioned
+  twin store (SQLite by default, PostgreSQL by URL).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ EPILOG = """examples:
   twin simulate --family asymmetric --animals 40 --trials 6000 --out cohort.parquet
   twin fit cohort.parquet --rule dnn --out dnn.safetensors
   twin evaluate cohort.parquet dnn.safetensors static.safetensors --from-session 10
+  twin fit-twins cohort.parquet --rule dnn --store twins && twin twins --store twins
+  twin update-twin new_sessions.parquet --subject asymmetric-003 --store twins
 """
 
 
@@ -167,6 +171,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_twins(args: argparse.Namespace) -> int:
+    from twin.cohort import CohortFitConfig, fit_cohort
+    from twin.datasets import load_trials
+    from twin.fit import FitConfig
+    from twin.model import ModelSpec
+    from twin.rules import RuleConfig, get_rule
+    from twin.store import TwinStore
+    from twin.twins import Adaptation
+
+    get_rule(args.rule)
+    df, report = load_trials(args.data)
+    print(report.summary())
+    store = TwinStore(args.store, url=args.db_url)
+    cfg = CohortFitConfig(
+        spec=ModelSpec(args.rule, rule_config=RuleConfig(hidden_size=args.hidden)),
+        fit=FitConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device),
+        adaptation=None if args.adaptation == "auto" else Adaptation(args.adaptation),
+    )
+    rep = fit_cohort(df, store, cfg, progress=not args.quiet)
+    if rep.adaptation_table is not None:
+        print("adaptation chosen on held-out future sessions:")
+        print(_table(rep.adaptation_table))
+    rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics["val_ll"]} for v in rep.versions]
+    print(_table(pd.DataFrame(rows)))
+    print(f"stored {len(rep.versions)} twins ({rep.adaptation.value}) in {args.store} in {rep.seconds:.0f} s")
+    return 0
+
+
+def cmd_update_twin(args: argparse.Namespace) -> int:
+    from twin.cohort import update_twin
+    from twin.datasets import load_trials
+    from twin.store import TwinStore
+
+    df, report = load_trials(args.data)
+    print(report.summary())
+    v = update_twin(TwinStore(args.store, url=args.db_url), args.subject, df)
+    print(f"{v.subject}: stored version {v.version} (through session {v.trained_through_session}, validation LL {v.metrics['val_ll']:.4f})")
+    return 0
+
+
+def cmd_twins(args: argparse.Namespace) -> int:
+    from twin.store import TwinStore
+
+    store = TwinStore(args.store, url=args.db_url)
+    rows = [
+        {"subject": v.subject, "version": v.version, "rule": v.rule, "through_session": v.trained_through_session, "val_ll": v.metrics.get("val_ll"), "aliases": ",".join(v.aliases), "created": v.created_at.isoformat(timespec="seconds")}
+        for s in store.subjects()
+        for v in store.versions(s)
+    ]
+    print(_table(pd.DataFrame(rows)) if rows else f"no twins in {args.store}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from twin.rules import rule_names
 
@@ -215,6 +272,33 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_fit)
+
+    def store_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--store", type=Path, default=Path("twins"), help="twin store folder (default: ./twins)")
+        q.add_argument("--db-url", default=None, help="SQLAlchemy URL of the metadata database (default: SQLite in the store folder)")
+
+    ft = sub.add_parser("fit-twins", help="fit the population rule and one twin per animal into the twin store")
+    ft.add_argument("data", type=Path, help="trials file (any supported layout)")
+    ft.add_argument("--rule", default="dnn", help=f"learning rule: {', '.join(rule_names())}")
+    ft.add_argument("--adaptation", choices=["auto", "none", "w0", "w0+rate", "full"], default="auto", help="per-animal adaptation (auto: chosen on held-out future sessions)")
+    ft.add_argument("--epochs", type=int, default=300)
+    ft.add_argument("--patience", type=int, default=30)
+    ft.add_argument("--hidden", type=int, default=32)
+    ft.add_argument("--device", default="cpu")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--quiet", action="store_true")
+    store_args(ft)
+    ft.set_defaults(func=cmd_fit_twins)
+
+    ut = sub.add_parser("update-twin", help="update one animal's twin with its new sessions (new version)")
+    ut.add_argument("data", type=Path, help="the animal's trials, new sessions included")
+    ut.add_argument("--subject", required=True)
+    store_args(ut)
+    ut.set_defaults(func=cmd_update_twin)
+
+    ls = sub.add_parser("twins", help="list the twin store's subjects and versions")
+    store_args(ls)
+    ls.set_defaults(func=cmd_twins)
 
     e = sub.add_parser("evaluate", help="score model files on a trials file")
     e.add_argument("data", type=Path)

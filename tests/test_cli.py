@@ -173,3 +173,21 @@ def test_fit_needs_sessions_to_hold_out(tmp_path, capsys):
     # ...and works without a validation hold-out
     assert main(["fit", str(data), "--rule", "static", "--epochs", "1", "--quiet", "--val-sessions", "0", "--out", str(tmp_path / "m.safetensors")]) == 0
     assert (tmp_path / "m.safetensors").exists()
+
+
+def test_fit_twins_list_and_update_refusal(tmp_path, capsys):
+    from twin.cli import main as cli_main
+
+    data = tmp_path / "c.parquet"
+    store = tmp_path / "store"
+    assert cli_main(["simulate", "--animals", "3", "--trials", "1500", "--seed", "0", "--out", str(data)]) == 0
+    assert cli_main(["fit-twins", str(data), "--rule", "reinforce", "--epochs", "3", "--adaptation", "w0", "--store", str(store), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "stored 3 twins (w0)" in out
+    assert cli_main(["twins", "--store", str(store)]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("serving") == 3 and "reinforce-000" in listing
+    assert cli_main(["update-twin", str(data), "--subject", "reinforce-000", "--store", str(store)]) == 2
+    assert "up to date" in capsys.readouterr().err
+    assert cli_main(["update-twin", str(data), "--subject", "nobody", "--store", str(store)]) == 2
+    assert "no twin stored for subject 'nobody'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import random_trials_table
 
 from twin.batch import make_batch
 from twin.evaluate import LN2, AnimalSplit, ll_gain_ratio, score, split_animals, split_sessions
@@ -15,16 +16,7 @@ from twin.model import LearnerModel, ModelSpec
 
 
 def trials_table(lengths: dict[str, list[int]], seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for subj, sessions in lengths.items():
-        for s, n in enumerate(sessions, start=1):
-            for t in range(1, n + 1):
-                side, choice = int(rng.integers(0, 2)), int(rng.integers(0, 2))
-                c = float(rng.choice([0.0, 0.125, 0.5, 1.0]))
-                rows.append(dict(subject=subj, session=s, trial=t, contrast_left=c * (1 - side), contrast_right=c * side,
-                                 choice=choice, feedback=1 if choice == side else -1, correct_side=side, prob_left=0.5))
-    return pd.DataFrame(rows)
+    return random_trials_table(lengths, seed, contrasts=(0.0, 0.125, 0.5, 1.0))
 
 
 LENGTHS = {"a": [10, 8, 6, 7], "b": [5, 9, 4], "c": [6, 6, 6, 6, 3]}

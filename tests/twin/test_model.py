@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import random_trials_table
 
 from twin.batch import make_batch
 from twin.features import FeatureSpec, StimulusCoding
@@ -17,30 +18,7 @@ from twin.policy import choice_log_likelihood, logits, p_right
 from twin.rules import MODEL_RULES, RuleConfig, rule_names
 
 
-def trials_table(lengths: dict[str, list[int]], seed: int = 0) -> pd.DataFrame:
-    """Canonical trials: ``lengths[subject]`` lists the trials of each session."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for subj, sessions in lengths.items():
-        for s, n in enumerate(sessions, start=1):
-            for t in range(1, n + 1):
-                side = int(rng.integers(0, 2))
-                c = float(rng.choice([0.0, 0.0625, 0.25, 1.0]))
-                choice = int(rng.integers(0, 2))
-                rows.append(
-                    dict(
-                        subject=subj,
-                        session=s,
-                        trial=t,
-                        contrast_left=c * (1 - side),
-                        contrast_right=c * side,
-                        choice=choice,
-                        feedback=1 if choice == side else -1,
-                        correct_side=side,
-                        prob_left=0.5,
-                    )
-                )
-    return pd.DataFrame(rows)
+trials_table = random_trials_table
 
 
 def init_model(spec: ModelSpec, seed: int = 0) -> LearnerModel:

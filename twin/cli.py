@@ -189,7 +189,16 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
         fit=FitConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device),
         adaptation=None if args.adaptation == "auto" else Adaptation(args.adaptation),
     )
-    rep = fit_cohort(df, store, cfg, progress=not args.quiet)
+    if args.ray or args.ray_address:
+        # the CLI is the composition root: the Ray adapter is loaded only when asked for
+        from cluster.cohort import fit_cohort_ray
+
+        ray_rep = fit_cohort_ray(df, store, cfg, animals_per_batch=args.animals_per_task, address=args.ray_address, progress=not args.quiet)
+        for subject, err in ray_rep.failed.items():
+            print(f"FAILED {subject}: {err}", file=sys.stderr)
+        rep = ray_rep.report
+    else:
+        rep = fit_cohort(df, store, cfg, progress=not args.quiet)
     if rep.adaptation_table is not None:
         print("adaptation chosen on held-out future sessions:")
         print(_table(rep.adaptation_table))
@@ -287,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--device", default="cpu")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--quiet", action="store_true")
+    ft.add_argument("--ray", action="store_true", help="adapt the twins in Ray tasks on a local Ray (loopback)")
+    ft.add_argument("--ray-address", default=None, help="join this Ray cluster instead (implies --ray)")
+    ft.add_argument("--animals-per-task", type=int, default=16, help="animals per Ray task (batched fit)")
     store_args(ft)
     ft.set_defaults(func=cmd_fit_twins)
 

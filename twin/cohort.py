@@ -4,17 +4,18 @@ and twin updates when an animal's new sessions arrive."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
+import torch
 
 from twin.batch import TrialBatch, make_batch
 from twin.errors import TwinError
 
 from twin.fit import FitConfig, fit
-from twin.model import ModelSpec
+from twin.model import LearnerModel, ModelSpec
 from twin.store import TwinStore, TwinVersion, hash_trials
-from twin.twins import Adaptation, adapt, choose_adaptation
+from twin.twins import Adaptation, adapt, choose_adaptation, default_adapt_config
 
 SERVING_ALIAS = "serving"
 
@@ -55,41 +56,99 @@ def _last_session_split(batch: TrialBatch) -> tuple[TrialBatch, TrialBatch]:
     return batch.truncate_sessions(last - 1), batch.with_mask(batch.sessions_mask(last))
 
 
-def fit_cohort(df: pd.DataFrame, store: TwinStore, config: CohortFitConfig = CohortFitConfig(), progress: bool = True) -> CohortFitReport:
-    """Fit the population rule on every animal, adapt one twin per animal, store them all.
+@dataclass(frozen=True)
+class PopulationFit:
+    """The cohort-level step of a twin fit: population model and the chosen adaptation."""
+
+    model: LearnerModel
+    val_ll: float
+    adaptation: Adaptation
+    adaptation_table: pd.DataFrame | None
+
+
+def fit_population(df: pd.DataFrame, config: CohortFitConfig = CohortFitConfig(), progress: bool = True) -> PopulationFit:
+    """Fit the population rule on every animal (each one's last session validates) and choose
+    the per-animal adaptation on held-out future sessions unless the config fixes it."""
+    batch = make_batch(df, config.spec.features)
+    train, val = _last_session_split(batch)
+    pop = fit(config.spec, train, val, config.fit, progress=progress, description=f"population {config.spec.rule}")
+    adaptation, table = config.adaptation, None
+    if adaptation is None:
+        k = config.choose_at or max(2, int(batch.session.max(1).values.min().item()) // 2)
+        adaptation, table = choose_adaptation(pop.model, batch, k)
+    return PopulationFit(pop.model, pop.best_val_ll, adaptation, table)
+
+
+@dataclass(frozen=True)
+class AnimalTwin:
+    """One animal's adapted twin and what the store records about it."""
+
+    subject: str
+    model: LearnerModel
+    trained_through_session: int
+    data_hash: str
+    val_ll: float
+
+
+def adapt_animals(population: PopulationFit, df: pd.DataFrame, device: str = "cpu") -> list[AnimalTwin]:
+    """Adapt the twins of the animals in ``df`` (one batched fit) on ``device``. This is the
+    unit of work that cohort fits split across processes or Ray tasks: its result for an animal
+    depends only on the animals in the same call."""
+    batch = make_batch(df, population.model.spec.features)
+    train, val = _last_session_split(batch)
+    cfg = replace(default_adapt_config(population.adaptation), device=device)
+    res = adapt(population.model, train, val, population.adaptation, cfg)
+    out = []
+    for i, subject in enumerate(batch.subjects):
+        sub = df[df["subject"] == subject]
+        twin = res.twins[subject]
+        val_i = val.select([i])
+        with torch.no_grad():
+            v_ll = float(twin.log_likelihood(val_i).sum().item() / max(float(val_i.mask.sum().item()), 1.0))
+        out.append(AnimalTwin(subject, twin, int(sub["session"].max()), hash_trials(sub), v_ll))
+    return out
+
+
+def animal_batches(df: pd.DataFrame, animals_per_batch: int) -> list[pd.DataFrame]:
+    """Split a cohort's table into consecutive groups of ``animals_per_batch`` subjects."""
+    if animals_per_batch < 1:
+        raise ValueError("animals_per_batch must be >= 1")
+    names = list(dict.fromkeys(df["subject"]))
+    groups = [names[i : i + animals_per_batch] for i in range(0, len(names), animals_per_batch)]
+    return [df[df["subject"].isin(g)] for g in groups]
+
+
+def store_twins(store: TwinStore, population: PopulationFit, config: CohortFitConfig, twins: list[AnimalTwin]) -> tuple[TwinVersion, ...]:
+    """Store every twin as a new version and move the ``serving`` alias to it."""
+    hyper = {"spec": config.spec.to_dict(), "fit": asdict(config.fit), "adaptation": population.adaptation.value}
+    return tuple(
+        store.put(
+            t.subject,
+            t.model,
+            trained_through_session=t.trained_through_session,
+            data_hash=t.data_hash,
+            metrics={"val_ll": t.val_ll, "population_val_ll": population.val_ll},
+            hyperparameters=hyper,
+            alias=SERVING_ALIAS,
+        )
+        for t in twins
+    )
+
+
+def fit_cohort(
+    df: pd.DataFrame, store: TwinStore, config: CohortFitConfig = CohortFitConfig(), progress: bool = True, animals_per_batch: int = 32
+) -> CohortFitReport:
+    """Fit the population rule on every animal, adapt one twin per animal (batches of
+    ``animals_per_batch``, in this process), store them all.
 
     Each animal's twin is stored as a new version with the hash of that animal's trials and its
     last trained session, and the ``serving`` alias is moved to it.
     """
     t0 = time.perf_counter()
-    batch = make_batch(df, config.spec.features)
-    train, val = _last_session_split(batch)
-    pop = fit(config.spec, train, val, config.fit, progress=progress, description=f"population {config.spec.rule}")
-    table = None
-    adaptation = config.adaptation
-    if adaptation is None:
-        k = config.choose_at or max(2, int(batch.session.max(1).values.min().item()) // 2)
-        adaptation, table = choose_adaptation(pop.model, batch, k)
-    twins = adapt(pop.model, train, val, adaptation)
-    versions = []
-    for i, subject in enumerate(batch.subjects):
-        sub = df[df["subject"] == subject]
-        twin = twins.twins[subject]
-        val_i = val.select([i])
-        n = float(val_i.mask.sum().item())
-        v_ll = float(twin.log_likelihood(val_i).sum().item() / max(n, 1.0))
-        versions.append(
-            store.put(
-                subject,
-                twin,
-                trained_through_session=int(sub["session"].max()),
-                data_hash=hash_trials(sub),
-                metrics={"val_ll": v_ll, "population_val_ll": pop.best_val_ll},
-                hyperparameters={"spec": config.spec.to_dict(), "fit": asdict(config.fit), "adaptation": adaptation.value},
-                alias=SERVING_ALIAS,
-            )
-        )
-    return CohortFitReport(tuple(versions), adaptation, table, pop.best_val_ll, time.perf_counter() - t0)
+    population = fit_population(df, config, progress)
+    twins = [t for part in animal_batches(df, animals_per_batch) for t in adapt_animals(population, part)]
+    versions = store_twins(store, population, config, twins)
+    return CohortFitReport(versions, population.adaptation, population.adaptation_table, population.val_ll, time.perf_counter() - t0)
 
 
 def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: FitConfig | None = None) -> TwinVersion:
@@ -126,4 +185,16 @@ def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: Fi
     )
 
 
-__all__ = ["CohortFitConfig", "CohortFitReport", "fit_cohort", "update_twin", "SERVING_ALIAS"]
+__all__ = [
+    "AnimalTwin",
+    "CohortFitConfig",
+    "CohortFitReport",
+    "PopulationFit",
+    "SERVING_ALIAS",
+    "adapt_animals",
+    "animal_batches",
+    "fit_cohort",
+    "fit_population",
+    "store_twins",
+    "update_twin",
+]

@@ -57,6 +57,17 @@ class TwinFitResult:
     seconds: float
 
 
+BATCHED_ADAPT_CONFIG = FitConfig(learning_rate=0.02, epochs=100, patience=10)
+"""Default settings of the batched ``w0``/rate adaptations."""
+FULL_ADAPT_CONFIG = FitConfig(learning_rate=1e-3, epochs=30, patience=5)
+"""Default settings of full per-animal fine-tuning."""
+
+
+def default_adapt_config(adaptation: Adaptation) -> FitConfig:
+    """The default optimisation settings of an adaptation."""
+    return FULL_ADAPT_CONFIG if adaptation is Adaptation.FULL else BATCHED_ADAPT_CONFIG
+
+
 def _materialise(population: LearnerModel, w0: torch.Tensor, log_rate: torch.Tensor) -> LearnerModel:
     m = copy.deepcopy(population).cpu()
     with torch.no_grad():
@@ -70,7 +81,7 @@ def adapt_batched(
     train: TrialBatch,
     val: TrialBatch,
     fit_rate: bool,
-    config: FitConfig = FitConfig(learning_rate=0.02, epochs=100, patience=10),
+    config: FitConfig = BATCHED_ADAPT_CONFIG,
 ) -> TwinFitResult:
     """Fit per-animal ``w_0`` (and ``ρ`` if ``fit_rate``) for every animal of the batch at once.
 
@@ -128,10 +139,10 @@ def adapt(
         v = float(m.log_likelihood(val).sum().item() / n)
         return TwinFitResult({s: m for s in train.subjects}, adaptation, v, time.perf_counter() - t0)
     if adaptation in (Adaptation.INITIAL_WEIGHTS, Adaptation.INITIAL_WEIGHTS_AND_RATE):
-        cfg = config or FitConfig(learning_rate=0.02, epochs=100, patience=10)
+        cfg = config or BATCHED_ADAPT_CONFIG
         return adapt_batched(population, train, val, adaptation is Adaptation.INITIAL_WEIGHTS_AND_RATE, cfg)
     # full fine-tuning: one warm-started fit per animal (each animal its own parameters)
-    cfg = config or FitConfig(learning_rate=1e-3, epochs=30, patience=5)
+    cfg = config or FULL_ADAPT_CONFIG
     twins, tot_ll, tot_n = {}, 0.0, 0.0
     for i, s in enumerate(train.subjects):
         res = fit(population.spec, train.select([i]), val.select([i]), cfg, init=population, progress=False)

@@ -1,0 +1,83 @@
+"""Cohort twin fit: in-process vs local Ray, measured in one run.
+
+Simulates a cohort, fits the population DNN once (shared by both paths, it is the same driver
+step), then times the per-animal adaptation + storing both ways and compares every twin's
+validation log-likelihood. Prints the figures and writes ``bench/results/ray_cohort.json``.
+
+    .venv/bin/python bench/ray_cohort.py --animals 40 --trials 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from twin.agents import DEFAULT_TRUTHS, Family
+from twin.cohort import CohortFitConfig, adapt_animals, animal_batches, fit_population, store_twins
+from twin.fit import FitConfig
+from twin.model import ModelSpec
+from twin.simulate import simulate
+from twin.store import TwinStore
+from twin.task import IBL_DEFAULT
+from twin.twins import Adaptation
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--animals", type=int, default=40)
+    ap.add_argument("--trials", type=int, default=3000)
+    ap.add_argument("--per-task", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    df = simulate(DEFAULT_TRUTHS[Family.ASYMMETRIC].build(), IBL_DEFAULT, args.animals, args.trials, seed=0).trials
+    cfg = CohortFitConfig(spec=ModelSpec("dnn"), fit=FitConfig(epochs=60, patience=15), adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE)
+    t0 = time.perf_counter()
+    population = fit_population(df, cfg, progress=False)
+    t_pop = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    twins = [t for part in animal_batches(df, args.per_task) for t in adapt_animals(population, part)]
+    local = store_twins(TwinStore(tempfile.mkdtemp()), population, cfg, twins)
+    t_local = time.perf_counter() - t0
+
+    import ray
+
+    from cluster.ray_env import init_ray
+
+    t0 = time.perf_counter()
+    init_ray()
+    t_init = time.perf_counter() - t0
+    remote = ray.remote(num_cpus=1, max_retries=2)(adapt_animals)
+    t0 = time.perf_counter()
+    pop_ref = ray.put(population)
+    parts = animal_batches(df, args.per_task)
+    out = [t for ref in [remote.remote(pop_ref, p) for p in parts] for t in ray.get(ref)]
+    on_ray = store_twins(TwinStore(tempfile.mkdtemp()), population, cfg, out)
+    t_ray = time.perf_counter() - t0
+    ray.shutdown()
+    diff = max(abs(a.metrics["val_ll"] - b.metrics["val_ll"]) for a, b in zip(local, on_ray))
+    res = {
+        "animals": args.animals,
+        "trials_per_animal": args.trials,
+        "animals_per_task": args.per_task,
+        "population_fit_s": t_pop,
+        "adapt_and_store_in_process_s": t_local,
+        "adapt_and_store_ray_s": t_ray,
+        "ray_init_s": t_init,
+        "ray_over_in_process": t_ray / t_local,
+        "twins_stored": [len(local), len(on_ray)],
+        "max_abs_val_ll_diff_nats": diff,
+    }
+    print(json.dumps(res, indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ray_cohort.json").write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

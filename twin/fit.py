@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -185,6 +186,7 @@ def fit(
     init: LearnerModel | None = None,
     progress: bool = True,
     description: str | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
     """Fit a model by maximum likelihood.
 
@@ -196,6 +198,8 @@ def fit(
         init: warm start from this model's parameters instead of a fresh initialisation.
         progress: show a progress bar.
         description: progress-bar label.
+        on_epoch: called after every epoch with its record (e.g. to report to a scheduler that
+            may stop the fit by raising).
 
     Returns:
         The best model and the fit's record.
@@ -240,6 +244,8 @@ def fit(
         if val_ll > best_ll + 1e-6:
             best_ll, best_epoch, best_state = val_ll, epoch, copy.deepcopy(model.state_dict())
         bar.set_postfix(train=f"{train_ll:.4f}", val=f"{val_ll:.4f}", best=best_epoch)
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if sched is not None:
             sched.step(val_ll)
         if opt is None or epoch - best_epoch >= config.patience:

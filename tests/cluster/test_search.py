@@ -1,0 +1,49 @@
+"""Hyperparameter search: plain Optuna (resumable study in SQLite) and Ray Tune + OptunaSearch + ASHA."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("optuna")
+pytest.importorskip("ray")
+import cluster.ray_env  # noqa: E402,F401  (Ray environment before ray loads)
+import ray  # noqa: E402
+
+from cluster.search import search_optuna, search_tune  # noqa: E402
+from twin.agents import DEFAULT_TRUTHS, Family  # noqa: E402
+from twin.hparams import SEARCH_SPACE, HyperParams  # noqa: E402
+from twin.simulate import simulate  # noqa: E402
+from twin.task import IBL_DEFAULT  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return simulate(DEFAULT_TRUTHS[Family.REINFORCE].build(), IBL_DEFAULT, 3, 900, seed=0).trials
+
+
+def _in_space(hp: HyperParams) -> bool:
+    lo, hi = SEARCH_SPACE["hidden_size"]
+    lr_lo, lr_hi = SEARCH_SPACE["learning_rate"]
+    return lo <= hp.hidden_size <= hi and lr_lo <= hp.learning_rate <= lr_hi and hp.tbptt in SEARCH_SPACE["tbptt"]
+
+
+def test_optuna_search_is_resumable(tiny, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    r1 = search_optuna(tiny, "dnn", n_trials=3, epochs=2, storage=url)
+    r2 = search_optuna(tiny, "dnn", n_trials=2, epochs=2, storage=url)
+    assert len(r2.trials) == 5  # the second call continued the stored study
+    assert _in_space(r2.best) and math.isfinite(r2.best_val_ll) and r2.best_val_ll >= r1.best_val_ll
+    assert math.isfinite(r2.default_val_ll)
+    assert r2.save(tmp_path / "search.json").exists()
+
+
+def test_tune_optuna_asha_search_runs_8_trials(tiny, tmp_path):
+    try:
+        res = search_tune(tiny, "dnn", n_trials=8, epochs=3, storage_path=tmp_path / "tune")
+    finally:
+        ray.shutdown()
+    assert len(res.trials) == 8
+    assert _in_space(res.best) and math.isfinite(res.best_val_ll)
+    assert res.best_val_ll == pytest.approx(res.trials["val_ll"].max())

@@ -1,0 +1,86 @@
+"""deploy/: manifests parse, and every command and flag they name exists in the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from twin.cli import build_parser
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+MANIFESTS = sorted(DEPLOY.rglob("*.yaml"))
+
+
+def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            return dict(a.choices)
+    return {}
+
+
+def check_twin_command(cmd: str) -> None:
+    """Parse a `twin ...` command line with the real parser (env references replaced)."""
+    words = shlex.split(re.sub(r"\$\((\w+)\)", r"ENV_\1", cmd))
+    assert words[0] == "twin", cmd
+    sub = _subparsers(build_parser())
+    assert words[1] in sub, f"unknown twin command {words[1]!r} in {cmd!r}"
+    build_parser().parse_args(words[1:])  # exits (SystemExit) on an unknown flag
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_manifest_parses(path):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert docs
+
+
+def _containers(spec: object) -> list[dict]:
+    out: list[dict] = []
+    if isinstance(spec, dict):
+        for k, v in spec.items():
+            if k == "containers" and isinstance(v, list):
+                out += v
+            else:
+                out += _containers(v)
+    elif isinstance(spec, list):
+        for v in spec:
+            out += _containers(v)
+    return out
+
+
+def test_k8s_images_match_the_dockerfile_tag_and_version():
+    version = re.search(r'^version = "([^"]+)"', (DEPLOY.parent / "pyproject.toml").read_text(), re.M).group(1)
+    assert f"learning-twins:{version}" in (DEPLOY / "Dockerfile").read_text()
+    ray_pin = re.search(r"ray\[tune\]==([\d.]+)", (DEPLOY.parent / "pyproject.toml").read_text()).group(1)
+    for path in (DEPLOY / "k8s").glob("*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        for c in _containers(doc):
+            assert c["image"] == f"learning-twins:{version}", (path, c["image"])
+        text = path.read_text()
+        for v in re.findall(r'rayVersion: "([\d.]+)"', text):
+            assert v == ray_pin, (path, v)
+
+
+def test_rayjob_entrypoints_are_real_twin_commands():
+    for path in (DEPLOY / "k8s").glob("rayjob-*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        check_twin_command(doc["spec"]["entrypoint"])
+
+
+def test_dockerfile_copies_every_package_and_cmd_exists():
+    text = (DEPLOY / "Dockerfile").read_text()
+    for pkg in ("twin", "cluster", "optimizer", "server"):
+        assert f"COPY {pkg} ./{pkg}" in text
+    cmd = re.search(r'^CMD \[(.*)\]$', text, re.M).group(1)
+    assert shlex.split(cmd.replace(",", " "))[0] == "twin"
+
+
+def test_checker_rejects_unknown_flags():
+    with pytest.raises(SystemExit):
+        check_twin_command("twin fit-twins data.parquet --no-such-flag")
+    with pytest.raises(AssertionError):
+        check_twin_command("twin serve --port 1")

@@ -191,3 +191,17 @@ def test_fit_twins_list_and_update_refusal(tmp_path, capsys):
     assert "up to date" in capsys.readouterr().err
     assert cli_main(["update-twin", str(data), "--subject", "nobody", "--store", str(store)]) == 2
     assert "no twin stored for subject 'nobody'" in capsys.readouterr().err
+
+
+def test_search_with_optuna_writes_result(tmp_path, capsys):
+    import json
+
+    from twin.cli import main as cli_main
+
+    data = tmp_path / "c.parquet"
+    assert cli_main(["simulate", "--animals", "2", "--trials", "900", "--seed", "0", "--out", str(data)]) == 0
+    out = tmp_path / "search.json"
+    assert cli_main(["search", str(data), "--rule", "reinforce", "--trials", "2", "--epochs", "2", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"best", "best_val_ll", "default_val_ll", "trials"} and len(res["trials"]) == 2
+    assert "validation LL" in capsys.readouterr().out

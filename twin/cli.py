@@ -7,6 +7,7 @@ Subcommands:
 * ``twin simulate``: a cohort of ground-truth learners doing the IBL task → trials file.
 * ``twin fit``: fit a learning rule to a trials file → model file (safetensors).
 * ``twin evaluate``: score model files on a trials file (all trials, or later sessions only).
+* ``twin search``: hyperparameter search (Optuna, or Ray Tune + ASHA).
 * ``twin fit-twins`` / ``twin update-twin`` / ``twin twins``: per-animal twins in the versioned
   twin store (SQLite by default, PostgreSQL by URL).
 """
@@ -233,6 +234,25 @@ def cmd_twins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from twin.datasets import load_trials
+    from twin.rules import get_rule
+
+    get_rule(args.rule)
+    df, report = load_trials(args.data)
+    print(report.summary())
+    # search backends are adapters (Optuna, Ray Tune): loaded only here
+    from cluster.search import search_optuna, search_tune
+
+    if args.tune or args.ray_address:
+        res = search_tune(df, args.rule, args.trials, args.epochs, storage_path=args.out.parent / "tune", seed=args.seed, address=args.ray_address)
+    else:
+        res = search_optuna(df, args.rule, args.trials, args.epochs, storage=args.storage, study_name=args.study, seed=args.seed)
+    res.save(args.out)
+    print(f"best {res.best.to_dict()}: validation LL {res.best_val_ll:.4f} nats/trial (defaults {res.default_val_ll:.4f}, {res.best_val_ll - res.default_val_ll:+.4f}); wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from twin.rules import rule_names
 
@@ -311,6 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("twins", help="list the twin store's subjects and versions")
     store_args(ls)
     ls.set_defaults(func=cmd_twins)
+
+    se = sub.add_parser("search", help="hyperparameter search for a rule (Optuna; Ray Tune + ASHA with --tune)")
+    se.add_argument("data", type=Path)
+    se.add_argument("--rule", default="dnn")
+    se.add_argument("--trials", type=int, default=20, help="candidates to try")
+    se.add_argument("--epochs", type=int, default=50, help="maximum epochs per candidate")
+    se.add_argument("--storage", default=None, help="Optuna study database URL (e.g. sqlite:///search.db): resumable")
+    se.add_argument("--study", default="twin-hparams", help="Optuna study name")
+    se.add_argument("--tune", action="store_true", help="run on Ray Tune (local Ray) with OptunaSearch and ASHA")
+    se.add_argument("--ray-address", default=None, help="Ray cluster address (implies --tune)")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--out", type=Path, default=Path("search.json"), help="result file (JSON)")
+    se.set_defaults(func=cmd_search)
 
     e = sub.add_parser("evaluate", help="score model files on a trials file")
     e.add_argument("data", type=Path)

@@ -27,6 +27,7 @@ from torch import nn
 
 from twin.agents import DEFAULT_TRUTHS, Family
 from twin.batch import make_batch
+from twin.evaluate import split_last_sessions
 from twin.fit import FitConfig, fit, train_epoch
 from twin.model import LearnerModel, ModelSpec
 from twin.policy import choice_log_likelihood
@@ -119,9 +120,7 @@ def main() -> None:
     if not args.no_cohort:
         sim40 = simulate(truth, IBL_DEFAULT, 40, 6000, seed=1)
         batch40 = make_batch(sim40.trials)
-        last = batch40.session.max(1).values
-        train = batch40.truncate_sessions(last - 1)
-        val = batch40.with_mask(batch40.sessions_mask(last))
+        train, val = split_last_sessions(batch40)
         t0 = time.perf_counter()
         res = fit(ModelSpec("dnn"), train, val, FitConfig(epochs=300, patience=30, device=args.device), progress=False)
         wall = time.perf_counter() - t0

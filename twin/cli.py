@@ -58,15 +58,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_for_validation(df: pd.DataFrame, val_sessions: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out each animal's last ``val_sessions`` sessions for early stopping."""
-    last = df.groupby("subject")["session"].transform("max")
-    return df[df["session"] <= last - val_sessions], df
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
     from twin.batch import make_batch
     from twin.datasets import load_trials
+    from twin.evaluate import split_last_sessions
     from twin.features import FeatureSpec, StimulusCoding
     from twin.fit import FitConfig, fit
     from twin.model import ModelSpec
@@ -79,12 +74,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     feats = FeatureSpec(stimulus=StimulusCoding(args.stimulus), bias=not args.no_bias, history=args.history)
     batch = make_batch(df, feats)
     # validation: each animal's last session(s), scored after running through the earlier ones
-    last = batch.session.max(1).values
-    n_val = args.val_sessions
-    if int(last.min()) <= n_val:
-        raise TwinError(f"every animal needs more than {n_val} session(s) to hold some out for validation; use --val-sessions 0")
-    train = batch.truncate_sessions(last - n_val) if n_val else batch
-    val = batch.with_mask(batch.sessions_mask(last - n_val + 1)) if n_val else None
+    train, val = batch, None
+    if args.val_sessions:
+        try:
+            train, val = split_last_sessions(batch, args.val_sessions)
+        except TwinError as exc:
+            raise TwinError(f"{exc}; use --val-sessions 0") from None
     spec = ModelSpec(args.rule, feats, RuleConfig(hidden_size=args.hidden))
     cfg = FitConfig(epochs=args.epochs, learning_rate=args.lr, tbptt=args.tbptt, patience=args.patience, seed=args.seed, device=args.device)
     res = fit(spec, train, val, cfg, progress=not args.quiet)

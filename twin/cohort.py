@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass, replace
 import pandas as pd
 import torch
 
-from twin.batch import TrialBatch, make_batch
+from twin.batch import make_batch
 from twin.errors import TwinError
+from twin.evaluate import split_last_sessions
 
 from twin.fit import FitConfig, fit
 from twin.model import LearnerModel, ModelSpec
@@ -49,13 +50,6 @@ class CohortFitReport:
     seconds: float
 
 
-def _last_session_split(batch: TrialBatch) -> tuple[TrialBatch, TrialBatch]:
-    last = batch.session.max(1).values
-    if int(last.min()) < 2:
-        raise TwinError("every animal needs at least 2 sessions (the last one validates the fit)")
-    return batch.truncate_sessions(last - 1), batch.with_mask(batch.sessions_mask(last))
-
-
 @dataclass(frozen=True)
 class PopulationFit:
     """The cohort-level step of a twin fit: population model and the chosen adaptation."""
@@ -70,7 +64,7 @@ def fit_population(df: pd.DataFrame, config: CohortFitConfig = CohortFitConfig()
     """Fit the population rule on every animal (each one's last session validates) and choose
     the per-animal adaptation on held-out future sessions unless the config fixes it."""
     batch = make_batch(df, config.spec.features)
-    train, val = _last_session_split(batch)
+    train, val = split_last_sessions(batch)
     pop = fit(config.spec, train, val, config.fit, progress=progress, description=f"population {config.spec.rule}")
     adaptation, table = config.adaptation, None
     if adaptation is None:
@@ -95,7 +89,7 @@ def adapt_animals(population: PopulationFit, df: pd.DataFrame, device: str = "cp
     unit of work that cohort fits split across processes or Ray tasks: its result for an animal
     depends only on the animals in the same call."""
     batch = make_batch(df, population.model.spec.features)
-    train, val = _last_session_split(batch)
+    train, val = split_last_sessions(batch)
     cfg = replace(default_adapt_config(population.adaptation), device=device)
     res = adapt(population.model, train, val, population.adaptation, cfg)
     out = []
@@ -168,7 +162,7 @@ def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: Fi
     if int(sub["session"].max()) <= meta.trained_through_session:
         raise TwinError(f"subject {subject!r}: no session after {meta.trained_through_session}, the twin is up to date")
     batch = make_batch(sub, model.spec.features)
-    train, val = _last_session_split(batch)
+    train, val = split_last_sessions(batch)
     adaptation = Adaptation(meta.hyperparameters.get("adaptation", Adaptation.INITIAL_WEIGHTS_AND_RATE.value))
     if adaptation is Adaptation.NONE:
         adaptation = Adaptation.INITIAL_WEIGHTS

@@ -163,3 +163,21 @@ def forecast_table(
     if "static" in rules:
         table["gain_vs_static"] = table["forecast_ll_nats"] - float(table.loc[table["model"] == "static", "forecast_ll_nats"].iloc[0])
     return table
+
+
+def split_last_sessions(batch: TrialBatch, n: int = 1) -> tuple[TrialBatch, TrialBatch]:
+    """Hold out each animal's last ``n`` sessions for validation.
+
+    Returns:
+        ``(train, val)``: the earlier sessions, and the whole batch scoring only the last ``n``
+        sessions (run through the earlier ones first).
+
+    Raises:
+        TwinError: if some animal has ``n`` sessions or fewer.
+    """
+    from twin.errors import TwinError
+
+    last = batch.session.max(1).values
+    if int(last.min()) <= n:
+        raise TwinError(f"every animal needs more than {n} session(s) to hold the last {n} out for validation")
+    return batch.truncate_sessions(last - n), batch.with_mask(batch.sessions_mask(last - n + 1))

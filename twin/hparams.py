@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from twin.batch import TrialBatch, make_batch
+from twin.evaluate import split_last_sessions
 from twin.features import FeatureSpec
 from twin.fit import EpochRecord, FitConfig, fit
 from twin.model import ModelSpec
@@ -51,9 +52,7 @@ SEARCH_SPACE: dict[str, tuple[object, ...]] = {
 def split_last_session(df: pd.DataFrame, features: FeatureSpec) -> tuple[TrialBatch, TrialBatch]:
     """Training sessions and, for validation, each animal's last session (scored after running
     through the earlier ones)."""
-    batch = make_batch(df, features)
-    last = batch.session.max(1).values
-    return batch.truncate_sessions(last - 1), batch.with_mask(batch.sessions_mask(last))
+    return split_last_sessions(make_batch(df, features))
 
 
 def score_hyperparams(

@@ -15,7 +15,9 @@ from twin.evaluate import split_last_sessions
 
 from twin.fit import FitConfig, fit
 from twin.model import LearnerModel, ModelSpec
+from twin.state import TwinState, end_state
 from twin.store import TwinStore, TwinVersion, hash_trials
+from twin.task import IBL_DEFAULT, TaskProtocol, phase_of_contrasts
 from twin.twins import Adaptation, adapt, choose_adaptation, default_adapt_config
 
 SERVING_ALIAS = "serving"
@@ -82,6 +84,19 @@ class AnimalTwin:
     trained_through_session: int
     data_hash: str
     val_ll: float
+    state: TwinState | None = None
+
+
+def last_phase(trials: pd.DataFrame, protocol: TaskProtocol = IBL_DEFAULT, window: int = 100) -> int:
+    """The protocol phase one animal was in at the end of its last session (from the contrasts of
+    its last ``window`` trials)."""
+    last = trials[trials["session"] == trials["session"].max()].tail(window)
+    return phase_of_contrasts(protocol, (last["contrast_left"] + last["contrast_right"]).to_numpy())
+
+
+def twin_end_state(model: LearnerModel, trials: pd.DataFrame) -> TwinState:
+    """One animal's twin state after all of ``trials`` (one subject), phase included."""
+    return end_state(model, trials, phase=last_phase(trials))
 
 
 def adapt_animals(population: PopulationFit, df: pd.DataFrame, device: str = "cpu") -> list[AnimalTwin]:
@@ -99,7 +114,7 @@ def adapt_animals(population: PopulationFit, df: pd.DataFrame, device: str = "cp
         val_i = val.select([i])
         with torch.no_grad():
             v_ll = float(twin.log_likelihood(val_i).sum().item() / max(float(val_i.mask.sum().item()), 1.0))
-        out.append(AnimalTwin(subject, twin, int(sub["session"].max()), hash_trials(sub), v_ll))
+        out.append(AnimalTwin(subject, twin, int(sub["session"].max()), hash_trials(sub), v_ll, twin_end_state(twin, sub)))
     return out
 
 
@@ -124,6 +139,7 @@ def store_twins(store: TwinStore, population: PopulationFit, config: CohortFitCo
             metrics={"val_ll": t.val_ll, "population_val_ll": population.val_ll},
             hyperparameters=hyper,
             alias=SERVING_ALIAS,
+            state=t.state,
         )
         for t in twins
     )
@@ -176,6 +192,7 @@ def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: Fi
         metrics={"val_ll": res.val_ll},
         hyperparameters={**meta.hyperparameters, "adaptation": adaptation.value, "warm_start_from": meta.version},
         alias=SERVING_ALIAS,
+        state=twin_end_state(twin, sub),
     )
 
 
@@ -189,6 +206,8 @@ __all__ = [
     "animal_batches",
     "fit_cohort",
     "fit_population",
+    "last_phase",
+    "twin_end_state",
     "store_twins",
     "update_twin",
 ]

@@ -19,6 +19,7 @@ from safetensors import safe_open
 
 from twin.errors import ModelFileError, UnknownRuleError
 from twin.model import LearnerModel, ModelSpec
+from twin.state import TwinState
 
 FORMAT_VERSION = "1"
 
@@ -30,19 +31,24 @@ class StoredModel:
     Attributes:
         model: the learner, in eval mode, without gradients.
         metadata: free-form JSON metadata saved with it (fit settings, metrics, data hash...).
+        state: the twin's end-of-last-session state, when one was saved.
     """
 
     model: LearnerModel
     metadata: dict[str, object] = field(default_factory=dict)
+    state: TwinState | None = None
 
 
-def save_model(model: LearnerModel, path: str | Path, metadata: dict[str, object] | None = None) -> Path:
+def save_model(
+    model: LearnerModel, path: str | Path, metadata: dict[str, object] | None = None, state: TwinState | None = None
+) -> Path:
     """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename).
 
     Args:
         model: the learner.
         path: target ``.safetensors`` file.
         metadata: JSON-serialisable extras.
+        state: optional end-of-session state, stored as ``state.w``/``state.h`` tensors.
 
     Returns:
         The path written.
@@ -56,6 +62,9 @@ def save_model(model: LearnerModel, path: str | Path, metadata: dict[str, object
         "spec": json.dumps(model.spec.to_dict()),
         "metadata": json.dumps(metadata or {}),
     }
+    if state is not None:
+        tensors.update(state.tensors())
+        header["state"] = json.dumps({"through_session": state.through_session, "phase": state.phase})
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
     os.close(fd)
     try:
@@ -96,9 +105,22 @@ def load_model(path: str | Path) -> StoredModel:
         model = LearnerModel(spec)
     except UnknownRuleError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
+    state = None
+    if "state" in header:
+        try:
+            info = json.loads(header["state"])
+            sw, sh = tensors.pop("state.w"), tensors.pop("state.h")
+            state = TwinState(w=sw, h=sh, through_session=int(info["through_session"]), phase=int(info.get("phase", 0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: bad twin state ({exc})") from None
+        if sw.shape != (model.n_weights,) or sh.shape != (model.rule.state_size,):
+            raise ModelFileError(
+                f"{path}: twin state shapes {tuple(sw.shape)}, {tuple(sh.shape)} do not fit the spec "
+                f"({model.n_weights}, {model.rule.state_size})"
+            )
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not match the spec: {exc}") from None
     model.eval().requires_grad_(False)
-    return StoredModel(model=model, metadata=metadata)
+    return StoredModel(model=model, metadata=metadata, state=state)

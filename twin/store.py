@@ -39,6 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from twin.errors import ModelFileError, TwinError
 from twin.model import LearnerModel
+from twin.state import TwinState
 from twin.storage import load_model, save_model
 
 
@@ -96,6 +97,21 @@ class TwinVersion:
     weights_sha256: str
     created_at: dt.datetime
     aliases: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Twin:
+    """One loaded twin version.
+
+    Attributes:
+        model: the animal's learner model (eval mode, no gradients).
+        meta: its stored metadata.
+        state: where it continues from (end of its last trained session), if stored.
+    """
+
+    model: LearnerModel
+    meta: TwinVersion
+    state: TwinState | None
 
 
 def code_version() -> str:
@@ -162,16 +178,18 @@ class TwinStore:
         metrics: dict[str, float] | None = None,
         hyperparameters: dict[str, object] | None = None,
         alias: str | None = None,
+        state: TwinState | None = None,
     ) -> TwinVersion:
         """Store a new version of ``subject``'s twin (version = previous + 1).
 
         The weights file is written (atomically) before the row, so a crash leaves no row
-        pointing at a missing or partial file.
+        pointing at a missing or partial file. ``state`` (the twin's end-of-session state) is
+        stored in the same file.
         """
         if not subject:
             raise ValueError("subject must be a non-empty string")
         rel = Path("weights") / _safe_name(subject) / f"{uuid.uuid4().hex}.safetensors"
-        path = save_model(model, self.root / rel, {"subject": subject})
+        path = save_model(model, self.root / rel, {"subject": subject}, state=state)
         digest = _sha256(path)
         for _ in range(5):  # concurrent writers race for the next version number
             try:
@@ -257,13 +275,19 @@ class TwinStore:
 
     def load(self, subject: str, version: int | None = None, alias: str | None = None) -> tuple[LearnerModel, TwinVersion]:
         """The twin's model and metadata; the weights file's checksum is verified first."""
+        twin = self.load_twin(subject, version, alias)
+        return twin.model, twin.meta
+
+    def load_twin(self, subject: str, version: int | None = None, alias: str | None = None) -> Twin:
+        """The twin's model, metadata and end-of-session state (checksum verified first)."""
         meta = self.get(subject, version, alias)
         path = self.root / meta.weights_file
         if not path.is_file():
             raise ModelFileError(f"{path}: weights of {subject!r} v{meta.version} are missing")
         if _sha256(path) != meta.weights_sha256:
             raise ModelFileError(f"{path}: checksum mismatch for {subject!r} v{meta.version}")
-        return load_model(path).model, meta
+        stored = load_model(path)
+        return Twin(model=stored.model, meta=meta, state=stored.state)
 
     @staticmethod
     def _aliases(s: Session, subject: str) -> dict[int, list[str]]:
@@ -300,4 +324,4 @@ def _safe_name(subject: str) -> str:
     return clean[:120]
 
 
-__all__ = ["TwinStore", "TwinVersion", "TwinNotFoundError", "hash_trials", "code_version"]
+__all__ = ["Twin", "TwinStore", "TwinVersion", "TwinNotFoundError", "hash_trials", "code_version"]

@@ -105,9 +105,18 @@ class TaskEnv:
         n_animals: batch size ``B``.
         generator: seeded torch generator for stimulus draws.
         device: where the state lives.
+        start_phase: phase each animal starts in (an int or ``[B]``), e.g. where a twin's animal
+            left off.
     """
 
-    def __init__(self, protocol: TaskProtocol, n_animals: int, generator: torch.Generator, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        protocol: TaskProtocol,
+        n_animals: int,
+        generator: torch.Generator,
+        device: str | torch.device = "cpu",
+        start_phase: int | torch.Tensor = 0,
+    ) -> None:
         self.p = protocol
         self.b = n_animals
         self.g = generator
@@ -122,7 +131,10 @@ class TaskEnv:
         self.table, self.counts = table.to(self.device), counts.to(self.device)
         self.easy = torch.tensor(protocol.easy_contrasts, device=self.device)
         z = torch.zeros(n_animals, device=self.device)
-        self.phase = torch.zeros(n_animals, dtype=torch.long, device=self.device)
+        start = torch.as_tensor(start_phase, dtype=torch.long, device=self.device)
+        if bool((start < 0).any()) or bool((start >= n_ph).any()):
+            raise ValueError(f"start_phase must be in [0, {n_ph - 1}] for a protocol with {n_ph} phases")
+        self.phase = start.expand(n_animals).clone()
         self.buf_c = torch.full((n_animals, protocol.advance_window), -1.0, device=self.device)
         self.buf_ok = torch.zeros(n_animals, protocol.advance_window, device=self.device)
         self.ptr = torch.zeros(n_animals, dtype=torch.long, device=self.device)
@@ -197,3 +209,14 @@ class TaskEnv:
             self.n_in_phase = torch.where(advance, torch.zeros_like(self.n_in_phase), self.n_in_phase)
             self.buf_c[advance] = -1.0
             self.buf_ok[advance] = 0.0
+
+
+def phase_of_contrasts(protocol: TaskProtocol, contrasts: np.ndarray | list[float]) -> int:
+    """The first phase of ``protocol`` whose contrast set holds every contrast in ``contrasts``
+    (unsigned); the last phase when none does. Used to place an animal in a protocol from the
+    contrasts of its latest trials."""
+    seen = {round(float(c), 6) for c in np.asarray(contrasts, dtype=float).ravel()}
+    for i, ph in enumerate(protocol.phases):
+        if seen <= {round(c, 6) for c in ph}:
+            return i
+    return len(protocol.phases) - 1

@@ -35,6 +35,9 @@ def test_fit_cohort_stores_one_serving_twin_per_animal(trials, tmp_path):
         assert v.hyperparameters["adaptation"] == rep.adaptation.value
         model, meta = store.load(v.subject, alias=SERVING_ALIAS)
         assert model.spec.rule == "reinforce" and meta == v
+        state = store.load_twin(v.subject).state
+        assert state is not None and state.through_session == v.trained_through_session
+        assert state.w.shape == (model.n_weights,) and torch.isfinite(state.w).all()
 
 
 def test_new_session_updates_twin_as_new_version(trials, tmp_path):
@@ -49,6 +52,7 @@ def test_new_session_updates_twin_as_new_version(trials, tmp_path):
     assert v2.trained_through_session == last and old.trained_through_session == last - 1
     assert v2.hyperparameters["warm_start_from"] == 1
     assert store.get(subject, alias=SERVING_ALIAS).version == 2
+    assert store.load_twin(subject).state.through_session == last
     again, meta1 = store.load(subject, version=1)
     assert meta1.aliases == () and replace(meta1, aliases=old.aliases) == old  # only the alias moved
     assert torch.equal(again.w0, old_model.w0)

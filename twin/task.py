@@ -15,6 +15,7 @@ Mechanics (IBL training protocol, ``trainingChoiceWorld``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,8 @@ class TaskProtocol:
 
     Attributes:
         phases: contrast sets, in order of advancement (each non-empty, values in [0, 1]).
+        proportions: relative frequency of each contrast of each phase (same shape as
+            ``phases``); None draws the contrasts of a phase uniformly.
         advance_window: trials of the current phase looked at by the advancement rule.
         advance_threshold: accuracy needed on each easy contrast to advance.
         easy_contrasts: contrasts the advancement rule looks at.
@@ -50,6 +53,7 @@ class TaskProtocol:
     """
 
     phases: tuple[tuple[float, ...], ...] = IBL_PHASES
+    proportions: tuple[tuple[float, ...], ...] | None = None
     advance_window: int = 50
     advance_threshold: float = 0.8
     easy_contrasts: tuple[float, ...] = (1.0, 0.5)
@@ -69,6 +73,12 @@ class TaskProtocol:
             for c in ph:
                 if not 0.0 <= c <= 1.0:
                     raise ValueError(f"phases[{i}]: contrast {c} outside [0, 1]")
+        if self.proportions is not None:
+            if len(self.proportions) != len(self.phases) or any(len(w) != len(p) for w, p in zip(self.proportions, self.phases)):
+                raise ValueError("proportions must have one weight per contrast of every phase")
+            for i, w in enumerate(self.proportions):
+                if any(not v >= 0 for v in w) or not sum(w) > 0:
+                    raise ValueError(f"proportions[{i}]: weights must be >= 0 with a positive sum, got {w}")
         if self.advance_window < 1:
             raise ValueError("advance_window must be >= 1")
         if not 0.0 < self.advance_threshold <= 1.0:
@@ -97,11 +107,20 @@ def session_schedule(n_animals: int, n_trials: int, protocol: TaskProtocol, rng:
     return starts
 
 
+def _stack(rows: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    return torch.stack(rows).to(device)
+
+
 class TaskEnv:
-    """Batched task state for ``B`` animals following one protocol.
+    """Batched task state for ``B`` animals, each following its own protocol (or one for all).
+
+    Every protocol parameter is held per row, so candidate curricula, twins and rollouts share
+    one batch and one set of tensor operations per trial. ``draw`` and ``observe`` take an
+    optional ``active`` mask: rows that are not active keep their state unchanged (used when
+    rows run sessions of different lengths in lock step).
 
     Args:
-        protocol: the mechanics.
+        protocol: the mechanics, one for every row or a sequence of ``B`` (one per row).
         n_animals: batch size ``B``.
         generator: seeded torch generator for stimulus draws.
         device: where the state lives.
@@ -111,99 +130,165 @@ class TaskEnv:
 
     def __init__(
         self,
-        protocol: TaskProtocol,
+        protocol: TaskProtocol | Sequence[TaskProtocol],
         n_animals: int,
         generator: torch.Generator,
         device: str | torch.device = "cpu",
         start_phase: int | torch.Tensor = 0,
     ) -> None:
-        self.p = protocol
+        protocols = [protocol] * n_animals if isinstance(protocol, TaskProtocol) else list(protocol)
+        if len(protocols) != n_animals:
+            raise ValueError(f"got {len(protocols)} protocols for {n_animals} rows")
+        self.protocols = protocols
         self.b = n_animals
         self.g = generator
-        self.device = torch.device(device)
-        n_ph = len(protocol.phases)
-        width = max(len(ph) for ph in protocol.phases)
-        table = torch.zeros(n_ph, width)
-        counts = torch.zeros(n_ph, dtype=torch.long)
-        for i, ph in enumerate(protocol.phases):
-            table[i, : len(ph)] = torch.tensor(ph)
-            counts[i] = len(ph)
-        self.table, self.counts = table.to(self.device), counts.to(self.device)
-        self.easy = torch.tensor(protocol.easy_contrasts, device=self.device)
-        z = torch.zeros(n_animals, device=self.device)
-        start = torch.as_tensor(start_phase, dtype=torch.long, device=self.device)
-        if bool((start < 0).any()) or bool((start >= n_ph).any()):
-            raise ValueError(f"start_phase must be in [0, {n_ph - 1}] for a protocol with {n_ph} phases")
-        self.phase = start.expand(n_animals).clone()
-        self.buf_c = torch.full((n_animals, protocol.advance_window), -1.0, device=self.device)
-        self.buf_ok = torch.zeros(n_animals, protocol.advance_window, device=self.device)
-        self.ptr = torch.zeros(n_animals, dtype=torch.long, device=self.device)
-        self.n_in_phase = torch.zeros(n_animals, dtype=torch.long, device=self.device)
-        self.repeat = torch.zeros(n_animals, dtype=torch.bool, device=self.device)
+        self.device = dev = torch.device(device)
+        uniq = list(dict.fromkeys(protocols))
+        which = torch.tensor([uniq.index(p) for p in protocols], dtype=torch.long)
+        n_ph = max(len(p.phases) for p in uniq)
+        width = max(len(ph) for p in uniq for ph in p.phases)
+        easy = sorted({c for p in uniq for c in p.easy_contrasts})
+        self.window_max = max(p.advance_window for p in uniq)
+
+        def per_protocol(p: TaskProtocol) -> dict[str, torch.Tensor]:
+            table = torch.zeros(n_ph, width)
+            cum = torch.ones(n_ph, width)
+            counts = torch.ones(n_ph, dtype=torch.long)
+            for i, ph in enumerate(p.phases):
+                table[i, : len(ph)] = torch.tensor(ph)
+                weights = torch.tensor(p.proportions[i] if p.proportions else [1.0] * len(ph), dtype=torch.float64)
+                cum[i, : len(ph)] = (weights.cumsum(0) / weights.sum()).float()
+                counts[i] = len(ph)
+            return {
+                "table": table,
+                "cum": cum,
+                "counts": counts,
+                "n_phases": torch.tensor(len(p.phases)),
+                "easy": torch.tensor([c in p.easy_contrasts for c in easy]),
+                "window": torch.tensor(p.advance_window),
+                "threshold": torch.tensor(p.advance_threshold),
+                "debias": torch.tensor(p.debias),
+                "debias_min": torch.tensor(p.debias_min_contrast),
+                "biased": torch.tensor(p.biased_blocks),
+                "p0": torch.tensor(p.block_probs[0]),
+                "p1": torch.tensor(p.block_probs[1]),
+                "blo": torch.tensor(float(p.block_length[0])),
+                "bhi": torch.tensor(float(p.block_length[1])),
+                "bmean": torch.tensor(p.block_mean),
+                "unbiased": torch.tensor(float(p.unbiased_trials)),
+            }
+
+        parts = [per_protocol(p) for p in uniq]
+        par = {k: _stack([d[k] for d in parts], dev)[which.to(dev)] for k in parts[0]}
+        self.table, self.cum, self.counts = par["table"], par["cum"], par["counts"]  # [B, P, W], [B, P, W], [B, P]
+        self.n_phases = par["n_phases"]
+        self.easy_values = torch.tensor(easy, device=dev)
+        self.easy_on = par["easy"]  # [B, E]
+        self.window, self.threshold = par["window"], par["threshold"]
+        self.debias, self.debias_min = par["debias"], par["debias_min"]
+        self.biased = par["biased"]
+        self.any_biased = bool(self.biased.any())
+        self.p0, self.p1 = par["p0"], par["p1"]
+        self.blo, self.bhi, self.bmean, self.unbiased = par["blo"], par["bhi"], par["bmean"], par["unbiased"]
+        start = torch.as_tensor(start_phase, dtype=torch.long, device=dev).expand(n_animals).clone()
+        if bool((start < 0).any()) or bool((start >= self.n_phases).any()):
+            raise ValueError(f"start_phase must be in [0, n_phases - 1] of each row's protocol, got {start_phase}")
+        self.phase = start
+        z = torch.zeros(n_animals, device=dev)
+        self.buf_c = torch.full((n_animals, self.window_max), -1.0, device=dev)
+        self.buf_ok = torch.zeros(n_animals, self.window_max, device=dev)
+        self.ptr = torch.zeros(n_animals, dtype=torch.long, device=dev)
+        self.n_in_phase = torch.zeros(n_animals, dtype=torch.long, device=dev)
+        self.repeat = torch.zeros(n_animals, dtype=torch.bool, device=dev)
         self.last_side = z.clone()
         self.last_contrast = z.clone()
-        self.p_left = torch.full((n_animals,), 0.5, device=self.device)
-        self.block_left = torch.full((n_animals,), float(protocol.unbiased_trials), device=self.device)
-        self.arange = torch.arange(n_animals, device=self.device)
+        self.p_left = torch.full((n_animals,), 0.5, device=dev)
+        self.block_left = self.unbiased.clone()
+        self.arange = torch.arange(n_animals, device=dev)
+        self.slot = torch.arange(self.window_max, device=dev)
+        self.col = torch.arange(width, device=dev)
+
+    @property
+    def p(self) -> TaskProtocol:
+        """The protocol of the first row (all rows' when one protocol was given)."""
+        return self.protocols[0]
 
     def _rand(self) -> torch.Tensor:
         return torch.rand(self.b, generator=self.g, device=self.device)
 
     def _block_lengths(self) -> torch.Tensor:
-        lo, hi = self.p.block_length
         u = self._rand()
-        return (-self.p.block_mean * torch.log1p(-u)).clamp(lo, hi).round()
+        return torch.minimum(torch.maximum(-self.bmean * torch.log1p(-u), self.blo), self.bhi).round()
 
-    def draw(self, session_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def draw(
+        self, session_start: torch.Tensor, active: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stimuli of the next trial.
 
         Args:
             session_start: ``[B]`` bool, True where this trial opens a session.
+            active: optional ``[B]`` bool; inactive rows' state is left unchanged.
 
         Returns:
             ``(contrast_left, contrast_right, answer, prob_left)``, each ``[B]``; ``answer`` is the
             rewarded side (1 = right).
         """
-        p = self.p
-        self.repeat &= ~session_start
-        if p.biased_blocks:
-            self.p_left = torch.where(session_start, torch.full_like(self.p_left, 0.5), self.p_left)
-            self.block_left = torch.where(session_start, torch.full_like(self.block_left, float(p.unbiased_trials)), self.block_left)
-            switch = self.block_left <= 0
+        old = (self.repeat, self.p_left, self.block_left, self.last_side, self.last_contrast)
+        self.repeat = self.repeat & ~session_start
+        if self.any_biased:
+            ss = session_start & self.biased
+            self.p_left = torch.where(ss, torch.full_like(self.p_left, 0.5), self.p_left)
+            self.block_left = torch.where(ss, self.unbiased, self.block_left)
+            switch = (self.block_left <= 0) & self.biased
             first = switch & (self.p_left == 0.5)
-            pick = torch.where(self._rand() < 0.5, p.block_probs[0], p.block_probs[1])
-            flipped = torch.where(self.p_left == p.block_probs[0], p.block_probs[1], p.block_probs[0])
+            pick = torch.where(self._rand() < 0.5, self.p0, self.p1)
+            flipped = torch.where(self.p_left == self.p0, self.p1, self.p0)
             self.p_left = torch.where(first, pick, torch.where(switch, flipped, self.p_left))
             self.block_left = torch.where(switch, self._block_lengths(), self.block_left)
-            self.block_left -= 1
+            self.block_left = self.block_left - self.biased.float()
         side = (self._rand() >= self.p_left).float()  # 1 = right
-        idx = (self._rand() * self.counts[self.phase]).long().clamp(max=self.table.shape[1] - 1)
-        contrast = self.table[self.phase, idx]
+        cum = self.cum[self.arange, self.phase]  # [B, W]
+        idx = (self._rand().unsqueeze(1) >= cum).sum(1)
+        idx = torch.minimum(idx, self.counts[self.arange, self.phase] - 1)
+        contrast = self.table[self.arange, self.phase, idx]
         side = torch.where(self.repeat, self.last_side, side)
         contrast = torch.where(self.repeat, self.last_contrast, contrast)
         prob_left = torch.where(self.repeat, 1.0 - self.last_side, self.p_left)
         self.last_side, self.last_contrast = side, contrast
+        if active is not None:
+            new = (self.repeat, self.p_left, self.block_left, self.last_side, self.last_contrast)
+            self.repeat, self.p_left, self.block_left, self.last_side, self.last_contrast = (
+                torch.where(active, n, o) for n, o in zip(new, old)
+            )
         return contrast * (1 - side), contrast * side, side, prob_left
 
-    def observe(self, correct: torch.Tensor) -> None:
-        """Update debiasing and advancement with the outcome ``correct`` (``[B]`` bool)."""
-        p = self.p
-        if p.debias:
-            self.repeat = (~correct) & (self.last_contrast >= p.debias_min_contrast)
-        w = p.advance_window
-        self.buf_c[self.arange, self.ptr] = self.last_contrast
-        self.buf_ok[self.arange, self.ptr] = correct.float()
-        self.ptr = (self.ptr + 1) % w
-        self.n_in_phase += 1
-        shown = self.table[self.phase]  # [B, width]
+    def observe(self, correct: torch.Tensor, active: torch.Tensor | None = None) -> None:
+        """Update debiasing and advancement with the outcome ``correct`` (``[B]`` bool).
+
+        Args:
+            correct: ``[B]`` bool outcome of the trial just drawn.
+            active: optional ``[B]`` bool; inactive rows' state is left unchanged.
+        """
+        act = torch.ones(self.b, dtype=torch.bool, device=self.device) if active is None else active
+        rep = (~correct) & (self.last_contrast >= self.debias_min) & self.debias
+        self.repeat = torch.where(act, rep, self.repeat)
+        rows = self.arange[act] if active is not None else self.arange
+        self.buf_c[rows, self.ptr[rows]] = self.last_contrast[rows]
+        self.buf_ok[rows, self.ptr[rows]] = correct[rows].float()
+        self.ptr = torch.where(act, (self.ptr + 1) % self.window, self.ptr)
+        self.n_in_phase = self.n_in_phase + act.long()
+        # each row's ring buffer is its first `window` slots: its last `window` outcomes
+        recent = self.slot.unsqueeze(0) < self.window.unsqueeze(1)
+        shown = self.table[self.arange, self.phase]  # [B, W]
+        valid = self.col.unsqueeze(0) < self.counts[self.arange, self.phase].unsqueeze(1)
         ok = torch.ones(self.b, dtype=torch.bool, device=self.device)
-        for c in self.easy.tolist():
-            in_phase = ((shown == c) & (torch.arange(shown.shape[1], device=self.device) < self.counts[self.phase, None])).any(1)
-            sel = self.buf_c == c
+        for j, c in enumerate(self.easy_values.tolist()):
+            in_phase = ((shown == c) & valid).any(1) & self.easy_on[:, j]
+            sel = (self.buf_c == c) & recent
             n = sel.sum(1)
             acc = (self.buf_ok * sel).sum(1) / n.clamp(min=1)
-            ok &= ~in_phase | ((n > 0) & (acc >= p.advance_threshold))
-        advance = ok & (self.n_in_phase >= w) & (self.phase < len(p.phases) - 1)
+            ok &= ~in_phase | ((n > 0) & (acc >= self.threshold))
+        advance = ok & (self.n_in_phase >= self.window) & (self.phase < self.n_phases - 1) & act
         if bool(advance.any()):
             self.phase = self.phase + advance.long()
             self.n_in_phase = torch.where(advance, torch.zeros_like(self.n_in_phase), self.n_in_phase)

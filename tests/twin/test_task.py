@@ -228,3 +228,51 @@ def test_unbiased_protocol_never_leaves_half():
     env = env_for(TaskProtocol(debias=False), 10, seed=9)
     rec = run(env, 300, lambda t, side: torch.ones(10, dtype=torch.bool))
     assert torch.all(rec["pl"] == 0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# per-row protocols, proportions and inactive rows
+
+
+def test_each_row_follows_its_own_protocol():
+    fast = TaskProtocol(advance_window=10, advance_threshold=0.5, debias=False)
+    slow = TaskProtocol(advance_window=80, debias=True)
+    other = TaskProtocol(phases=((0.25,), (0.125, 0.0)), debias=False)
+    protos = [fast] * 3 + [slow] * 3 + [other] * 2
+    env = TaskEnv(protos, 8, torch.Generator().manual_seed(0))
+    rec = run(env, 60, lambda t, side: torch.ones(8, dtype=torch.bool))
+    assert torch.all(rec["phase"][-1, :3] >= 3)  # 10-trial windows: through most phases in 60 trials
+    assert torch.all(rec["phase"][-1, 3:6] == 0)  # 80-trial window not yet full
+    assert torch.all(close_to(rec["contrast"][:, 6:], (0.25, 0.125, 0.0)))
+    # a batch of one protocol equals the same rows run alone, draw for draw
+    alone = run(TaskEnv(fast, 3, torch.Generator().manual_seed(4)), 60, lambda t, side: torch.ones(3, dtype=torch.bool))
+    mixed = run(TaskEnv([fast] * 3, 3, torch.Generator().manual_seed(4)), 60, lambda t, side: torch.ones(3, dtype=torch.bool))
+    for k in alone:
+        assert torch.equal(alone[k], mixed[k])
+    with pytest.raises(ValueError, match="3 protocols for 4 rows"):
+        TaskEnv([fast] * 3, 4, torch.Generator())
+
+
+def test_proportions_set_contrast_frequencies():
+    proto = TaskProtocol(phases=((1.0, 0.25, 0.0),), proportions=((1.0, 1.0, 2.0),), debias=False)
+    env = env_for(proto, 2000, seed=9)
+    rec = run(env, 5, lambda t, side: torch.ones(2000, dtype=torch.bool))
+    c = rec["contrast"].reshape(-1)
+    freq = [float(torch.isclose(c, torch.tensor(v)).float().mean()) for v in (1.0, 0.25, 0.0)]
+    assert freq == pytest.approx([0.25, 0.25, 0.5], abs=0.015)
+    with pytest.raises(ValueError, match="proportions"):
+        TaskProtocol(phases=((1.0, 0.5),), proportions=((1.0,),))
+    with pytest.raises(ValueError, match=r"proportions\[0\]"):
+        TaskProtocol(phases=((1.0, 0.5),), proportions=((0.0, 0.0),))
+
+
+def test_inactive_rows_keep_their_state():
+    proto = TaskProtocol(advance_window=5, advance_threshold=0.5)
+    env = env_for(proto, 4, seed=10)
+    active = torch.tensor([True, True, False, False])
+    for t in range(30):
+        env.draw(torch.full((4,), t == 0), active)
+        env.observe(torch.zeros(4, dtype=torch.bool) | (torch.arange(4) % 2 == 0), active)
+    assert env.n_in_phase[2:].tolist() == [0, 0] and env.phase[2:].tolist() == [0, 0]
+    assert not env.repeat[2:].any() and torch.all(env.buf_c[2:] == -1)
+    assert env.phase[0] > 0 and env.phase[1] == 0  # the active rows did move on (row 0 always correct)

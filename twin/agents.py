@@ -12,7 +12,7 @@ population rule fitted on some animals can in principle match it on held-out one
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -89,3 +89,43 @@ REINFORCE model, fitted by maximum likelihood, matches the truth's likelihood (L
 
 SLOW_REINFORCE = GroundTruth(Family.REINFORCE, alpha=(0.005, 0.003))
 """A slower REINFORCE cohort, where the stimulus update's correct/error split is not identifiable."""
+
+
+IBL_PACE = 8.0
+"""Rate divisor of :data:`PACED_TRUTHS`: chosen (on the default protocol only) so that the
+learners take about as long as IBL mice, a median of ~17 sessions to ``trained_1a``."""
+
+
+def paced(truth: GroundTruth, divisor: float = IBL_PACE) -> GroundTruth:
+    """``truth`` with every learning rate divided by ``divisor``."""
+    return replace(
+        truth,
+        alpha=tuple(a / divisor for a in truth.alpha),  # type: ignore[arg-type]
+        alpha_correct=tuple(a / divisor for a in truth.alpha_correct),  # type: ignore[arg-type]
+        alpha_error=tuple(a / divisor for a in truth.alpha_error),  # type: ignore[arg-type]
+    )
+
+
+PACED_TRUTHS: dict[Family, GroundTruth] = {f: paced(t) for f, t in DEFAULT_TRUTHS.items()}
+"""Ground truths that learn at the pace of IBL mice (closed-loop curriculum experiments)."""
+
+
+@dataclass(frozen=True)
+class Individuality:
+    """How animals of one cohort differ: per-animal learning-rate multipliers and starting weights.
+
+    Attributes:
+        log_rate_sd: SD of each animal's log learning-rate multiplier (shared by its weights).
+        w0_sd: SD of each starting weight (``[stimulus, bias]``) around the family's ``w0``.
+    """
+
+    log_rate_sd: float = 0.3
+    w0_sd: tuple[float, float] = (0.0, 0.5)
+
+
+def draw_individuals(truth: GroundTruth, n: int, individuality: Individuality, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-animal ``(w0 [n, 2], log_rate [n, 2])`` of a cohort, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    w0 = torch.tensor(truth.w0) + torch.randn(n, 2, generator=g) * torch.tensor(individuality.w0_sd)
+    log_rate = (torch.randn(n, 1, generator=g) * individuality.log_rate_sd).expand(n, 2).clone()
+    return w0, log_rate

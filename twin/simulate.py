@@ -166,6 +166,7 @@ def simulate(
     seed: int,
     w0: torch.Tensor | None = None,
     subject_prefix: str = "sim",
+    log_rate: torch.Tensor | None = None,
 ) -> Simulation:
     """Run ``n_animals`` copies of a learner through ``n_trials`` of the task, in one batch.
 
@@ -180,6 +181,7 @@ def simulate(
         seed: seeds the session schedule, the stimuli and the choices.
         w0: optional ``[B, K]`` per-animal starting weights.
         subject_prefix: subjects are named ``{prefix}-{i:03d}``.
+        log_rate: optional ``[B, K]`` per-animal log learning-rate multipliers.
 
     Returns:
         The trials table and the true weight trajectories.
@@ -189,7 +191,7 @@ def simulate(
     starts = torch.from_numpy(session_schedule(n_animals, n_trials, protocol, rng))
     env = TaskEnv(protocol, n_animals, g)
     w, h = model.initial(n_animals, w0)
-    run = run_task(model, env, starts, g, w, h)
+    run = run_task(model, env, starts, g, w, h, log_rate)
     return Simulation(trials=rollout_table(run, starts, subject_prefix), weights=run.weights, phase=run.phase)
 
 

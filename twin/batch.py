@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from twin.errors import TrialDataError
 from twin.features import FeatureSpec
 from twin.trials import session_starts, subjects
 
@@ -117,12 +118,16 @@ def make_batch(df: pd.DataFrame, features: FeatureSpec = FeatureSpec(), dtype: t
     """Pack a canonical (validated) trials table into a padded batch.
 
     Args:
-        df: canonical trials table (see :mod:`twin.trials`), sorted by subject, session, trial.
+        df: canonical trials table (see :mod:`twin.trials`), sorted by subject, session, trial;
+            with named stimuli (``features.stimuli``) it also needs their ``stim_<name>`` columns.
         features: the policy regressors.
         dtype: floating dtype of the tensors.
 
     Returns:
         A :class:`TrialBatch` with one row per subject in table order.
+
+    Raises:
+        TrialDataError: a named stimulus column is missing or holds a non-finite value.
     """
     names = subjects(df)
     subj = df["subject"].to_numpy()
@@ -155,7 +160,10 @@ def make_batch(df: pd.DataFrame, features: FeatureSpec = FeatureSpec(), dtype: t
     prev_choice[:, 1:] = (2 * y_t[:, :-1] - 1) * (1 - ss_t[:, 1:])
     prev_reward[:, 1:] = r_t[:, :-1]
     cl_t, cr_t = torch.from_numpy(cl).to(dtype), torch.from_numpy(cr).to(dtype)
-    x = features.compute(cl_t, cr_t, prev_choice, prev_reward)
+    stim_t = None
+    if features.stimuli:
+        stim_t = torch.from_numpy(np.stack([pack(v) for v in _stimulus_values(df, features)], -1)).to(dtype)
+    x = features.compute(cl_t, cr_t, prev_choice, prev_reward, stimuli=stim_t)
     valid_t = torch.from_numpy(valid)
     x = x * valid_t.unsqueeze(-1)
     return TrialBatch(
@@ -172,3 +180,22 @@ def make_batch(df: pd.DataFrame, features: FeatureSpec = FeatureSpec(), dtype: t
         mask=valid_t.clone(),
         features=features,
     )
+
+
+def _stimulus_values(df: pd.DataFrame, features: FeatureSpec) -> list[np.ndarray]:
+    """The named stimulus columns of ``df`` as float32 arrays, checked present and finite."""
+    cols = features.stimulus_columns
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise TrialDataError(
+            f"the features use named stimuli {list(features.stimuli)} but the table lacks column(s) {missing}",
+            column=missing[0],
+        )
+    out = []
+    for c in cols:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise TrialDataError(f"stimulus value is not a finite number: {df[c].iloc[bad[0]]!r}", row=int(bad[0]) + 1, column=c)
+        out.append(v)
+    return out

@@ -6,7 +6,10 @@ Layouts recognised from the columns present:
 * IBL ALF trials tables (``contrastLeft``, ``contrastRight``, ``choice``, ``feedbackType``, ...);
 * the IBL 53-mouse export (``response_choice``, ``position``, ``trial_correct``, ...).
 
-Files may be parquet (``.pqt``, ``.parquet``) or CSV (optionally gzipped).
+Files may be parquet (``.pqt``, ``.parquet``) or CSV (optionally gzipped). A folder is read as a
+tree of ALF session folders (:func:`twin.alf.read_alf_dir`; a ONE cache is one), and an ``.npz``
+as named-stimulus data in PsyTrack's layout (:func:`twin.generic.read_named_stimuli`). Canonical
+tables keep their named-stimulus columns ``stim_<name>`` (see :mod:`twin.generic`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def _header(path: Path) -> list[str]:
 
 
 def load_trials(path: str | Path) -> tuple[pd.DataFrame, IngestReport]:
-    """Read any supported trials file into the canonical, validated table.
+    """Read any supported trials file (or ALF folder tree) into the canonical, validated table.
 
     Raises:
         TrialDataError: unreadable file, unknown layout, or invalid trials (file, row, column).
@@ -49,6 +52,14 @@ def load_trials(path: str | Path) -> tuple[pd.DataFrame, IngestReport]:
     path = Path(path)
     if not path.exists():
         raise TrialDataError("no such file", source=str(path))
+    if path.is_dir():
+        from twin.alf import read_alf_dir
+
+        return read_alf_dir(path)
+    if path.suffix.lower() == ".npz":
+        from twin.generic import read_named_stimuli
+
+        return read_named_stimuli(path)
     try:
         cols = set(_header(path))
     except (ValueError, OSError) as exc:
@@ -62,8 +73,13 @@ def load_trials(path: str | Path) -> tuple[pd.DataFrame, IngestReport]:
 
         return read_alf_trials(path)
     if set(REQUIRED_COLUMNS) & cols:
+        from twin.generic import check_stimulus_columns
+
         df = _read_table(path)
         out = validate_trials(df, source=str(path))
+        stim = check_stimulus_columns(df, source=str(path))
+        for col in stim.columns:  # validate_trials keeps only the IBL columns
+            out[col] = stim[col].to_numpy()
         return out, IngestReport(source=str(path), n_rows=len(df))
     raise TrialDataError(
         f"unrecognised table layout; expected canonical columns {list(REQUIRED_COLUMNS)}, IBL ALF columns "

@@ -398,19 +398,39 @@ def read_alf_trials(
     path = Path(path)
     source = str(path)
     raw = _read_table(path, source)
+    path_subject, path_session = _alf_path_keys(path)
+    if "subject" not in raw.columns and subject is None:
+        subject = path_subject
+    if not any(c in raw.columns for c in ALF_SESSION_KEYS) and session is None:
+        session = path_session
+    return alf_frame_to_trials(raw, source, subject=subject, session=session)
+
+
+def alf_frame_to_trials(
+    raw: pd.DataFrame, source: str, subject: str | None = None, session: str | None = None
+) -> tuple[pd.DataFrame, IngestReport]:
+    """Convert an ALF trials table already in memory; the conversion of :func:`read_alf_trials`.
+
+    Args:
+        raw: the raw ALF table (columns ``contrastLeft``, ``choice``...), one row per trial.
+        source: name used in errors (file or folder); rows are cited 1-based in ``raw``'s order.
+        subject: as in :func:`read_alf_trials` (no path fallback here).
+        session: as in :func:`read_alf_trials` (no path fallback here).
+
+    Returns:
+        The validated canonical table and an ingest report.
+
+    Raises:
+        TrialDataError: as :func:`read_alf_trials`.
+    """
     rows = np.arange(1, len(raw) + 1)
 
     key_col = next((c for c in ALF_SESSION_KEYS if c in raw.columns), None)
-    path_subject, path_session = _alf_path_keys(path)
     missing = [c for c in ALF_REQUIRED if c not in raw.columns]
     if "subject" not in raw.columns and subject is None:
-        subject = path_subject
-        if subject is None:
-            missing.append("subject")
+        missing.append("subject")
     if key_col is None and session is None:
-        session = path_session
-        if session is None:
-            missing.append("session (or " + ", ".join(ALF_SESSION_KEYS[1:]) + ")")
+        missing.append("session (or " + ", ".join(ALF_SESSION_KEYS[1:]) + ")")
     if missing:
         raise _missing_columns_error(missing, list(map(str, raw.columns)), source)
 

@@ -205,8 +205,11 @@ class TaskEnv:
         self.p_left = torch.full((n_animals,), 0.5, device=dev)
         self.block_left = self.unbiased.clone()
         self.arange = torch.arange(n_animals, device=dev)
-        self.slot = torch.arange(self.window_max, device=dev)
-        self.col = torch.arange(width, device=dev)
+        col = torch.arange(width, device=dev)
+        shown = (self.table.unsqueeze(-1) == self.easy_values.view(1, 1, 1, -1)) & (col.view(1, 1, -1, 1) < self.counts.unsqueeze(-1).unsqueeze(-1))
+        self.easy_in_phase = shown.any(2) & self.easy_on.unsqueeze(1)  # [B, P, E]: easy contrast e is shown in phase p
+        self.easy_n = torch.zeros(n_animals, len(easy), device=dev)
+        self.easy_ok = torch.zeros(n_animals, len(easy), device=dev)
 
     @property
     def p(self) -> TaskProtocol:
@@ -269,31 +272,39 @@ class TaskEnv:
             correct: ``[B]`` bool outcome of the trial just drawn.
             active: optional ``[B]`` bool; inactive rows' state is left unchanged.
         """
-        act = torch.ones(self.b, dtype=torch.bool, device=self.device) if active is None else active
         rep = (~correct) & (self.last_contrast >= self.debias_min) & self.debias
-        self.repeat = torch.where(act, rep, self.repeat)
-        rows = self.arange[act] if active is not None else self.arange
-        self.buf_c[rows, self.ptr[rows]] = self.last_contrast[rows]
-        self.buf_ok[rows, self.ptr[rows]] = correct[rows].float()
-        self.ptr = torch.where(act, (self.ptr + 1) % self.window, self.ptr)
-        self.n_in_phase = self.n_in_phase + act.long()
-        # each row's ring buffer is its first `window` slots: its last `window` outcomes
-        recent = self.slot.unsqueeze(0) < self.window.unsqueeze(1)
-        shown = self.table[self.arange, self.phase]  # [B, W]
-        valid = self.col.unsqueeze(0) < self.counts[self.arange, self.phase].unsqueeze(1)
-        ok = torch.ones(self.b, dtype=torch.bool, device=self.device)
-        for j, c in enumerate(self.easy_values.tolist()):
-            in_phase = ((shown == c) & valid).any(1) & self.easy_on[:, j]
-            sel = (self.buf_c == c) & recent
-            n = sel.sum(1)
-            acc = (self.buf_ok * sel).sum(1) / n.clamp(min=1)
-            ok &= ~in_phase | ((n > 0) & (acc >= self.threshold))
-        advance = ok & (self.n_in_phase >= self.window) & (self.phase < self.n_phases - 1) & act
+        slot = self.ptr.unsqueeze(1)
+        old_c, old_ok = self.buf_c.gather(1, slot), self.buf_ok.gather(1, slot)  # the outcome leaving the window
+        new_c, new_ok = self.last_contrast.unsqueeze(1), correct.float().unsqueeze(1)
+        if active is not None:
+            a = active.unsqueeze(1)
+            new_c, new_ok = torch.where(a, new_c, old_c), torch.where(a, new_ok, old_ok)
+            self.repeat = torch.where(active, rep, self.repeat)
+            self.ptr = torch.where(active, (self.ptr + 1) % self.window, self.ptr)
+            self.n_in_phase = self.n_in_phase + active.long()
+        else:
+            self.repeat = rep
+            self.ptr = (self.ptr + 1) % self.window
+            self.n_in_phase = self.n_in_phase + 1
+        self.buf_c.scatter_(1, slot, new_c)
+        self.buf_ok.scatter_(1, slot, new_ok)
+        # running counts, per easy contrast, of the window's trials and of its correct ones
+        e_new, e_old = (new_c == self.easy_values).float(), (old_c == self.easy_values).float()  # [B, E]
+        self.easy_n += e_new - e_old
+        self.easy_ok += e_new * new_ok - e_old * old_ok
+        in_phase = self.easy_in_phase[self.arange, self.phase]  # [B, E]
+        acc = self.easy_ok / self.easy_n.clamp(min=1)
+        ok = (~in_phase | ((self.easy_n > 0) & (acc >= self.threshold.unsqueeze(1) - 1e-6))).all(1)
+        advance = ok & (self.n_in_phase >= self.window) & (self.phase < self.n_phases - 1)
+        if active is not None:
+            advance &= active
         if bool(advance.any()):
             self.phase = self.phase + advance.long()
             self.n_in_phase = torch.where(advance, torch.zeros_like(self.n_in_phase), self.n_in_phase)
             self.buf_c[advance] = -1.0
             self.buf_ok[advance] = 0.0
+            self.easy_n[advance] = 0.0
+            self.easy_ok[advance] = 0.0
 
 
 def phase_of_contrasts(protocol: TaskProtocol, contrasts: np.ndarray | list[float]) -> int:

@@ -1,0 +1,268 @@
+"""Closed-loop validation of the curriculum optimizer on synthetic ground-truth learners.
+
+For each ground-truth family (learning at the pace of IBL mice, with individual learning rates
+and starting biases):
+
+1. simulate a cohort under the IBL default protocol (the data a lab would have);
+2. fit twins to it: the DNN population rule, adapted per animal (initial weights and rate
+   multipliers), an ensemble of population fits with different seeds;
+3. search curricula through the twins (Optuna TPE, batched), within the lab's constraints;
+4. run fresh ground-truth animals, which no twin has seen, under the default and under the
+   proposed curriculum (the same animals under both: paired), to ``trained_1a``;
+5. report trials to criterion for both (mean, median, intervals), the realised speed-up with a
+   95 % paired-bootstrap interval, and the speed-up the twins predicted.
+
+Usage::
+
+    python experiments/closed_loop.py                 # full run, writes experiments/results/closed_loop*
+    python experiments/closed_loop.py --quick         # a small, fast version (seconds to minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum  # noqa: E402
+from optimizer.objective import FitRange, TwinPool, bootstrap_mean  # noqa: E402
+from optimizer.search import SamplerKind, SearchConfig, search_curricula  # noqa: E402
+from optimizer.space import Constraints, CurriculumSpace  # noqa: E402
+from twin.agents import PACED_TRUTHS, Family, Individuality, draw_individuals  # noqa: E402
+from twin.cohort import CohortFitConfig, adapt_animals, fit_population  # noqa: E402
+from twin.fit import FitConfig  # noqa: E402
+from twin.forecast import Interval  # noqa: E402
+from twin.model import ModelSpec  # noqa: E402
+from twin.simulate import simulate  # noqa: E402
+from twin.training_sim import TrainingRun, simulate_training  # noqa: E402
+from twin.twins import Adaptation  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class ClosedLoopConfig:
+    """Sizes of the experiment.
+
+    Attributes:
+        n_fit: animals in the cohort the twins are fitted on.
+        fit_trials: trials per fitted animal (under the default protocol).
+        ensemble: population fits (seeds) per twin.
+        rule: the twins' learning rule.
+        fit_epochs: population fit epoch cap.
+        search: the curriculum search settings.
+        n_fresh: fresh ground-truth animals per curriculum.
+        max_sessions: sessions cap of the fresh animals' runs.
+        seed: master seed.
+    """
+
+    n_fit: int = 40
+    fit_trials: int = 10_000
+    ensemble: int = 2
+    rule: str = "dnn"
+    fit_epochs: int = 80
+    search: SearchConfig = SearchConfig(n_trials=48, batch_size=8, n_rollouts=4, rescore_top=3, rescore_rollouts=12, max_sessions=40)
+    n_fresh: int = 200
+    max_sessions: int = 60
+    seed: int = 0
+
+
+QUICK = ClosedLoopConfig(
+    n_fit=8,
+    fit_trials=3000,
+    ensemble=1,
+    fit_epochs=3,
+    search=SearchConfig(n_trials=4, batch_size=2, n_rollouts=1, rescore_top=1, rescore_rollouts=2, max_sessions=8),
+    n_fresh=16,
+    max_sessions=10,
+)
+
+
+def paired_speedup(default: np.ndarray, proposed: np.ndarray, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> Interval:
+    """``1 - mean(proposed) / mean(default)`` over the same animals, paired bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(default), (n_boot, len(default)))
+    boots = 1 - proposed[idx].mean(1) / default[idx].mean(1)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(boots, [a, 1 - a])
+    return Interval(float(1 - proposed.mean() / default.mean()), float(lo), float(hi))
+
+
+def paired_difference(default: np.ndarray, proposed: np.ndarray, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> Interval:
+    """Mean of ``default - proposed`` trials over the same animals, bootstrap interval."""
+    return bootstrap_mean(default - proposed, level, n_boot, seed)
+
+
+def fit_twins(family: Family, cfg: ClosedLoopConfig) -> tuple[TwinPool, pd.DataFrame, float]:
+    """Simulate the lab's cohort under the default protocol and fit its twins (an ensemble)."""
+    truth = PACED_TRUTHS[family]
+    w0, log_rate = draw_individuals(truth, cfg.n_fit, Individuality(), seed=cfg.seed)
+    sim = simulate(truth.build(), IBL_DEFAULT_CURRICULUM.to_protocol(), cfg.n_fit, cfg.fit_trials, seed=cfg.seed, w0=w0, log_rate=log_rate, subject_prefix=family.value)
+    df = sim.trials
+    t0 = time.perf_counter()
+    ensemble: dict[str, list] = {s: [] for s in df["subject"].unique()}
+    for k in range(cfg.ensemble):
+        config = CohortFitConfig(
+            spec=ModelSpec(cfg.rule),
+            fit=FitConfig(epochs=cfg.fit_epochs, patience=10, seed=cfg.seed + k),
+            adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE,
+        )
+        pop = fit_population(df, config, progress=False)
+        for t in adapt_animals(pop, df):
+            ensemble[t.subject].append(t.model)
+    seconds = time.perf_counter() - t0
+    first = {s: ms[0] for s, ms in ensemble.items()}
+    return TwinPool.from_models(ensemble, FitRange.from_trials(first, df)), df, seconds
+
+
+def fresh_runs(family: Family, curricula: list[Curriculum], cfg: ClosedLoopConfig) -> list[TrainingRun]:
+    """The same fresh ground-truth animals (never seen by a twin) under each curriculum."""
+    truth = PACED_TRUTHS[family]
+    w0, log_rate = draw_individuals(truth, cfg.n_fresh, Individuality(), seed=cfg.seed + 777)
+    model = truth.build()
+    runs = []
+    for i, cur in enumerate(curricula):
+        runs.append(
+            simulate_training(model, [cur.to_protocol()] * cfg.n_fresh, cfg.max_sessions, seed=cfg.seed + 1000 + i, w0=w0, log_rate=log_rate)
+        )
+    return runs
+
+
+def run_family(family: Family, cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, object]:
+    """The whole closed loop for one family; returns its result row."""
+    t0 = time.perf_counter()
+    pool, df, fit_s = fit_twins(family, cfg)
+    space = CurriculumSpace(Constraints())
+    search_cfg = replace(cfg.search, seed=cfg.seed)
+    t1 = time.perf_counter()
+    res = search_curricula(pool, space, search_cfg, progress=progress)
+    search_s = time.perf_counter() - t1
+    default_run, proposed_run = fresh_runs(family, [res.default.curriculum, res.best.curriculum], cfg)
+    d = default_run.trials_to_criterion.double().numpy()
+    p = proposed_run.trials_to_criterion.double().numpy()
+    realised = paired_speedup(d, p, seed=cfg.seed)
+    diff = paired_difference(d, p, seed=cfg.seed)
+    predicted = res.predicted_speedup
+    return {
+        "family": family.value,
+        "twin_rule": cfg.rule,
+        "ensemble": cfg.ensemble,
+        "n_fit_animals": cfg.n_fit,
+        "n_fresh_animals": cfg.n_fresh,
+        "default_mean_trials": float(d.mean()),
+        "default_median_trials": float(np.median(d)),
+        "default_trials_q05": float(np.quantile(d, 0.05)),
+        "default_trials_q95": float(np.quantile(d, 0.95)),
+        "proposed_mean_trials": float(p.mean()),
+        "proposed_median_trials": float(np.median(p)),
+        "proposed_trials_q05": float(np.quantile(p, 0.05)),
+        "proposed_trials_q95": float(np.quantile(p, 0.95)),
+        "default_reached": float(default_run.reached.double().mean()),
+        "proposed_reached": float(proposed_run.reached.double().mean()),
+        "default_mean_sessions": float(default_run.sessions_to_criterion.double().mean()),
+        "proposed_mean_sessions": float(proposed_run.sessions_to_criterion.double().mean()),
+        "trials_saved_mean": diff.mean,
+        "trials_saved_lo95": diff.lo,
+        "trials_saved_hi95": diff.hi,
+        "realised_speedup": realised.mean,
+        "realised_speedup_lo95": realised.lo,
+        "realised_speedup_hi95": realised.hi,
+        "predicted_speedup": predicted.mean,
+        "predicted_speedup_lo95": predicted.lo,
+        "predicted_speedup_hi95": predicted.hi,
+        "prediction_error_points": 100 * (predicted.mean - realised.mean),
+        "twin_default_mean_trials": res.default.mean_trials.mean,
+        "twin_proposed_mean_trials": res.best.mean_trials.mean,
+        "proposed_warnings": "; ".join(res.best.warnings),
+        "proposed_curriculum": res.best.curriculum.description,
+        "fit_seconds": fit_s,
+        "search_seconds": search_s,
+        "total_seconds": time.perf_counter() - t0,
+        "_result": res,
+        "_runs": (default_run, proposed_run),
+    }
+
+
+def survival_figure(rows: list[dict[str, object]], path: Path) -> Path:
+    """Fraction of fresh animals trained vs trials, default vs proposed, per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3.6), squeeze=False)
+    for ax, row in zip(axes[0], rows):
+        for run, label, colour in zip(row["_runs"], ("IBL default", "proposed"), ("#666666", "#1f77b4")):  # type: ignore[arg-type]
+            t = np.sort(run.trials_to_criterion.double().numpy()[run.reached.numpy()])
+            ax.step(t, np.arange(1, len(t) + 1) / len(run.reached), where="post", label=label, color=colour)
+        ax.set_title(f"{row['family']}: fresh ground-truth animals")
+        ax.set_xlabel("trials")
+        ax.set_ylabel("fraction trained_1a")
+        ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a small, fast version (for tests and smoke runs)")
+    ap.add_argument("--families", nargs="+", default=["reinforce", "asymmetric"], choices=[f.value for f in Family])
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = QUICK if args.quick else ClosedLoopConfig()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for fam in args.families:
+        row = run_family(Family(fam), cfg, progress=not args.quick)
+        rows.append(row)
+        res = row["_result"]
+        res.save(args.out / f"closed_loop_{fam}")  # type: ignore[union-attr]
+        print(
+            f"{fam}: default {row['default_mean_trials']:.0f} trials (median {row['default_median_trials']:.0f}), proposed "
+            f"{row['proposed_mean_trials']:.0f} (median {row['proposed_median_trials']:.0f}); realised speed-up "
+            f"{row['realised_speedup']:.1%} [{row['realised_speedup_lo95']:.1%}, {row['realised_speedup_hi95']:.1%}], predicted "
+            f"{row['predicted_speedup']:.1%} [{row['predicted_speedup_lo95']:.1%}, {row['predicted_speedup_hi95']:.1%}]; "
+            f"{row['total_seconds']:.0f} s",
+            flush=True,
+        )
+    table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    stem = "closed_loop_quick" if args.quick else "closed_loop"
+    table.to_csv(args.out / f"{stem}.csv", index=False)
+    survival_figure(rows, args.out / f"{stem}_trained_fraction.png")
+    cols = [
+        "family", "default_mean_trials", "proposed_mean_trials", "default_median_trials", "proposed_median_trials",
+        "trials_saved_mean", "trials_saved_lo95", "trials_saved_hi95", "realised_speedup", "realised_speedup_lo95",
+        "realised_speedup_hi95", "predicted_speedup", "prediction_error_points", "default_mean_sessions", "proposed_mean_sessions",
+    ]
+    md = [
+        "# Closed-loop curriculum validation" + (" (quick)" if args.quick else ""),
+        "",
+        f"Command: `python experiments/closed_loop.py{' --quick' if args.quick else ''}`. Config: `{json.dumps(asdict(cfg), default=str)}`",
+        "",
+        table[cols].to_markdown(index=False, floatfmt=".3g"),
+        "",
+        "Proposed curricula:",
+        "",
+        *[f"- {r['family']}: {r['proposed_curriculum']}" + (f" (warnings: {r['proposed_warnings']})" if r["proposed_warnings"] else "") for r in rows],
+        "",
+    ]
+    (args.out / f"{stem}.md").write_text("\n".join(md))
+    print(table[cols].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

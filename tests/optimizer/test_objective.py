@@ -1,0 +1,61 @@
+"""Scoring curricula through twins: grouping, trial accounting, paired speed-ups, range warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_trials_table
+from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, StimulusSchedule
+from optimizer.objective import FitRange, TwinPool, bootstrap_mean, score_curricula, speedup
+from twin.model import LearnerModel, ModelSpec
+
+FULL = StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),))
+
+
+def expert(bias: float = 0.0, rule: str = "static") -> LearnerModel:
+    m = LearnerModel(ModelSpec(rule))
+    with torch.no_grad():
+        m.w0.copy_(torch.tensor([12.0, bias]))
+    return m.eval()
+
+
+def test_twins_sharing_a_rule_are_one_batch():
+    shared = expert()
+    a, b = expert(0.1), expert(-0.1)
+    b.rule.load_state_dict(shared.rule.state_dict())
+    pool = TwinPool.from_models({"x": [a], "y": [b], "z": [expert(rule="reinforce")]})
+    assert len(pool.members) == 2 and pool.n_models == 3
+    assert sorted(len(m.index) for m in pool.members) == [1, 2]
+    with pytest.raises(ValueError, match="no twin"):
+        TwinPool.from_models({"x": []})
+
+
+def test_shorter_sessions_take_fewer_trials_and_the_speedup_is_paired():
+    pool = TwinPool.from_models({f"s{i}": [expert(0.05 * i)] for i in range(6)})
+    long = Curriculum(name="long", stimulus=FULL, session_trials=(500, 500))
+    short = Curriculum(name="short", stimulus=FULL, session_trials=(250, 250))
+    s_long, s_short = score_curricula(pool, [long, short], n_rollouts=2, max_sessions=5)
+    assert s_long.mean_trials.mean == pytest.approx(1500.0) and s_short.mean_trials.mean == pytest.approx(750.0)
+    assert s_long.reached == 1.0 and s_long.mean_sessions == pytest.approx(3.0)
+    assert s_long.per_twin.shape == (6,)
+    sp = speedup(s_long, s_short)
+    assert sp.mean == pytest.approx(0.5) and sp.lo == pytest.approx(0.5) and sp.hi == pytest.approx(0.5)
+
+
+def test_a_curriculum_outside_the_fitted_range_is_flagged():
+    df = random_trials_table({"a": [300, 300]}, contrasts=(1.0, 0.5, 0.25))
+    twin = expert()
+    fr = FitRange.from_trials({"a": twin}, df)
+    assert fr.contrasts == (1.0, 0.5, 0.25) and fr.session_trials == (300, 300)
+    pool = TwinPool.from_models({"a": [twin]}, fr)
+    inside = Curriculum(name="in", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25),)), session_trials=(300, 300))
+    (s_in, s_out) = score_curricula(pool, [inside, IBL_DEFAULT_CURRICULUM], n_rollouts=1, max_sessions=3)
+    assert s_in.warnings == ()
+    assert any("never shown" in w for w in s_out.warnings) and any("session lengths" in w for w in s_out.warnings)
+
+
+def test_bootstrap_mean_interval():
+    iv = bootstrap_mean(np.arange(100.0), 0.95, 2000, 0)
+    assert iv.mean == 49.5 and 43 < iv.lo < 49.5 < iv.hi < 56

@@ -1,0 +1,44 @@
+"""The curriculum search space: the base is reachable, constraints hold, bad axes are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, CurriculumError
+from optimizer.space import Constraints, CurriculumSpace, ParamKind
+
+
+def test_base_values_rebuild_the_base():
+    space = CurriculumSpace()
+    assert space.build(space.base_values()).to_protocol() == IBL_DEFAULT_CURRICULUM.to_protocol()
+    names = {p.name for p in space.params}
+    assert "session_trials_low" not in names  # the default bounds leave no room: a fixed axis is not searched
+    assert {"advance_threshold", "advance_window", "easy_weight", "zero_weight", "keep_half", "debias"} <= names
+
+
+def test_every_candidate_respects_the_constraints():
+    cons = Constraints(session_trials=(250, 800), allowed_contrasts=(1.0, 0.5, 0.25, 0.125, 0.0625), allow_no_debias=False)
+    space = CurriculumSpace(cons)
+    assert "debias" not in {p.name for p in space.params}
+    lo = next(p for p in space.params if p.name == "session_trials_low")
+    assert (lo.low, lo.high, lo.kind) == (250, 500, ParamKind.INT)
+    cur = space.build({"session_trials_low": 250, "easy_weight": 2.0, "keep_half": True, "advance_window": 120})
+    assert cur.session_trials == (250, 550)
+    assert 0.0 not in cur.contrasts  # not allowed on this rig
+    assert 0.5 in cur.stimulus.phases[-1]
+    assert all(w == (2.0 if c >= 0.5 else 1.0) for ph, ws in zip(cur.stimulus.phases, cur.stimulus.proportions) for c, w in zip(ph, ws))
+    assert cur.feedback.debias and not cur.feedback.biased_blocks
+    cons.check(cur)
+
+
+def test_violations_and_unknown_axes_are_named():
+    space = CurriculumSpace()
+    with pytest.raises(CurriculumError) as err:
+        space.build({"reward": 2.0})
+    assert err.value.field == "reward"
+    with pytest.raises(CurriculumError, match="feedback.biased_blocks"):
+        Constraints().check(IBL_DEFAULT_CURRICULUM.__class__(feedback=IBL_DEFAULT_CURRICULUM.feedback.__class__(biased_blocks=True)))
+    with pytest.raises(CurriculumError, match="session_trials"):
+        Constraints(session_trials=(100, 300)).check(IBL_DEFAULT_CURRICULUM)
+    with pytest.raises(CurriculumError, match="constraints.advance_threshold"):
+        Constraints(advance_threshold=(0.9, 0.5))

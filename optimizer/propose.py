@@ -1,0 +1,179 @@
+"""Next-session proposal for one animal, from its twin's current state (receding horizon).
+
+Candidates are the lab's base curriculum and curricula sampled from the constrained search
+space. Each is simulated from the twin's end-of-last-session state (weights, rule state and
+protocol phase) until the twin reaches the criterion or the horizon of sessions ends, many
+rollouts in one batch. The candidate with the fewest expected remaining trials is proposed for
+the next session only: after that session the animal's twin is updated and the choice is made
+again. A candidate must beat the base by a margin that its paired interval over rollouts
+supports; otherwise the base curriculum is kept ("not confident enough to change").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from optimizer.curriculum import Curriculum
+from optimizer.space import CurriculumSpace, ParamKind
+from twin.criteria import TRAINED_1A, CriterionConfig
+from twin.forecast import Interval, SessionForecast, forecast_session
+from twin.model import LearnerModel
+from twin.state import TwinState
+from twin.training_sim import simulate_training
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """Settings of a next-session proposal.
+
+    Attributes:
+        n_candidates: sampled candidates besides the base curriculum.
+        n_rollouts: simulated futures per candidate.
+        horizon_sessions: sessions simulated ahead.
+        level: interval coverage.
+        seed: seeds candidate sampling and simulation.
+        criterion: what "trained" means.
+        forecast_rollouts: rollouts of the next-session forecast.
+    """
+
+    n_candidates: int = 12
+    n_rollouts: int = 32
+    horizon_sessions: int = 15
+    level: float = 0.9
+    seed: int = 0
+    criterion: CriterionConfig = TRAINED_1A
+    forecast_rollouts: int = 200
+
+
+@dataclass(frozen=True)
+class NextSessionProposal:
+    """What the twin suggests for the animal's next session.
+
+    Attributes:
+        curriculum: the curriculum whose settings the next session uses.
+        start_phase: contrast phase the session starts in.
+        n_trials: planned trials.
+        expected_remaining: expected trials until the criterion under it (capped by the horizon).
+        base_expected_remaining: the same under the base curriculum.
+        gain: relative reduction of remaining trials against the base, paired interval.
+        changed: False when the base curriculum is kept.
+        forecast: the twin's forecast of the next session.
+        explanation: why.
+        candidates: ``(curriculum name, expected remaining trials)`` of every candidate.
+    """
+
+    curriculum: Curriculum
+    start_phase: int
+    n_trials: int
+    expected_remaining: Interval
+    base_expected_remaining: Interval
+    gain: Interval
+    changed: bool
+    forecast: SessionForecast
+    explanation: str
+    candidates: tuple[tuple[str, float], ...] = field(default=())
+
+
+def sample_candidates(space: CurriculumSpace, n: int, seed: int) -> list[Curriculum]:
+    """``n`` curricula drawn uniformly (log-uniformly for ``LOG_FLOAT`` axes) from ``space``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        values: dict[str, float | int | bool] = {}
+        for p in space.params:
+            if p.kind is ParamKind.BOOL:
+                values[p.name] = bool(rng.integers(0, 2))
+            elif p.kind is ParamKind.INT:
+                values[p.name] = int(rng.integers(int(p.low), int(p.high) + 1))
+            elif p.kind is ParamKind.LOG_FLOAT:
+                values[p.name] = float(np.exp(rng.uniform(np.log(p.low), np.log(p.high))))
+            else:
+                values[p.name] = float(rng.uniform(p.low, p.high))
+        out.append(space.build(values, name=f"candidate-{i}"))
+    return out
+
+
+def _simulate(model: LearnerModel, state: TwinState, cands: list[Curriculum], config: ProposalConfig, seed: int) -> np.ndarray:
+    """``[C, R]`` remaining trials to criterion (capped) of ``R`` rollouts per candidate."""
+    r = config.n_rollouts
+    protos = [c.to_protocol() for c in cands for _ in range(r)]
+    phases = torch.tensor([min(state.phase, len(p.phases) - 1) for p in protos])
+    run = simulate_training(
+        model,
+        protos,
+        config.horizon_sessions,
+        seed,
+        w0=state.w.reshape(1, -1).expand(len(protos), -1),
+        h0=state.h.reshape(1, -1).expand(len(protos), -1) if state.h.numel() else None,
+        start_phase=phases,
+        criterion=config.criterion,
+    )
+    return run.trials_to_criterion.double().reshape(len(cands), r).numpy()
+
+
+def _ratio_gain(base: np.ndarray, other: np.ndarray, level: float, seed: int, n_boot: int = 2000) -> Interval:
+    """``1 - mean(other) / mean(base)`` with a bootstrap interval (independent rollouts)."""
+    rng = np.random.default_rng(seed)
+    b = base[rng.integers(0, len(base), (n_boot, len(base)))].mean(1)
+    o = other[rng.integers(0, len(other), (n_boot, len(other)))].mean(1)
+    boots = 1 - o / b
+    a = (1 - level) / 2
+    lo, hi = np.quantile(boots, [a, 1 - a])
+    return Interval(float(1 - other.mean() / base.mean()), float(lo), float(hi))
+
+
+def _interval(v: np.ndarray, level: float) -> Interval:
+    a = (1 - level) / 2
+    lo, hi = np.quantile(v, [a, 1 - a])
+    return Interval(float(v.mean()), float(lo), float(hi))
+
+
+@torch.no_grad()
+def propose_next_session(model: LearnerModel, state: TwinState, space: CurriculumSpace, config: ProposalConfig = ProposalConfig()) -> NextSessionProposal:
+    """Choose the next session's curriculum for the animal of ``model`` at ``state``.
+
+    Args:
+        model: the animal's twin.
+        state: where it stands (end of its last session).
+        space: the constrained space (its base is the lab's default).
+        config: sizes and seeds.
+    """
+    base = space.build(space.base_values(), name=space.base.name)
+    cands = [base] + sample_candidates(space, config.n_candidates, config.seed)
+    means = _simulate(model, state, cands, config, config.seed).mean(1)
+    best = int(np.argmin(means))
+    # the best of many noisy estimates is optimistic: judge it against the base on fresh runs
+    fresh = _simulate(model, state, [cands[0], cands[best]], config, config.seed + 1)
+    gain = _ratio_gain(fresh[0], fresh[1], config.level, config.seed) if best else Interval(0.0, 0.0, 0.0)
+    changed = best != 0 and gain.lo > 0
+    pick = best if changed else 0
+    ttc_pick, ttc_base = fresh[1 if changed else 0], fresh[0]
+    chosen = cands[pick]
+    start = min(state.phase, len(chosen.stimulus.phases) - 1)
+    lo, hi = chosen.session_trials
+    n_trials = (lo + hi) // 2
+    fc = forecast_session(model, state, chosen.to_protocol(), n_trials, config.forecast_rollouts, config.seed, start_phase=start)
+    if changed:
+        why = f"{chosen.description}: {gain.mean:.0%} fewer expected trials to {config.criterion.name} than {base.name} (interval [{gain.lo:.0%}, {gain.hi:.0%}])"
+    elif best:
+        why = f"kept {base.name}: the best candidate's gain ({gain.mean:.0%}, interval [{gain.lo:.0%}, {gain.hi:.0%}]) is not clearly above zero"
+    else:
+        why = f"kept {base.name}: no candidate was expected to be faster"
+    return NextSessionProposal(
+        curriculum=chosen,
+        start_phase=start,
+        n_trials=n_trials,
+        expected_remaining=_interval(ttc_pick, config.level),
+        base_expected_remaining=_interval(ttc_base, config.level),
+        gain=gain if changed else Interval(0.0, 0.0, 0.0),
+        changed=changed,
+        forecast=fc,
+        explanation=why,
+        candidates=tuple((c.name, float(m)) for c, m in zip(cands, means)),
+    )
+
+
+__all__ = ["NextSessionProposal", "ProposalConfig", "propose_next_session", "sample_candidates"]

@@ -1,0 +1,49 @@
+"""Next-session proposals: they start where the animal is, stay in the space, keep the base
+curriculum unless a candidate is clearly better, and come with a forecast."""
+
+from __future__ import annotations
+
+import torch
+
+from optimizer.curriculum import Curriculum, StimulusSchedule
+from optimizer.propose import ProposalConfig, propose_next_session, sample_candidates
+from optimizer.space import Constraints, CurriculumSpace
+from twin.model import LearnerModel, ModelSpec
+from twin.state import TwinState
+
+FULL = StimulusSchedule(phases=((1.0, 0.5), (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)))
+
+
+def expert() -> tuple[LearnerModel, TwinState]:
+    m = LearnerModel(ModelSpec("static"))
+    with torch.no_grad():
+        m.w0.copy_(torch.tensor([12.0, 0.0]))
+    return m.eval(), TwinState(w=torch.tensor([12.0, 0.0]), h=torch.zeros(0), through_session=4, phase=1)
+
+
+def test_candidates_are_seeded_and_inside_the_space():
+    space = CurriculumSpace(Constraints(session_trials=(250, 700)))
+    a, b = sample_candidates(space, 5, 0), sample_candidates(space, 5, 0)
+    assert a == b and len({c.description for c in a}) == 5
+    for c in a:
+        space.constraints.check(c)
+
+
+def test_an_expert_is_told_to_run_shorter_sessions_when_the_lab_allows():
+    model, state = expert()
+    base = Curriculum(name="lab", stimulus=FULL, session_trials=(600, 650))
+    space = CurriculumSpace(Constraints(session_trials=(210, 650)), base=base)
+    p = propose_next_session(model, state, space, ProposalConfig(n_candidates=6, n_rollouts=4, horizon_sessions=4, forecast_rollouts=16))
+    assert p.changed and p.curriculum.session_trials[0] < 600
+    assert p.gain.lo > 0 and p.expected_remaining.mean < p.base_expected_remaining.mean
+    assert p.start_phase == 1 and p.forecast.accuracy.mean > 0.9
+    assert "fewer expected trials" in p.explanation and len(p.candidates) == 7
+
+
+def test_the_base_is_kept_when_nothing_can_help():
+    model, state = expert()
+    base = Curriculum(name="lab", stimulus=FULL, session_trials=(300, 300))
+    space = CurriculumSpace(Constraints(session_trials=(300, 300)), base=base)  # only session length matters to an expert
+    p = propose_next_session(model, state, space, ProposalConfig(n_candidates=4, n_rollouts=4, horizon_sessions=4, forecast_rollouts=16))
+    assert not p.changed and p.curriculum.name == "lab" and p.gain.mean == 0.0
+    assert p.n_trials == 300 and "kept lab" in p.explanation

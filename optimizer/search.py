@@ -158,14 +158,20 @@ def search_curricula(pool: TwinPool, space: CurriculumSpace, config: SearchConfi
     bar.close()
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     top = sorted(complete, key=lambda t: t.value)[: config.rescore_top]
-    cands = [space.build(space.base_values(), name=space.base.name)] + [
-        space.build(dict(t.params), name=f"proposed-trial-{t.number}") for t in top
-    ]
+    table = study.trials_dataframe(attrs=("number", "value", "params", "user_attrs", "state"))
+    return rescore(pool, space, [(f"proposed-trial-{t.number}", dict(t.params)) for t in top], config, table)
+
+
+def rescore(
+    pool: TwinPool, space: CurriculumSpace, top: list[tuple[str, dict[str, float | int | bool]]], config: SearchConfig, table: pd.DataFrame
+) -> SearchResult:
+    """Re-score the base and the ``top`` candidates (name, axis values) on fresh seeds with
+    ``config.rescore_rollouts``; the best of them is the proposal."""
+    cands = [space.build(space.base_values(), name=space.base.name)] + [space.build(v, name=n) for n, v in top]
     rescored = score_curricula(pool, cands, config.rescore_rollouts, config.max_sessions, seed=config.seed + 10_000, criterion=config.criterion)
     default = rescored[0]
     best = min(rescored, key=lambda s: s.mean_trials.mean)
-    table = study.trials_dataframe(attrs=("number", "value", "params", "user_attrs", "state"))
     return SearchResult(best, default, speedup(default, best, seed=config.seed), tuple(rescored), table)
 
 
-__all__ = ["SamplerKind", "SearchConfig", "SearchResult", "make_sampler", "search_curricula", "suggest"]
+__all__ = ["SamplerKind", "SearchConfig", "SearchResult", "make_sampler", "rescore", "search_curricula", "suggest"]

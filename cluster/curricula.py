@@ -1,0 +1,108 @@
+"""Batch curriculum search on a Ray cluster: Ray Tune with OptunaSearch, several candidates per
+trial.
+
+Each Tune trial evaluates ``candidates_per_trial`` curricula (the search space's axes repeated
+once per slot, sampled jointly by OptunaSearch) through every twin in one tensor batch, and
+reports the best of them; trials run in parallel on the cluster's workers. The driver then
+re-scores the best candidates against the base curriculum on fresh seeds, exactly as the local
+search does (:func:`optimizer.search.rescore`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from optimizer.objective import TwinPool, score_curricula
+from optimizer.search import SearchConfig, SearchResult, rescore
+from optimizer.space import CurriculumSpace, Param, ParamKind
+
+
+def _tune_domain(p: Param):  # type: ignore[no-untyped-def]
+    from ray import tune
+
+    if p.kind is ParamKind.BOOL:
+        return tune.choice([False, True])
+    if p.kind is ParamKind.INT:
+        return tune.randint(int(p.low), int(p.high) + 1)
+    if p.kind is ParamKind.LOG_FLOAT:
+        return tune.loguniform(p.low, p.high)
+    return tune.uniform(p.low, p.high)
+
+
+def _slot_values(space: CurriculumSpace, config: dict[str, object], slot: int) -> dict[str, float | int | bool]:
+    return {p.name: config[f"{p.name}__{slot}"] for p in space.params}  # type: ignore[misc]
+
+
+def search_curricula_tune(
+    pool: TwinPool,
+    space: CurriculumSpace,
+    config: SearchConfig,
+    storage_path: str | Path,
+    candidates_per_trial: int = 4,
+    max_concurrent: int = 2,
+    address: str | None = None,
+) -> SearchResult:
+    """Search ``space`` on Ray Tune; ``config.n_trials`` candidates in all (rounded up to whole
+    trials of ``candidates_per_trial``).
+
+    Args:
+        pool: the twins (shipped to the workers through the object store).
+        space: the constrained search space.
+        config: sizes and seeds (``storage``/``sampler`` are not used: Tune keeps its own state).
+        storage_path: folder for Tune's experiment state.
+        candidates_per_trial: curricula simulated together in one Tune trial.
+        max_concurrent: trials running at once.
+        address: Ray cluster address (None: local Ray on loopback).
+    """
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from cluster.ray_env import init_ray
+
+    init_ray(address)
+    pool_ref = ray.put(pool)
+    k = candidates_per_trial
+    n_trials = max(1, -(-config.n_trials // k))
+
+    def trainable(cfg: dict[str, object]) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        twins = ray.get(pool_ref)
+        cands = [space.build(_slot_values(space, cfg, j), name=f"slot-{j}") for j in range(k)]
+        scores = score_curricula(twins, cands, config.n_rollouts, config.max_sessions, seed=config.seed + 1, criterion=config.criterion)
+        means = [s.mean_trials.mean for s in scores]
+        best = min(range(k), key=lambda j: means[j])
+        tune.report({"mean_trials": means[best], "best_slot": best, **{f"mean_trials__{j}": m for j, m in enumerate(means)}})
+
+    param_space = {f"{p.name}__{j}": _tune_domain(p) for j in range(k) for p in space.params}
+    base = {f"{name}__{j}": v for j in range(k) for name, v in space.base_values().items()}
+    search = OptunaSearch(seed=config.seed, points_to_evaluate=[base])
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric="mean_trials",
+            mode="min",
+            num_samples=n_trials,
+            search_alg=ConcurrencyLimiter(search, max_concurrent=max_concurrent),
+        ),
+        run_config=tune.RunConfig(storage_path=str(Path(storage_path).resolve()), name="curriculum-search", verbose=0),
+    )
+    grid = tuner.fit()
+    rows = []
+    for res in grid:
+        if res.error is not None or res.metrics is None or "mean_trials" not in res.metrics:
+            raise RuntimeError(f"a curriculum search trial failed: {res.error}")
+        for j in range(k):
+            rows.append({"trial": res.path, "slot": j, "mean_trials": res.metrics[f"mean_trials__{j}"], **_slot_values(space, res.config, j)})
+    table = pd.DataFrame(rows).sort_values("mean_trials", kind="stable").reset_index(drop=True)
+    top = [(f"proposed-{i}", {p.name: table.loc[i, p.name].item() for p in space.params}) for i in range(min(config.rescore_top, len(table)))]
+    return rescore(pool, space, top, config, table)
+
+
+__all__ = ["search_curricula_tune"]

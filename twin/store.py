@@ -15,7 +15,9 @@ may remain, and is ignored). Loading verifies the file's SHA-256 and never unpic
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -78,6 +80,45 @@ class _AliasRow(_Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class _ResultRow(_Base):
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("kind", "name", "version", name="uq_result_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(50), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ResultKind(enum.Enum):
+    """What a stored result is."""
+
+    HYPERPARAMETER_SEARCH = "hyperparameter_search"
+    CURRICULUM_SEARCH = "curriculum_search"
+    CURRICULUM = "curriculum"
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A versioned JSON result kept beside the twins (a search's outcome, a curriculum...).
+
+    Attributes:
+        kind: what it is.
+        name: its name (versions count per kind and name).
+        version: 1, 2, ...
+        payload: the JSON content.
+        created_at: when it was stored (UTC).
+    """
+
+    kind: ResultKind
+    name: str
+    version: int
+    payload: dict[str, object]
+    created_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -289,12 +330,54 @@ class TwinStore:
         stored = load_model(path)
         return Twin(model=stored.model, meta=meta, state=stored.state)
 
+    # -- results ---------------------------------------------------------------------------
+
+    def put_result(self, kind: ResultKind, name: str, payload: dict[str, object]) -> StoredResult:
+        """Store ``payload`` (JSON-serialisable) as the next version of result ``kind``/``name``."""
+        if not name:
+            raise ValueError("name must be a non-empty string")
+        payload = json.loads(json.dumps(payload, default=str))
+        for _ in range(5):
+            try:
+                with Session(self.engine) as s, s.begin():
+                    last = s.scalar(select(func.max(_ResultRow.version)).where(_ResultRow.kind == kind.value, _ResultRow.name == name))
+                    row = _ResultRow(kind=kind.value, name=name, version=(last or 0) + 1, payload=payload, created_at=dt.datetime.now(dt.timezone.utc))
+                    s.add(row)
+                    s.flush()
+                    return _to_result(row)
+            except IntegrityError:
+                continue
+        raise TwinError(f"could not allocate a version for result {kind.value}/{name} (too many concurrent writers)")
+
+    def get_result(self, kind: ResultKind, name: str, version: int | None = None) -> StoredResult:
+        """One stored result (default: its latest version)."""
+        with Session(self.engine) as s:
+            q = select(_ResultRow).where(_ResultRow.kind == kind.value, _ResultRow.name == name)
+            q = q.where(_ResultRow.version == version) if version is not None else q.order_by(_ResultRow.version.desc()).limit(1)
+            row = s.scalar(q)
+            if row is None:
+                raise TwinNotFoundError(f"no stored {kind.value} named {name!r}" + (f" with version {version}" if version is not None else ""))
+            return _to_result(row)
+
+    def results(self, kind: ResultKind | None = None) -> list[StoredResult]:
+        """Stored results (of one kind), oldest first."""
+        with Session(self.engine) as s:
+            q = select(_ResultRow).order_by(_ResultRow.id)
+            if kind is not None:
+                q = q.where(_ResultRow.kind == kind.value)
+            return [_to_result(r) for r in s.scalars(q)]
+
     @staticmethod
     def _aliases(s: Session, subject: str) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
         for a in s.scalars(select(_AliasRow).where(_AliasRow.subject == subject)):
             out.setdefault(a.version, []).append(a.name)
         return out
+
+
+def _to_result(r: _ResultRow) -> StoredResult:
+    created = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=dt.timezone.utc)
+    return StoredResult(ResultKind(r.kind), r.name, r.version, dict(r.payload), created)
 
 
 def _to_version(r: _TwinRow, aliases: dict[int, list[str]]) -> TwinVersion:
@@ -324,4 +407,4 @@ def _safe_name(subject: str) -> str:
     return clean[:120]
 
 
-__all__ = ["Twin", "TwinStore", "TwinVersion", "TwinNotFoundError", "hash_trials", "code_version"]
+__all__ = ["ResultKind", "StoredResult", "Twin", "TwinStore", "TwinVersion", "TwinNotFoundError", "hash_trials", "code_version"]

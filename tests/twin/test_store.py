@@ -160,3 +160,18 @@ def test_sigkill_during_writes_leaves_a_consistent_store(tmp_path: Path, backend
         model, meta = st.load(subject, version=version)
         assert meta.rule == "rnn" and model.spec.rule == "rnn"
     st.close()
+
+
+def test_results_are_versioned_per_kind_and_name(store):
+    from twin.store import ResultKind
+
+    a = store.put_result(ResultKind.CURRICULUM_SEARCH, "cohort-a", {"best": {"mean_trials": 9000.5}, "tags": ("x", "y")})
+    b = store.put_result(ResultKind.CURRICULUM_SEARCH, "cohort-a", {"best": {"mean_trials": 8800.0}})
+    c = store.put_result(ResultKind.HYPERPARAMETER_SEARCH, "cohort-a", {"best": {"hidden_size": 16}})
+    assert (a.version, b.version, c.version) == (1, 2, 1)
+    assert store.get_result(ResultKind.CURRICULUM_SEARCH, "cohort-a").payload == {"best": {"mean_trials": 8800.0}}
+    assert store.get_result(ResultKind.CURRICULUM_SEARCH, "cohort-a", version=1).payload["tags"] == ["x", "y"]
+    assert [r.kind for r in store.results()] == [ResultKind.CURRICULUM_SEARCH] * 2 + [ResultKind.HYPERPARAMETER_SEARCH]
+    assert len(store.results(ResultKind.HYPERPARAMETER_SEARCH)) == 1
+    with pytest.raises(TwinNotFoundError, match="curriculum_search"):
+        store.get_result(ResultKind.CURRICULUM_SEARCH, "cohort-b")

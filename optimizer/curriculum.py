@@ -22,12 +22,13 @@ from typing import Any
 
 import yaml
 
+from twin.errors import TwinError
 from twin.task import IBL_PHASES, TaskProtocol
 
 SCHEMA_VERSION = 1
 
 
-class CurriculumError(ValueError):
+class CurriculumError(TwinError, ValueError):
     """A curriculum field is invalid.
 
     Attributes:

@@ -15,6 +15,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -244,6 +245,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         res = search_optuna(df, args.rule, args.trials, args.epochs, storage=args.storage, study_name=args.study, seed=args.seed)
     res.save(args.out)
+    if args.store is not None:
+        from twin.store import ResultKind, TwinStore
+
+        stored = TwinStore(args.store, args.db_url).put_result(ResultKind.HYPERPARAMETER_SEARCH, f"{args.rule}:{args.study}", json.loads(args.out.read_text()))
+        print(f"stored {stored.kind.value} {stored.name!r} v{stored.version} in {args.store}")
     print(f"best {res.best.to_dict()}: validation LL {res.best_val_ll:.4f} nats/trial (defaults {res.default_val_ll:.4f}, {res.best_val_ll - res.default_val_ll:+.4f}); wrote {args.out}")
     return 0
 
@@ -327,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     store_args(ls)
     ls.set_defaults(func=cmd_twins)
 
+    from optimizer.cli import add_parser as add_curriculum_parser  # the optimizer's commands (argparse only)
+
+    add_curriculum_parser(sub, store_args)
+
     se = sub.add_parser("search", help="hyperparameter search for a rule (Optuna; Ray Tune + ASHA with --tune)")
     se.add_argument("data", type=Path)
     se.add_argument("--rule", default="dnn")
@@ -338,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--ray-address", default=None, help="Ray cluster address (implies --tune)")
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--out", type=Path, default=Path("search.json"), help="result file (JSON)")
+    se.add_argument("--store", type=Path, default=None, help="also keep the result in this twin store's database")
+    se.add_argument("--db-url", default=None, help="SQLAlchemy URL of the store's metadata database")
     se.set_defaults(func=cmd_search)
 
     e = sub.add_parser("evaluate", help="score model files on a trials file")

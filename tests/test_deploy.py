@@ -57,7 +57,7 @@ def test_k8s_images_match_the_dockerfile_tag_and_version():
     assert f"learning-twins:{version}" in (DEPLOY / "Dockerfile").read_text()
     ray_pin = re.search(r"ray\[tune\]==([\d.]+)", (DEPLOY.parent / "pyproject.toml").read_text()).group(1)
     for path in (DEPLOY / "k8s").glob("*.yaml"):
-        doc = yaml.safe_load(path.read_text())
+        doc = list(yaml.safe_load_all(path.read_text()))
         for c in _containers(doc):
             assert c["image"] == f"learning-twins:{version}", (path, c["image"])
         text = path.read_text()
@@ -66,9 +66,20 @@ def test_k8s_images_match_the_dockerfile_tag_and_version():
 
 
 def test_rayjob_entrypoints_are_real_twin_commands():
-    for path in (DEPLOY / "k8s").glob("rayjob-*.yaml"):
-        doc = yaml.safe_load(path.read_text())
+    paths = sorted((DEPLOY / "k8s").glob("rayjob-*.yaml"))
+    assert {p.name for p in paths} >= {"rayjob-fit-twins.yaml", "rayjob-curriculum-search.yaml"}
+    for path in paths:
+        doc = next(yaml.safe_load_all(path.read_text()))
         check_twin_command(doc["spec"]["entrypoint"])
+
+
+def test_curriculum_constraints_configmap_is_valid():
+    from optimizer.space import Constraints
+
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "rayjob-curriculum-search.yaml").read_text()))
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    raw = yaml.safe_load(cm["data"]["constraints.yaml"])
+    Constraints(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 def test_dockerfile_copies_every_package_and_cmd_exists():

@@ -205,3 +205,18 @@ def test_search_with_optuna_writes_result(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert set(res) == {"best", "best_val_ll", "default_val_ll", "trials"} and len(res["trials"]) == 2
     assert "validation LL" in capsys.readouterr().out
+
+
+def test_demo_runs_end_to_end_on_a_tiny_cohort(tmp_path):
+    from optimizer.curriculum import Curriculum
+    from twin.store import TwinStore
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--animals", "4", "--trials", "2000", "--epochs", "2", "--curricula", "2", "--quiet"]) == 0
+    for name in ("trials.parquet", "summary.csv", "forecast.csv", "curriculum/proposed.yaml", "curriculum/trials.csv"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "figures").glob("*.png"))) >= 3
+    store = TwinStore(out / "twins")
+    assert len(store.subjects()) == 4 and store.load_twin(store.subjects()[0]).state is not None
+    Curriculum.load(out / "curriculum" / "proposed.yaml")
+    assert list((out / "curriculum").glob("next_session_*.yaml"))

@@ -144,12 +144,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     fam = Family(args.family)
-    print(f"[1/4] simulating {cfg.n_animals} {fam.value} learners x {cfg.n_trials} trials, fitting {', '.join(cfg.rules)}")
+    print(f"[1/6] simulating {cfg.n_animals} {fam.value} learners x {cfg.n_trials} trials, fitting {', '.join(cfg.rules)}")
     res = run_recovery(fam, cfg, progress=not args.quiet)
     write_trials(res.simulation.trials, out / "trials.parquet")
     for rule, fr in res.fits.items():
         save_model(fr.model, out / "models" / f"{rule}.safetensors", {"family": fam.value, "best_epoch": fr.best_epoch, "val_ll": fr.best_val_ll})
-    print("[2/4] held-out animals:")
+    print("[2/6] held-out animals:")
     table = res.table
     print(_table(table[["model", "test_ll_nats", "test_ll_bits", "accuracy", "ll_gain_ratio", "dw_corr", "fit_seconds"]]))
     table.to_csv(out / "summary.csv", index=False)
@@ -160,11 +160,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     batch = make_batch(res.simulation.trials)
     k = max(2, int(batch.session.max(1).values.min().item()) // 2)
-    print(f"[3/4] forecast: fit every rule on sessions 1..{k - 1} of all animals (session {k} for early stopping), predict sessions {k + 1}..")
+    print(f"[3/6] forecast: fit every rule on sessions 1..{k - 1} of all animals (session {k} for early stopping), predict sessions {k + 1}..")
     fc = forecast_table(batch, cfg.rules, k, cfg.fit, progress=not args.quiet)
     print(_table(fc))
     fc.to_csv(out / "forecast.csv", index=False)
-    print(f"[4/4] wrote {out / 'summary.csv'}, {out / 'forecast.csv'}, {len(figs)} figures in {out / 'figures'}, models in {out / 'models'} ({time.perf_counter() - t0:.0f} s)")
+    from twin.cohort import CohortFitConfig, fit_cohort
+    from twin.model import ModelSpec
+    from twin.sessions import SessionStore
+    from twin.store import TwinStore
+
+    print(f"[4/6] twins: DNN population rule adapted per animal, stored with the animals' sessions in {out / 'twins'}")
+    store = TwinStore(out / "twins")
+    rep = fit_cohort(res.simulation.trials, store, CohortFitConfig(spec=ModelSpec("dnn"), fit=cfg.fit), progress=not args.quiet)
+    SessionStore(store).add_table(res.simulation.trials)
+    print(f"      {len(rep.versions)} twins ({rep.adaptation.value} adaptation, chosen on held-out future sessions), {rep.seconds:.0f} s")
+    from optimizer.objective import FitRange, TwinPool
+    from optimizer.propose import ProposalConfig, propose_next_session
+    from optimizer.search import SearchConfig, search_curricula
+    from optimizer.space import CurriculumSpace
+
+    twins = {v.subject: store.load_twin(v.subject) for v in rep.versions}
+    pool = TwinPool.from_models({s: [t.model] for s, t in twins.items()}, FitRange.from_trials({s: t.model for s, t in twins.items()}, res.simulation.trials))
+    print(f"[5/6] curriculum search through the {len(twins)} twins (Optuna TPE, {args.curricula} candidates) to trained_1a")
+    search = search_curricula(pool, CurriculumSpace(), SearchConfig(n_trials=args.curricula, batch_size=4, n_rollouts=2, rescore_rollouts=4, seed=args.seed), progress=not args.quiet)
+    search.save(out / "curriculum")
+    d, bst, sp = search.default, search.best, search.predicted_speedup
+    print(f"      IBL default: {d.mean_trials.mean:.0f} trials to criterion; proposed: {bst.mean_trials.mean:.0f} (predicted speed-up {sp.mean:.1%}, 95% interval [{sp.lo:.1%}, {sp.hi:.1%}])")
+    subject = sorted(twins)[0]
+    plan = propose_next_session(twins[subject].model, twins[subject].state, CurriculumSpace(), ProposalConfig(n_candidates=4, n_rollouts=8, horizon_sessions=8, seed=args.seed))
+    (out / "curriculum" / f"next_session_{subject}.yaml").write_text(plan.curriculum.to_yaml())
+    print(f"[6/6] next session for {subject}: {plan.explanation}; predicted accuracy {plan.forecast.accuracy.mean:.2f} [{plan.forecast.accuracy.lo:.2f}, {plan.forecast.accuracy.hi:.2f}]")
+    print(f"wrote {out / 'summary.csv'}, {out / 'forecast.csv'}, {len(figs)} figures in {out / 'figures'}, models in {out / 'models'}, twins in {out / 'twins'}, curricula in {out / 'curriculum'} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 
@@ -267,13 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     families = ["reinforce", "asymmetric", "history"]
 
-    d = sub.add_parser("demo", help="simulate a small cohort, fit every rule, evaluate, write figures and a summary")
+    d = sub.add_parser("demo", help="simulate a small cohort, fit every rule, evaluate, fit twins, search curricula, write figures and summaries")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
     d.add_argument("--family", choices=families, default="asymmetric", help="ground-truth learners to simulate")
     d.add_argument("--animals", type=int, default=16, help="cohort size (a quarter held out)")
     d.add_argument("--trials", type=int, default=4000, help="trials per animal")
     d.add_argument("--epochs", type=int, default=30, help="maximum epochs per fit")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--curricula", type=int, default=12, help="candidate curricula the search evaluates")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 

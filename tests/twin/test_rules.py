@@ -41,7 +41,7 @@ def make(name: str, k: int = K, seed: int = 0, config: RuleConfig = RuleConfig(h
 
 
 def test_registry_lists_every_builtin_rule():
-    assert set(ALL_RULES) == {"static", "reinforce", "dnn", "rnn", "pe_asymmetric", "reinforce_history"}
+    assert set(ALL_RULES) == {"static", "reinforce", "dnn", "dnn_delta", "rnn", "pe_asymmetric", "reinforce_history"}
     assert list(ALL_RULES) == sorted(ALL_RULES)
     assert set(MODEL_RULES) <= set(ALL_RULES)
     for name in ALL_RULES:
@@ -67,6 +67,7 @@ def test_markovian_flags():
         "reinforce": True,
         "pe_asymmetric": True,
         "dnn": True,
+        "dnn_delta": True,
         "rnn": False,
         "reinforce_history": False,
     }
@@ -305,3 +306,24 @@ def test_gradients_reach_every_parameter(name):
         assert torch.isfinite(p.grad).all(), pname
         assert p.grad.abs().sum() > 0, pname
     assert w0.grad is not None and w0.grad.abs().sum() > 0
+
+
+def test_dnn_delta_updates_are_proportional_to_the_inputs():
+    """Without its drift, dnn_delta moves a weight only as far as its input is non-zero."""
+    torch.manual_seed(0)
+    rule = make_rule("dnn_delta", 2, RuleConfig(hidden_size=8))
+    b = 6
+    x = torch.randn(b, 1, 2)
+    x[:3, 0, 0] = 0.0  # no stimulus on half the trials
+    y = torch.randint(0, 2, (b, 1)).float()
+    inp = UpdateInputs(x, y, y, y, torch.zeros(b, 1))
+    w = torch.randn(b, 2)
+    pre = rule.precompute(inp)[0]
+    w1w, w1p, w2, b2, wg, bg, wd, bd = rule.context()
+    no_drift = (w1w, w1p, w2, b2, wg, bg, torch.zeros_like(wd), torch.zeros_like(bd))
+    delta = rule.step(w, torch.zeros(b, 0), pre, no_drift)[0] - w
+    assert torch.all(delta[:3, 0] == 0) and torch.all(delta[3:, 0] != 0)
+    with torch.no_grad():
+        rule.fc3.weight.zero_()
+        rule.fc3.bias.zero_()
+    assert torch.equal(rule.step(w, torch.zeros(b, 0), pre, rule.context())[0], w)  # zero gain and drift: no change

@@ -5,12 +5,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo test test-all bench recovery clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/python -m server.codegen  # gRPC stubs into server/gen/ (never committed; regenerated on import when stale)
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install the project with its test extras
+setup: $(STAMP)  ## create .venv, install the project with its test extras, generate the gRPC stubs
 
 demo: $(STAMP)  ## the main job on embedded defaults: simulate, fit, evaluate, figures
 	$(VENV)/bin/twin demo --out runs/demo

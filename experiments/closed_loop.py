@@ -102,7 +102,7 @@ def paired_difference(default: np.ndarray, proposed: np.ndarray, level: float = 
     return bootstrap_mean(default - proposed, level, n_boot, seed)
 
 
-def fit_twins(family: Family, cfg: ClosedLoopConfig) -> tuple[TwinPool, pd.DataFrame, float]:
+def fit_twins(family: Family, cfg: ClosedLoopConfig) -> tuple[TwinPool, pd.DataFrame, float, float]:
     """Simulate the lab's cohort under the default protocol and fit its twins (an ensemble)."""
     truth = PACED_TRUTHS[family]
     w0, log_rate = draw_individuals(truth, cfg.n_fit, Individuality(), seed=cfg.seed)
@@ -110,6 +110,7 @@ def fit_twins(family: Family, cfg: ClosedLoopConfig) -> tuple[TwinPool, pd.DataF
     df = sim.trials
     t0 = time.perf_counter()
     ensemble: dict[str, list] = {s: [] for s in df["subject"].unique()}
+    val_lls = []
     for k in range(cfg.ensemble):
         config = CohortFitConfig(
             spec=ModelSpec(cfg.rule),
@@ -117,11 +118,12 @@ def fit_twins(family: Family, cfg: ClosedLoopConfig) -> tuple[TwinPool, pd.DataF
             adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE,
         )
         pop = fit_population(df, config, progress=False)
+        val_lls.append(pop.val_ll)
         for t in adapt_animals(pop, df):
             ensemble[t.subject].append(t.model)
     seconds = time.perf_counter() - t0
     first = {s: ms[0] for s, ms in ensemble.items()}
-    return TwinPool.from_models(ensemble, FitRange.from_trials(first, df)), df, seconds
+    return TwinPool.from_models(ensemble, FitRange.from_trials(first, df)), df, seconds, float(np.mean(val_lls))
 
 
 def fresh_runs(family: Family, curricula: list[Curriculum], cfg: ClosedLoopConfig) -> list[TrainingRun]:
@@ -140,7 +142,7 @@ def fresh_runs(family: Family, curricula: list[Curriculum], cfg: ClosedLoopConfi
 def run_family(family: Family, cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, object]:
     """The whole closed loop for one family; returns its result row."""
     t0 = time.perf_counter()
-    pool, df, fit_s = fit_twins(family, cfg)
+    pool, df, fit_s, val_ll = fit_twins(family, cfg)
     space = CurriculumSpace(Constraints())
     search_cfg = replace(cfg.search, seed=cfg.seed)
     t1 = time.perf_counter()
@@ -155,6 +157,7 @@ def run_family(family: Family, cfg: ClosedLoopConfig, progress: bool = True) -> 
     return {
         "family": family.value,
         "twin_rule": cfg.rule,
+        "twin_heldout_session_ll": val_ll,
         "ensemble": cfg.ensemble,
         "n_fit_animals": cfg.n_fit,
         "n_fresh_animals": cfg.n_fresh,
@@ -220,16 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", nargs="+", default=["reinforce", "asymmetric"], choices=[f.value for f in Family])
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rule", default="dnn", help="the twins' learning rule (dnn, rnn, reinforce, ...)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = QUICK if args.quick else ClosedLoopConfig()
+    cfg = replace(QUICK if args.quick else ClosedLoopConfig(), rule=args.rule)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for fam in args.families:
         row = run_family(Family(fam), cfg, progress=not args.quick)
         rows.append(row)
         res = row["_result"]
-        res.save(args.out / f"closed_loop_{fam}")  # type: ignore[union-attr]
+        res.save(args.out / f"closed_loop_{fam}_{args.rule}")  # type: ignore[union-attr]
         print(
             f"{fam}: default {row['default_mean_trials']:.0f} trials (median {row['default_median_trials']:.0f}), proposed "
             f"{row['proposed_mean_trials']:.0f} (median {row['proposed_median_trials']:.0f}); realised speed-up "
@@ -239,18 +243,18 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
-    stem = "closed_loop_quick" if args.quick else "closed_loop"
+    stem = ("closed_loop_quick" if args.quick else "closed_loop") + f"_{args.rule}"
     table.to_csv(args.out / f"{stem}.csv", index=False)
     survival_figure(rows, args.out / f"{stem}_trained_fraction.png")
     cols = [
-        "family", "default_mean_trials", "proposed_mean_trials", "default_median_trials", "proposed_median_trials",
+        "family", "twin_rule", "twin_heldout_session_ll", "default_mean_trials", "proposed_mean_trials", "default_median_trials", "proposed_median_trials",
         "trials_saved_mean", "trials_saved_lo95", "trials_saved_hi95", "realised_speedup", "realised_speedup_lo95",
         "realised_speedup_hi95", "predicted_speedup", "prediction_error_points", "default_mean_sessions", "proposed_mean_sessions",
     ]
     md = [
         "# Closed-loop curriculum validation" + (" (quick)" if args.quick else ""),
         "",
-        f"Command: `python experiments/closed_loop.py{' --quick' if args.quick else ''}`. Config: `{json.dumps(asdict(cfg), default=str)}`",
+        f"Command: `python experiments/closed_loop.py --rule {args.rule}{' --quick' if args.quick else ''}`. Config: `{json.dumps(asdict(cfg), default=str)}`",
         "",
         table[cols].to_markdown(index=False, floatfmt=".3g"),
         "",

@@ -94,4 +94,4 @@ def test_checker_rejects_unknown_flags():
     with pytest.raises(SystemExit):
         check_twin_command("twin fit-twins data.parquet --no-such-flag")
     with pytest.raises(AssertionError):
-        check_twin_command("twin serve --port 1")
+        check_twin_command("twin no-such-command --port 1")

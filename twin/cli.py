@@ -10,6 +10,8 @@ Subcommands:
 * ``twin search``: hyperparameter search (Optuna, or Ray Tune + ASHA).
 * ``twin fit-twins`` / ``twin update-twin`` / ``twin twins``: per-animal twins in the versioned
   twin store (SQLite by default, PostgreSQL by URL).
+* ``twin report SUBJECT``: one self-contained HTML page on an animal and its twin.
+* ``twin serve``: the gRPC service (``twin.v1``) over a twin store.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ EPILOG = """examples:
   twin evaluate cohort.parquet dnn.safetensors static.safetensors --from-session 10
   twin fit-twins cohort.parquet --rule dnn --store twins && twin twins --store twins
   twin update-twin new_sessions.parquet --subject asymmetric-003 --store twins
+  twin serve --store twins --auth-config tokens.yaml --address 0.0.0.0:50051 --tls-cert srv.pem --tls-key srv.key
+  twin serve --store twins --local-demo          # no authentication, 127.0.0.1 only
 """
 
 
@@ -256,6 +260,20 @@ def cmd_twins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from twin.report import ReportConfig, write_report
+    from twin.store import TwinStore
+
+    try:
+        cfg = ReportConfig(forecast_trials=args.forecast_trials, forecast_rollouts=args.rollouts, seed=args.seed)
+    except ValueError as exc:
+        raise TwinError(str(exc)) from None
+    store = TwinStore(args.store, url=args.db_url)
+    path = write_report(store, args.subject, args.out, trials=args.trials, version=args.version, alias=args.alias, config=cfg)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from twin.datasets import load_trials
     from twin.rules import get_rule
@@ -278,6 +296,45 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"stored {stored.kind.value} {stored.name!r} v{stored.version} in {args.store}")
     print(f"best {res.best.to_dict()}: validation LL {res.best_val_ll:.4f} nats/trial (defaults {res.default_val_ll:.4f}, {res.best_val_ll - res.default_val_ll:+.4f}); wrote {args.out}")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # gRPC is an adapter: loaded only for this command
+    import logging
+
+    from server.app import ServerConfig, TlsConfig, build_plane, serve
+    from server.auth import TOKENS_ENV, AuthConfig
+    from server.logs import configure_logging
+
+    try:
+        auth = None
+        if not args.local_demo:
+            auth = AuthConfig.from_env()
+            if args.auth_config is not None:
+                auth = AuthConfig.from_yaml(args.auth_config).merged(auth)
+            if not auth.principals:
+                raise ValueError(f"no bearer tokens: pass --auth-config FILE or set {TOKENS_ENV} (or --local-demo for an unauthenticated loopback demo)")
+        tls = None
+        if args.tls_cert or args.tls_key:
+            if not (args.tls_cert and args.tls_key):
+                raise ValueError("--tls-cert and --tls-key go together")
+            tls = TlsConfig(args.tls_cert, args.tls_key, args.tls_client_ca)
+        config = ServerConfig(
+            address=args.address,
+            auth=auth,
+            local_demo=args.local_demo,
+            tls=tls,
+            max_workers=args.max_workers,
+            max_receive_bytes=int(args.max_message_mb * 1024 * 1024),
+            grace_s=args.grace,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"twin serve: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(getattr(logging, args.log_level.upper()))
+    plane = build_plane(args.store, args.db_url, job_workers=args.job_workers, cache_size=args.cache_size)
+    port_file: Path | None = args.port_file
+    return serve(config, plane, on_started=None if port_file is None else lambda running: port_file.write_text(f"{running.port}\n"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,9 +417,38 @@ def build_parser() -> argparse.ArgumentParser:
     store_args(ls)
     ls.set_defaults(func=cmd_twins)
 
+    rp = sub.add_parser("report", help="write one self-contained HTML report of an animal and its twin")
+    rp.add_argument("subject", help="the animal")
+    rp.add_argument("--trials", type=Path, default=None, help="trials file (any supported layout), used when the subject has no stored sessions")
+    rp.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write (default: report.html)")
+    rp.add_argument("--version", type=int, default=None, help="twin version (default: --alias's, else the latest)")
+    rp.add_argument("--alias", default=None, help="alias naming the twin version (e.g. serving)")
+    rp.add_argument("--forecast-trials", type=int, default=None, help="trials in the forecast session (default: median of the last 3 sessions)")
+    rp.add_argument("--rollouts", type=int, default=200, help="simulated copies of the next session")
+    rp.add_argument("--seed", type=int, default=0)
+    store_args(rp)
+    rp.set_defaults(func=cmd_report)
+
     from optimizer.cli import add_parser as add_curriculum_parser  # the optimizer's commands (argparse only)
 
     add_curriculum_parser(sub, store_args)
+
+    sv = sub.add_parser("serve", help="run the gRPC service (twin.v1) over a twin store")
+    sv.add_argument("--address", default="127.0.0.1:50051", help="host:port to listen on (default 127.0.0.1:50051; port 0: any free port)")
+    sv.add_argument("--auth-config", type=Path, default=None, help="YAML file of bearer tokens and roles (also read: $TWIN_AUTH_TOKENS)")
+    sv.add_argument("--local-demo", action="store_true", help="no authentication (loopback addresses only)")
+    sv.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: serve over TLS")
+    sv.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    sv.add_argument("--tls-client-ca", type=Path, default=None, help="PEM CA bundle: require client certificates signed by it")
+    sv.add_argument("--max-workers", type=int, default=16, help="threads serving calls")
+    sv.add_argument("--job-workers", type=int, default=1, help="long-running operations (fits) run at once")
+    sv.add_argument("--cache-size", type=int, default=256, help="twins kept loaded in memory (LRU)")
+    sv.add_argument("--max-message-mb", type=float, default=32.0, help="largest request accepted, MiB")
+    sv.add_argument("--grace", type=float, default=20.0, help="seconds in-flight calls get at shutdown (SIGTERM)")
+    sv.add_argument("--port-file", type=Path, default=None, help="write the bound port to this file once serving")
+    sv.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    store_args(sv)
+    sv.set_defaults(func=cmd_serve)
 
     se = sub.add_parser("search", help="hyperparameter search for a rule (Optuna; Ray Tune + ASHA with --tune)")
     se.add_argument("data", type=Path)

@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Example rig client: ask for the next session's plan before a session, upload its trials
+after it.
+
+Before a session (writes the plan as JSON for the rig software, e.g. to fill iblrig's task
+parameters)::
+
+    python examples/rig_client.py plan --subject mouse-7 --out plan.json
+
+After it (a canonical trials table of that one session: contrast_left, contrast_right, choice
+(1 = right), feedback (+1/-1), correct_side, prob_left; CSV or parquet)::
+
+    python examples/rig_client.py upload --subject mouse-7 --trials session.csv --label 2024-05-03 --wait
+
+The server address comes from ``--target`` (default ``$TWIN_SERVER`` or 127.0.0.1:50051), the
+rig's bearer token from ``$TWIN_TOKEN``; ``--tls`` (with ``--ca`` for a private CA) for TLS.
+Exit status: 0 on success, 1 when the server refused the request (the message names the bad
+fields), 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import grpc
+import pandas as pd
+
+from server.client import DONE_STATES, TwinClient, error_reason, field_violations, message_dict
+from server.pb import curriculum_service_pb2, operation_pb2
+
+
+def _plan_summary(plan: curriculum_service_pb2.SessionPlan) -> str:
+    contrasts = ", ".join(f"{c.contrast:g} ({c.proportion:.0%})" for c in plan.contrasts)
+    lines = [
+        f"subject {plan.subject}: {plan.n_trials} trials, phase {plan.start_phase}, contrasts {contrasts}",
+        f"reward {plan.rig.reward_volume_ul:g} uL, error timeout {plan.rig.error_timeout.ToTimedelta().total_seconds():g} s, "
+        f"debias {'on' if plan.protocol.debias.enabled else 'off'}, biased blocks {'on' if plan.protocol.blocks.enabled else 'off'}",
+        f"source: {curriculum_service_pb2.PlanSource.Name(plan.source)}" + (f" (FALLBACK: {curriculum_service_pb2.FallbackReason.Name(plan.fallback_reason)})" if plan.fallback else ""),
+        f"why: {plan.explanation}",
+    ]
+    if plan.HasField("forecast"):
+        a = plan.forecast.accuracy
+        lines.append(f"predicted accuracy {a.mean:.2f} [{a.lo:.2f}, {a.hi:.2f}] (twin v{plan.twin.version})")
+    return "\n".join(lines)
+
+
+def cmd_plan(client: TwinClient, args: argparse.Namespace) -> int:
+    plan = client.next_session(args.subject, max_trials=args.max_trials, max_reward_volume_ul=args.max_reward_ul)
+    print(_plan_summary(plan))
+    if args.out:
+        args.out.write_text(json.dumps(message_dict(plan), indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.suffix in (".parquet", ".pqt") else pd.read_csv(path)
+
+
+def cmd_upload(client: TwinClient, args: argparse.Namespace) -> int:
+    trials = _read(args.trials)
+    resp = client.upload_session(args.subject, trials, label=args.label or "")
+    print(f"stored {resp.subject} session {resp.session} ({resp.n_trials} trials)")
+    if not resp.HasField("twin_update"):
+        print(f"no twin update: {resp.update_skipped_reason}")
+        return 0
+    op = resp.twin_update
+    print(f"twin update started: operation {op.id}")
+    if args.wait:
+        for update in client.watch_operation(resp.twin_update.id, timeout_s=args.wait_timeout):
+            op = update
+            print(f"  {operation_pb2.OperationState.Name(op.state)} {op.progress:.0%} {op.message}")
+            if op.state in DONE_STATES:
+                break
+        if op.state == operation_pb2.OPERATION_STATE_SUCCEEDED:
+            print(f"twin v{op.twin_update.twin.version} now serves {resp.subject}")
+        elif op.state in DONE_STATES:
+            print(f"twin update {operation_pb2.OperationState.Name(op.state)}: {op.error.message}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default=os.environ.get("TWIN_SERVER", "127.0.0.1:50051"), help="server host:port")
+    p.add_argument("--tls", action="store_true", help="connect over TLS")
+    p.add_argument("--ca", type=Path, default=None, help="PEM CA bundle to trust (private CA)")
+    p.add_argument("--timeout", type=float, default=60.0, help="deadline of each call, seconds")
+    sub = p.add_subparsers(dest="command", required=True)
+    pl = sub.add_parser("plan", help="before a session: the next session's plan")
+    pl.add_argument("--subject", required=True)
+    pl.add_argument("--max-trials", type=int, default=0, help="cap on the session's trials (0: none)")
+    pl.add_argument("--max-reward-ul", type=float, default=0.0, help="cap on the reward volume (0: none)")
+    pl.add_argument("--out", type=Path, default=None, help="write the plan as JSON here")
+    up = sub.add_parser("upload", help="after a session: upload its trials")
+    up.add_argument("--subject", required=True)
+    up.add_argument("--trials", type=Path, required=True, help="the session's trials (CSV or parquet)")
+    up.add_argument("--label", default=None, help="session key or date")
+    up.add_argument("--wait", action="store_true", help="follow the twin update until it finishes")
+    up.add_argument("--wait-timeout", type=float, default=900.0)
+    args = p.parse_args(argv)
+    token = os.environ.get("TWIN_TOKEN")
+    with TwinClient(args.target, token, tls=args.tls, root_certificates=args.ca.read_bytes() if args.ca else None, timeout_s=args.timeout) as client:
+        try:
+            return cmd_plan(client, args) if args.command == "plan" else cmd_upload(client, args)
+        except grpc.RpcError as exc:
+            print(f"server refused: {exc.code().name}: {exc.details()} [{error_reason(exc)}]", file=sys.stderr)
+            for field, why in field_violations(exc):
+                print(f"  {field}: {why}", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Assembling and running the gRPC server: servicers, health, reflection, auth, TLS, limits,
+graceful shutdown.
+
+:func:`build_plane` wires the data plane over a store folder; :func:`start_server` starts a
+server for it (tests use port 0 on 127.0.0.1); :func:`serve` runs one until SIGTERM/SIGINT,
+then shuts it down gracefully: health turns NOT_SERVING, new calls get UNAVAILABLE, in-flight
+calls and running operations get ``grace_s`` seconds to finish, then the server stops.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from twin.sessions import SessionStore
+from twin.store import TwinStore
+
+from server.auth import AuthConfig
+from server.cache import TwinCache
+from server.dataplane import CohortFitFn, DataPlaneConfig, TwinDataPlane, local_cohort_fit
+from server.interceptors import ApiInterceptor, ServerState
+from server.jobs import JobManager
+from server.pb import (
+    SERVICE_NAMES,
+    curriculum_service_pb2_grpc,
+    operations_service_pb2_grpc,
+    twin_service_pb2_grpc,
+)
+from server.planning import CurriculumSearchFn, LabDefault, ProposeFn
+from server.servicers import CurriculumServicer, OperationsServicer, TwinServicer
+
+log = logging.getLogger("server.app")
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Server TLS.
+
+    Attributes:
+        cert_chain: PEM certificate chain of the server.
+        private_key: PEM private key of the server.
+        client_ca: PEM CA bundle; when set, clients must present a certificate it signed.
+    """
+
+    cert_chain: Path
+    private_key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """gRPC server credentials from the files."""
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(self.private_key.read_bytes(), self.cert_chain.read_bytes())], root_certificates=ca, require_client_auth=ca is not None
+        )
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the server listens and whom it lets in.
+
+    Attributes:
+        address: ``host:port`` to listen on (port 0: any free port).
+        auth: accepted bearer tokens; None only together with ``local_demo``.
+        local_demo: run without authentication (loopback addresses only).
+        tls: TLS settings (None: plaintext).
+        max_workers: threads serving calls (streams hold one each).
+        max_receive_bytes: largest request accepted.
+        max_send_bytes: largest response sent.
+        grace_s: seconds in-flight calls and running operations get at shutdown.
+        reflection: serve the reflection service (``grpcurl list``).
+    """
+
+    address: str = "127.0.0.1:50051"
+    auth: AuthConfig | None = None
+    local_demo: bool = False
+    tls: TlsConfig | None = None
+    max_workers: int = 16
+    max_receive_bytes: int = 32 * MiB
+    max_send_bytes: int = 64 * MiB
+    grace_s: float = 20.0
+    reflection: bool = True
+
+    def __post_init__(self) -> None:
+        if self.auth is None and not self.local_demo:
+            raise ValueError("authentication is required: configure bearer tokens, or start in local demo mode explicitly")
+        if self.auth is not None and not self.auth.principals and not self.local_demo:
+            raise ValueError("no bearer tokens configured: every call would be refused")
+        if self.local_demo and self.auth is None and not _is_loopback(self.address):
+            raise ValueError(f"local demo mode (no authentication) listens on loopback only, not {self.address!r}")
+        if self.max_workers < 1 or self.max_receive_bytes < 1 or self.max_send_bytes < 1:
+            raise ValueError("max_workers and message size limits must be positive")
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_plane(
+    store_root: str | Path,
+    db_url: str | None = None,
+    *,
+    job_workers: int = 1,
+    cache_size: int = 256,
+    config: DataPlaneConfig = DataPlaneConfig(),
+    lab: LabDefault = LabDefault(),
+    propose: ProposeFn | None = None,
+    search: CurriculumSearchFn | None = None,
+    cohort_fit: CohortFitFn = local_cohort_fit,
+) -> TwinDataPlane:
+    """The data plane over the store in ``store_root`` (SQLite there unless ``db_url``)."""
+    store = TwinStore(store_root, url=db_url)
+    return TwinDataPlane(
+        store, SessionStore(store), JobManager(max_workers=job_workers), TwinCache(store, cache_size), config, lab, propose, search, cohort_fit
+    )
+
+
+@dataclass
+class RunningServer:
+    """A started server and what shutting it down needs.
+
+    Attributes:
+        server: the gRPC server.
+        port: the port it listens on.
+        plane: its data plane.
+        health: the health servicer.
+        state: draining flag and in-flight counter.
+        config: how it was started.
+    """
+
+    server: grpc.Server
+    port: int
+    plane: TwinDataPlane
+    health: health.HealthServicer
+    state: ServerState
+    config: ServerConfig
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def target(self) -> str:
+        """``host:port`` a client on this machine connects to."""
+        host = self.config.address.rsplit(":", 1)[0]
+        return f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.port}"
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight calls
+        and running operations finish within ``grace_s``, then stop. Idempotent."""
+        if self._stopped.is_set():
+            return
+        grace = self.config.grace_s if grace_s is None else grace_s
+        t0 = time.monotonic()
+        log.info("shutting down", extra={"grace_s": grace, "inflight": self.state.inflight})
+        self.health.enter_graceful_shutdown()
+        self.state.start_draining()
+        idle = self.state.wait_idle(grace)
+        self.plane.jobs.shutdown(max(0.0, grace - (time.monotonic() - t0)))
+        self.server.stop(max(0.0, grace - (time.monotonic() - t0))).wait()
+        self.plane.store.close()
+        self._stopped.set()
+        log.info("stopped", extra={"drained": idle, "seconds": round(time.monotonic() - t0, 3)})
+
+    def wait(self) -> None:
+        """Block until the server has stopped."""
+        self._stopped.wait()
+
+
+def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
+    """Start serving ``plane`` as configured; returns once the port is bound.
+
+    Raises:
+        RuntimeError: the address could not be bound.
+    """
+    state = ServerState()
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="twin-rpc"),
+        interceptors=[ApiInterceptor(config.auth, state)],
+        options=[
+            ("grpc.max_receive_message_length", config.max_receive_bytes),
+            ("grpc.max_send_message_length", config.max_send_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    twin_service_pb2_grpc.add_TwinServiceServicer_to_server(TwinServicer(plane), server)
+    curriculum_service_pb2_grpc.add_CurriculumServiceServicer_to_server(CurriculumServicer(plane), server)
+    operations_service_pb2_grpc.add_OperationsServiceServicer_to_server(OperationsServicer(plane, lambda: state.draining), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if config.reflection:
+        names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    try:
+        if config.tls is not None:
+            port = server.add_secure_port(config.address, config.tls.credentials())
+        else:
+            port = server.add_insecure_port(config.address)
+    except RuntimeError as exc:
+        raise RuntimeError(f"could not listen on {config.address}: {exc}") from exc
+    if port == 0:
+        raise RuntimeError(f"could not listen on {config.address}")
+    server.start()
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving",
+        extra={
+            "address": config.address,
+            "port": port,
+            "tls": config.tls is not None,
+            "auth": "off (local demo)" if config.auth is None else f"{len(config.auth.principals)} tokens",
+            "store": str(plane.store.root),
+        },
+    )
+    return RunningServer(server, port, plane, health_servicer, state, config)
+
+
+def serve(config: ServerConfig, plane: TwinDataPlane, on_started: Callable[[RunningServer], None] | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. Returns the exit status.
+
+    Args:
+        config: how to listen.
+        plane: what to serve.
+        on_started: called once the port is bound (e.g. to write it to a file).
+    """
+    running = start_server(config, plane)
+    if on_started is not None:
+        on_started(running)
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        stop_requested.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop_requested.wait(0.5):
+            pass
+        running.stop()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return 0
+
+
+__all__ = ["RunningServer", "ServerConfig", "TlsConfig", "build_plane", "serve", "start_server"]

@@ -1,0 +1,451 @@
+"""Conversions between twin.v1 messages and the domain types of the core and the data plane.
+
+Request conversions check what the protobuf types cannot express (enum values left
+unspecified, sizes, ranges of the protocol) and raise
+:class:`~server.errors.InvalidArgumentError` naming the request field; everything about the
+trials themselves is left to the core's validation, whose errors the data plane locates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from twin.cohort import CohortFitReport
+from twin.forecast import Interval, SessionForecast
+from twin.model import ModelSpec
+from twin.store import TwinVersion
+from twin.task import IBL_DEFAULT, TaskProtocol
+from twin.twins import Adaptation
+
+from server.dataplane import (
+    FitCohortRequest,
+    ForecastRequest,
+    NextSessionRequest,
+    PredictResult,
+    StoredHistory,
+    SubjectInfo,
+    SuppliedHistory,
+    TwinSelector,
+)
+from server.errors import FieldViolation, InvalidArgumentError
+from server.jobs import JobKind, JobSnapshot, JobState
+from server.pb import common_pb2, curriculum_service_pb2, operation_pb2, protocol_pb2, twin_service_pb2
+from server.planning import (
+    CurriculumCandidate,
+    CurriculumSearchOutcome,
+    CurriculumSearchRequest,
+    FallbackReason,
+    PlanConstraints,
+    PlanSource,
+    RigSettings,
+    SessionPlan,
+)
+
+#: Violations reported at most per request (the first ones found).
+MAX_VIOLATIONS = 20
+
+_SIDE = {common_pb2.SIDE_LEFT: 0, common_pb2.SIDE_RIGHT: 1}
+_FEEDBACK = {common_pb2.FEEDBACK_REWARDED: 1, common_pb2.FEEDBACK_ERROR: -1}
+
+KIND_TO_PB = {
+    JobKind.TWIN_UPDATE: operation_pb2.OPERATION_KIND_TWIN_UPDATE,
+    JobKind.FIT_COHORT: operation_pb2.OPERATION_KIND_FIT_COHORT,
+    JobKind.CURRICULUM_SEARCH: operation_pb2.OPERATION_KIND_CURRICULUM_SEARCH,
+}
+STATE_TO_PB = {
+    JobState.PENDING: operation_pb2.OPERATION_STATE_PENDING,
+    JobState.RUNNING: operation_pb2.OPERATION_STATE_RUNNING,
+    JobState.SUCCEEDED: operation_pb2.OPERATION_STATE_SUCCEEDED,
+    JobState.FAILED: operation_pb2.OPERATION_STATE_FAILED,
+    JobState.CANCELLED: operation_pb2.OPERATION_STATE_CANCELLED,
+}
+_KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
+_STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+_ADAPTATION_FROM_PB = {
+    twin_service_pb2.ADAPTATION_NONE: Adaptation.NONE,
+    twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS: Adaptation.INITIAL_WEIGHTS,
+    twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS_AND_RATE: Adaptation.INITIAL_WEIGHTS_AND_RATE,
+    twin_service_pb2.ADAPTATION_FULL: Adaptation.FULL,
+}
+_SOURCE_TO_PB = {PlanSource.DEFAULT_PROTOCOL: curriculum_service_pb2.PLAN_SOURCE_DEFAULT_PROTOCOL, PlanSource.OPTIMIZER: curriculum_service_pb2.PLAN_SOURCE_OPTIMIZER}
+_FALLBACK_TO_PB = {
+    FallbackReason.NO_TWIN: curriculum_service_pb2.FALLBACK_REASON_NO_TWIN,
+    FallbackReason.LOW_CONFIDENCE: curriculum_service_pb2.FALLBACK_REASON_LOW_CONFIDENCE,
+    FallbackReason.NO_PROPOSAL: curriculum_service_pb2.FALLBACK_REASON_NO_PROPOSAL,
+}
+
+
+def _enum_name(enum_type: object, value: int) -> str:
+    try:
+        return enum_type.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        return str(value)
+
+
+# -- requests → domain ------------------------------------------------------------------------------
+
+
+def twin_selector(ref: common_pb2.TwinRef, field: str = "twin") -> TwinSelector:
+    """The data plane's selector for a TwinRef."""
+    which = ref.WhichOneof("selector")
+    if which == "version":
+        if ref.version < 1:
+            raise InvalidArgumentError.field(f"{field}.version", "must be >= 1")
+        return TwinSelector(ref.subject, version=int(ref.version))
+    if which == "alias":
+        if not ref.alias:
+            raise InvalidArgumentError.field(f"{field}.alias", "must be non-empty when set")
+        return TwinSelector(ref.subject, alias=ref.alias)
+    return TwinSelector(ref.subject)
+
+
+def trials_frame(trials: Sequence[common_pb2.Trial], field: str, with_session: bool) -> pd.DataFrame:
+    """A canonical-column table of ``trials`` (subject left to the caller).
+
+    Args:
+        trials: the request's trials.
+        field: their path in the request (``trials``, ``supplied.trials``).
+        with_session: keep their session numbers (Predict) or leave them out (upload).
+
+    Raises:
+        InvalidArgumentError: a choice, feedback or rewarded side left unspecified (or not a
+            known enum value), located as ``field[i].column``.
+    """
+    bad: list[FieldViolation] = []
+    n = len(trials)
+    choice = np.empty(n, np.int64)
+    feedback = np.empty(n, np.int64)
+    side = np.empty(n, np.int64)
+    for i, t in enumerate(trials):
+        for col, value, table, enum_type in (
+            ("choice", t.choice, _SIDE, common_pb2.Side),
+            ("feedback", t.feedback, _FEEDBACK, common_pb2.Feedback),
+            ("correct_side", t.correct_side, _SIDE, common_pb2.Side),
+        ):
+            code = table.get(value)
+            if code is None:
+                if len(bad) < MAX_VIOLATIONS:
+                    allowed = " or ".join(enum_type.Name(k) for k in table)  # type: ignore[attr-defined]
+                    bad.append(FieldViolation(f"{field}[{i}].{col}", f"must be {allowed}, got {_enum_name(enum_type, value)}"))
+                code = 0
+            {"choice": choice, "feedback": feedback, "correct_side": side}[col][i] = code
+    if bad:
+        raise InvalidArgumentError(*bad)
+    df = pd.DataFrame(
+        {
+            "contrast_left": np.fromiter((t.contrast_left for t in trials), float, n),
+            "contrast_right": np.fromiter((t.contrast_right for t in trials), float, n),
+            "choice": choice,
+            "feedback": feedback,
+            "correct_side": side,
+            "prob_left": np.fromiter((t.prob_left for t in trials), float, n),
+        }
+    )
+    trial = np.fromiter((t.trial for t in trials), np.int64, n)
+    if with_session:
+        df.insert(0, "session", np.fromiter((t.session for t in trials), np.int64, n))
+        df.insert(1, "trial", trial)
+    elif n and trial.any():
+        df.insert(0, "trial", trial)
+    if any(t.HasField("reaction_time") for t in trials):
+        df["reaction_time"] = [t.reaction_time if t.HasField("reaction_time") else np.nan for t in trials]
+    return df
+
+
+def predict_request(req: twin_service_pb2.PredictRequest) -> tuple[TwinSelector, StoredHistory | SuppliedHistory]:
+    """Selector and history of a PredictRequest (stored history when none is set)."""
+    sel = twin_selector(req.twin)
+    if req.WhichOneof("history") == "supplied":
+        df = trials_frame(req.supplied.trials, "supplied.trials", with_session=True)
+        return sel, SuppliedHistory(df, req.supplied.continue_from_twin, "supplied.trials")
+    s = req.stored
+    return sel, StoredHistory(s.through_session or None, s.from_session or None)
+
+
+def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> TaskProtocol:
+    """The core protocol of a TaskProtocol message; unset parts take the IBL defaults.
+
+    Raises:
+        InvalidArgumentError: values the core rejects, located under ``field``.
+    """
+    d = IBL_DEFAULT
+    phases = tuple(tuple(float(c) for c in ph.contrasts) for ph in p.phases) or d.phases
+    kw: dict[str, object] = {"phases": phases}
+    if p.HasField("advancement"):
+        a = p.advancement
+        kw.update(advance_window=int(a.window), advance_threshold=float(a.threshold), easy_contrasts=tuple(float(c) for c in a.easy_contrasts) or d.easy_contrasts)
+    if p.HasField("debias"):
+        kw.update(debias=bool(p.debias.enabled), debias_min_contrast=float(p.debias.min_contrast) if p.debias.enabled else d.debias_min_contrast)
+    if p.HasField("blocks"):
+        b = p.blocks
+        if b.enabled:
+            if len(b.probabilities) != 2 or not all(0.0 <= x <= 1.0 for x in b.probabilities):
+                raise InvalidArgumentError.field(f"{field}.blocks.probabilities", "exactly two probabilities in [0, 1]")
+            if not b.mean_length > 0:
+                raise InvalidArgumentError.field(f"{field}.blocks.mean_length", "must be positive")
+            kw.update(
+                biased_blocks=True,
+                block_probs=(float(b.probabilities[0]), float(b.probabilities[1])),
+                block_length=(int(b.min_length), int(b.max_length)),
+                block_mean=float(b.mean_length),
+                unbiased_trials=int(b.unbiased_trials),
+            )
+        else:
+            kw.update(biased_blocks=False)
+    if p.min_session_trials or p.max_session_trials:
+        kw.update(session_trials=(int(p.min_session_trials), int(p.max_session_trials)))
+    try:
+        return TaskProtocol(**kw)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InvalidArgumentError.field(field, str(exc)) from None
+
+
+def forecast_request(req: twin_service_pb2.ForecastRequest) -> ForecastRequest:
+    """The data plane's forecast request."""
+    return ForecastRequest(
+        twin=twin_selector(req.twin),
+        protocol=protocol_from_pb(req.protocol) if req.HasField("protocol") else None,
+        n_trials=int(req.n_trials) or None,
+        n_rollouts=int(req.n_rollouts) or None,
+        seed=int(req.seed),
+        start_phase=int(req.start_phase) if req.HasField("start_phase") else None,
+        interval_level=float(req.interval_level) or None,
+    )
+
+
+def fit_cohort_request(req: twin_service_pb2.FitCohortRequest) -> FitCohortRequest:
+    """The data plane's cohort-fit request."""
+    if req.adaptation != twin_service_pb2.ADAPTATION_UNSPECIFIED and req.adaptation not in _ADAPTATION_FROM_PB:
+        raise InvalidArgumentError.field("adaptation", f"unknown value {req.adaptation}")
+    return FitCohortRequest(
+        subjects=tuple(req.subjects),
+        rule=req.rule or "dnn",
+        epochs=int(req.epochs) or 300,
+        patience=int(req.patience) or 30,
+        adaptation=_ADAPTATION_FROM_PB.get(req.adaptation),
+        seed=int(req.seed),
+    )
+
+
+def next_session_request(req: curriculum_service_pb2.NextSessionRequest, default_width: float) -> NextSessionRequest:
+    """The data plane's next-session request."""
+    c = req.constraints
+    width = c.max_accuracy_interval_width or default_width
+    if not 0.0 < width <= 1.0:
+        raise InvalidArgumentError.field("constraints.max_accuracy_interval_width", "must be in (0, 1]")
+    if c.max_reward_volume_ul < 0 or not np.isfinite(c.max_reward_volume_ul):
+        raise InvalidArgumentError.field("constraints.max_reward_volume_ul", "must be a positive number (0: no limit)")
+    if c.min_trials and c.max_trials and c.min_trials > c.max_trials:
+        raise InvalidArgumentError.field("constraints.min_trials", "exceeds constraints.max_trials")
+    constraints = PlanConstraints(
+        min_trials=int(c.min_trials) or None,
+        max_trials=int(c.max_trials) or None,
+        max_reward_volume_ul=float(c.max_reward_volume_ul) or None,
+        max_interval_width=float(width),
+    )
+    return NextSessionRequest(req.subject, constraints, int(req.n_rollouts) or None, int(req.seed))
+
+
+def search_request(req: curriculum_service_pb2.SearchCurriculaRequest) -> CurriculumSearchRequest:
+    """The data plane's curriculum-search request."""
+    return CurriculumSearchRequest(tuple(req.subjects), int(req.n_candidates) or None, int(req.horizon_trials) or None, int(req.seed))
+
+
+def operation_filters(req: object) -> tuple[JobKind | None, JobState | None]:
+    """Kind and state filters of a ListOperationsRequest."""
+    kind, state = req.kind, req.state  # type: ignore[attr-defined]
+    if kind and kind not in _KIND_FROM_PB:
+        raise InvalidArgumentError.field("kind", f"unknown value {kind}")
+    if state and state not in _STATE_FROM_PB:
+        raise InvalidArgumentError.field("state", f"unknown value {state}")
+    return _KIND_FROM_PB.get(kind), _STATE_FROM_PB.get(state)
+
+
+# -- domain → responses ---------------------------------------------------------------------------
+
+
+def timestamp(t: dt.datetime | None) -> Timestamp | None:
+    """A Timestamp message (None for None)."""
+    if t is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(t.astimezone(dt.UTC))
+    return ts
+
+
+def interval_pb(i: Interval) -> common_pb2.Interval:
+    """An Interval message."""
+    return common_pb2.Interval(mean=i.mean, lo=i.lo, hi=i.hi)
+
+
+def _feature_names(meta: TwinVersion) -> list[str]:
+    try:
+        return list(ModelSpec.from_dict(meta.spec).features.names)
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
+def twin_version_pb(meta: TwinVersion) -> common_pb2.TwinVersion:
+    """A TwinVersion message."""
+    return common_pb2.TwinVersion(
+        subject=meta.subject,
+        version=meta.version,
+        rule=meta.rule,
+        trained_through_session=meta.trained_through_session,
+        data_hash=meta.data_hash,
+        code_version=meta.code_version,
+        metrics={k: float(v) for k, v in meta.metrics.items()},
+        aliases=list(meta.aliases),
+        created_at=timestamp(meta.created_at),
+        feature_names=_feature_names(meta),
+    )
+
+
+def subject_pb(s: SubjectInfo) -> twin_service_pb2.Subject:
+    """A Subject message."""
+    return twin_service_pb2.Subject(
+        name=s.name, n_sessions=s.n_sessions, n_trials=s.n_trials, serving_version=s.serving_version or 0, last_session_at=timestamp(s.last_session_at)
+    )
+
+
+def predict_response(r: PredictResult) -> twin_service_pb2.PredictResponse:
+    """A PredictResponse (column-wise arrays)."""
+    return twin_service_pb2.PredictResponse(
+        twin=twin_version_pb(r.twin),
+        session=r.session.tolist(),
+        trial=r.trial.tolist(),
+        p_right=r.p_right.tolist(),
+        weights=[twin_service_pb2.WeightTrajectory(feature=name, values=r.weights[:, k].tolist()) for k, name in enumerate(r.feature_names)],
+        log_likelihood=r.log_likelihood,
+        n_trials=r.n_trials,
+    )
+
+
+def protocol_pb(p: TaskProtocol) -> protocol_pb2.TaskProtocol:
+    """A TaskProtocol message."""
+    return protocol_pb2.TaskProtocol(
+        phases=[protocol_pb2.ContrastPhase(contrasts=list(ph)) for ph in p.phases],
+        advancement=protocol_pb2.AdvancementRule(window=p.advance_window, threshold=p.advance_threshold, easy_contrasts=list(p.easy_contrasts)),
+        debias=protocol_pb2.DebiasRule(enabled=p.debias, min_contrast=p.debias_min_contrast),
+        blocks=protocol_pb2.BlockSettings(
+            enabled=p.biased_blocks,
+            probabilities=list(p.block_probs),
+            min_length=p.block_length[0],
+            max_length=p.block_length[1],
+            mean_length=p.block_mean,
+            unbiased_trials=p.unbiased_trials,
+        ),
+        min_session_trials=p.session_trials[0],
+        max_session_trials=p.session_trials[1],
+    )
+
+
+def rig_pb(r: RigSettings) -> protocol_pb2.RigSettings:
+    """A RigSettings message."""
+    d = Duration()
+    d.FromNanoseconds(int(round(r.error_timeout_s * 1e9)))
+    return protocol_pb2.RigSettings(reward_volume_ul=r.reward_volume_ul, error_timeout=d)
+
+
+def forecast_pb(f: SessionForecast) -> protocol_pb2.SessionForecast:
+    """A SessionForecast message."""
+    return protocol_pb2.SessionForecast(
+        accuracy=interval_pb(f.accuracy),
+        by_contrast=[protocol_pb2.ContrastAccuracy(contrast=c, accuracy=interval_pb(i)) for c, i in f.by_contrast],
+        psychometric=[protocol_pb2.PsychometricPoint(signed_contrast=c, p_right=interval_pb(i)) for c, i in f.psychometric],
+        learning_curve=[protocol_pb2.LearningCurvePoint(trial=t, accuracy=interval_pb(i)) for t, i in f.learning_curve],
+        end_phase=interval_pb(f.end_phase),
+        n_trials=f.n_trials,
+        n_rollouts=f.n_rollouts,
+        interval_level=f.level,
+    )
+
+
+def plan_pb(p: SessionPlan) -> curriculum_service_pb2.SessionPlan:
+    """A SessionPlan message."""
+    msg = curriculum_service_pb2.SessionPlan(
+        subject=p.subject,
+        protocol=protocol_pb(p.protocol),
+        start_phase=p.start_phase,
+        contrasts=[curriculum_service_pb2.ContrastProportion(contrast=c, proportion=q) for c, q in p.contrast_proportions()],
+        n_trials=p.n_trials,
+        rig=rig_pb(p.rig),
+        source=_SOURCE_TO_PB[p.source],
+        fallback=p.fallback,
+        fallback_reason=_FALLBACK_TO_PB[p.fallback_reason] if p.fallback_reason else curriculum_service_pb2.FALLBACK_REASON_UNSPECIFIED,
+        explanation=p.explanation,
+    )
+    if p.forecast is not None:
+        msg.forecast.CopyFrom(forecast_pb(p.forecast))
+    if p.twin is not None:
+        msg.twin.CopyFrom(twin_version_pb(p.twin))
+    return msg
+
+
+def _candidate_pb(c: CurriculumCandidate) -> operation_pb2.CurriculumCandidate:
+    return operation_pb2.CurriculumCandidate(
+        protocol=protocol_pb(c.protocol), rig=rig_pb(c.rig), trials_to_criterion=interval_pb(c.trials_to_criterion), reached_criterion=c.reached_criterion
+    )
+
+
+def operation_pb(s: JobSnapshot) -> operation_pb2.Operation:
+    """An Operation message (result set once succeeded, error once failed or cancelled)."""
+    op = operation_pb2.Operation(
+        id=s.id,
+        kind=KIND_TO_PB[s.kind],
+        state=STATE_TO_PB[s.state],
+        progress=s.progress,
+        message=s.message,
+        subject=s.subject,
+        created_at=timestamp(s.created_at),
+        started_at=timestamp(s.started_at),
+        finished_at=timestamp(s.finished_at),
+    )
+    if s.error is not None:
+        op.error.CopyFrom(s.error)
+    r = s.result
+    if s.state is JobState.SUCCEEDED and r is not None:
+        if isinstance(r, TwinVersion):
+            op.twin_update.twin.CopyFrom(twin_version_pb(r))
+        elif isinstance(r, CohortFitReport):
+            op.fit_cohort.CopyFrom(
+                operation_pb2.FitCohortResult(twins=[twin_version_pb(v) for v in r.versions], adaptation=r.adaptation.value, population_val_ll=r.population_val_ll)
+            )
+        elif isinstance(r, CurriculumSearchOutcome):
+            res = operation_pb2.CurriculumSearchResult(candidates=[_candidate_pb(c) for c in r.candidates])
+            if r.baseline is not None:
+                res.baseline.CopyFrom(_candidate_pb(r.baseline))
+            op.curriculum_search.CopyFrom(res)
+    return op
+
+
+__all__ = [
+    "KIND_TO_PB",
+    "MAX_VIOLATIONS",
+    "STATE_TO_PB",
+    "fit_cohort_request",
+    "forecast_pb",
+    "forecast_request",
+    "interval_pb",
+    "next_session_request",
+    "operation_filters",
+    "operation_pb",
+    "plan_pb",
+    "predict_request",
+    "predict_response",
+    "protocol_from_pb",
+    "protocol_pb",
+    "rig_pb",
+    "search_request",
+    "subject_pb",
+    "timestamp",
+    "trials_frame",
+    "twin_selector",
+    "twin_version_pb",
+]

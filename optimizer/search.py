@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -126,11 +127,25 @@ def make_sampler(kind: SamplerKind, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
 
-def search_curricula(pool: TwinPool, space: CurriculumSpace, config: SearchConfig = SearchConfig(), progress: bool = True) -> SearchResult:
+def search_curricula(
+    pool: TwinPool,
+    space: CurriculumSpace,
+    config: SearchConfig = SearchConfig(),
+    progress: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> SearchResult:
     """Search ``space`` for the curriculum with the fewest expected trials to criterion.
 
     The base curriculum is enqueued as the first candidate, so the search never reports
     something worse than what it was given without saying so.
+
+    Args:
+        pool: the twins.
+        space: the constrained search space.
+        config: sizes, sampler, storage, seeds.
+        progress: show a progress bar.
+        on_batch: called as ``on_batch(done, total)`` after every batch (progress reports,
+            cancellation checkpoints: an exception raised there stops the search).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -155,6 +170,8 @@ def search_curricula(pool: TwinPool, space: CurriculumSpace, config: SearchConfi
             t.set_user_attr("warnings", list(s.warnings))
             study.tell(t, s.mean_trials.mean)
         bar.update(len(trials))
+        if on_batch is not None:
+            on_batch(b + 1, n_batches)
     bar.close()
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     top = sorted(complete, key=lambda t: t.value)[: config.rescore_top]

@@ -23,6 +23,7 @@ from server.app import ServerConfig, build_plane, start_server
 from server.client import TwinClient
 from server.dataplane import DataPlaneConfig
 from server.pb import curriculum_service_pb2, operation_pb2
+from server.planning import ProposeFn
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class RoundtripReport:
         ]
 
 
-def service_roundtrip(trials: pd.DataFrame, store_root: str | Path, rule: str = "reinforce", epochs: int = 20, n_subjects: int = 4) -> RoundtripReport:
+def service_roundtrip(
+    trials: pd.DataFrame, store_root: str | Path, rule: str = "reinforce", epochs: int = 20, n_subjects: int = 4, propose: ProposeFn | None = None
+) -> RoundtripReport:
     """Fit twins of the first ``n_subjects`` animals on all but their last session, serve them,
     and exercise the service through the client.
 
@@ -70,6 +73,7 @@ def service_roundtrip(trials: pd.DataFrame, store_root: str | Path, rule: str = 
         rule: learning rule of the twins.
         epochs: population epochs.
         n_subjects: animals given twins.
+        propose: the next-session proposer the server uses (None: the lab default with the twin's forecast).
     """
     t0 = time.perf_counter()
     names = list(dict.fromkeys(trials["subject"]))[:n_subjects]
@@ -81,7 +85,7 @@ def service_roundtrip(trials: pd.DataFrame, store_root: str | Path, rule: str = 
     cfg = CohortFitConfig(spec=ModelSpec(rule), fit=FitConfig(epochs=epochs, patience=max(3, epochs // 4)), adaptation=Adaptation.INITIAL_WEIGHTS)
     fit_cohort(before, store, cfg, progress=False)
     store.close()
-    plane = build_plane(store_root, config=DataPlaneConfig(update_fit=FitConfig(epochs=max(3, epochs // 4), patience=3)))
+    plane = build_plane(store_root, config=DataPlaneConfig(update_fit=FitConfig(epochs=max(3, epochs // 4), patience=3)), propose=propose)
     running = start_server(ServerConfig(address="127.0.0.1:0", auth=None, local_demo=True, grace_s=30.0), plane)
     subject = names[0]
     try:

@@ -169,9 +169,11 @@ class SessionPlan:
         return self.fallback_reason is not None
 
     def contrast_proportions(self) -> tuple[tuple[float, float], ...]:
-        """``(unsigned contrast, fraction of trials)`` of the starting phase (equal shares)."""
+        """``(unsigned contrast, fraction of trials)`` of the starting phase."""
         phase = self.protocol.phases[self.start_phase]
-        return tuple((float(c), 1.0 / len(phase)) for c in phase)
+        weights = self.protocol.proportions[self.start_phase] if self.protocol.proportions else (1.0,) * len(phase)
+        total = float(sum(weights))
+        return tuple((float(c), float(w) / total) for c, w in zip(phase, weights))
 
 
 #: ``propose(twin, state, constraints)`` → a candidate next session, or None when it has none.

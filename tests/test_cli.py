@@ -207,7 +207,7 @@ def test_search_with_optuna_writes_result(tmp_path, capsys):
     assert "validation LL" in capsys.readouterr().out
 
 
-def test_demo_runs_end_to_end_on_a_tiny_cohort(tmp_path):
+def test_demo_runs_end_to_end_on_a_tiny_cohort(tmp_path, capsys):
     from optimizer.curriculum import Curriculum
     from twin.store import TwinStore
 
@@ -220,3 +220,5 @@ def test_demo_runs_end_to_end_on_a_tiny_cohort(tmp_path):
     assert len(store.subjects()) == 4 and store.load_twin(store.subjects()[0]).state is not None
     Curriculum.load(out / "curriculum" / "proposed.yaml")
     assert list((out / "curriculum").glob("next_session_*.yaml"))
+    said = capsys.readouterr().out
+    assert "[7/7]" in said and "Predict " in said and "NextSession " in said and "server stopped cleanly" in said

@@ -148,12 +148,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     fam = Family(args.family)
-    print(f"[1/6] simulating {cfg.n_animals} {fam.value} learners x {cfg.n_trials} trials, fitting {', '.join(cfg.rules)}")
+    print(f"[1/7] simulating {cfg.n_animals} {fam.value} learners x {cfg.n_trials} trials, fitting {', '.join(cfg.rules)}")
     res = run_recovery(fam, cfg, progress=not args.quiet)
     write_trials(res.simulation.trials, out / "trials.parquet")
     for rule, fr in res.fits.items():
         save_model(fr.model, out / "models" / f"{rule}.safetensors", {"family": fam.value, "best_epoch": fr.best_epoch, "val_ll": fr.best_val_ll})
-    print("[2/6] held-out animals:")
+    print("[2/7] held-out animals:")
     table = res.table
     print(_table(table[["model", "test_ll_nats", "test_ll_bits", "accuracy", "ll_gain_ratio", "dw_corr", "fit_seconds"]]))
     table.to_csv(out / "summary.csv", index=False)
@@ -164,7 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     batch = make_batch(res.simulation.trials)
     k = max(2, int(batch.session.max(1).values.min().item()) // 2)
-    print(f"[3/6] forecast: fit every rule on sessions 1..{k - 1} of all animals (session {k} for early stopping), predict sessions {k + 1}..")
+    print(f"[3/7] forecast: fit every rule on sessions 1..{k - 1} of all animals (session {k} for early stopping), predict sessions {k + 1}..")
     fc = forecast_table(batch, cfg.rules, k, cfg.fit, progress=not args.quiet)
     print(_table(fc))
     fc.to_csv(out / "forecast.csv", index=False)
@@ -173,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from twin.sessions import SessionStore
     from twin.store import TwinStore
 
-    print(f"[4/6] twins: DNN population rule adapted per animal, stored with the animals' sessions in {out / 'twins'}")
+    print(f"[4/7] twins: DNN population rule adapted per animal, stored with the animals' sessions in {out / 'twins'}")
     store = TwinStore(out / "twins")
     rep = fit_cohort(res.simulation.trials, store, CohortFitConfig(spec=ModelSpec("dnn"), fit=cfg.fit), progress=not args.quiet)
     SessionStore(store).add_table(res.simulation.trials)
@@ -185,7 +185,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     twins = {v.subject: store.load_twin(v.subject) for v in rep.versions}
     pool = TwinPool.from_models({s: [t.model] for s, t in twins.items()}, FitRange.from_trials({s: t.model for s, t in twins.items()}, res.simulation.trials))
-    print(f"[5/6] curriculum search through the {len(twins)} twins (Optuna TPE, {args.curricula} candidates) to trained_1a")
+    print(f"[5/7] curriculum search through the {len(twins)} twins (Optuna TPE, {args.curricula} candidates) to trained_1a")
     search = search_curricula(pool, CurriculumSpace(), SearchConfig(n_trials=args.curricula, batch_size=4, n_rollouts=2, rescore_rollouts=4, seed=args.seed), progress=not args.quiet)
     search.save(out / "curriculum")
     d, bst, sp = search.default, search.best, search.predicted_speedup
@@ -193,7 +193,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     subject = sorted(twins)[0]
     plan = propose_next_session(twins[subject].model, twins[subject].state, CurriculumSpace(), ProposalConfig(n_candidates=4, n_rollouts=8, horizon_sessions=8, seed=args.seed))
     (out / "curriculum" / f"next_session_{subject}.yaml").write_text(plan.curriculum.to_yaml())
-    print(f"[6/6] next session for {subject}: {plan.explanation}; predicted accuracy {plan.forecast.accuracy.mean:.2f} [{plan.forecast.accuracy.lo:.2f}, {plan.forecast.accuracy.hi:.2f}]")
+    print(f"[6/7] next session for {subject}: {plan.explanation}; predicted accuracy {plan.forecast.accuracy.mean:.2f} [{plan.forecast.accuracy.lo:.2f}, {plan.forecast.accuracy.hi:.2f}]")
+    from server.demo import service_roundtrip
+    from server.optimizer_bridge import optimizer_proposer
+
+    print(f"[7/7] the gRPC service (twin.v1) on 127.0.0.1 over a fresh store in {out / 'service'}: Predict, NextSession, UploadSession through the client")
+    proposer = optimizer_proposer(config=ProposalConfig(n_candidates=4, n_rollouts=8, horizon_sessions=8, forecast_rollouts=64, seed=args.seed))
+    rt = service_roundtrip(res.simulation.trials, out / "service", epochs=max(3, args.epochs // 3), propose=proposer)
+    for line in rt.lines():
+        print(f"      {line}")
     print(f"wrote {out / 'summary.csv'}, {out / 'forecast.csv'}, {len(figs)} figures in {out / 'figures'}, models in {out / 'models'}, twins in {out / 'twins'}, curricula in {out / 'curriculum'} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
@@ -332,7 +340,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"twin serve: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(getattr(logging, args.log_level.upper()))
-    plane = build_plane(args.store, args.db_url, job_workers=args.job_workers, cache_size=args.cache_size)
+    propose = search = None
+    if not args.no_optimizer:
+        from server.optimizer_bridge import optimizer_proposer, optimizer_search
+
+        propose, search = optimizer_proposer(), optimizer_search()
+    plane = build_plane(args.store, args.db_url, job_workers=args.job_workers, cache_size=args.cache_size, propose=propose, search=search)
     port_file: Path | None = args.port_file
     return serve(config, plane, on_started=None if port_file is None else lambda running: port_file.write_text(f"{running.port}\n"))
 
@@ -448,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port-file", type=Path, default=None, help="write the bound port to this file once serving")
     sv.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     store_args(sv)
+    sv.add_argument("--no-optimizer", action="store_true", help="NextSession serves the lab's default protocol with the twin's forecast; no SearchCurricula")
     sv.set_defaults(func=cmd_serve)
 
     se = sub.add_parser("search", help="hyperparameter search for a rule (Optuna; Ray Tune + ASHA with --tune)")

@@ -1,0 +1,44 @@
+"""The optimizer behind the service: NextSession proposals and SearchCurricula operations run
+the real optimizer through a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("grpc")
+
+from conftest import ADMIN, RIG, TWIN_SUBJECTS  # noqa: E402
+from optimizer.propose import ProposalConfig  # noqa: E402
+from optimizer.search import SearchConfig  # noqa: E402
+from optimizer.space import Constraints, CurriculumSpace  # noqa: E402
+from server.client import TwinClient  # noqa: E402
+from server.optimizer_bridge import optimizer_proposer, optimizer_search  # noqa: E402
+from server.pb import curriculum_service_pb2, operation_pb2  # noqa: E402
+from twin.store import ResultKind, TwinStore  # noqa: E402
+
+SPACE = CurriculumSpace(Constraints(session_trials=(300, 700)))
+
+
+def test_next_session_comes_from_the_optimizer(serve):
+    propose = optimizer_proposer(SPACE, ProposalConfig(n_candidates=3, n_rollouts=4, horizon_sessions=4, forecast_rollouts=16))
+    running = serve(propose=propose)
+    with TwinClient(running.target, RIG) as c:
+        plan = c.next_session(TWIN_SUBJECTS[0], n_rollouts=40)
+    assert plan.source == curriculum_service_pb2.PLAN_SOURCE_OPTIMIZER and not plan.fallback
+    assert "expected" in plan.explanation or "fewer" in plan.explanation
+    assert 300 <= plan.n_trials <= 1000 and plan.HasField("forecast")
+    assert sum(c.proportion for c in plan.contrasts) == pytest.approx(1.0)
+
+
+def test_search_curricula_runs_the_optimizer_and_stores_the_result(serve, store_dir):
+    search = optimizer_search(SPACE, SearchConfig(n_trials=4, batch_size=2, n_rollouts=1, max_sessions=4, rescore_top=1, rescore_rollouts=1))
+    running = serve(search=search)
+    with TwinClient(running.target, ADMIN) as c:
+        op = c.search_curricula(list(TWIN_SUBJECTS[:2]), seed=5)
+        done = c.wait_operation(op.id, timeout_s=300)
+    assert done.state == operation_pb2.OPERATION_STATE_SUCCEEDED, done
+    res = done.curriculum_search
+    assert len(res.candidates) == 1 and res.baseline.trials_to_criterion.mean > 0
+    assert res.candidates[0].protocol.phases and 0 <= res.baseline.reached_criterion <= 1
+    stored = TwinStore(store_dir).get_result(ResultKind.CURRICULUM_SEARCH, "grpc-5")
+    assert stored.payload["default"]["curriculum"]["name"] == "ibl-default"

@@ -95,3 +95,26 @@ def test_checker_rejects_unknown_flags():
         check_twin_command("twin fit-twins data.parquet --no-such-flag")
     with pytest.raises(AssertionError):
         check_twin_command("twin no-such-command --port 1")
+
+
+def test_server_deployment_runs_twin_serve_on_the_service_port():
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "server.yaml").read_text()))
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    svc = next(d for d in docs if d["kind"] == "Service")
+    (c,) = _containers(dep)
+    check_twin_command(shlex.join(c["command"]))
+    args = c["command"]
+    port = int(args[args.index("--address") + 1].rsplit(":", 1)[1])
+    assert c["ports"][0]["containerPort"] == port == 50051
+    assert c["readinessProbe"]["grpc"]["port"] == port  # grpc.health.v1, served by the server
+    assert svc["spec"]["ports"][0]["targetPort"] == c["ports"][0]["name"]
+    assert svc["spec"]["selector"] == dep["spec"]["template"]["metadata"]["labels"]
+    assert "--local-demo" not in args and "--auth-config" in args  # authenticated in a deployment
+    grace = float(args[args.index("--grace") + 1])
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+
+
+def test_dockerfile_installs_the_grpc_extra_and_the_protos():
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert "COPY proto ./proto" in text and "setup.py" in text and "grpc" in re.search(r"pip install .*'\.\[(.*)\]'", text).group(1)
+    assert "EXPOSE 50051" in text

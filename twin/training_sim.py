@@ -62,7 +62,8 @@ def contrast_bins(protocols: Sequence[TaskProtocol]) -> tuple[torch.Tensor, torc
         ``(levels [L], signed_pct [2L], side [2L])``: unsigned contrast levels ascending; bin
         ``2 i + side`` holds contrast ``levels[i]`` rewarded on ``side`` (1 = right).
     """
-    levels = torch.tensor(sorted({round(c, 6) for p in protocols for ph in p.phases for c in ph}), dtype=torch.float32)
+    unique = set(protocols)
+    levels = torch.tensor(sorted({round(c, 6) for p in unique for ph in p.phases for c in ph}), dtype=torch.float32)
     side = torch.tensor([0, 1]).repeat(len(levels))
     signed = levels.double().repeat_interleave(2) * 100 * (2 * side - 1)
     return levels, signed, side

@@ -123,39 +123,56 @@ def simulate_training(
     n_sessions = torch.zeros(b, dtype=torch.long)
     w_min, w_max = w.clone(), w.clone()
     rows = torch.arange(b)
+    row_base = rows * n_bins
+    ones = torch.ones(b, dtype=torch.float64)
+    history = feats.history
     for s in range(max_sessions):
         lengths = torch.from_numpy(rng.integers(lo, hi + 1))
         live = ~done
         t_s = int(lengths[live].max())
         n_sessions += live.long()
-        sn = torch.zeros(b, n_bins, dtype=torch.float64)
-        sr = torch.zeros(b, n_bins, dtype=torch.float64)
+        sn = torch.zeros(b * n_bins, dtype=torch.float64)
+        sr = torch.zeros(b * n_bins, dtype=torch.float64)
         prev_choice = torch.zeros(b)
         prev_reward = torch.zeros(b)
+        # every live row is active until the shortest live session ends: no masking needed there
+        all_live = bool(live.all())
+        t_all = int(lengths[live].min()) if all_live else 0
         for t in range(t_s):
+            masked = t >= t_all
             active = live & (t < lengths)
+            mask = active if masked else None
             ss = torch.full((b,), t == 0)
-            cl, cr, ans, _ = env.draw(ss, active)
+            cl, cr, ans, _ = env.draw(ss, mask)
             x = feats.compute(cl, cr, prev_choice, prev_reward)
             p = torch.sigmoid((w * x).sum(-1))
             y = (torch.rand(b, generator=g) < p).float()
             r = (y == ans).float()
-            env.observe(r.bool(), active)
-            k = 2 * torch.searchsorted(levels, cl + cr) + ans.long()
-            af = active.double()
-            sn[rows, k] += af
-            sr[rows, k] += af * y.double()
+            env.observe(r.bool(), mask)
+            k = row_base + 2 * torch.searchsorted(levels, cl + cr) + ans.long()
+            if masked:
+                af = active.double()
+                sn.index_add_(0, k, af)
+                sr.index_add_(0, k, af * y.double())
+            else:
+                sn.index_add_(0, k, ones)
+                sr.index_add_(0, k, y.double())
             last = (t == lengths - 1).float()
             inp = UpdateInputs(x[:, None], y[:, None], r[:, None], ans[:, None], last[:, None])
             w_next, h_next = rule.step(w, h, rule.precompute(inp)[0], ctx)
             if rate is not None:
                 w_next = w + rate * (w_next - w)
-            a = active.unsqueeze(1)
-            w = torch.where(a, w_next, w)
-            h = torch.where(a, h_next, h) if h.numel() else h
+            if masked:
+                a = active.unsqueeze(1)
+                w = torch.where(a, w_next, w)
+                h = torch.where(a, h_next, h) if h.numel() else h
+            else:
+                w, h = w_next, h_next
             w_min, w_max = torch.minimum(w_min, w), torch.maximum(w_max, w)
-            prev_choice = torch.where(active, 2 * y - 1, prev_choice)
-            prev_reward = torch.where(active, r, prev_reward)
+            if history:
+                prev_choice = torch.where(active, 2 * y - 1, prev_choice) if masked else 2 * y - 1
+                prev_reward = torch.where(active, r, prev_reward) if masked else r
+        sn, sr = sn.view(b, n_bins), sr.view(b, n_bins)
         n[:, s], n_right[:, s] = sn, sr
         win = criterion.window
         if s + 1 >= win:

@@ -143,8 +143,9 @@ class TaskEnv:
         self.b = n_animals
         self.g = generator
         self.device = dev = torch.device(device)
-        uniq = list(dict.fromkeys(protocols))
-        which = torch.tensor([uniq.index(p) for p in protocols], dtype=torch.long)
+        index = {p: i for i, p in enumerate(dict.fromkeys(protocols))}
+        uniq = list(index)
+        which = torch.tensor([index[p] for p in protocols], dtype=torch.long)
         n_ph = max(len(p.phases) for p in uniq)
         width = max(len(ph) for p in uniq for ph in p.phases)
         easy = sorted({c for p in uniq for c in p.easy_contrasts})

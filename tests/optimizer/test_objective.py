@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_trials_table
+from trial_tables import random_trials_table
 from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, StimulusSchedule
 from optimizer.objective import FitRange, TwinPool, bootstrap_mean, score_curricula, speedup
 from twin.model import LearnerModel, ModelSpec

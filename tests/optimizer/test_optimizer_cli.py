@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from conftest import random_trials_table
+from trial_tables import random_trials_table
 from optimizer.curriculum import Curriculum
 from twin.cli import main
 from twin.cohort import CohortFitConfig, fit_cohort

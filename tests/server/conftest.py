@@ -25,14 +25,7 @@ from twin.store import TwinStore  # noqa: E402
 from twin.task import IBL_DEFAULT  # noqa: E402
 from twin.twins import Adaptation  # noqa: E402
 
-#: Tokens of the test servers, one per role.
-TOKENS = {"reader-token": Role.READER, "rig-token": Role.RIG, "admin-token": Role.ADMIN}
-READER, RIG, ADMIN = "reader-token", "rig-token", "admin-token"
-#: Subjects with twins (fitted on sessions 1-2), and one with stored sessions but no twin.
-TWIN_SUBJECTS = ("sim-000", "sim-001", "sim-002")
-NO_TWIN = "sim-003"
-#: Fast optimisation settings for twin updates in tests.
-FAST_UPDATE = DataPlaneConfig(update_fit=FitConfig(epochs=2, patience=2), default_rollouts=50)
+from server_env import ADMIN, FAST_UPDATE, NO_TWIN, READER, RIG, TOKENS, TWIN_SUBJECTS  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import subprocess
 
 import grpc
 import pytest
-from conftest import ADMIN, READER, RIG, TOKENS, TWIN_SUBJECTS
+from server_env import ADMIN, READER, RIG, TOKENS, TWIN_SUBJECTS
 
 from server.app import ServerConfig, TlsConfig
 from server.auth import METHOD_ROLES, AuthConfig, Role, bearer_token, required_role

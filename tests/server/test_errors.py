@@ -16,7 +16,7 @@ import math
 
 import grpc
 import pytest
-from conftest import NO_TWIN, RIG, TWIN_SUBJECTS
+from server_env import NO_TWIN, RIG, TWIN_SUBJECTS
 from google.rpc import error_details_pb2
 
 from server.client import error_reason, field_violations, trials_to_pb

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import RIG, TOKENS, TWIN_SUBJECTS
+from server_env import RIG, TOKENS, TWIN_SUBJECTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("grpc")
 
-from conftest import ADMIN, RIG, TWIN_SUBJECTS  # noqa: E402
+from server_env import ADMIN, RIG, TWIN_SUBJECTS  # noqa: E402
 from optimizer.propose import ProposalConfig  # noqa: E402
 from optimizer.search import SearchConfig  # noqa: E402
 from optimizer.space import Constraints, CurriculumSpace  # noqa: E402

@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from conftest import RIG, TWIN_SUBJECTS
+from server_env import RIG, TWIN_SUBJECTS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rig_client.py"
 

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import TWIN_SUBJECTS
+from server_env import TWIN_SUBJECTS
 
 from server.client import TwinClient
 

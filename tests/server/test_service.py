@@ -9,7 +9,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from conftest import ADMIN, NO_TWIN, READER, RIG, TOKENS, TWIN_SUBJECTS
+from server_env import ADMIN, NO_TWIN, READER, RIG, TOKENS, TWIN_SUBJECTS
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import random_trials_table
+from trial_tables import random_trials_table
 
 from twin.batch import make_batch
 from twin.evaluate import LN2, AnimalSplit, ll_gain_ratio, score, split_animals, split_sessions

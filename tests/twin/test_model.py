@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import random_trials_table
+from trial_tables import random_trials_table
 
 from twin.batch import make_batch
 from twin.features import FeatureSpec, StimulusCoding

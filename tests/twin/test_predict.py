@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_trials_table
+from trial_tables import random_trials_table
 from twin.batch import make_batch
 from twin.errors import TwinError
 from twin.model import LearnerModel, ModelSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import random_trials_table
+from trial_tables import random_trials_table
 from twin.errors import TrialDataError
 from twin.sessions import SESSION_COLUMNS, SessionStore
 from twin.store import TwinNotFoundError, TwinStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import random_trials_table
+from trial_tables import random_trials_table
 from twin.agents import DEFAULT_TRUTHS, Family
 from twin.errors import ModelFileError, TwinError
 from twin.model import LearnerModel, ModelSpec

@@ -453,10 +453,17 @@ def summarize(result: ForecastComparison) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """A markdown table: float columns as ``floatfmt``, strings as they are (p-values such as
+    ``8.2e-05`` stay that way instead of being re-read as numbers and rounded to 0)."""
+    shown = df.copy()
+    numeric = [c for c in shown.columns if pd.api.types.is_float_dtype(shown[c])]
+    for c in numeric:
+        shown[c] = shown[c].map(lambda v: "nan" if pd.isna(v) else format(v, floatfmt))
+    align = ["right" if c in numeric or pd.api.types.is_integer_dtype(df[c]) else "left" for c in shown.columns]
     try:
-        return df.to_markdown(index=False, floatfmt=floatfmt)
+        return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
     except ImportError:  # pragma: no cover - tabulate is a dependency
-        return "```\n" + df.to_string(index=False) + "\n```"
+        return "```\n" + shown.to_string(index=False) + "\n```"
 
 
 def _config_lines(cfg: ForecastConfig) -> list[str]:

@@ -180,3 +180,9 @@ def test_synthetic_comparison_without_shared_data() -> None:
     assert set(res.models) == {"dnn", "static", "reinforce", rd.LAST_ACCURACY}
     for m in res.models:
         assert np.isfinite(res.per_animal[f"ll_{m}"]).all()
+
+
+def test_markdown_keeps_small_p_values() -> None:
+    table = pd.DataFrame({"model": ["a"], "gain": [0.012345], "n": [3], "sign_test_p": [f"{8.17e-05:.2g}"]})
+    text = rd._md(table)
+    assert "8.2e-05" in text and "0.0123" in text and "0.0000" not in text

@@ -82,7 +82,7 @@ def build_store(root: Path) -> int:
 
 def start_server(store: Path, port_file: Path) -> subprocess.Popen:
     env = {**os.environ, "TWIN_AUTH_TOKENS": f"reader:{TOKEN}"}
-    cmd = [sys.executable, "-m", "twin.cli", "serve", "--store", str(store), "--address", "127.0.0.1:0", "--port-file", str(port_file), "--log-level", "warning", "--max-workers", "40"]
+    cmd = [sys.executable, "-m", "twin_cli.cli", "serve", "--store", str(store), "--address", "127.0.0.1:0", "--port-file", str(port_file), "--log-level", "warning", "--max-workers", "40"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (port_file.exists() and port_file.read_text().strip()):

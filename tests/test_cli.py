@@ -8,7 +8,7 @@ import io
 import pandas as pd
 import pytest
 
-from twin.cli import main
+from twin_cli.cli import main
 from twin.rules import rule_names
 from twin.storage import load_model
 
@@ -176,7 +176,7 @@ def test_fit_needs_sessions_to_hold_out(tmp_path, capsys):
 
 
 def test_fit_twins_list_and_update_refusal(tmp_path, capsys):
-    from twin.cli import main as cli_main
+    from twin_cli.cli import main as cli_main
 
     data = tmp_path / "c.parquet"
     store = tmp_path / "store"
@@ -196,7 +196,7 @@ def test_fit_twins_list_and_update_refusal(tmp_path, capsys):
 def test_search_with_optuna_writes_result(tmp_path, capsys):
     import json
 
-    from twin.cli import main as cli_main
+    from twin_cli.cli import main as cli_main
 
     data = tmp_path / "c.parquet"
     assert cli_main(["simulate", "--animals", "2", "--trials", "900", "--seed", "0", "--out", str(data)]) == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from twin.cli import build_parser
+from twin_cli.cli import build_parser
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 MANIFESTS = sorted(DEPLOY.rglob("*.yaml"))
@@ -84,7 +84,7 @@ def test_curriculum_constraints_configmap_is_valid():
 
 def test_dockerfile_copies_every_package_and_cmd_exists():
     text = (DEPLOY / "Dockerfile").read_text()
-    for pkg in ("twin", "cluster", "optimizer", "server"):
+    for pkg in ("twin", "twin_cli", "cluster", "optimizer", "server"):
         assert f"COPY {pkg} ./{pkg}" in text
     cmd = re.search(r'^CMD \[(.*)\]$', text, re.M).group(1)
     assert shlex.split(cmd.replace(",", " "))[0] == "twin"

@@ -9,7 +9,7 @@ import yaml
 
 from trial_tables import random_trials_table
 from optimizer.curriculum import Curriculum
-from twin.cli import main
+from twin_cli.cli import main
 from twin.cohort import CohortFitConfig, fit_cohort
 from twin.fit import FitConfig
 from twin.model import ModelSpec

@@ -24,7 +24,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def test_serve_and_sigterm(store_dir, tmp_path):
     port_file = tmp_path / "port"
-    cmd = [sys.executable, "-m", "twin.cli", "serve", "--store", str(store_dir), "--address", "127.0.0.1:0", "--port-file", str(port_file), "--grace", "5"]
+    cmd = [sys.executable, "-m", "twin_cli.cli", "serve", "--store", str(store_dir), "--address", "127.0.0.1:0", "--port-file", str(port_file), "--grace", "5"]
     proc = subprocess.Popen(cmd, env=_env(TWIN_AUTH_TOKENS="reader:cli-secret"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -63,7 +63,7 @@ def test_serve_and_sigterm(store_dir, tmp_path):
     ],
 )
 def test_serve_refuses_unsafe_or_incomplete_settings(store_dir, args, words, monkeypatch, capsys):
-    from twin.cli import main
+    from twin_cli.cli import main
 
     monkeypatch.delenv("TWIN_AUTH_TOKENS", raising=False)
     assert main(["serve", "--store", str(store_dir), *args]) == 2

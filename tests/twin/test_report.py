@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from twin.agents import DEFAULT_TRUTHS, Family
-from twin.cli import main
+from twin_cli.cli import main
 from twin.cohort import CohortFitConfig, fit_cohort
 from twin.criteria import training_criteria
 from twin.datasets import write_trials

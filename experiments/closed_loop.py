@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum  # noqa: E402
-from optimizer.objective import FitRange, TwinPool, bootstrap_mean  # noqa: E402
+from optimizer.objective import FitRange, TwinPool, bootstrap_mean, paired_reduction  # noqa: E402
 from optimizer.search import SamplerKind, SearchConfig, search_curricula  # noqa: E402
 from optimizer.space import Constraints, CurriculumSpace  # noqa: E402
 from twin.agents import PACED_TRUTHS, Family, Individuality, draw_individuals  # noqa: E402
@@ -85,16 +85,6 @@ QUICK = ClosedLoopConfig(
     n_fresh=16,
     max_sessions=10,
 )
-
-
-def paired_speedup(default: np.ndarray, proposed: np.ndarray, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> Interval:
-    """``1 - mean(proposed) / mean(default)`` over the same animals, paired bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(default), (n_boot, len(default)))
-    boots = 1 - proposed[idx].mean(1) / default[idx].mean(1)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(boots, [a, 1 - a])
-    return Interval(float(1 - proposed.mean() / default.mean()), float(lo), float(hi))
 
 
 def paired_difference(default: np.ndarray, proposed: np.ndarray, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> Interval:
@@ -151,7 +141,7 @@ def run_family(family: Family, cfg: ClosedLoopConfig, progress: bool = True) -> 
     default_run, proposed_run = fresh_runs(family, [res.default.curriculum, res.best.curriculum], cfg)
     d = default_run.trials_to_criterion.double().numpy()
     p = proposed_run.trials_to_criterion.double().numpy()
-    realised = paired_speedup(d, p, seed=cfg.seed)
+    realised = paired_reduction(d, p, n_boot=4000, seed=cfg.seed)
     diff = paired_difference(d, p, seed=cfg.seed)
     predicted = res.predicted_speedup
     return {

@@ -19,7 +19,7 @@ import torch
 from optimizer.curriculum import Curriculum
 from optimizer.space import CurriculumSpace, ParamKind
 from twin.criteria import TRAINED_1A, CriterionConfig
-from twin.forecast import Interval, SessionForecast, forecast_session
+from twin.forecast import Interval, SessionForecast, forecast_session, interval
 from twin.model import LearnerModel
 from twin.state import TwinState
 from twin.training_sim import simulate_training
@@ -125,12 +125,6 @@ def _ratio_gain(base: np.ndarray, other: np.ndarray, level: float, seed: int, n_
     return Interval(float(1 - other.mean() / base.mean()), float(lo), float(hi))
 
 
-def _interval(v: np.ndarray, level: float) -> Interval:
-    a = (1 - level) / 2
-    lo, hi = np.quantile(v, [a, 1 - a])
-    return Interval(float(v.mean()), float(lo), float(hi))
-
-
 @torch.no_grad()
 def propose_next_session(model: LearnerModel, state: TwinState, space: CurriculumSpace, config: ProposalConfig = ProposalConfig()) -> NextSessionProposal:
     """Choose the next session's curriculum for the animal of ``model`` at ``state``.
@@ -166,8 +160,8 @@ def propose_next_session(model: LearnerModel, state: TwinState, space: Curriculu
         curriculum=chosen,
         start_phase=start,
         n_trials=n_trials,
-        expected_remaining=_interval(ttc_pick, config.level),
-        base_expected_remaining=_interval(ttc_base, config.level),
+        expected_remaining=interval(ttc_pick, config.level),
+        base_expected_remaining=interval(ttc_base, config.level),
         gain=gain if changed else Interval(0.0, 0.0, 0.0),
         changed=changed,
         forecast=fc,

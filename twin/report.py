@@ -37,8 +37,6 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +48,7 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
+from twin.atomic import atomic_write
 from twin.criteria import TRAINED_1A, TRAINED_1B, criteria_sessions, erf_psychometric, session_psychometrics, training_criteria
 from twin.dwmap import SIGNED_CONTRASTS, delta_w, sample_states
 from twin.errors import TrialDataError, TwinError
@@ -935,17 +934,8 @@ def render_html(r: Report) -> str:
     )
 
 
-def _write_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".html", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_html(text: str, path: Path) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), mode=0o644)  # a report is meant to be shared
 
 
 def write_report(
@@ -983,7 +973,7 @@ def write_report(
     df, source = resolve_trials(store, subject, trials, trials_source)
     report = build_report(twin, df, config, source)
     path = Path(out)
-    _write_atomic(report.html(), path)
+    _write_html(report.html(), path)
     return path
 
 

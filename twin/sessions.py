@@ -10,8 +10,6 @@ which is what twins are fitted and updated on.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from sqlalchemy import DateTime, Integer, String, UniqueConstraint, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from twin.atomic import atomic_write
 from twin.errors import TrialDataError, TwinError
 from twin.store import TwinNotFoundError, TwinStore, _Base, _safe_name, hash_trials
 from twin.trials import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, validate_trials
@@ -67,20 +66,6 @@ class SessionRecord:
 def _record(r: _SessionRow) -> SessionRecord:
     created = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=dt.timezone.utc)
     return SessionRecord(r.subject, r.session, r.n_trials, r.label, r.data_hash, created)
-
-
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class SessionStore:
@@ -130,7 +115,7 @@ class SessionStore:
             number = last + 1
             df["session"] = number
             rel = Path("sessions") / _safe_name(subject) / f"{number:05d}-{uuid.uuid4().hex[:12]}.parquet"
-            _write_parquet(df, self.store.root / rel)
+            atomic_write(self.store.root / rel, lambda tmp: df.to_parquet(tmp, index=False))
             try:
                 with Session(self.store.engine) as s, s.begin():
                     row = _SessionRow(

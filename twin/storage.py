@@ -7,8 +7,6 @@ else as JSON strings in its metadata header, so loading a file from elsewhere ru
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from twin.atomic import atomic_write
 from twin.errors import ModelFileError, UnknownRuleError
 from twin.model import LearnerModel, ModelSpec
 from twin.state import TwinState
@@ -65,17 +64,7 @@ def save_model(
     if state is not None:
         tensors.update(state.tensors())
         header["state"] = json.dumps({"through_session": state.through_session, "phase": state.phase})
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
 def load_model(path: str | Path) -> StoredModel:

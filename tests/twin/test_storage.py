@@ -98,7 +98,7 @@ def test_overwrite_and_no_temp_files_left(tmp_path):
 
 
 def test_failed_write_leaves_no_temp_file_and_the_old_file_intact(tmp_path, monkeypatch):
-    import twin.storage
+    import twin.atomic
 
     path = tmp_path / "m.safetensors"
     first = perturbed(ModelSpec("reinforce"), seed=1)
@@ -108,7 +108,7 @@ def test_failed_write_leaves_no_temp_file_and_the_old_file_intact(tmp_path, monk
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(twin.storage.os, "replace", boom)
+    monkeypatch.setattr(twin.atomic.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         save_model(perturbed(ModelSpec("reinforce"), seed=2), path)
     monkeypatch.undo()

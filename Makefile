@@ -25,8 +25,8 @@ test-all: $(STAMP)  ## every test, slow ones included
 bench: $(STAMP)  ## fit-throughput benchmark (writes bench/results/)
 	$(VENV)/bin/python bench/fit_throughput.py
 
-recovery: $(STAMP)  ## full rule-recovery experiment (writes experiments/results/)
-	$(VENV)/bin/python experiments/recovery.py
+recovery: $(STAMP)  ## full rule-recovery experiment, ~40 min on 2 cores (writes experiments/results/)
+	$(VENV)/bin/python experiments/recovery.py --no-slow
 
 clean:
 	rm -rf runs .pytest_cache

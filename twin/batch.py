@@ -66,6 +66,11 @@ class TrialBatch:
         kw = {k: getattr(self, k).to(device) for k in _TENSORS}
         return replace(self, **kw)
 
+    def to_dtype(self, dtype: torch.dtype) -> "TrialBatch":
+        """The floating-point tensors cast to ``dtype`` (indices and masks unchanged)."""
+        kw = {k: getattr(self, k).to(dtype) for k in _TENSORS if getattr(self, k).is_floating_point()}
+        return replace(self, **kw)
+
     def select(self, idx: list[int] | torch.Tensor) -> "TrialBatch":
         """Sub-batch of the animals at positions ``idx`` (kept at full length ``T``)."""
         idx_t = torch.as_tensor(idx, dtype=torch.long)

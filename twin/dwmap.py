@@ -4,6 +4,11 @@ For a Markovian rule the update after a trial is a function ``Δw(w, stimulus, o
 evaluates it on weight states an animal actually visits (sampled from a trajectory) crossed with
 every signed contrast, once for correct and once for error outcomes. Comparing an inferred rule's
 map with the true rule's map on the same points measures how well the rule was recovered.
+
+The grid weighs every (state, contrast, outcome) cell alike, including cells an animal almost
+never visits (an error on a full-contrast trial late in training). :func:`compare_on_trials`
+compares the two rules instead on the updates the animals actually made: the true weight states,
+stimuli and outcomes of sampled held-out trials, so each cell counts as often as it occurs.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from twin.batch import TrialBatch
 from twin.model import LearnerModel
 from twin.rules import UpdateInputs
 
@@ -127,3 +133,45 @@ def compare_delta_w(
         pooled_m.append(g["dw_model"] / sd)
     corr["all"] = float(np.corrcoef(pd.concat(pooled_t), pd.concat(pooled_m))[0, 1])
     return DeltaWComparison(table=table, correlation=corr)
+
+
+@torch.no_grad()
+def _one_step(model: LearnerModel, w: torch.Tensor, inp: UpdateInputs) -> torch.Tensor:
+    """``[N, K]`` update of ``N`` independent one-trial steps from weights ``w`` (zero state)."""
+    rule = model.rule
+    pre = rule.precompute(inp)[0]
+    w_new, _ = rule.step(w, rule.initial_state(w.shape[0]), pre, rule.context())
+    return w_new - w
+
+
+def compare_on_trials(
+    truth: LearnerModel, model: LearnerModel, weights: torch.Tensor, batch: TrialBatch, n: int, seed: int
+) -> dict[str, float]:
+    """Per-weight correlation of the true and inferred updates on trials the animals made.
+
+    Args:
+        truth: the Markovian ground-truth learner.
+        model: a Markovian fitted rule with the same features.
+        weights: ``[B, T, K]`` true weights in force on each trial of ``batch``.
+        batch: the animals' trials.
+        n: trials sampled (uniformly among valid within-session trials).
+        seed: seeds the sample.
+
+    Returns:
+        Pearson correlation per weight name over the sampled trials.
+    """
+    inp = UpdateInputs.from_trials(batch.x, batch.y, batch.reward, batch.answer, batch.session_start)
+    ok = batch.valid & (inp.next_session_start == 0)
+    b_idx, t_idx = torch.nonzero(ok, as_tuple=True)
+    pick = np.sort(np.random.default_rng(seed).choice(len(b_idx), size=min(n, len(b_idx)), replace=False))
+    b_idx, t_idx = b_idx[pick], t_idx[pick]
+    one = UpdateInputs(
+        x=inp.x[b_idx, t_idx].unsqueeze(1),
+        y=inp.y[b_idx, t_idx].unsqueeze(1),
+        reward=inp.reward[b_idx, t_idx].unsqueeze(1),
+        answer=inp.answer[b_idx, t_idx].unsqueeze(1),
+        next_session_start=inp.next_session_start[b_idx, t_idx].unsqueeze(1),
+    )
+    w = weights[b_idx, t_idx]
+    dt, dm = _one_step(truth, w, one), _one_step(model, w, one)
+    return {str(name): float(np.corrcoef(dt[:, k].numpy(), dm[:, k].numpy())[0, 1]) for k, name in enumerate(truth.spec.features.names)}

@@ -85,6 +85,52 @@ def ll_gain_ratio(model_ll: float, static_ll: float, truth_ll: float) -> float:
 
 
 @dataclass(frozen=True)
+class RatioGap:
+    """How much higher one model's LL-gain ratio is than another's on the same held-out animals.
+
+    Attributes:
+        gap: ``ratio(model) − ratio(other)`` on all animals.
+        lo: lower end of the paired bootstrap interval (animals resampled, the same for every model).
+        hi: upper end.
+        wins: animals whose per-trial LL is higher under ``model`` than under ``other``.
+        n_animals: animals compared.
+    """
+
+    gap: float
+    lo: float
+    hi: float
+    wins: int
+    n_animals: int
+
+
+def ll_gain_ratio_gap(
+    model: Scores, other: Scores, static: Scores, truth: Scores, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> RatioGap:
+    """Paired comparison of two models' LL-gain ratios on the same animals.
+
+    Each bootstrap draw resamples animals with replacement and recomputes every ratio from the
+    drawn animals' summed log-likelihoods, so the interval reflects how the gap varies across
+    animals, not across trials.
+    """
+    frames = [model.per_animal, other.per_animal, static.per_animal, truth.per_animal]
+    subjects = list(model.per_animal["subject"])
+    if any(list(f["subject"]) != subjects for f in frames):
+        raise ValueError("paired comparison needs scores of the same animals in the same order")
+    m, o, s, t = (f["ll"].to_numpy() * f["n_trials"].to_numpy() for f in frames)
+    idx = np.random.default_rng(seed).integers(0, len(m), (n_boot, len(m)))
+
+    def gap(sel: np.ndarray) -> np.ndarray:
+        sm, so, ss, st = (v[sel].sum(-1) for v in (m, o, s, t))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (sm - so) / (st - ss)
+
+    q = (1.0 - level) / 2.0
+    lo, hi = np.nanquantile(gap(idx), [q, 1.0 - q])
+    wins = int((model.per_animal["ll"].to_numpy() > other.per_animal["ll"].to_numpy()).sum())
+    return RatioGap(gap=float(gap(np.arange(len(m)))), lo=float(lo), hi=float(hi), wins=wins, n_animals=len(m))
+
+
+@dataclass(frozen=True)
 class AnimalSplit:
     """Held-out-animals split: indices into a batch."""
 

@@ -70,7 +70,7 @@ class LearnerModel(nn.Module):
     def initial(self, batch_size: int, w0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Starting weights ``[B, K]`` (population ``w0`` unless ``w0`` is given) and state ``[B, H]``."""
         w = (self.w0 if w0 is None else w0).expand(batch_size, -1)
-        return w, self.rule.initial_state(batch_size, device=self.w0.device)
+        return w, self.rule.initial_state(batch_size, device=self.w0.device, dtype=self.w0.dtype)
 
     def rate(self, log_rate: torch.Tensor | None = None) -> torch.Tensor | None:
         """Per-weight update multiplier ``[K]`` or ``[B, K]``; None when it is exactly 1."""

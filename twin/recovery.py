@@ -16,10 +16,11 @@ import torch
 
 from twin.agents import DEFAULT_TRUTHS, Family, GroundTruth
 from twin.batch import TrialBatch, make_batch
-from twin.dwmap import DeltaWComparison, compare_delta_w, sample_states
-from twin.evaluate import ll_gain_ratio, score, split_animals
+from twin.dwmap import DeltaWComparison, compare_delta_w, compare_on_trials, sample_states
+from twin.evaluate import ll_gain_ratio, ll_gain_ratio_gap, score, split_animals
 from twin.fit import FitConfig, FitResult, fit
 from twin.model import LearnerModel, ModelSpec
+from twin.rules.base import RuleConfig
 from twin.simulate import Simulation, simulate
 from twin.task import IBL_DEFAULT, TaskProtocol
 
@@ -38,6 +39,8 @@ class RecoveryConfig:
         seed: seeds the cohort and the split.
         protocol: task protocol the cohort trains under.
         dw_states: weight states sampled for the Δw maps.
+        rule_config: structural hyperparameters of the fitted rules (hidden size).
+        dw_trials: held-out trials sampled to compare the updates the animals actually made.
     """
 
     n_animals: int = 46
@@ -49,6 +52,8 @@ class RecoveryConfig:
     seed: int = 0
     protocol: TaskProtocol = IBL_DEFAULT
     dw_states: int = 200
+    rule_config: RuleConfig = field(default_factory=RuleConfig)
+    dw_trials: int = 20000
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,11 @@ class RecoveryResult:
     Attributes:
         family: the truth.
         table: one row per model (and one for ``truth``): held-out LL (nats, bits), accuracy,
-            LL-gain ratio, Δw correlation (Markovian models on Markovian truths), fit time.
+            LL-gain ratio, Δw correlation (Markovian models on Markovian truths) on the map's grid
+            (``dw_corr``) and on sampled held-out trials (``dw_corr_trials``), fit time, and for
+            each flexible model its LL-gain-ratio gap over REINFORCE on the same held-out animals
+            (``gap_vs_reinforce`` with a paired bootstrap 95% interval ``gap_lo``..``gap_hi`` and
+            the number of animals it predicts better, ``wins_vs_reinforce``).
         fits: the fits by rule name.
         truth: the ground-truth learner.
         simulation: the simulated cohort.
@@ -88,8 +97,9 @@ def run_recovery(
     truth_scores = score(true_model, test)
     fits: dict[str, FitResult] = {}
     for rule in config.rules:
-        fits[rule] = fit(ModelSpec(rule), train, val, config.fit, progress=progress, description=f"{family.value}: {rule}")
-    static_ll = score(fits["static"].model, test).ll if "static" in fits else float("nan")
+        fits[rule] = fit(ModelSpec(rule, rule_config=config.rule_config), train, val, config.fit, progress=progress, description=f"{family.value}: {rule}")
+    scores = {rule: score(res.model, test) for rule, res in fits.items()}
+    static_ll = scores["static"].ll if "static" in scores else float("nan")
     test_weights = sim.weights[torch.as_tensor(split.test)]
     states = sample_states(test_weights, test.valid, config.dw_states, seed=config.seed)
     rows = [
@@ -101,6 +111,7 @@ def run_recovery(
             "accuracy": truth_scores.accuracy,
             "ll_gain_ratio": 1.0,
             "dw_corr": float("nan"),
+            "dw_corr_trials": float("nan"),
             "fit_seconds": float("nan"),
             "best_epoch": float("nan"),
             "epochs_run": float("nan"),
@@ -108,11 +119,15 @@ def run_recovery(
     ]
     dws: dict[str, DeltaWComparison] = {}
     for rule, res in fits.items():
-        s = score(res.model, test)
-        dw_corr = float("nan")
+        s = scores[rule]
+        gap = None
+        if rule not in ("static", "reinforce") and {"static", "reinforce"} <= scores.keys():
+            gap = ll_gain_ratio_gap(s, scores["reinforce"], scores["static"], truth_scores, seed=config.seed)
+        dw_corr = dw_corr_trials = float("nan")
         if true_model.rule.markovian and res.model.rule.markovian and res.model.rule.learns:
             dws[rule] = compare_delta_w(true_model, res.model, states)
             dw_corr = dws[rule].min_correlation
+            dw_corr_trials = min(compare_on_trials(true_model, res.model, test_weights, test, config.dw_trials, config.seed).values())
         rows.append(
             {
                 "family": family.value,
@@ -122,9 +137,14 @@ def run_recovery(
                 "accuracy": s.accuracy,
                 "ll_gain_ratio": ll_gain_ratio(s.ll, static_ll, truth_scores.ll),
                 "dw_corr": dw_corr,
+                "dw_corr_trials": dw_corr_trials,
                 "fit_seconds": res.seconds,
                 "best_epoch": res.best_epoch,
                 "epochs_run": len(res.history),
+                "gap_vs_reinforce": gap.gap if gap else float("nan"),
+                "gap_lo": gap.lo if gap else float("nan"),
+                "gap_hi": gap.hi if gap else float("nan"),
+                "wins_vs_reinforce": gap.wins if gap else float("nan"),
             }
         )
     return RecoveryResult(

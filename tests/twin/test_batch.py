@@ -150,6 +150,13 @@ def test_dtype_option(table):
     assert b.session.dtype == torch.int64 and b.valid.dtype == torch.bool
 
 
+def test_to_dtype_casts_floats_only(table):
+    b = make_batch(table).to_dtype(torch.float64)
+    assert b.x.dtype == b.y.dtype == b.reward.dtype == b.contrast_left.dtype == torch.float64
+    assert b.session.dtype == torch.int64 and b.valid.dtype == b.mask.dtype == torch.bool
+    torch.testing.assert_close(b.x.float(), make_batch(table).x)
+
+
 # --------------------------------------------------------------------------------------------
 # helpers on a batch
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from twin.agents import DEFAULT_TRUTHS, Family
-from twin.dwmap import SIGNED_CONTRASTS, compare_delta_w, delta_w, sample_states
+from twin.dwmap import SIGNED_CONTRASTS, compare_delta_w, compare_on_trials, delta_w, sample_states
 from twin.model import LearnerModel, ModelSpec
 from twin.rules import RuleConfig
 
@@ -133,3 +133,19 @@ def test_sample_states():
     assert torch.equal(s, sample_states(weights, valid, 5, seed=1))
     assert sample_states(weights, valid, 100, seed=1).shape == (10, 2)  # capped at what exists
     assert np.isfinite(s.numpy()).all()
+
+
+def test_compare_on_trials_uses_the_trials_as_they_happened():
+    from twin.batch import make_batch
+    from twin.simulate import simulate
+    from twin.task import IBL_DEFAULT
+
+    truth = DEFAULT_TRUTHS[Family.REINFORCE].build()
+    sim = simulate(truth, IBL_DEFAULT, 3, 400, seed=0)
+    batch = make_batch(sim.trials)
+    same = compare_on_trials(truth, truth, sim.weights, batch, 500, seed=0)
+    assert set(same) == {"stimulus", "bias"} and all(v == pytest.approx(1.0, abs=1e-6) for v in same.values())
+    other = compare_on_trials(truth, DEFAULT_TRUTHS[Family.ASYMMETRIC].build(), sim.weights, batch, 500, seed=0)
+    assert all(-1.0 <= v < 0.999 for v in other.values())
+    # seeded: the same sample gives the same figures
+    assert compare_on_trials(truth, DEFAULT_TRUTHS[Family.ASYMMETRIC].build(), sim.weights, batch, 500, seed=0) == other

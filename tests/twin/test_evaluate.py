@@ -11,7 +11,7 @@ import torch
 from trial_tables import random_trials_table
 
 from twin.batch import make_batch
-from twin.evaluate import LN2, AnimalSplit, ll_gain_ratio, score, split_animals, split_sessions
+from twin.evaluate import LN2, AnimalSplit, Scores, ll_gain_ratio, ll_gain_ratio_gap, score, split_animals, split_sessions
 from twin.model import LearnerModel, ModelSpec
 
 
@@ -106,6 +106,36 @@ def test_ll_gain_ratio():
     assert ll_gain_ratio(-0.45, -0.6, -0.5) == pytest.approx(1.5)  # better than the truth
     assert math.isnan(ll_gain_ratio(-0.55, -0.5, -0.5))  # truth == static
     assert math.isnan(ll_gain_ratio(-0.55, -0.5, -0.6))  # truth < static
+
+
+def _scores(lls: list[float], n_trials: list[int]) -> Scores:
+    per = pd.DataFrame({"subject": [f"s{i}" for i in range(len(lls))], "n_trials": n_trials, "ll": lls, "accuracy": 0.5})
+    n = sum(n_trials)
+    return Scores(n_trials=n, ll=float(np.dot(lls, n_trials) / n), accuracy=0.5, per_animal=per)
+
+
+def test_ll_gain_ratio_gap_by_hand():
+    n = [100, 200, 100, 100]
+    static, truth = _scores([-0.7] * 4, n), _scores([-0.5] * 4, n)
+    a = _scores([-0.52, -0.51, -0.53, -0.50], n)
+    b = _scores([-0.56, -0.55, -0.57, -0.51], n)
+    g = ll_gain_ratio_gap(a, b, static, truth, n_boot=500, seed=0)
+    # ratio difference = (sum LL_a - sum LL_b) / (sum LL_truth - sum LL_static)
+    expected = (np.dot([-0.52, -0.51, -0.53, -0.50], n) - np.dot([-0.56, -0.55, -0.57, -0.51], n)) / (0.2 * sum(n))
+    assert g.gap == pytest.approx(expected)
+    assert g.gap == pytest.approx(ll_gain_ratio(a.ll, static.ll, truth.ll) - ll_gain_ratio(b.ll, static.ll, truth.ll))
+    assert 0 < g.lo <= g.gap <= g.hi  # a wins on every animal, so every resample favours it
+    assert g.wins == 4 and g.n_animals == 4
+    swapped = ll_gain_ratio_gap(b, a, static, truth, n_boot=500, seed=0)
+    assert swapped.gap == pytest.approx(-g.gap) and swapped.hi < 0 and swapped.wins == 0
+
+
+def test_ll_gain_ratio_gap_needs_the_same_animals():
+    n = [10, 10]
+    a, b = _scores([-0.5, -0.6], n), _scores([-0.5, -0.6], n)
+    b.per_animal["subject"] = ["x", "y"]
+    with pytest.raises(ValueError, match="same animals"):
+        ll_gain_ratio_gap(a, b, a, a)
 
 
 # --------------------------------------------------------------------------------------------

@@ -119,9 +119,9 @@ class LearningRule(nn.Module, abc.ABC):
         """Size ``H`` of the recurrent state (0 when there is none)."""
         return 0
 
-    def initial_state(self, batch_size: int, device: torch.device | None = None) -> torch.Tensor:
+    def initial_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``[B, H]`` zeros."""
-        return torch.zeros(batch_size, self.state_size, device=device)
+        return torch.zeros(batch_size, self.state_size, device=device, dtype=dtype)
 
     @abc.abstractmethod
     def precompute(self, inputs: UpdateInputs) -> torch.Tensor:

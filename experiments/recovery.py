@@ -10,7 +10,7 @@ BPTT, then full-batch L-BFGS on the untruncated likelihood. Families run in para
 Writes ``experiments/results/recovery.csv``, ``recovery.md`` and figures under
 ``experiments/results/figures/``. Run from the repository root:
 
-    .venv/bin/python experiments/recovery.py            # full size, about an hour on 2 cores
+    .venv/bin/python experiments/recovery.py --no-slow  # full size, ~40 min on 2 cores (make recovery)
     .venv/bin/python experiments/recovery.py --quick    # small smoke version (~2 min)
 """
 
@@ -71,13 +71,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs: list[tuple[str, Family, RecoveryConfig, GroundTruth | None]] = []
+    def with_rules(fam: Family) -> RecoveryConfig:
+        return replace(cfg, rules=tuple(args.rules) if args.rules else DEFAULT_RULES[fam])
+
     for name in args.families:
         fam = Family(name)
-        rules = tuple(args.rules) if args.rules else DEFAULT_RULES[fam]
-        jobs.append((fam.value, fam, replace(cfg, rules=rules), None))
+        jobs.append((fam.value, fam, with_rules(fam), None))
     if not args.no_slow:
         # identifiability check: a REINFORCE cohort learning at half the rate
-        jobs.append(("reinforce (slow)", Family.REINFORCE, replace(cfg, rules=tuple(args.rules) if args.rules else DEFAULT_RULES[Family.REINFORCE]), SLOW_REINFORCE))
+        jobs.append(("reinforce (slow)", Family.REINFORCE, with_rules(Family.REINFORCE), SLOW_REINFORCE))
     jobs.sort(key=lambda j: j[1] is not Family.HISTORY)  # the RNN fit is the longest: start it first
     figures_dir = args.out / "figures" if args.stem == "recovery" else None
     ctx = multiprocessing.get_context("spawn")

@@ -13,7 +13,7 @@ stimuli and outcomes of sampled held-out trials, so each cell counts as often as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,17 @@ from twin.model import LearnerModel
 from twin.rules import UpdateInputs
 
 SIGNED_CONTRASTS: tuple[float, ...] = (-1.0, -0.5, -0.25, -0.125, -0.0625, 0.0, 0.0625, 0.125, 0.25, 0.5, 1.0)
+
+
+@torch.no_grad()
+def _one_step(model: LearnerModel, w: torch.Tensor, inp: UpdateInputs, h: torch.Tensor | None = None) -> torch.Tensor:
+    """``[N, K]`` update of ``N`` independent one-trial steps (``inp`` is ``[N, 1]``) from weights
+    ``w`` and states ``h`` (zeros if None)."""
+    rule = model.rule
+    pre = rule.precompute(inp)[0]  # [N, D]: one trial for each of N "animals"
+    h0 = rule.initial_state(w.shape[0]) if h is None else h
+    w_new, _ = rule.step(w, h0, pre, rule.context())
+    return w_new - w
 
 
 @torch.no_grad()
@@ -63,11 +74,8 @@ def delta_w(
         answer=answer.reshape(-1, 1),
         next_session_start=zeros.reshape(-1, 1),
     )
-    pre = rule.precompute(inp)[0]  # [N*M, D]: one trial for each of N*M "animals"
     w_rep = w.repeat_interleave(m, 0)
-    h0 = rule.initial_state(n * m) if h is None else h.repeat_interleave(m, 0)
-    w_new, _ = rule.step(w_rep, h0, pre, rule.context())
-    return (w_new - w_rep).reshape(n, m, -1)
+    return _one_step(model, w_rep, inp, None if h is None else h.repeat_interleave(m, 0)).reshape(n, m, -1)
 
 
 @dataclass(frozen=True)
@@ -135,13 +143,6 @@ def compare_delta_w(
     return DeltaWComparison(table=table, correlation=corr)
 
 
-@torch.no_grad()
-def _one_step(model: LearnerModel, w: torch.Tensor, inp: UpdateInputs) -> torch.Tensor:
-    """``[N, K]`` update of ``N`` independent one-trial steps from weights ``w`` (zero state)."""
-    rule = model.rule
-    pre = rule.precompute(inp)[0]
-    w_new, _ = rule.step(w, rule.initial_state(w.shape[0]), pre, rule.context())
-    return w_new - w
 
 
 def compare_on_trials(
@@ -165,13 +166,7 @@ def compare_on_trials(
     b_idx, t_idx = torch.nonzero(ok, as_tuple=True)
     pick = np.sort(np.random.default_rng(seed).choice(len(b_idx), size=min(n, len(b_idx)), replace=False))
     b_idx, t_idx = b_idx[pick], t_idx[pick]
-    one = UpdateInputs(
-        x=inp.x[b_idx, t_idx].unsqueeze(1),
-        y=inp.y[b_idx, t_idx].unsqueeze(1),
-        reward=inp.reward[b_idx, t_idx].unsqueeze(1),
-        answer=inp.answer[b_idx, t_idx].unsqueeze(1),
-        next_session_start=inp.next_session_start[b_idx, t_idx].unsqueeze(1),
-    )
+    one = UpdateInputs(**{f.name: getattr(inp, f.name)[b_idx, t_idx].unsqueeze(1) for f in fields(inp)})
     w = weights[b_idx, t_idx]
     dt, dm = _one_step(truth, w, one), _one_step(model, w, one)
     return {str(name): float(np.corrcoef(dt[:, k].numpy(), dm[:, k].numpy())[0, 1]) for k, name in enumerate(truth.spec.features.names)}

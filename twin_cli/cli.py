@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--lbfgs-rounds", type=int, default=0,
         help="after Adam, rounds of 50 full-batch L-BFGS iterations on the untruncated likelihood (exact ML refinement; "
-        "about 1 s per iteration for 30 animals x 6000 trials; default 0)",
+        "about 2 s per iteration for 30 animals x 6000 trials; default 0)",
     )
     f.add_argument("--hidden", type=int, default=32, help="hidden size (dnn, rnn)")
     f.add_argument("--val-sessions", type=int, default=1, help="last sessions of each animal held out for early stopping")

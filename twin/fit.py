@@ -319,8 +319,8 @@ def fit(
                 break
             if val_ll > best_ll + 1e-6:
                 best_ll, best_epoch, best_state = val_ll, epoch, copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= 2:
-                break  # two rounds without a validation gain: the refinement has started to overfit
+            elif epoch - max(best_epoch, n_adam) >= 2:
+                break  # two L-BFGS rounds without a validation gain: the refinement has started to overfit
     model.float()
     model.load_state_dict(best_state)  # copies (and casts) into the float32 parameters
     model = model.cpu().eval()

@@ -77,6 +77,27 @@ def test_lbfgs_refinement_raises_the_untruncated_likelihood(cohort, rule):
     assert refined.best_epoch > 3 and refined.trial_steps > adam.trial_steps
 
 
+def test_lbfgs_stops_after_two_rounds_without_gain_counted_from_the_refinement(cohort, monkeypatch):
+    """The stop rule counts L-BFGS rounds, not epochs since Adam's best (which may lie
+    ``patience`` epochs back): a refinement that does not beat Adam still gets its two rounds."""
+    import twin.fit as fit_module
+
+    _, batch = cohort
+    calls = []
+
+    def no_progress(model, data, opt):  # an L-BFGS round that leaves the model as it is
+        calls.append(1)
+        return -1.0, 0
+
+    monkeypatch.setattr(fit_module, "lbfgs_round", no_progress)
+    # a vanishing step size keeps the validation likelihood flat: Adam's best stays epoch 1 and
+    # patience stops it at epoch 4
+    res = fit(ModelSpec("reinforce"), batch, None, FitConfig(epochs=20, patience=3, learning_rate=1e-12, lbfgs_rounds=5, lbfgs_iterations=1), progress=False)
+    phases = [h.phase for h in res.history]
+    assert phases == ["adam"] * 4 + ["lbfgs"] * 2 and len(calls) == 2
+    assert res.best_epoch == 1
+
+
 def test_lbfgs_settings_are_validated():
     with pytest.raises(ValueError, match="lbfgs_rounds"):
         FitConfig(lbfgs_rounds=-1)

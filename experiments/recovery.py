@@ -61,10 +61,14 @@ def main() -> None:
         help="full-batch L-BFGS rounds (50 iterations each) on the untruncated likelihood after Adam (default 4; 0 = Adam only)",
     )
     ap.add_argument("--hidden", type=int, default=8, help="hidden size of the DNN/RNN rules (default 8)")
+    ap.add_argument(
+        "--free-dnn-delta", action="store_true",
+        help="fit dnn_delta without its structural constraints (default: mirror-symmetric, drift only overnight)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = RecoveryConfig(
-        seed=args.seed, fit=FitConfig(epochs=300, patience=30, lr_patience=10, lbfgs_rounds=args.lbfgs_rounds), rule_config=RuleConfig(hidden_size=args.hidden)
+        seed=args.seed, fit=FitConfig(epochs=300, patience=30, lr_patience=10, lbfgs_rounds=args.lbfgs_rounds), rule_config=RuleConfig(hidden_size=args.hidden, mirror_symmetric=not args.free_dnn_delta, within_session_drift=args.free_dnn_delta),
     )
     if args.quick:
         cfg = replace(cfg, n_animals=12, n_test=4, n_trials=1500, fit=FitConfig(epochs=15, patience=5, lbfgs_rounds=min(args.lbfgs_rounds, 1), lbfgs_iterations=10))
@@ -99,7 +103,7 @@ def main() -> None:
         f"Command: `.venv/bin/python experiments/recovery.py{' --quick' if args.quick else ''}"
         f"{(' --families ' + ' '.join(args.families)) if args.families != [f.value for f in Family] else ''}"
         f"{(' --rules ' + ' '.join(args.rules) + ' --stem ' + args.stem) if args.rules else ''}{' --no-slow' if args.no_slow else ''}"
-        f" --lbfgs-rounds {args.lbfgs_rounds} --hidden {args.hidden}` "
+        f" --lbfgs-rounds {args.lbfgs_rounds} --hidden {args.hidden}{' --free-dnn-delta' if args.free_dnn_delta else ''}` "
         f"(seed {args.seed}; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; total wall time {wall / 60:.1f} min).",
         "",

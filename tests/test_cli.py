@@ -67,6 +67,18 @@ def test_fit_writes_model_files_with_metadata(workdir):
     assert load_model(models["dnn"]).model.spec.rule_config.hidden_size == 8
 
 
+def test_fit_dnn_delta_with_structural_constraints_round_trips(workdir, tmp_path):
+    _, data, _ = workdir
+    path = tmp_path / "sym.safetensors"
+    args = ["fit", str(data), "--rule", "dnn_delta", "--epochs", "1", "--quiet", "--hidden", "4", "--out", str(path)]
+    rc, _, err = run(args + ["--mirror-symmetric", "--overnight-drift-only"])
+    assert rc == 0, err
+    model = load_model(path).model
+    cfg = model.spec.rule_config
+    assert cfg.mirror_symmetric and not cfg.within_session_drift
+    assert model.rule.mirror == model.spec.features.mirror()  # rebuilt with its mirror on load
+
+
 def test_evaluate_prints_a_table(workdir, tmp_path):
     d, data, models = workdir
     csv = tmp_path / "scores.csv"

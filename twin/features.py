@@ -41,6 +41,37 @@ class StimulusCoding(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """The policy's features and weights in the left/right mirror image of the task.
+
+    Swapping left and right maps the features ``x' = N x`` and the weights ``w' = M w`` so that
+    ``w' · x' = −w · x``: the mirrored animal chooses left exactly as often as the original one
+    chooses right. Both maps permute the features (left and right contrasts swap places) and flip
+    signs: ``x'[k] = x_sign[k] x[perm[k]]``, ``w'[k] = w_sign[k] w[perm[k]]``. A signed stimulus
+    flips and its weight stays; the bias stays 1 and its weight flips; the previous-choice and
+    previous-rewarded-side regressors flip and their weights stay. ``perm`` is an involution, so
+    each map is its own inverse.
+
+    Attributes:
+        perm: feature permutation.
+        x_sign: sign of each mirrored feature (±1).
+        w_sign: sign of each mirrored weight (±1); ``x_sign[k] · w_sign[k] = −1``.
+    """
+
+    perm: tuple[int, ...]
+    x_sign: tuple[float, ...]
+    w_sign: tuple[float, ...]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., K]`` mirrored features."""
+        return x[..., list(self.perm)] * x.new_tensor(self.x_sign)
+
+    def weights(self, w: torch.Tensor) -> torch.Tensor:
+        """``[..., K]`` mirrored weights (or weight updates)."""
+        return w[..., list(self.perm)] * w.new_tensor(self.w_sign)
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     """Which regressors the policy uses.
 
@@ -98,6 +129,28 @@ class FeatureSpec:
     def n_features(self) -> int:
         """Number of policy weights ``K``."""
         return len(self.names)
+
+    def mirror(self) -> Mirror:
+        """The left/right mirror of these features (see :class:`Mirror`).
+
+        Raises:
+            ValueError: for named stimuli, which have no known left/right mirror.
+        """
+        if self.stimuli:
+            raise ValueError(f"named stimuli {list(self.stimuli)} have no known left/right mirror")
+        perm: list[int] = []
+        x_sign: list[float] = []
+        if self.stimulus is StimulusCoding.SIGNED:
+            perm, x_sign = [0], [-1.0]
+        else:
+            perm, x_sign = [1, 0], [1.0, 1.0]  # left and right contrasts swap places
+        k = len(perm)
+        if self.bias:
+            perm, x_sign = perm + [k], x_sign + [1.0]
+        if self.history:
+            n = len(perm)
+            perm, x_sign = perm + [n, n + 1], x_sign + [-1.0, -1.0]
+        return Mirror(perm=tuple(perm), x_sign=tuple(x_sign), w_sign=tuple(-v for v in x_sign))
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (``stimuli`` only when there are named stimuli, so older forms stay

@@ -55,6 +55,8 @@ class LearnerModel(nn.Module):
         self.spec = spec
         k = spec.features.n_features
         self.rule = make_rule(spec.rule, k, spec.rule_config)
+        if spec.rule_config.mirror_symmetric:
+            self.rule.use_mirror(spec.features.mirror())
         self.w0 = nn.Parameter(torch.zeros(k))
         self.log_rate = nn.Parameter(torch.zeros(k), requires_grad=False)
 

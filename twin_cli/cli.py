@@ -85,7 +85,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             train, val = split_last_sessions(batch, args.val_sessions)
         except TwinError as exc:
             raise TwinError(f"{exc}; use --val-sessions 0") from None
-    spec = ModelSpec(args.rule, feats, RuleConfig(hidden_size=args.hidden))
+    rule_cfg = RuleConfig(hidden_size=args.hidden, mirror_symmetric=args.mirror_symmetric, within_session_drift=not args.overnight_drift_only)
+    spec = ModelSpec(args.rule, feats, rule_cfg)
     cfg = FitConfig(
         epochs=args.epochs, learning_rate=args.lr, tbptt=args.tbptt, patience=args.patience, seed=args.seed, device=args.device,
         lbfgs_rounds=args.lbfgs_rounds,
@@ -399,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
         "about 2 s per iteration for 30 animals x 6000 trials; default 0)",
     )
     f.add_argument("--hidden", type=int, default=32, help="hidden size (dnn, rnn)")
+    f.add_argument(
+        "--mirror-symmetric", action="store_true",
+        help="dnn_delta: constrain the update to be left/right mirror-equivariant, as REINFORCE and prediction-error rules are",
+    )
+    f.add_argument(
+        "--overnight-drift-only", action="store_true",
+        help="dnn_delta: its free drift acts only between sessions; within a session updates are proportional to the inputs",
+    )
     f.add_argument("--val-sessions", type=int, default=1, help="last sessions of each animal held out for early stopping")
     f.add_argument("--stimulus", choices=["signed", "split"], default="signed", help="one signed stimulus weight or separate left/right weights")
     f.add_argument("--no-bias", action="store_true", help="drop the bias regressor")

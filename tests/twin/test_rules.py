@@ -209,6 +209,8 @@ def test_pe_asymmetric_matches_closed_form(w, x, y, answer):
 
 
 def test_reinforce_history_gain_grows_along_rewards_and_resets_after_error():
+    """The gain on trial t comes from the run of rewards before it, so an error that ends a run is
+    scaled up too, and the trial after an error starts from gain 1."""
     alpha, base, kappa, tau = [0.05, 0.05], [0.5, 0.5], 3.0, 4.0
     rule = RewardHistoryReinforceRule(K).set_parameters(alpha, base, kappa, tau)
     plain = ReinforceRule(K).set_parameters(alpha, base)
@@ -231,12 +233,14 @@ def test_reinforce_history_gain_grows_along_rewards_and_resets_after_error():
         gains.append(float(ratio[0, 0]))
         counts.append(float(h[0, 0].detach()))
     assert counts == [1, 2, 3, 4, 5, 0, 1, 2]
-    expected = [1 + kappa * (1 - math.exp(-c / tau)) for c in counts]
+    before = [0.0] + counts[:-1]  # the run of rewards leading up to each trial
+    expected = [1 + kappa * (1 - math.exp(-c / tau)) for c in before]
     assert gains == pytest.approx(expected, rel=1e-4)
-    assert all(b > a for a, b in zip(gains[:5], gains[1:5]))  # grows along the run
-    assert gains[5] == pytest.approx(1.0, abs=1e-5)  # plain REINFORCE after an error
-    assert gains[6] == pytest.approx(gains[0], rel=1e-5)  # a new run starts from scratch
-    assert gains[4] < 1 + kappa
+    assert gains[0] == pytest.approx(1.0, abs=1e-5)  # no run yet: plain REINFORCE
+    assert all(b > a for a, b in zip(gains[:6], gains[1:6]))  # grows along the run...
+    assert gains[5] > gains[4]  # ...and the error that ends it is scaled up the most
+    assert gains[6] == pytest.approx(1.0, abs=1e-5)  # after an error a new run starts from scratch
+    assert gains[5] < 1 + kappa
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,3 +331,61 @@ def test_dnn_delta_updates_are_proportional_to_the_inputs():
         rule.fc3.weight.zero_()
         rule.fc3.bias.zero_()
     assert torch.equal(rule.step(w, torch.zeros(b, 0), pre, rule.context())[0], w)  # zero gain and drift: no change
+
+
+def _one_trial(rule_model, w, contrast, choice_right, rewarded):
+    """Δw of a LearnerModel's rule after one trial per row (stimulus + bias features)."""
+    n = w.shape[0]
+    c = torch.as_tensor(contrast, dtype=torch.float32).expand(n)
+    x = rule_model.spec.features.compute((-c).clamp(min=0), c.clamp(min=0))
+    y = torch.full((n,), float(choice_right))
+    r = torch.full((n,), float(rewarded))
+    answer = y if rewarded else 1 - y
+    inp = UpdateInputs(x.unsqueeze(1), y.unsqueeze(1), r.unsqueeze(1), answer.unsqueeze(1), torch.zeros(n, 1))
+    rule = rule_model.rule
+    w_new, _ = rule.step(w, rule.initial_state(n), rule.precompute(inp)[0], rule.context())
+    return w_new - w
+
+
+@pytest.mark.parametrize("within_session_drift", [True, False])
+def test_mirror_symmetric_dnn_delta_is_mirror_equivariant(within_session_drift):
+    """The update after a trial is the mirror image of the mirrored animal's update after the
+    mirrored trial; the unconstrained rule is not."""
+    from twin.model import LearnerModel, ModelSpec
+
+    torch.manual_seed(0)
+    cfg = RuleConfig(hidden_size=8, scale_init=1.0, mirror_symmetric=True, within_session_drift=within_session_drift)
+    sym = LearnerModel(ModelSpec("dnn_delta", rule_config=cfg))
+    free = LearnerModel(ModelSpec("dnn_delta", rule_config=RuleConfig(hidden_size=8, scale_init=1.0)))
+    mirror = sym.spec.features.mirror()
+    w = torch.randn(20, 2)
+    for contrast, right, rewarded in [(0.5, 1, 1), (0.25, 0, 0), (-1.0, 0, 1), (0.0, 1, 0)]:
+        d = _one_trial(sym, w, contrast, right, rewarded)
+        d_mirrored = _one_trial(sym, mirror.weights(w), -contrast, 1 - right, rewarded)
+        torch.testing.assert_close(d, mirror.weights(d_mirrored), atol=1e-6, rtol=1e-5)
+        assert d.abs().max() > 1e-3  # not trivially zero
+    d = _one_trial(free, w, 0.5, 1, 1)
+    assert not torch.allclose(d, mirror.weights(_one_trial(free, mirror.weights(w), -0.5, 0, 1)), atol=1e-4)
+
+
+def test_mirror_symmetric_dnn_delta_needs_its_features_mirror():
+    rule = make_rule("dnn_delta", 2, RuleConfig(hidden_size=4, mirror_symmetric=True))
+    inp = UpdateInputs(torch.zeros(1, 3, 2), torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="mirror"):
+        rule.precompute(inp)
+
+
+def test_dnn_delta_without_within_session_drift_moves_only_input_weights_within_a_session():
+    """With ``within_session_drift=False`` a zero input leaves its weight unchanged within a
+    session; into a new session the drift acts."""
+    torch.manual_seed(0)
+    rule = make_rule("dnn_delta", 2, RuleConfig(hidden_size=8, scale_init=1.0, within_session_drift=False))
+    b = 4
+    x = torch.tensor([[[0.0, 1.0]]] * b)  # zero-contrast trials: stimulus input 0
+    y = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    nss = torch.tensor([[0.0], [0.0], [1.0], [1.0]])  # the last two updates go into a new session
+    inp = UpdateInputs(x, y, y, y, nss)
+    w = torch.randn(b, 2)
+    delta = rule.step(w, rule.initial_state(b), rule.precompute(inp)[0], rule.context())[0] - w
+    assert torch.all(delta[:2, 0] == 0)  # within the session: stimulus weight untouched
+    assert torch.all(delta[2:, 0] != 0)  # overnight: the drift moves it

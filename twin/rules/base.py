@@ -21,6 +21,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from twin.features import Mirror
+
 
 @dataclass(frozen=True)
 class RuleConfig:
@@ -30,11 +32,19 @@ class RuleConfig:
         hidden_size: width of the MLP layers and of the GRU state.
         scale_init: initial value of the learnable per-weight update scale ``s`` (DNN, RNN).
         alpha_init: initial learning rate (REINFORCE family).
+        within_session_drift: let the delta-structured DNN (``dnn_delta``) add its free drift term
+            after every trial; if False the drift acts only overnight, into a session's first trial,
+            and within a session every update is proportional to the trial's inputs.
+        mirror_symmetric: make the rule's update left/right mirror-equivariant (``dnn_delta``): the
+            update after a trial equals the mirror image of the update the mirrored animal would
+            make after the mirrored trial, as for REINFORCE and prediction-error rules.
     """
 
     hidden_size: int = 32
     scale_init: float = 1e-3
     alpha_init: float = 0.01
+    within_session_drift: bool = True
+    mirror_symmetric: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1:
@@ -105,14 +115,18 @@ class LearningRule(nn.Module, abc.ABC):
     markovian: ClassVar[bool] = True
     """True when Δw depends on the current weights and trial only (no hidden history)."""
     learns: ClassVar[bool] = True
+    """False for rules whose weights never change (``w_t = w_0``)."""
     default_learning_rate: ClassVar[float] = 3e-3
     """Adam step size used when a fit does not set one (few-parameter rules take larger steps)."""
-    """False for rules whose weights never change (``w_t = w_0``)."""
 
     def __init__(self, n_weights: int, config: RuleConfig = RuleConfig()) -> None:
         super().__init__()
         self.n_weights = n_weights
         self.config = config
+
+    def use_mirror(self, mirror: Mirror) -> None:
+        """Learn how the features mirror left/right (:class:`LearnerModel` calls this when
+        ``config.mirror_symmetric``); rules without a mirror-symmetric form ignore it."""
 
     @property
     def state_size(self) -> int:

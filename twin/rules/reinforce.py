@@ -95,9 +95,11 @@ class AsymmetricPredictionErrorRule(LearningRule):
 class RewardHistoryReinforceRule(LearningRule):
     """REINFORCE whose step size grows along a run of rewards (history-dependent).
 
-    ``Δw_t = α (1 + κ (1 − exp(−c_t / τ))) ⊙ (r_t − b) ⊙ (y_t − p_t) x_t``, where ``c_t`` counts
-    the consecutive rewarded trials ending at trial ``t`` (0 after an error): the recurrent state
-    ``h_t = c_t``. Updates after a long run of rewards are up to ``1 + κ`` times larger.
+    ``Δw_t = α (1 + κ (1 − exp(−c_{t−1} / τ))) ⊙ (r_t − b) ⊙ (y_t − p_t) x_t``, where ``c_{t−1}``
+    counts the consecutive rewarded trials just *before* trial ``t`` (0 after an error); the
+    recurrent state carries it (``h_t = c_t = (c_{t−1} + 1) r_t``). The update on trial ``t`` —
+    after a reward or an error — is up to ``1 + κ`` times larger when a long run of rewards led up
+    to it: an error that ends a long run teaches more than one that follows another error.
     """
 
     default_learning_rate = 0.03
@@ -136,6 +138,5 @@ class RewardHistoryReinforceRule(LearningRule):
         k = self.n_weights
         kappa, neg_inv_tau = ctx
         a, x, y, r = pre_t[:, :k], pre_t[:, k : 2 * k], pre_t[:, 2 * k : 2 * k + 1], pre_t[:, 2 * k + 1 :]
-        c = (h + 1) * r
-        gain = 1 + kappa * (1 - torch.exp(c * neg_inv_tau))
-        return w + gain * a * (y - _policy_p(w, x)), c
+        gain = 1 + kappa * (1 - torch.exp(h * neg_inv_tau))
+        return w + gain * a * (y - _policy_p(w, x)), (h + 1) * r

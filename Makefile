@@ -25,7 +25,7 @@ test-all: $(STAMP)  ## every test, slow ones included
 bench: $(STAMP)  ## fit-throughput benchmark (writes bench/results/)
 	$(VENV)/bin/python bench/fit_throughput.py
 
-recovery: $(STAMP)  ## full rule-recovery experiment, ~40 min on 2 cores (writes experiments/results/)
+recovery: $(STAMP)  ## full rule-recovery experiment, ~45 min on 2 cores (writes experiments/results/)
 	$(VENV)/bin/python experiments/recovery.py --no-slow
 
 clean:

@@ -65,6 +65,10 @@ def main() -> None:
         "--free-dnn-delta", action="store_true",
         help="fit dnn_delta without its structural constraints (default: mirror-symmetric, drift only overnight)",
     )
+    ap.add_argument(
+        "--update", action="store_true",
+        help="replace only the families run now in an existing table (stem.csv), keeping the other families' rows",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = RecoveryConfig(
@@ -95,6 +99,13 @@ def main() -> None:
     for tab in tables:
         print(tab.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
     table = pd.concat(tables, ignore_index=True)
+    kept: list[str] = []
+    if args.update and (args.out / f"{args.stem}.csv").exists():
+        old = pd.read_csv(args.out / f"{args.stem}.csv")
+        old = old[~old["family"].isin(table["family"].unique())]
+        kept = list(dict.fromkeys(old["family"]))
+        table = pd.concat([old, table], ignore_index=True)
+        table = table.sort_values("family", key=lambda f: f.map(order.index), kind="stable", ignore_index=True)
     table.to_csv(args.out / f"{args.stem}.csv", index=False)
     wall = time.perf_counter() - t0
     lines = [
@@ -102,10 +113,11 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python experiments/recovery.py{' --quick' if args.quick else ''}"
         f"{(' --families ' + ' '.join(args.families)) if args.families != [f.value for f in Family] else ''}"
-        f"{(' --rules ' + ' '.join(args.rules) + ' --stem ' + args.stem) if args.rules else ''}{' --no-slow' if args.no_slow else ''}"
+        f"{(' --rules ' + ' '.join(args.rules) + ' --stem ' + args.stem) if args.rules else ''}{' --no-slow' if args.no_slow else ''}{' --update' if args.update else ''}"
         f" --lbfgs-rounds {args.lbfgs_rounds} --hidden {args.hidden}{' --free-dnn-delta' if args.free_dnn_delta else ''}` "
         f"(seed {args.seed}; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; total wall time {wall / 60:.1f} min).",
+        f"{torch.get_num_threads()} threads; total wall time {wall / 60:.1f} min)"
+        + (f"; the rows of {', '.join(kept)} are kept from an earlier run with the same settings (`--update`)." if kept else "."),
         "",
         f"Cohort per family: {cfg.n_animals} animals x {cfg.n_trials} trials, default IBL protocol; "
         f"{cfg.n_animals - cfg.n_test} training animals (of which ~{cfg.val_fraction:.0%} for early stopping), "

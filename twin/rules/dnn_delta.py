@@ -86,6 +86,10 @@ class DNNDeltaRule(LearningRule):
         s = self.log_scale.exp()
         w3 = self.fc3.weight.t()  # [H, 2K]
         b3 = self.fc3.bias
+        # the mirror's permutation and weight signs as tensors, built once per rollout, not per step
+        mirror: Context = ()
+        if self.mirror is not None:
+            mirror = (torch.tensor(self.mirror.perm, device=s.device), s.new_tensor(self.mirror.w_sign))
         return (
             self.fc1.weight[:, :k].t().contiguous(),  # from w
             self.fc1.weight[:, k],  # from p
@@ -95,25 +99,25 @@ class DNNDeltaRule(LearningRule):
             b3[:k] * s,
             (w3[:, k:] * s).contiguous(),
             b3[k:] * s,
-        )
+        ) + mirror
 
     def step(self, w: torch.Tensor, h: torch.Tensor, pre_t: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        w1w, w1p, w2, b2, wg, bg, wd, bd = ctx
+        w1w, w1p, w2, b2, wg, bg, wd, bd, *mirror = ctx
         hdim, k = w2.shape[0], self.n_weights
         x, where = pre_t[:, -k - 1 : -1], pre_t[:, -1:]
         p = torch.sigmoid((w * x).sum(-1, keepdim=True))
-        m = self.mirror
-        if m is None:
+        if not mirror:
             h_in, w_in = pre_t[:, :hdim] + p * w1p, w
         else:  # the trial and its mirror image in one batch: mirrored weights, p → 1 − p
+            perm, w_sign = mirror
             h_in = torch.cat([pre_t[:, :hdim] + p * w1p, pre_t[:, hdim : 2 * hdim] + (1 - p) * w1p])
-            w_in = torch.cat([w, m.weights(w)])
+            w_in = torch.cat([w, w.index_select(1, perm) * w_sign])
         a1 = torch.relu(torch.addmm(h_in, w_in, w1w))
         a2 = torch.relu(torch.addmm(b2, a1, w2))
         gain = torch.addmm(bg, a2, wg)
         drift = torch.addmm(bd, a2, wd)
-        if m is not None:
+        if mirror:
             n = w.shape[0]
-            gain = 0.5 * (gain[:n] - gain[n:, list(m.perm)])
-            drift = 0.5 * (drift[:n] + m.weights(drift[n:]))
+            gain = 0.5 * (gain[:n] - gain[n:].index_select(1, perm))
+            drift = 0.5 * (drift[:n] + drift[n:].index_select(1, perm) * w_sign)
         return w + gain * x + drift * where, h

@@ -5,7 +5,8 @@ For each ground-truth family (REINFORCE, asymmetric prediction-error, reward-his
 delta-structured DNN on the Markovian truths, the RNN on the history-dependent one) on 30 animals
 (6 more for early stopping), and score all of them on 10 held-out animals: LL-gain ratio, Δw-map
 correlations, and each flexible rule's paired gap over REINFORCE. Fits run Adam with truncated
-BPTT, then full-batch L-BFGS on the untruncated likelihood. Families run in parallel processes.
+BPTT, then full-batch L-BFGS on the untruncated likelihood. Each flexible rule is its own job (with
+the cheap static and REINFORCE fits repeated, identically seeded), and jobs run in parallel processes.
 
 Writes ``experiments/results/recovery.csv``, ``recovery.md`` and figures under
 ``experiments/results/figures/``. Run from the repository root:
@@ -29,7 +30,7 @@ import torch
 
 from twin.agents import SLOW_REINFORCE, Family, GroundTruth
 from twin.fit import FitConfig
-from twin.recovery import RecoveryConfig, run_recovery, write_figures
+from twin.recovery import RecoveryConfig, RecoveryResult, run_recovery, write_figures
 from twin.rules.base import RuleConfig
 
 DEFAULT_RULES = {
@@ -49,12 +50,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("experiments/results"))
     ap.add_argument("--families", nargs="+", default=[f.value for f in Family])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--animals", type=int, default=46,
+        help="cohort size per family, held-out animals included (default 46: 30 fitting, 6 early-stopping, 10 held out)",
+    )
     ap.add_argument("--no-slow", action="store_true", help="skip the slow-learning identifiability check")
     ap.add_argument(
         "--rules", nargs="+", default=None,
         help="rules to fit on every family (default: static reinforce dnn dnn_delta on the Markovian truths, static reinforce dnn rnn on the history one)",
     )
-    ap.add_argument("--jobs", type=int, default=2, help="families fitted in parallel processes (default 2)")
+    ap.add_argument("--jobs", type=int, default=2, help="fits run in parallel processes (default 2)")
     ap.add_argument("--stem", default="recovery", help="output file stem (default: recovery)")
     ap.add_argument(
         "--lbfgs-rounds", type=int, default=4,
@@ -72,28 +77,33 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = RecoveryConfig(
-        seed=args.seed, fit=FitConfig(epochs=300, patience=30, lr_patience=10, lbfgs_rounds=args.lbfgs_rounds), rule_config=RuleConfig(hidden_size=args.hidden, mirror_symmetric=not args.free_dnn_delta, within_session_drift=args.free_dnn_delta),
+        seed=args.seed, n_animals=args.animals, fit=FitConfig(epochs=300, patience=30, lr_patience=10, lbfgs_rounds=args.lbfgs_rounds), rule_config=RuleConfig(hidden_size=args.hidden, mirror_symmetric=not args.free_dnn_delta, within_session_drift=args.free_dnn_delta),
     )
     if args.quick:
         cfg = replace(cfg, n_animals=12, n_test=4, n_trials=1500, fit=FitConfig(epochs=15, patience=5, lbfgs_rounds=min(args.lbfgs_rounds, 1), lbfgs_iterations=10))
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs: list[tuple[str, Family, RecoveryConfig, GroundTruth | None]] = []
-    def with_rules(fam: Family) -> RecoveryConfig:
-        return replace(cfg, rules=tuple(args.rules) if args.rules else DEFAULT_RULES[fam])
-
-    for name in args.families:
-        fam = Family(name)
-        jobs.append((fam.value, fam, with_rules(fam), None))
+    families = [(Family(name).value, Family(name), None) for name in args.families]
     if not args.no_slow:
         # identifiability check: a REINFORCE cohort learning at half the rate
-        jobs.append(("reinforce (slow)", Family.REINFORCE, with_rules(Family.REINFORCE), SLOW_REINFORCE))
-    jobs.sort(key=lambda j: j[1] is not Family.HISTORY)  # the RNN fit is the longest: start it first
+        families.append(("reinforce (slow)", Family.REINFORCE, SLOW_REINFORCE))
+    for label, fam, truth in families:
+        rules = tuple(args.rules) if args.rules else DEFAULT_RULES[fam]
+        jobs += [(label, fam, replace(cfg, rules=part), truth) for part in _split_rules(rules)]
+    # the flexible fits are the longest (the RNN's most): start them first
+    jobs.sort(key=lambda j: (j[1] is not Family.HISTORY, len(j[2].rules) < 3))
     figures_dir = args.out / "figures" if args.stem == "recovery" else None
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
-        futures = [pool.submit(_run_one, label, fam, c, truth, figures_dir if truth is None else None) for label, fam, c, truth in jobs]
-        tables = [f.result() for f in futures]
+        futures = [pool.submit(_run_one, fam, c, truth) for _, fam, c, truth in jobs]
+        results = [f.result() for f in futures]
+    tables = []
+    for label, fam, truth in families:
+        res = _merge([r for (lab, *_), r in zip(jobs, results) if lab == label])
+        if figures_dir is not None and truth is None:
+            write_figures(res, figures_dir, models=("reinforce", "dnn", "dnn_delta", "rnn"))
+        tables.append(res.table.assign(family=label, matching_rule=lambda d, fam=fam: d["model"].isin(MATCHING_RULES[fam])))
     order = [f.value for f in Family] + ["reinforce (slow)"]
     tables.sort(key=lambda t: order.index(str(t["family"].iloc[0])))
     for tab in tables:
@@ -114,14 +124,16 @@ def main() -> None:
         f"Command: `.venv/bin/python experiments/recovery.py{' --quick' if args.quick else ''}"
         f"{(' --families ' + ' '.join(args.families)) if args.families != [f.value for f in Family] else ''}"
         f"{(' --rules ' + ' '.join(args.rules) + ' --stem ' + args.stem) if args.rules else ''}{' --no-slow' if args.no_slow else ''}{' --update' if args.update else ''}"
+        f"{f' --animals {args.animals}' if args.animals != 46 else ''}"
         f" --lbfgs-rounds {args.lbfgs_rounds} --hidden {args.hidden}{' --free-dnn-delta' if args.free_dnn_delta else ''}` "
         f"(seed {args.seed}; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; total wall time {wall / 60:.1f} min)"
         + (f"; the rows of {', '.join(kept)} are kept from an earlier run with the same settings (`--update`)." if kept else "."),
         "",
-        f"Cohort per family: {cfg.n_animals} animals x {cfg.n_trials} trials, default IBL protocol; "
+        f"Cohort of this run, per family: {cfg.n_animals} animals x {cfg.n_trials} trials, default IBL protocol; "
         f"{cfg.n_animals - cfg.n_test} training animals (of which ~{cfg.val_fraction:.0%} for early stopping), "
-        f"{cfg.n_test} held-out animals. Truth parameters: `twin.agents.DEFAULT_TRUTHS`.",
+        f"{cfg.n_test} held-out animals; each row's n_train / n_val / n_test / n_trials columns give its own cohort. "
+        "Truth parameters: `twin.agents.DEFAULT_TRUTHS`.",
         "",
         "LL-gain ratio = (LL(model) - LL(static)) / (LL(truth) - LL(static)) on held-out animals; "
         "dw_corr = the smallest per-weight correlation between inferred and true Δw maps (Markovian rules on Markovian truths): "
@@ -139,13 +151,34 @@ def main() -> None:
     print(f"wrote {args.out / args.stem}.csv and {args.stem}.md in {wall / 60:.1f} min")
 
 
-def _run_one(label: str, fam: Family, cfg: RecoveryConfig, truth: GroundTruth | None, figures_dir: Path | None) -> pd.DataFrame:
-    """One family's recovery in a worker process; returns its table (figures written here)."""
+BASE_RULES = ("static", "reinforce")
+"""Rules every job of a family fits: the LL-gain ratio and the gap over REINFORCE need them."""
+
+
+def _split_rules(rules: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """One job per flexible rule, each with the (cheap) base rules, so one family uses every core.
+
+    The cohort, split and fit seeds are the same in every job, so the base fits are identical
+    and :func:`_merge` keeps one copy.
+    """
+    base = tuple(r for r in rules if r in BASE_RULES)
+    flexible = [r for r in rules if r not in BASE_RULES]
+    return [rules] if len(flexible) <= 1 else [base + (r,) for r in flexible]
+
+
+def _merge(results: list[RecoveryResult]) -> RecoveryResult:
+    """One family's result from its jobs: rows, fits and Δw maps of every rule (first copy kept)."""
+    first = results[0]
+    table = pd.concat([r.table for r in results], ignore_index=True).drop_duplicates("model", keep="first", ignore_index=True)
+    fits = {k: v for r in reversed(results) for k, v in r.fits.items()}
+    dw = {k: v for r in reversed(results) for k, v in r.dw.items()}
+    return replace(first, table=table, fits=fits, dw=dw)
+
+
+def _run_one(fam: Family, cfg: RecoveryConfig, truth: GroundTruth | None) -> RecoveryResult:
+    """Part of one family's recovery (some of its rules) in a worker process."""
     torch.set_num_threads(1)
-    res = run_recovery(fam, cfg, truth=truth, progress=False)
-    if figures_dir is not None:
-        write_figures(res, figures_dir, models=("reinforce", "dnn", "dnn_delta", "rnn"))
-    return res.table.assign(family=label, matching_rule=lambda d: d["model"].isin(MATCHING_RULES[fam]))
+    return run_recovery(fam, cfg, truth=truth, progress=False)
 
 
 def _has_tabulate() -> bool:

@@ -62,7 +62,8 @@ class RecoveryResult:
 
     Attributes:
         family: the truth.
-        table: one row per model (and one for ``truth``): held-out LL (nats, bits), accuracy,
+        table: one row per model (and one for ``truth``): the cohort's split sizes (``n_train``,
+            ``n_val``, ``n_test`` animals, ``n_trials`` each), held-out LL (nats, bits), accuracy,
             LL-gain ratio, Δw correlation (Markovian models on Markovian truths) on the map's grid
             (``dw_corr``) and on sampled held-out trials (``dw_corr_trials``), fit time, and for
             each flexible model its LL-gain-ratio gap over REINFORCE on the same held-out animals
@@ -106,6 +107,10 @@ def run_recovery(
         {
             "family": family.value,
             "model": "truth",
+            "n_train": len(split.train),
+            "n_val": len(split.val),
+            "n_test": len(split.test),
+            "n_trials": config.n_trials,
             "test_ll_nats": truth_scores.ll,
             "test_ll_bits": truth_scores.ll_bits,
             "accuracy": truth_scores.accuracy,
@@ -132,6 +137,10 @@ def run_recovery(
             {
                 "family": family.value,
                 "model": rule,
+                "n_train": len(split.train),
+                "n_val": len(split.val),
+                "n_test": len(split.test),
+                "n_trials": config.n_trials,
                 "test_ll_nats": s.ll,
                 "test_ll_bits": s.ll_bits,
                 "accuracy": s.accuracy,

@@ -141,6 +141,8 @@ def test_small_recovery_dnn_recovers_reinforce():
     )
     res = run_recovery(Family.REINFORCE, cfg, progress=False)
     tab = res.table.set_index("model")
+    # every row records the cohort it was scored on (16 animals: 4 held out, 20% of the rest validate)
+    assert tab[["n_train", "n_val", "n_test", "n_trials"]].drop_duplicates().values.tolist() == [[10, 2, 4, 2500]]
     assert tab.loc["truth", "test_ll_nats"] > tab.loc["static", "test_ll_nats"]
     assert tab.loc["dnn", "ll_gain_ratio"] >= 0.85, tab
     assert tab.loc["reinforce", "ll_gain_ratio"] >= 0.85, tab

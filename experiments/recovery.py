@@ -128,7 +128,7 @@ def main() -> None:
         f" --lbfgs-rounds {args.lbfgs_rounds} --hidden {args.hidden}{' --free-dnn-delta' if args.free_dnn_delta else ''}` "
         f"(seed {args.seed}; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; total wall time {wall / 60:.1f} min)"
-        + (f"; the rows of {', '.join(kept)} are kept from an earlier run with the same settings (`--update`)." if kept else "."),
+        + (f"; the rows of {', '.join(kept)} are kept from an earlier run (`--update`; their cohort is in their n_train .. n_trials columns)." if kept else "."),
         "",
         f"Cohort of this run, per family: {cfg.n_animals} animals x {cfg.n_trials} trials, default IBL protocol; "
         f"{cfg.n_animals - cfg.n_test} training animals (of which ~{cfg.val_fraction:.0%} for early stopping), "

@@ -18,6 +18,8 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import random
+import time
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -40,6 +42,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from twin.errors import ModelFileError, TwinError
+
+_VERSION_ATTEMPTS = 30
+"""Tries to take the next version number before a writer gives up. Each round of a race has one
+winner, so ``n`` simultaneous writers need up to ``n`` tries; the jittered backoff spreads them."""
+
+
+def _backoff(attempt: int) -> None:
+    """Sleep a random, growing while (up to ~0.3 s) after losing a race for a version number."""
+    time.sleep(random.uniform(0.0, 0.005 * 2 ** min(attempt, 6)))
 from twin.model import LearnerModel
 from twin.state import TwinState
 from twin.storage import load_model, save_model
@@ -232,7 +243,7 @@ class TwinStore:
         rel = Path("weights") / _safe_name(subject) / f"{uuid.uuid4().hex}.safetensors"
         path = save_model(model, self.root / rel, {"subject": subject}, state=state)
         digest = _sha256(path)
-        for _ in range(5):  # concurrent writers race for the next version number
+        for attempt in range(_VERSION_ATTEMPTS):  # concurrent writers race for the next version number
             try:
                 with Session(self.engine) as s, s.begin():
                     last = s.scalar(select(func.max(_TwinRow.version)).where(_TwinRow.subject == subject))
@@ -257,7 +268,7 @@ class TwinStore:
                     version = row.version
                 return self.get(subject, version)
             except IntegrityError:
-                continue
+                _backoff(attempt)
         raise TwinError(f"could not allocate a new version for subject {subject!r} (too many concurrent writers)")
 
     def set_alias(self, subject: str, name: str, version: int) -> None:
@@ -337,7 +348,7 @@ class TwinStore:
         if not name:
             raise ValueError("name must be a non-empty string")
         payload = json.loads(json.dumps(payload, default=str))
-        for _ in range(5):
+        for attempt in range(_VERSION_ATTEMPTS):
             try:
                 with Session(self.engine) as s, s.begin():
                     last = s.scalar(select(func.max(_ResultRow.version)).where(_ResultRow.kind == kind.value, _ResultRow.name == name))
@@ -346,7 +357,7 @@ class TwinStore:
                     s.flush()
                     return _to_result(row)
             except IntegrityError:
-                continue
+                _backoff(attempt)
         raise TwinError(f"could not allocate a version for result {kind.value}/{name} (too many concurrent writers)")
 
     def get_result(self, kind: ResultKind, name: str, version: int | None = None) -> StoredResult:

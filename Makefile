@@ -25,9 +25,10 @@ test-all: $(STAMP)  ## every test, slow ones included
 bench: $(STAMP)  ## fit-throughput benchmark (writes bench/results/)
 	$(VENV)/bin/python bench/fit_throughput.py
 
-recovery: $(STAMP)  ## the committed rule-recovery table, ~2.5 h on 2 cores (writes experiments/results/)
+recovery: $(STAMP)  ## the committed rule-recovery table, ~3 h on 2 cores (writes experiments/results/)
 	$(VENV)/bin/python experiments/recovery.py --families history --no-slow
-	$(VENV)/bin/python experiments/recovery.py --families reinforce asymmetric --no-slow --update --animals 250
+	$(VENV)/bin/python experiments/recovery.py --families reinforce --no-slow --update --animals 250
+	$(VENV)/bin/python experiments/recovery.py --families asymmetric --no-slow --update --animals 250 --lbfgs-rounds 12
 
 clean:
 	rm -rf runs .pytest_cache

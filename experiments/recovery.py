@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--families", nargs="+", default=[f.value for f in Family])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--animals", type=int, default=46,
+        "--animals", type=int, default=RecoveryConfig.n_animals,
         help="cohort size per family, held-out animals included (default 46: 30 fitting, 6 early-stopping, 10 held out)",
     )
     ap.add_argument("--no-slow", action="store_true", help="skip the slow-learning identifiability check")
@@ -124,7 +124,7 @@ def main() -> None:
         f"Command: `.venv/bin/python experiments/recovery.py{' --quick' if args.quick else ''}"
         f"{(' --families ' + ' '.join(args.families)) if args.families != [f.value for f in Family] else ''}"
         f"{(' --rules ' + ' '.join(args.rules) + ' --stem ' + args.stem) if args.rules else ''}{' --no-slow' if args.no_slow else ''}{' --update' if args.update else ''}"
-        f"{f' --animals {args.animals}' if args.animals != 46 else ''}"
+        f"{f' --animals {args.animals}' if args.animals != RecoveryConfig.n_animals else ''}"
         f" --lbfgs-rounds {args.lbfgs_rounds} --hidden {args.hidden}{' --free-dnn-delta' if args.free_dnn_delta else ''}` "
         f"(seed {args.seed}; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; total wall time {wall / 60:.1f} min)"

@@ -103,14 +103,12 @@ def run_recovery(
     static_ll = scores["static"].ll if "static" in scores else float("nan")
     test_weights = sim.weights[torch.as_tensor(split.test)]
     states = sample_states(test_weights, test.valid, config.dw_states, seed=config.seed)
+    cohort = {"n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test), "n_trials": config.n_trials}
     rows = [
         {
             "family": family.value,
             "model": "truth",
-            "n_train": len(split.train),
-            "n_val": len(split.val),
-            "n_test": len(split.test),
-            "n_trials": config.n_trials,
+            **cohort,
             "test_ll_nats": truth_scores.ll,
             "test_ll_bits": truth_scores.ll_bits,
             "accuracy": truth_scores.accuracy,
@@ -137,10 +135,7 @@ def run_recovery(
             {
                 "family": family.value,
                 "model": rule,
-                "n_train": len(split.train),
-                "n_val": len(split.val),
-                "n_test": len(split.test),
-                "n_trials": config.n_trials,
+                **cohort,
                 "test_ll_nats": s.ll,
                 "test_ll_bits": s.ll_bits,
                 "accuracy": s.accuracy,

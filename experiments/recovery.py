@@ -70,6 +70,7 @@ def main() -> None:
         "--free-dnn-delta", action="store_true",
         help="fit dnn_delta without its structural constraints (default: mirror-symmetric, drift only overnight)",
     )
+    ap.add_argument("--progress", action="store_true", help="show every fit's progress bars (on stderr, one per worker)")
     ap.add_argument(
         "--update", action="store_true",
         help="replace only the families run now in an existing table (stem.csv), keeping the other families' rows",
@@ -96,7 +97,7 @@ def main() -> None:
     figures_dir = args.out / "figures" if args.stem == "recovery" else None
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx) as pool:
-        futures = [pool.submit(_run_one, fam, c, truth) for _, fam, c, truth in jobs]
+        futures = [pool.submit(_run_one, fam, c, truth, args.progress) for _, fam, c, truth in jobs]
         results = [f.result() for f in futures]
     tables = []
     for label, fam, truth in families:
@@ -175,10 +176,10 @@ def _merge(results: list[RecoveryResult]) -> RecoveryResult:
     return replace(first, table=table, fits=fits, dw=dw)
 
 
-def _run_one(fam: Family, cfg: RecoveryConfig, truth: GroundTruth | None) -> RecoveryResult:
+def _run_one(fam: Family, cfg: RecoveryConfig, truth: GroundTruth | None, progress: bool = False) -> RecoveryResult:
     """Part of one family's recovery (some of its rules) in a worker process."""
     torch.set_num_threads(1)
-    return run_recovery(fam, cfg, truth=truth, progress=False)
+    return run_recovery(fam, cfg, truth=truth, progress=progress)
 
 
 def _has_tabulate() -> bool:

@@ -28,7 +28,7 @@ bench: $(STAMP)  ## fit-throughput benchmark (writes bench/results/)
 recovery: $(STAMP)  ## the committed rule-recovery table, ~3 h on 2 cores (writes experiments/results/)
 	$(VENV)/bin/python experiments/recovery.py --families history --no-slow
 	$(VENV)/bin/python experiments/recovery.py --families reinforce --no-slow --update --animals 250
-	$(VENV)/bin/python experiments/recovery.py --families asymmetric --no-slow --update --animals 250 --lbfgs-rounds 12
+	$(VENV)/bin/python experiments/recovery.py --families asymmetric --no-slow --update --animals 500 --lbfgs-rounds 12
 
 clean:
 	rm -rf runs .pytest_cache

@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from twin.atomic import atomic_write
-from twin.errors import TrialDataError, TwinError
-from twin.store import TwinNotFoundError, TwinStore, _Base, _safe_name, hash_trials
+from twin.errors import TrialDataError
+from twin.store import TwinNotFoundError, TwinStore, _Base, _safe_name, hash_trials, retry_version_race
 from twin.trials import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, validate_trials
 
 #: columns a rig supplies for one session (subject, session and trial numbers are assigned).
@@ -109,10 +109,10 @@ class SessionStore:
         df = validate_trials(df, source=source)
         if label is not None:
             df["session_label"] = str(label)
-        for _ in range(5):  # concurrent uploads for one subject race for the next number
+
+        def insert() -> SessionRecord:
             with Session(self.store.engine) as s:
-                last = s.scalar(select(func.max(_SessionRow.session)).where(_SessionRow.subject == subject)) or 0
-            number = last + 1
+                number = (s.scalar(select(func.max(_SessionRow.session)).where(_SessionRow.subject == subject)) or 0) + 1
             df["session"] = number
             rel = Path("sessions") / _safe_name(subject) / f"{number:05d}-{uuid.uuid4().hex[:12]}.parquet"
             atomic_write(self.store.root / rel, lambda tmp: df.to_parquet(tmp, index=False))
@@ -131,9 +131,11 @@ class SessionStore:
                     s.flush()
                     return _record(row)
             except IntegrityError:
-                (self.store.root / rel).unlink(missing_ok=True)
-                continue
-        raise TwinError(f"could not allocate a session number for subject {subject!r} (too many concurrent uploads)")
+                (self.store.root / rel).unlink(missing_ok=True)  # another upload took this number
+                raise
+
+        # concurrent uploads for one subject race for the next session number
+        return retry_version_race(insert, f"a session number for subject {subject!r}")
 
     def add_table(self, df: pd.DataFrame, source: str = "<table>") -> list[SessionRecord]:
         """Store every session of a canonical trials table (validated first, as a whole), each

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pandas as pd
 from sqlalchemy import (
@@ -42,6 +43,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from twin.errors import ModelFileError, TwinError
+from twin.model import LearnerModel
+from twin.state import TwinState
+from twin.storage import load_model, save_model
+
+_T = TypeVar("_T")
 
 _VERSION_ATTEMPTS = 30
 """Tries to take the next version number before a writer gives up. Each round of a race has one
@@ -51,9 +57,25 @@ winner, so ``n`` simultaneous writers need up to ``n`` tries; the jittered backo
 def _backoff(attempt: int) -> None:
     """Sleep a random, growing while (up to ~0.3 s) after losing a race for a version number."""
     time.sleep(random.uniform(0.0, 0.005 * 2 ** min(attempt, 6)))
-from twin.model import LearnerModel
-from twin.state import TwinState
-from twin.storage import load_model, save_model
+
+
+def retry_version_race(attempt: Callable[[], _T], what: str) -> _T:
+    """Run ``attempt`` until it wins the race for the next version (or session) number.
+
+    ``attempt`` reads the last number and inserts the next one in one transaction; a concurrent
+    writer that took the same number makes the insert fail on the unique constraint
+    (:class:`IntegrityError`), and ``attempt`` runs again after a jittered backoff. It must undo
+    its own side effects (files) before letting the error out.
+
+    Raises:
+        TwinError: still losing after ``_VERSION_ATTEMPTS`` tries; ``what`` names the number.
+    """
+    for i in range(_VERSION_ATTEMPTS):
+        try:
+            return attempt()
+        except IntegrityError:
+            _backoff(i)
+    raise TwinError(f"could not allocate {what} (too many concurrent writers)")
 
 
 class TwinNotFoundError(TwinError, LookupError):
@@ -243,33 +265,31 @@ class TwinStore:
         rel = Path("weights") / _safe_name(subject) / f"{uuid.uuid4().hex}.safetensors"
         path = save_model(model, self.root / rel, {"subject": subject}, state=state)
         digest = _sha256(path)
-        for attempt in range(_VERSION_ATTEMPTS):  # concurrent writers race for the next version number
-            try:
-                with Session(self.engine) as s, s.begin():
-                    last = s.scalar(select(func.max(_TwinRow.version)).where(_TwinRow.subject == subject))
-                    row = _TwinRow(
-                        subject=subject,
-                        version=(last or 0) + 1,
-                        rule=model.spec.rule,
-                        spec=model.spec.to_dict(),
-                        hyperparameters=dict(hyperparameters or {}),
-                        trained_through_session=int(trained_through_session),
-                        data_hash=data_hash,
-                        code_version=code_version(),
-                        metrics={k: float(v) for k, v in (metrics or {}).items()},
-                        weights_file=rel.as_posix(),
-                        weights_sha256=digest,
-                        created_at=dt.datetime.now(dt.timezone.utc),
-                    )
-                    s.add(row)
-                    s.flush()
-                    if alias:
-                        self._set_alias(s, subject, alias, row.version)
-                    version = row.version
-                return self.get(subject, version)
-            except IntegrityError:
-                _backoff(attempt)
-        raise TwinError(f"could not allocate a new version for subject {subject!r} (too many concurrent writers)")
+
+        def insert() -> int:
+            with Session(self.engine) as s, s.begin():
+                last = s.scalar(select(func.max(_TwinRow.version)).where(_TwinRow.subject == subject))
+                row = _TwinRow(
+                    subject=subject,
+                    version=(last or 0) + 1,
+                    rule=model.spec.rule,
+                    spec=model.spec.to_dict(),
+                    hyperparameters=dict(hyperparameters or {}),
+                    trained_through_session=int(trained_through_session),
+                    data_hash=data_hash,
+                    code_version=code_version(),
+                    metrics={k: float(v) for k, v in (metrics or {}).items()},
+                    weights_file=rel.as_posix(),
+                    weights_sha256=digest,
+                    created_at=dt.datetime.now(dt.timezone.utc),
+                )
+                s.add(row)
+                s.flush()
+                if alias:
+                    self._set_alias(s, subject, alias, row.version)
+                return row.version
+
+        return self.get(subject, retry_version_race(insert, f"a new version for subject {subject!r}"))
 
     def set_alias(self, subject: str, name: str, version: int) -> None:
         """Point alias ``name`` of ``subject`` at ``version``."""
@@ -348,17 +368,16 @@ class TwinStore:
         if not name:
             raise ValueError("name must be a non-empty string")
         payload = json.loads(json.dumps(payload, default=str))
-        for attempt in range(_VERSION_ATTEMPTS):
-            try:
-                with Session(self.engine) as s, s.begin():
-                    last = s.scalar(select(func.max(_ResultRow.version)).where(_ResultRow.kind == kind.value, _ResultRow.name == name))
-                    row = _ResultRow(kind=kind.value, name=name, version=(last or 0) + 1, payload=payload, created_at=dt.datetime.now(dt.timezone.utc))
-                    s.add(row)
-                    s.flush()
-                    return _to_result(row)
-            except IntegrityError:
-                _backoff(attempt)
-        raise TwinError(f"could not allocate a version for result {kind.value}/{name} (too many concurrent writers)")
+
+        def insert() -> StoredResult:
+            with Session(self.engine) as s, s.begin():
+                last = s.scalar(select(func.max(_ResultRow.version)).where(_ResultRow.kind == kind.value, _ResultRow.name == name))
+                row = _ResultRow(kind=kind.value, name=name, version=(last or 0) + 1, payload=payload, created_at=dt.datetime.now(dt.timezone.utc))
+                s.add(row)
+                s.flush()
+                return _to_result(row)
+
+        return retry_version_race(insert, f"a version for result {kind.value}/{name}")
 
     def get_result(self, kind: ResultKind, name: str, version: int | None = None) -> StoredResult:
         """One stored result (default: its latest version)."""

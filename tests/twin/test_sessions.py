@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from store_backends import BACKENDS, open_store, run_concurrently
 from trial_tables import random_trials_table
 from twin.errors import TrialDataError
 from twin.sessions import SESSION_COLUMNS, SessionStore
@@ -63,3 +64,23 @@ def test_sessions_survive_reopening_the_store(tmp_path):
     again = SessionStore(TwinStore(tmp_path))
     assert [r.session for r in again.sessions("m1")] == [1]
     assert again.add_session("m1", one_session(20, 6)).session == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concurrent_uploads_for_one_subject_get_distinct_numbers_and_files(tmp_path, backend):
+    store = open_store(backend, tmp_path)
+    ss = SessionStore(store)
+    tables = [one_session(20 + i, seed=i) for i in range(8)]
+    errors = run_concurrently(lambda i: ss.add_session("m1", tables[i], label=f"upload-{i}"), 8)
+    assert not errors
+    records = ss.sessions("m1")
+    assert [r.session for r in records] == list(range(1, 9))
+    # every upload's trials are stored once, under its own number; the losers' files were removed
+    by_label = {r.label: r for r in records}
+    df = ss.trials("m1")
+    for i, table in enumerate(tables):
+        rec = by_label[f"upload-{i}"]
+        assert rec.n_trials == len(table)
+        assert (df["session"] == rec.session).sum() == len(table)
+    assert len(list((tmp_path / "sessions").rglob("*.parquet"))) == 8
+    store.close()

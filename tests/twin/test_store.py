@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -15,22 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
+from store_backends import BACKENDS, PG_URL, open_store, run_concurrently
 from twin.errors import ModelFileError
 from twin.model import LearnerModel, ModelSpec
 from twin.store import TwinNotFoundError, TwinStore, _Base, hash_trials
 
-PG_URL = os.environ.get("TWIN_TEST_POSTGRES_URL")
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not PG_URL, reason="TWIN_TEST_POSTGRES_URL not set (.ci/run starts a PostgreSQL server and sets it)"))]
-
-
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path):
-    if request.param == "sqlite":
-        st = TwinStore(tmp_path / "store")
-    else:
-        st = TwinStore(tmp_path / "store", url=PG_URL)
-        _Base.metadata.drop_all(st.engine)
-        _Base.metadata.create_all(st.engine)
+    st = open_store(request.param, tmp_path / "store")
     yield st
     st.close()
 
@@ -102,19 +92,7 @@ def test_tampered_or_missing_weights_are_detected(store):
 
 
 def test_concurrent_writers_get_distinct_versions(store):
-    errors: list[BaseException] = []
-
-    def writer(i: int) -> None:
-        try:
-            store.put("a", _model("static"), trained_through_session=i, data_hash=str(i))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_concurrently(lambda i: store.put("a", _model("static"), trained_through_session=i, data_hash=str(i)), 6)
     assert not errors
     assert sorted(v.version for v in store.versions("a")) == [1, 2, 3, 4, 5, 6]
 

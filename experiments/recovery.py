@@ -125,7 +125,7 @@ def main() -> None:
         f"Command: `.venv/bin/python experiments/recovery.py{' --quick' if args.quick else ''}"
         f"{(' --families ' + ' '.join(args.families)) if args.families != [f.value for f in Family] else ''}"
         f"{(' --rules ' + ' '.join(args.rules) + ' --stem ' + args.stem) if args.rules else ''}{' --no-slow' if args.no_slow else ''}{' --update' if args.update else ''}"
-        f"{f' --animals {args.animals}' if args.animals != RecoveryConfig.n_animals else ''}"
+        f"{f' --animals {args.animals}' if args.animals != RecoveryConfig.n_animals else ''}{f' --seed {args.seed}' if args.seed != 0 else ''}"
         f" --lbfgs-rounds {args.lbfgs_rounds} --hidden {args.hidden}{' --free-dnn-delta' if args.free_dnn_delta else ''}` "
         f"(seed {args.seed}; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; total wall time {wall / 60:.1f} min)"

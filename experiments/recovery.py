@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--animals", type=int, default=RecoveryConfig.n_animals,
-        help="cohort size per family, held-out animals included (default 46: 30 fitting, 6 early-stopping, 10 held out)",
+        help=f"cohort size per family, held-out animals included (default {RecoveryConfig.n_animals}: {RecoveryConfig.n_test} of them held out, ~{RecoveryConfig.val_fraction:.0%}% of the rest for early stopping)",
     )
     ap.add_argument("--no-slow", action="store_true", help="skip the slow-learning identifiability check")
     ap.add_argument(

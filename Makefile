@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
-	$(VENV)/bin/python -m server.codegen  # gRPC stubs into server/gen/ (never committed; regenerated on import when stale)
+	$(VENV)/bin/python -m twin_proto.codegen  # gRPC stubs into twin_proto/gen/ (never committed; regenerated on import when stale)
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv, install the project with its test extras, generate the gRPC stubs

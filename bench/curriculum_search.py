@@ -29,12 +29,12 @@ from optimizer.curriculum import IBL_DEFAULT_CURRICULUM
 from optimizer.objective import TwinPool, score_curricula
 from optimizer.search import SearchConfig, search_curricula
 from optimizer.space import CurriculumSpace
-from twin.agents import PACED_TRUTHS, Family, Individuality, draw_individuals
-from twin.cohort import CohortFitConfig, adapt_animals, fit_population
-from twin.fit import FitConfig
-from twin.model import ModelSpec
-from twin.simulate import simulate
-from twin.twins import Adaptation
+from twin.sim.agents import PACED_TRUTHS, Family, Individuality, draw_individuals
+from twin.fit.cohort import CohortFitConfig, adapt_animals, fit_population
+from twin.fit.train import FitConfig
+from twin.models.learner import ModelSpec
+from twin.sim.simulate import simulate
+from twin.fit.adapt import Adaptation
 
 
 def main() -> None:

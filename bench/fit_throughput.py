@@ -25,19 +25,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from twin.agents import DEFAULT_TRUTHS, Family
-from twin.batch import make_batch
-from twin.evaluate import split_last_sessions
-from twin.fit import FitConfig, fit, train_epoch
-from twin.model import LearnerModel, ModelSpec
-from twin.policy import choice_log_likelihood
-from twin.rules import MODEL_RULES, UpdateInputs
-from twin.simulate import simulate
-from twin.task import IBL_DEFAULT
+from twin.sim.agents import DEFAULT_TRUTHS, Family
+from twin.data.batch import make_batch
+from twin.analysis.evaluate import split_last_sessions
+from twin.fit.train import FitConfig, fit, train_epoch
+from twin.models.learner import LearnerModel, ModelSpec
+from twin.models.policy import choice_log_likelihood
+from twin.models.rules import MODEL_RULES, UpdateInputs
+from twin.sim.simulate import simulate
+from twin.sim.task import IBL_DEFAULT
 
 
 def rule_throughput(rule: str, batch, epochs: int, chunk: int = 500) -> float:
-    """Trial-steps per second of the fitting path (``twin.fit.train_epoch``: TBPTT epochs,
+    """Trial-steps per second of the fitting path (``twin.fit.train.train_epoch``: TBPTT epochs,
     forward + backward + Adam), after one warm-up epoch; no validation pass is timed."""
     torch.manual_seed(0)
     model = LearnerModel(ModelSpec(rule)).train()

@@ -38,16 +38,16 @@ import grpc  # noqa: E402
 import torch  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from server.client import trials_to_pb  # noqa: E402
-from server.pb import common_pb2, twin_service_pb2, twin_service_pb2_grpc  # noqa: E402
-from twin.agents import DEFAULT_TRUTHS, Family  # noqa: E402
-from twin.cohort import SERVING_ALIAS  # noqa: E402
-from twin.model import LearnerModel, ModelSpec  # noqa: E402
-from twin.sessions import SessionStore  # noqa: E402
-from twin.simulate import simulate  # noqa: E402
-from twin.state import end_state  # noqa: E402
-from twin.store import TwinStore, hash_trials  # noqa: E402
-from twin.task import IBL_DEFAULT  # noqa: E402
+from twin_client.client import trials_to_pb  # noqa: E402
+from twin_proto.pb import common_pb2, twin_service_pb2, twin_service_pb2_grpc  # noqa: E402
+from twin.sim.agents import DEFAULT_TRUTHS, Family  # noqa: E402
+from twin.fit.cohort import SERVING_ALIAS  # noqa: E402
+from twin.models.learner import LearnerModel, ModelSpec  # noqa: E402
+from twin.persist.sessions import SessionStore  # noqa: E402
+from twin.sim.simulate import simulate  # noqa: E402
+from twin.models.state import end_state  # noqa: E402
+from twin.persist.store import TwinStore, hash_trials  # noqa: E402
+from twin.sim.task import IBL_DEFAULT  # noqa: E402
 
 TOKEN = "bench-reader-token"
 SUBJECT = "bench-000"

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from twin.agents import DEFAULT_TRUTHS, Family
-from twin.cohort import CohortFitConfig, adapt_animals, animal_batches, fit_population, store_twins
-from twin.fit import FitConfig
-from twin.model import ModelSpec
-from twin.simulate import simulate
-from twin.store import TwinStore
-from twin.task import IBL_DEFAULT
-from twin.twins import Adaptation
+from twin.sim.agents import DEFAULT_TRUTHS, Family
+from twin.fit.cohort import CohortFitConfig, adapt_animals, animal_batches, fit_population, store_twins
+from twin.fit.train import FitConfig
+from twin.models.learner import ModelSpec
+from twin.sim.simulate import simulate
+from twin.persist.store import TwinStore
+from twin.sim.task import IBL_DEFAULT
+from twin.fit.adapt import Adaptation
 
 
 def main() -> None:

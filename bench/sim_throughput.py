@@ -1,5 +1,5 @@
 """Simulation-throughput benchmark: simulated trials per second through twins, as the optimizer
-runs them (``twin.training_sim.simulate_training``: task environment with advancement and
+runs them (``twin.sim.training.simulate_training``: task environment with advancement and
 debiasing, choices sampled from the policy, the twin's rule updating the weights, per-session
 counts for the training criterion).
 
@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from twin.model import LearnerModel, ModelSpec
-from twin.task import TaskProtocol
-from twin.training_sim import simulate_training
+from twin.models.learner import LearnerModel, ModelSpec
+from twin.sim.task import TaskProtocol
+from twin.sim.training import simulate_training
 
 
 def throughput(rule: str, rollouts: int, trials: int) -> float:

@@ -1,8 +1,8 @@
 """Cohort twin fitting on Ray: the per-animal adaptation step, one Ray task per batch of animals.
 
 The population step runs in the driver; the animals are then split into batches
-(:func:`twin.cohort.animal_batches`) and each batch is adapted by one Ray task through the
-batched path (:func:`twin.cohort.adapt_animals`), never one tiny task per animal. Tasks ask for a
+(:func:`twin.fit.cohort.animal_batches`) and each batch is adapted by one Ray task through the
+batched path (:func:`twin.fit.cohort.adapt_animals`), never one tiny task per animal. Tasks ask for a
 GPU (and fit on CUDA) when the cluster has GPUs. A task whose worker dies is retried; a batch that
 still fails is reported by subject, and nothing is stored for it. Results are stored by the driver
 only after the tasks return, so a killed run leaves no half-written twin.
@@ -18,7 +18,7 @@ import pandas as pd
 import ray
 
 from cluster.ray_env import cluster_gpus, init_ray
-from twin.cohort import (
+from twin.fit.cohort import (
     AnimalTwin,
     CohortFitConfig,
     CohortFitReport,
@@ -28,7 +28,7 @@ from twin.cohort import (
     fit_population,
     store_twins,
 )
-from twin.store import TwinStore
+from twin.persist.store import TwinStore
 
 TaskFn = Callable[[PopulationFit, pd.DataFrame, str], list[AnimalTwin]]
 
@@ -59,7 +59,7 @@ def fit_cohort_ray(
     progress: bool = True,
     task_fn: TaskFn = adapt_animals,
 ) -> RayCohortReport:
-    """Like :func:`twin.cohort.fit_cohort`, with the adaptation batches as Ray tasks.
+    """Like :func:`twin.fit.cohort.fit_cohort`, with the adaptation batches as Ray tasks.
 
     Args:
         df: canonical trials of the cohort.

@@ -1,6 +1,6 @@
 """Hyperparameter search over rule fits: plain Optuna (study in a database, resumable) or
 Ray Tune with OptunaSearch and the ASHA scheduler. Objective: validation log-likelihood of each
-animal's last session (:func:`twin.hparams.score_hyperparams`)."""
+animal's last session (:func:`optimizer.hparams.score_hyperparams`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from twin.hparams import SEARCH_SPACE, HyperParams, score_hyperparams
+from optimizer.hparams import SEARCH_SPACE, HyperParams, score_hyperparams
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from pathlib import Path
 import grpc
 import pandas as pd
 
-from server.client import DONE_STATES, TwinClient, error_reason, field_violations, message_dict
-from server.pb import curriculum_service_pb2, operation_pb2
+from twin_client.client import DONE_STATES, TwinClient, error_reason, field_violations, message_dict
+from twin_proto.pb import curriculum_service_pb2, operation_pb2
 
 
 def _plan_summary(plan: curriculum_service_pb2.SessionPlan) -> str:

@@ -37,14 +37,14 @@ from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum  # noqa: E40
 from optimizer.objective import FitRange, TwinPool, bootstrap_mean, paired_reduction  # noqa: E402
 from optimizer.search import SamplerKind, SearchConfig, search_curricula  # noqa: E402
 from optimizer.space import Constraints, CurriculumSpace  # noqa: E402
-from twin.agents import PACED_TRUTHS, Family, Individuality, draw_individuals  # noqa: E402
-from twin.cohort import CohortFitConfig, adapt_animals, fit_population  # noqa: E402
-from twin.fit import FitConfig  # noqa: E402
-from twin.forecast import Interval  # noqa: E402
-from twin.model import ModelSpec  # noqa: E402
-from twin.simulate import simulate  # noqa: E402
-from twin.training_sim import TrainingRun, simulate_training  # noqa: E402
-from twin.twins import Adaptation  # noqa: E402
+from twin.sim.agents import PACED_TRUTHS, Family, Individuality, draw_individuals  # noqa: E402
+from twin.fit.cohort import CohortFitConfig, adapt_animals, fit_population  # noqa: E402
+from twin.fit.train import FitConfig  # noqa: E402
+from twin.sim.forecast import Interval  # noqa: E402
+from twin.models.learner import ModelSpec  # noqa: E402
+from twin.sim.simulate import simulate  # noqa: E402
+from twin.sim.training import TrainingRun, simulate_training  # noqa: E402
+from twin.fit.adapt import Adaptation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -5,12 +5,12 @@ earlier sessions forecast its later sessions, against PsyTrack (weights carried 
 last fitted trial), the static GLM and REINFORCE; the delta-structured DNN (``dnn_delta``) and the
 RNN rule are fitted and compared the same way. On
 
-* the 53 trained IBL mice of ``../shared/data/ibl/`` (``twin.ibl.read_ibl_export``), each capped
+* the 53 trained IBL mice of ``../shared/data/ibl/`` (``twin.data.ibl.read_ibl_export``), each capped
   at its first ``k + m`` sessions: every rule is fitted as a population on sessions ``1..k-1``
   of all mice (session ``k`` for early stopping), then adapted per mouse (initial weights and
   learning-rate multipliers, or not at all, whichever validates better on session ``k``), and
   scored teacher-forced on sessions ``k+1..k+m``;
-* the Akrami-lab rat W053 (``twin.generic.read_psytrack_rat``; named stimuli ``s_a``, ``s_b``
+* the Akrami-lab rat W053 (``twin.data.generic.read_psytrack_rat``; named stimuli ``s_a``, ``s_b``
   through ``FeatureSpec(stimuli=...)``), one animal, the same protocol with its own ``k`` and ``m``.
 
 The reference predictors need no fit: chance (``-ln 2``) and "the stimulus side at the last
@@ -49,12 +49,12 @@ if str(_REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(_REPO))
 
 from twin.baselines.psytrack import PsyTrackConfig, forecast_psytrack, psytrack_available  # noqa: E402
-from twin.batch import TrialBatch, make_batch  # noqa: E402
-from twin.evaluate import split_sessions  # noqa: E402
-from twin.features import FeatureSpec  # noqa: E402
-from twin.fit import FitConfig, fit  # noqa: E402
-from twin.model import LearnerModel, ModelSpec  # noqa: E402
-from twin.twins import Adaptation, adapt  # noqa: E402
+from twin.data.batch import TrialBatch, make_batch  # noqa: E402
+from twin.analysis.evaluate import split_sessions  # noqa: E402
+from twin.data.features import FeatureSpec  # noqa: E402
+from twin.fit.train import FitConfig, fit  # noqa: E402
+from twin.models.learner import LearnerModel, ModelSpec  # noqa: E402
+from twin.fit.adapt import Adaptation, adapt  # noqa: E402
 
 LN2 = math.log(2.0)
 RAT_FEATURES = FeatureSpec(stimuli=("s_a", "s_b"))
@@ -560,7 +560,7 @@ def write_outputs(result: ForecastComparison, out: Path, stem: str, title: str, 
 
 def _ibl_notes(cfg: ForecastConfig) -> list[str]:
     return [
-        "Data: `../shared/data/ibl/ibl_may2020_53mice_trained.csv.gz` via `twin.ibl.read_ibl_export` "
+        "Data: `../shared/data/ibl/ibl_may2020_53mice_trained.csv.gz` via `twin.data.ibl.read_ibl_export` "
         "(no-go trials dropped). These mice were **already trained**: session 1-3 are their last 3 training "
         "sessions, later ones biased-block sessions (P(left) 0.2/0.8 blocks). This is forecasting of trained "
         "behaviour with block-driven bias swings, not of learning from scratch.",
@@ -572,7 +572,7 @@ def _ibl_notes(cfg: ForecastConfig) -> list[str]:
 def _rat_notes(cfg: ForecastConfig) -> list[str]:
     return [
         "Data: `../shared/data/ibl/psytrack_rat_W053_Akrami.npz` (Akrami-lab rat W053, auditory parametric working "
-        "memory, 80 sessions, 20,000 trials, learning during training) via `twin.generic.read_psytrack_rat`, through "
+        "memory, 80 sessions, 20,000 trials, learning during training) via `twin.data.generic.read_psytrack_rat`, through "
         "the generic named-stimulus path: `FeatureSpec(stimuli=(\"s_a\", \"s_b\"))`, one weight per tone plus a bias.",
         "- One animal: the population fit *is* the animal's fit, so the twin's adaptation is `none`; "
         "per-animal statistics (win fractions, sign tests) are over one animal and say nothing; "
@@ -663,7 +663,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "nice -n 10 .venv/bin/python experiments/real_data.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = args.out or Path("runs/real_data_quick" if args.quick else "experiments/results")
     if args.dataset in ("ibl", "both"):
-        from twin.ibl import read_ibl_export
+        from twin.data.ibl import read_ibl_export
 
         t0 = time.perf_counter()
         df, _ = read_ibl_export()
@@ -673,7 +673,7 @@ def main(argv: list[str] | None = None) -> None:
         text = write_outputs(res, out, "real_data", title, _ibl_notes(cfg), command.strip(), time.perf_counter() - t0)
         print(text, flush=True)
     if args.dataset in ("rat", "both"):
-        from twin.generic import read_psytrack_rat
+        from twin.data.generic import read_psytrack_rat
 
         t0 = time.perf_counter()
         df, _ = read_psytrack_rat()

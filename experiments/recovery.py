@@ -28,10 +28,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from twin.agents import SLOW_REINFORCE, Family, GroundTruth
-from twin.fit import FitConfig
-from twin.recovery import RecoveryConfig, RecoveryResult, run_recovery, write_figures
-from twin.rules.base import RuleConfig
+from twin.sim.agents import SLOW_REINFORCE, Family, GroundTruth
+from twin.fit.train import FitConfig
+from twin.fit.recovery import RecoveryConfig, RecoveryResult, run_recovery, write_figures
+from twin.models.rules.base import RuleConfig
 
 DEFAULT_RULES = {
     Family.REINFORCE: ("static", "reinforce", "dnn", "dnn_delta"),
@@ -134,7 +134,7 @@ def main() -> None:
         f"Cohort of this run, per family: {cfg.n_animals} animals x {cfg.n_trials} trials, default IBL protocol; "
         f"{cfg.n_animals - cfg.n_test} training animals (of which ~{cfg.val_fraction:.0%} for early stopping), "
         f"{cfg.n_test} held-out animals; each row's n_train / n_val / n_test / n_trials columns give its own cohort. "
-        "Truth parameters: `twin.agents.DEFAULT_TRUTHS`.",
+        "Truth parameters: `twin.sim.agents.DEFAULT_TRUTHS`.",
         "",
         "LL-gain ratio = (LL(model) - LL(static)) / (LL(truth) - LL(static)) on held-out animals; "
         "dw_corr = the smallest per-weight correlation between inferred and true Δw maps (Markovian rules on Markovian truths): "

@@ -4,7 +4,7 @@ A :class:`Curriculum` says what a rig does, session after session: the stimulus 
 (contrast phases with their proportions, and the rule that advances an animal from one phase to
 the next), the feedback policy (repeat-on-error debiasing and the contrasts it applies to;
 biased blocks; the reward volume and error timeout a rig needs) and the session length. It
-compiles to the core's :class:`~twin.task.TaskProtocol` for simulation, and reads and writes
+compiles to the core's :class:`~twin.sim.task.TaskProtocol` for simulation, and reads and writes
 JSON, YAML and iblrig-style task parameters. The IBL default training protocol is
 :data:`IBL_DEFAULT_CURRICULUM`.
 
@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from twin.errors import TwinError
-from twin.task import IBL_PHASES, TaskProtocol
+from twin.sim.task import IBL_PHASES, TaskProtocol
 
 SCHEMA_VERSION = 1
 

@@ -1,7 +1,7 @@
 """The optimizer's objective: expected trials to a training criterion, simulated through twins.
 
 Every candidate curriculum is run by every twin of a :class:`TwinPool` (each ensemble member,
-several rollouts each) in one tensor batch per member (see :func:`twin.training_sim.simulate_training`).
+several rollouts each) in one tensor batch per member (see :func:`twin.sim.training.simulate_training`).
 A run that does not reach the criterion within ``max_sessions`` counts the trials it did (the
 cap). The score of a curriculum is the mean over twins of each twin's mean capped trials, with a
 bootstrap interval over twins (the animals are the sampling unit); speed-ups against the default
@@ -23,11 +23,11 @@ import pandas as pd
 import torch
 
 from optimizer.curriculum import Curriculum
-from twin.batch import make_batch
-from twin.criteria import TRAINED_1A, CriterionConfig
-from twin.forecast import Interval
-from twin.model import LearnerModel
-from twin.training_sim import simulate_training
+from twin.data.batch import make_batch
+from twin.analysis.criteria import TRAINED_1A, CriterionConfig
+from twin.sim.forecast import Interval
+from twin.models.learner import LearnerModel
+from twin.sim.training import simulate_training
 
 
 @dataclass(frozen=True)

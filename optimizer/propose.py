@@ -18,11 +18,11 @@ import torch
 
 from optimizer.curriculum import Curriculum
 from optimizer.space import CurriculumSpace, ParamKind
-from twin.criteria import TRAINED_1A, CriterionConfig
-from twin.forecast import Interval, SessionForecast, forecast_session, interval
-from twin.model import LearnerModel
-from twin.state import TwinState
-from twin.training_sim import simulate_training
+from twin.analysis.criteria import TRAINED_1A, CriterionConfig
+from twin.sim.forecast import Interval, SessionForecast, forecast_session, interval
+from twin.models.learner import LearnerModel
+from twin.models.state import TwinState
+from twin.sim.training import simulate_training
 
 
 @dataclass(frozen=True)

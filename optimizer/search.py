@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from optimizer.curriculum import Curriculum
 from optimizer.objective import CurriculumScore, TwinPool, score_curricula, speedup
 from optimizer.space import CurriculumSpace, Param, ParamKind
-from twin.criteria import TRAINED_1A, CriterionConfig
-from twin.forecast import Interval
+from twin.analysis.criteria import TRAINED_1A, CriterionConfig
+from twin.sim.forecast import Interval
 
 
 class SamplerKind(enum.Enum):

@@ -23,21 +23,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from twin.sessions import SessionStore
-from twin.store import TwinStore
+from twin.persist.sessions import SessionStore
+from twin.persist.store import TwinStore
 
 from server.auth import AuthConfig
-from server.cache import TwinCache
-from server.dataplane import CohortFitFn, DataPlaneConfig, TwinDataPlane, local_cohort_fit
+from service.cache import TwinCache
+from service.dataplane import CohortFitFn, DataPlaneConfig, TwinDataPlane, local_cohort_fit
 from server.interceptors import ApiInterceptor, ServerState
-from server.jobs import JobManager
-from server.pb import (
+from service.jobs import JobManager
+from twin_proto.pb import (
     SERVICE_NAMES,
     curriculum_service_pb2_grpc,
     operations_service_pb2_grpc,
     twin_service_pb2_grpc,
 )
-from server.planning import CurriculumSearchFn, LabDefault, ProposeFn
+from optimizer.planning import CurriculumSearchFn, LabDefault, ProposeFn
 from server.servicers import CurriculumServicer, OperationsServicer, TwinServicer
 
 log = logging.getLogger("server.app")

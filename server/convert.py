@@ -2,7 +2,7 @@
 
 Request conversions check what the protobuf types cannot express (enum values left
 unspecified, sizes, ranges of the protocol) and raise
-:class:`~server.errors.InvalidArgumentError` naming the request field; everything about the
+:class:`~service.errors.InvalidArgumentError` naming the request field; everything about the
 trials themselves is left to the core's validation, whose errors the data plane locates.
 """
 
@@ -16,14 +16,14 @@ import pandas as pd
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from twin.cohort import CohortFitReport
-from twin.forecast import Interval, SessionForecast
-from twin.model import ModelSpec
-from twin.store import TwinVersion
-from twin.task import IBL_DEFAULT, TaskProtocol
-from twin.twins import Adaptation
+from twin.fit.cohort import CohortFitReport
+from twin.sim.forecast import Interval, SessionForecast
+from twin.models.learner import ModelSpec
+from twin.persist.store import TwinVersion
+from twin.sim.task import IBL_DEFAULT, TaskProtocol
+from twin.fit.adapt import Adaptation
 
-from server.dataplane import (
+from service.dataplane import (
     FitCohortRequest,
     ForecastRequest,
     NextSessionRequest,
@@ -33,10 +33,10 @@ from server.dataplane import (
     SuppliedHistory,
     TwinSelector,
 )
-from server.errors import FieldViolation, InvalidArgumentError
-from server.jobs import JobKind, JobSnapshot, JobState
-from server.pb import common_pb2, curriculum_service_pb2, operation_pb2, protocol_pb2, twin_service_pb2
-from server.planning import (
+from service.errors import FieldViolation, InvalidArgumentError
+from service.jobs import JobKind, JobSnapshot, JobState
+from twin_proto.pb import common_pb2, curriculum_service_pb2, operation_pb2, protocol_pb2, twin_service_pb2
+from optimizer.planning import (
     CurriculumCandidate,
     CurriculumSearchOutcome,
     CurriculumSearchRequest,

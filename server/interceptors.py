@@ -6,7 +6,7 @@ Every twin.v1 call goes through :class:`ApiInterceptor`, which wraps the method'
 2. the bearer token is checked against the method's role (UNAUTHENTICATED without a valid
    token, PERMISSION_DENIED for a role that is too low), unless auth is off (local demo);
 3. any exception the servicer raises becomes a ``google.rpc.Status`` through
-   :func:`server.errors.to_rpc_status`: this is the one place exceptions meet status codes;
+   :func:`service.errors.to_rpc_status`: this is the one place exceptions meet status codes;
 4. one JSON access-log line per call (method, code, duration, principal; never tokens).
 
 Health and reflection are passed through untouched (public, and answered while draining).
@@ -24,7 +24,7 @@ import grpc
 from grpc_status import rpc_status
 
 from server.auth import AuthConfig, Principal, bearer_token, is_public, required_role
-from server.errors import ApiError, UnavailableError, to_rpc_status
+from service.errors import ApiError, UnavailableError, to_rpc_status
 
 access_log = logging.getLogger("server.access")
 

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from server import convert
-from server.dataplane import Deadline, TwinDataPlane
-from server.pb import (
+from service.dataplane import Deadline, TwinDataPlane
+from twin_proto.pb import (
     curriculum_service_pb2,
     curriculum_service_pb2_grpc,
     operation_pb2,

@@ -9,8 +9,8 @@ from typing import Callable
 
 import pytest
 
-import twin.sessions  # noqa: F401  (registers the sessions table on the store's metadata)
-from twin.store import TwinStore, _Base
+import twin.persist.sessions  # noqa: F401  (registers the sessions table on the store's metadata)
+from twin.persist.store import TwinStore, _Base
 
 PG_URL = os.environ.get("TWIN_TEST_POSTGRES_URL")
 BACKENDS = [

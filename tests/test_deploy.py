@@ -84,7 +84,7 @@ def test_curriculum_constraints_configmap_is_valid():
 
 def test_dockerfile_copies_every_package_and_cmd_exists():
     text = (DEPLOY / "Dockerfile").read_text()
-    for pkg in ("twin", "twin_cli", "cluster", "optimizer", "server"):
+    for pkg in ("twin", "twin_cli", "twin_proto", "twin_client", "cluster", "optimizer", "service", "server"):
         assert f"COPY {pkg} ./{pkg}" in text
     cmd = re.search(r'^CMD \[(.*)\]$', text, re.M).group(1)
     assert shlex.split(cmd.replace(",", " "))[0] == "twin"

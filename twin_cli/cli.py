@@ -50,10 +50,10 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from twin.agents import DEFAULT_TRUTHS, Family
-    from twin.datasets import write_trials
-    from twin.simulate import simulate
-    from twin.task import IBL_DEFAULT
+    from twin.sim.agents import DEFAULT_TRUTHS, Family
+    from twin.data.readers import write_trials
+    from twin.sim.simulate import simulate
+    from twin.sim.task import IBL_DEFAULT
 
     gt = DEFAULT_TRUTHS[Family(args.family)]
     sim = simulate(gt.build(), IBL_DEFAULT, args.animals, args.trials, seed=args.seed, subject_prefix=args.family)
@@ -64,14 +64,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from twin.batch import make_batch
-    from twin.datasets import load_trials
-    from twin.evaluate import split_last_sessions
-    from twin.features import FeatureSpec, StimulusCoding
-    from twin.fit import FitConfig, fit
-    from twin.model import ModelSpec
-    from twin.rules import RuleConfig, get_rule
-    from twin.storage import save_model
+    from twin.data.batch import make_batch
+    from twin.data.readers import load_trials
+    from twin.analysis.evaluate import split_last_sessions
+    from twin.data.features import FeatureSpec, StimulusCoding
+    from twin.fit.train import FitConfig, fit
+    from twin.models.learner import ModelSpec
+    from twin.models.rules import RuleConfig, get_rule
+    from twin.persist.model_files import save_model
 
     get_rule(args.rule)  # fail early on a bad name
     df, report = load_trials(args.data)
@@ -107,10 +107,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from twin.batch import make_batch
-    from twin.datasets import load_trials
-    from twin.evaluate import score
-    from twin.storage import load_model
+    from twin.data.batch import make_batch
+    from twin.data.readers import load_trials
+    from twin.analysis.evaluate import score
+    from twin.persist.model_files import load_model
 
     df, report = load_trials(args.data)
     print(report.summary())
@@ -134,11 +134,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from twin.agents import Family
-    from twin.datasets import write_trials
-    from twin.fit import FitConfig
-    from twin.recovery import RecoveryConfig, run_recovery, write_figures
-    from twin.storage import save_model
+    from twin.sim.agents import Family
+    from twin.data.readers import write_trials
+    from twin.fit.train import FitConfig
+    from twin.fit.recovery import RecoveryConfig, run_recovery, write_figures
+    from twin.persist.model_files import save_model
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -163,8 +163,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     table.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
     figs = write_figures(res, out / "figures")
-    from twin.batch import make_batch
-    from twin.evaluate import forecast_table
+    from twin.data.batch import make_batch
+    from twin.analysis.evaluate import forecast_table
 
     batch = make_batch(res.simulation.trials)
     k = max(2, int(batch.session.max(1).values.min().item()) // 2)
@@ -172,10 +172,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     fc = forecast_table(batch, cfg.rules, k, cfg.fit, progress=not args.quiet)
     print(_table(fc))
     fc.to_csv(out / "forecast.csv", index=False)
-    from twin.cohort import CohortFitConfig, fit_cohort
-    from twin.model import ModelSpec
-    from twin.sessions import SessionStore
-    from twin.store import TwinStore
+    from twin.fit.cohort import CohortFitConfig, fit_cohort
+    from twin.models.learner import ModelSpec
+    from twin.persist.sessions import SessionStore
+    from twin.persist.store import TwinStore
 
     print(f"[4/7] twins: DNN population rule adapted per animal, stored with the animals' sessions in {out / 'twins'}")
     store = TwinStore(out / "twins")
@@ -198,8 +198,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     plan = propose_next_session(twins[subject].model, twins[subject].state, CurriculumSpace(), ProposalConfig(n_candidates=4, n_rollouts=8, horizon_sessions=8, seed=args.seed))
     (out / "curriculum" / f"next_session_{subject}.yaml").write_text(plan.curriculum.to_yaml())
     print(f"[6/7] next session for {subject}: {plan.explanation}; predicted accuracy {plan.forecast.accuracy.mean:.2f} [{plan.forecast.accuracy.lo:.2f}, {plan.forecast.accuracy.hi:.2f}]")
-    from server.demo import service_roundtrip
-    from server.optimizer_bridge import optimizer_proposer
+    from twin_cli.service_demo import service_roundtrip
+    from service.optimizer_bridge import optimizer_proposer
 
     print(f"[7/7] the gRPC service (twin.v1) on 127.0.0.1 over a fresh store in {out / 'service'}: Predict, NextSession, UploadSession through the client")
     proposer = optimizer_proposer(config=ProposalConfig(n_candidates=4, n_rollouts=8, horizon_sessions=8, forecast_rollouts=64, seed=args.seed))
@@ -211,13 +211,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_twins(args: argparse.Namespace) -> int:
-    from twin.cohort import CohortFitConfig, fit_cohort
-    from twin.datasets import load_trials
-    from twin.fit import FitConfig
-    from twin.model import ModelSpec
-    from twin.rules import RuleConfig, get_rule
-    from twin.store import TwinStore
-    from twin.twins import Adaptation
+    from twin.fit.cohort import CohortFitConfig, fit_cohort
+    from twin.data.readers import load_trials
+    from twin.fit.train import FitConfig
+    from twin.models.learner import ModelSpec
+    from twin.models.rules import RuleConfig, get_rule
+    from twin.persist.store import TwinStore
+    from twin.fit.adapt import Adaptation
 
     get_rule(args.rule)
     df, report = load_trials(args.data)
@@ -248,9 +248,9 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
 
 
 def cmd_update_twin(args: argparse.Namespace) -> int:
-    from twin.cohort import update_twin
-    from twin.datasets import load_trials
-    from twin.store import TwinStore
+    from twin.fit.cohort import update_twin
+    from twin.data.readers import load_trials
+    from twin.persist.store import TwinStore
 
     df, report = load_trials(args.data)
     print(report.summary())
@@ -260,7 +260,7 @@ def cmd_update_twin(args: argparse.Namespace) -> int:
 
 
 def cmd_twins(args: argparse.Namespace) -> int:
-    from twin.store import TwinStore
+    from twin.persist.store import TwinStore
 
     store = TwinStore(args.store, url=args.db_url)
     rows = [
@@ -273,8 +273,8 @@ def cmd_twins(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from twin.report import ReportConfig, write_report
-    from twin.store import TwinStore
+    from twin.analysis.report import ReportConfig, write_report
+    from twin.persist.store import TwinStore
 
     try:
         cfg = ReportConfig(forecast_trials=args.forecast_trials, forecast_rollouts=args.rollouts, seed=args.seed)
@@ -287,8 +287,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from twin.datasets import load_trials
-    from twin.rules import get_rule
+    from twin.data.readers import load_trials
+    from twin.models.rules import get_rule
 
     get_rule(args.rule)
     df, report = load_trials(args.data)
@@ -302,7 +302,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         res = search_optuna(df, args.rule, args.trials, args.epochs, storage=args.storage, study_name=args.study, seed=args.seed)
     res.save(args.out)
     if args.store is not None:
-        from twin.store import ResultKind, TwinStore
+        from twin.persist.store import ResultKind, TwinStore
 
         stored = TwinStore(args.store, args.db_url).put_result(ResultKind.HYPERPARAMETER_SEARCH, f"{args.rule}:{args.study}", json.loads(args.out.read_text()))
         print(f"stored {stored.kind.value} {stored.name!r} v{stored.version} in {args.store}")
@@ -346,7 +346,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(getattr(logging, args.log_level.upper()))
     propose = search = None
     if not args.no_optimizer:
-        from server.optimizer_bridge import optimizer_proposer, optimizer_search
+        from service.optimizer_bridge import optimizer_proposer, optimizer_search
 
         propose, search = optimizer_proposer(), optimizer_search()
     plane = build_plane(args.store, args.db_url, job_workers=args.job_workers, cache_size=args.cache_size, propose=propose, search=search)
@@ -355,7 +355,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from twin.rules import rule_names
+    from twin.models.rules import rule_names
 
     p = argparse.ArgumentParser(
         prog="twin",
@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     store_args(rp)
     rp.set_defaults(func=cmd_report)
 
-    from optimizer.cli import add_parser as add_curriculum_parser  # the optimizer's commands (argparse only)
+    from twin_cli.curriculum_cli import add_parser as add_curriculum_parser  # the optimizer's commands (argparse only)
 
     add_curriculum_parser(sub, store_args)
 

@@ -13,7 +13,7 @@ from optimizer.curriculum import Curriculum, StimulusSchedule  # noqa: E402
 from optimizer.objective import TwinPool  # noqa: E402
 from optimizer.search import SearchConfig  # noqa: E402
 from optimizer.space import Constraints, CurriculumSpace  # noqa: E402
-from twin.model import LearnerModel, ModelSpec  # noqa: E402
+from twin.models.learner import LearnerModel, ModelSpec  # noqa: E402
 
 
 def test_tune_search_evaluates_several_candidates_per_trial(tmp_path):

@@ -14,14 +14,14 @@ import ray  # noqa: E402
 
 from cluster.cohort import fit_cohort_ray  # noqa: E402
 from cluster.ray_env import init_ray  # noqa: E402
-from twin.agents import DEFAULT_TRUTHS, Family  # noqa: E402
-from twin.cohort import CohortFitConfig, adapt_animals, fit_cohort  # noqa: E402
-from twin.fit import FitConfig  # noqa: E402
-from twin.model import ModelSpec  # noqa: E402
-from twin.simulate import simulate  # noqa: E402
-from twin.store import TwinStore  # noqa: E402
-from twin.task import IBL_DEFAULT  # noqa: E402
-from twin.twins import Adaptation  # noqa: E402
+from twin.sim.agents import DEFAULT_TRUTHS, Family  # noqa: E402
+from twin.fit.cohort import CohortFitConfig, adapt_animals, fit_cohort  # noqa: E402
+from twin.fit.train import FitConfig  # noqa: E402
+from twin.models.learner import ModelSpec  # noqa: E402
+from twin.sim.simulate import simulate  # noqa: E402
+from twin.persist.store import TwinStore  # noqa: E402
+from twin.sim.task import IBL_DEFAULT  # noqa: E402
+from twin.fit.adapt import Adaptation  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
 CFG = CohortFitConfig(spec=ModelSpec("reinforce"), fit=FitConfig(epochs=4, patience=3), adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE)

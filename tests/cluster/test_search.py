@@ -12,10 +12,10 @@ import cluster.ray_env  # noqa: E402,F401  (Ray environment before ray loads)
 import ray  # noqa: E402
 
 from cluster.search import search_optuna, search_tune  # noqa: E402
-from twin.agents import DEFAULT_TRUTHS, Family  # noqa: E402
-from twin.hparams import SEARCH_SPACE, HyperParams  # noqa: E402
-from twin.simulate import simulate  # noqa: E402
-from twin.task import IBL_DEFAULT  # noqa: E402
+from twin.sim.agents import DEFAULT_TRUTHS, Family  # noqa: E402
+from optimizer.hparams import SEARCH_SPACE, HyperParams  # noqa: E402
+from twin.sim.simulate import simulate  # noqa: E402
+from twin.sim.task import IBL_DEFAULT  # noqa: E402
 
 
 @pytest.fixture(scope="module")

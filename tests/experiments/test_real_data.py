@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from twin.baselines.psytrack import PsyTrackConfig, psytrack_available
-from twin.batch import make_batch
-from twin.fit import FitConfig
-from twin.ibl import default_export_path
+from twin.data.batch import make_batch
+from twin.fit.train import FitConfig
+from twin.data.ibl import default_export_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,7 +158,7 @@ def _check_result(res: object, n_animals: int) -> None:
 @needs_export
 def test_tiny_ibl_comparison(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    from twin.ibl import read_ibl_export
+    from twin.data.ibl import read_ibl_export
 
     df, _ = read_ibl_export()
     res = rd.compare_forecasts(df, rd.ForecastConfig(**TINY))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, CurriculumError, FeedbackPolicy, StimulusSchedule
-from twin.task import IBL_DEFAULT
+from twin.sim.task import IBL_DEFAULT
 
 
 def test_the_default_curriculum_is_the_core_ibl_protocol():

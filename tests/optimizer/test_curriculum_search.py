@@ -8,7 +8,7 @@ from optimizer.curriculum import Curriculum, StimulusSchedule
 from optimizer.objective import TwinPool
 from optimizer.search import SamplerKind, SearchConfig, search_curricula
 from optimizer.space import Constraints, CurriculumSpace
-from twin.model import LearnerModel, ModelSpec
+from twin.models.learner import LearnerModel, ModelSpec
 
 BASE = Curriculum(name="lab-default", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),)), session_trials=(500, 520))
 

@@ -9,7 +9,7 @@ import torch
 from trial_tables import random_trials_table
 from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, StimulusSchedule
 from optimizer.objective import FitRange, TwinPool, bootstrap_mean, score_curricula, speedup
-from twin.model import LearnerModel, ModelSpec
+from twin.models.learner import LearnerModel, ModelSpec
 
 FULL = StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),))
 

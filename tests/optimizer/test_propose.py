@@ -8,8 +8,8 @@ import torch
 from optimizer.curriculum import Curriculum, StimulusSchedule
 from optimizer.propose import ProposalConfig, propose_next_session, sample_candidates
 from optimizer.space import Constraints, CurriculumSpace
-from twin.model import LearnerModel, ModelSpec
-from twin.state import TwinState
+from twin.models.learner import LearnerModel, ModelSpec
+from twin.models.state import TwinState
 
 FULL = StimulusSchedule(phases=((1.0, 0.5), (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)))
 

@@ -13,17 +13,17 @@ pytest.importorskip("grpc")
 
 from server.app import RunningServer, ServerConfig, build_plane, start_server  # noqa: E402
 from server.auth import AuthConfig, Role  # noqa: E402
-from server.client import TwinClient  # noqa: E402
-from server.dataplane import DataPlaneConfig  # noqa: E402
-from twin.agents import DEFAULT_TRUTHS, Family  # noqa: E402
-from twin.cohort import CohortFitConfig, fit_cohort  # noqa: E402
-from twin.fit import FitConfig  # noqa: E402
-from twin.model import ModelSpec  # noqa: E402
-from twin.sessions import SessionStore  # noqa: E402
-from twin.simulate import simulate  # noqa: E402
-from twin.store import TwinStore  # noqa: E402
-from twin.task import IBL_DEFAULT  # noqa: E402
-from twin.twins import Adaptation  # noqa: E402
+from twin_client.client import TwinClient  # noqa: E402
+from service.dataplane import DataPlaneConfig  # noqa: E402
+from twin.sim.agents import DEFAULT_TRUTHS, Family  # noqa: E402
+from twin.fit.cohort import CohortFitConfig, fit_cohort  # noqa: E402
+from twin.fit.train import FitConfig  # noqa: E402
+from twin.models.learner import ModelSpec  # noqa: E402
+from twin.persist.sessions import SessionStore  # noqa: E402
+from twin.sim.simulate import simulate  # noqa: E402
+from twin.persist.store import TwinStore  # noqa: E402
+from twin.sim.task import IBL_DEFAULT  # noqa: E402
+from twin.fit.adapt import Adaptation  # noqa: E402
 
 from server_env import ADMIN, FAST_UPDATE, NO_TWIN, READER, RIG, TOKENS, TWIN_SUBJECTS  # noqa: E402,F401
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from server.auth import Role
-from server.dataplane import DataPlaneConfig
-from twin.fit import FitConfig
+from service.dataplane import DataPlaneConfig
+from twin.fit.train import FitConfig
 
 #: Tokens of the test servers, one per role.
 TOKENS = {"reader-token": Role.READER, "rig-token": Role.RIG, "admin-token": Role.ADMIN}

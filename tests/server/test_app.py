@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.demo import service_roundtrip
+from twin_cli.service_demo import service_roundtrip
 
 
 def test_service_roundtrip(cohort_trials, tmp_path):

@@ -13,8 +13,8 @@ from server_env import ADMIN, READER, RIG, TOKENS, TWIN_SUBJECTS
 
 from server.app import ServerConfig, TlsConfig
 from server.auth import METHOD_ROLES, AuthConfig, Role, bearer_token, required_role
-from server.client import TwinClient
-from server.pb import curriculum_service_pb2, operations_service_pb2, twin_service_pb2
+from twin_client.client import TwinClient
+from twin_proto.pb import curriculum_service_pb2, operations_service_pb2, twin_service_pb2
 
 S = TWIN_SUBJECTS[0]
 

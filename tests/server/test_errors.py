@@ -1,7 +1,7 @@
 """Error mapping: every validation rule of the core reaches the client as INVALID_ARGUMENT with
 a located field violation, and each exception type maps to its status code.
 
-Rules of ``twin.trials.validate_trials`` and ``SessionStore.add_session`` and where they are
+Rules of ``twin.data.trials.validate_trials`` and ``SessionStore.add_session`` and where they are
 exercised: not a number, contrast/prior range, both sides, rewarded side vs stimulus, feedback vs
 choice (``TRIAL_RULES``); unknown choice/feedback/side codes (enums left unspecified or unknown,
 ``TRIAL_RULES``); positive/duplicated/ordered trial numbers (``test_trial_number_rules``);
@@ -19,8 +19,8 @@ import pytest
 from server_env import NO_TWIN, RIG, TWIN_SUBJECTS
 from google.rpc import error_details_pb2
 
-from server.client import error_reason, field_violations, trials_to_pb
-from server.errors import (
+from twin_client.client import error_reason, field_violations, trials_to_pb
+from service.errors import (
     FeatureUnavailableError,
     InvalidArgumentError,
     NoTwinError,
@@ -30,10 +30,10 @@ from server.errors import (
     status_code,
     to_rpc_status,
 )
-from server.pb import common_pb2, twin_service_pb2
+from twin_proto.pb import common_pb2, twin_service_pb2
 from twin.errors import ModelFileError, TrialDataError, TwinError, UnknownRuleError
-from twin.sessions import SessionStore
-from twin.store import TwinNotFoundError, TwinStore
+from twin.persist.sessions import SessionStore
+from twin.persist.store import TwinNotFoundError, TwinStore
 
 S = TWIN_SUBJECTS[0]
 ROW = 7  # the corrupted trial (0-based index in the request)

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from server.app import RunningServer, ServerConfig, build_plane, start_server
 from server.auth import AuthConfig
-from server.client import TwinClient, trials_to_pb
-from server.pb import common_pb2, twin_service_pb2
-from twin.sessions import SessionStore
+from twin_client.client import TwinClient, trials_to_pb
+from twin_proto.pb import common_pb2, twin_service_pb2
+from twin.persist.sessions import SessionStore
 
 S = TWIN_SUBJECTS[0]
 N_TRIALS = 30

@@ -8,8 +8,8 @@ import threading
 import grpc
 import pytest
 
-from server.errors import OperationNotFoundError, UnavailableError, status_code
-from server.jobs import JobContext, JobKind, JobManager, JobState
+from service.errors import OperationNotFoundError, UnavailableError, status_code
+from service.jobs import JobContext, JobKind, JobManager, JobState
 from twin.errors import TwinError
 
 

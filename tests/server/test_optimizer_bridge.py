@@ -11,10 +11,10 @@ from server_env import ADMIN, RIG, TWIN_SUBJECTS  # noqa: E402
 from optimizer.propose import ProposalConfig  # noqa: E402
 from optimizer.search import SearchConfig  # noqa: E402
 from optimizer.space import Constraints, CurriculumSpace  # noqa: E402
-from server.client import TwinClient  # noqa: E402
-from server.optimizer_bridge import optimizer_proposer, optimizer_search  # noqa: E402
-from server.pb import curriculum_service_pb2, operation_pb2  # noqa: E402
-from twin.store import ResultKind, TwinStore  # noqa: E402
+from twin_client.client import TwinClient  # noqa: E402
+from service.optimizer_bridge import optimizer_proposer, optimizer_search  # noqa: E402
+from twin_proto.pb import curriculum_service_pb2, operation_pb2  # noqa: E402
+from twin.persist.store import ResultKind, TwinStore  # noqa: E402
 
 SPACE = CurriculumSpace(Constraints(session_trials=(300, 700)))
 

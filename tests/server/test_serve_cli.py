@@ -13,7 +13,7 @@ import time
 import pytest
 from server_env import TWIN_SUBJECTS
 
-from server.client import TwinClient
+from twin_client.client import TwinClient
 
 
 def _env(**extra: str) -> dict[str, str]:

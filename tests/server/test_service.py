@@ -15,9 +15,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from server.app import ServerConfig
 from server.auth import AuthConfig
-from server.client import TwinClient, error_reason, field_violations, prediction_frame
-from server.jobs import JobContext
-from server.pb import (
+from twin_client.client import TwinClient, error_reason, field_violations, prediction_frame
+from service.jobs import JobContext
+from twin_proto.pb import (
     SERVICE_NAMES,
     common_pb2,
     curriculum_service_pb2,
@@ -27,12 +27,12 @@ from server.pb import (
     twin_service_pb2,
     twin_service_pb2_grpc,
 )
-from server.planning import CurriculumCandidate, CurriculumSearchOutcome, RigSettings
-from twin.forecast import Interval
-from twin.predict import predict
-from twin.sessions import SessionStore
-from twin.store import TwinStore
-from twin.task import IBL_DEFAULT
+from optimizer.planning import CurriculumCandidate, CurriculumSearchOutcome, RigSettings
+from twin.sim.forecast import Interval
+from twin.analysis.predict import predict
+from twin.persist.sessions import SessionStore
+from twin.persist.store import TwinStore
+from twin.sim.task import IBL_DEFAULT
 
 S = TWIN_SUBJECTS[0]
 
@@ -147,7 +147,7 @@ def test_predict_supplied_history(connect, cohort_trials, store_dir):
 
 def test_predict_without_stored_sessions_is_a_failed_precondition(connect, store_dir):
     # a twin whose sessions are not in the session store
-    from twin.model import LearnerModel, ModelSpec
+    from twin.models.learner import LearnerModel, ModelSpec
 
     TwinStore(store_dir).put("orphan", LearnerModel(ModelSpec("static")), trained_through_session=1, data_hash="x")
     with pytest.raises(grpc.RpcError) as e:

@@ -33,7 +33,7 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from twin.batch import TrialBatch
+from twin.data.batch import TrialBatch
 from twin.errors import TwinError
 
 #: the release this adapter was written and tested against.

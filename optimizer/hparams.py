@@ -1,0 +1,71 @@
+"""Hyperparameters of a rule fit and the search objective (validation log-likelihood).
+
+The search itself (Optuna, Ray Tune) lives outside the core, in :mod:`cluster.search`; this
+module defines what is searched and how one candidate is scored, so every search backend scores
+candidates identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from twin.data.batch import TrialBatch, make_batch
+from twin.analysis.evaluate import split_last_sessions
+from twin.data.features import FeatureSpec
+from twin.fit.train import EpochRecord, FitConfig, fit
+from twin.models.learner import ModelSpec
+from twin.models.rules import RuleConfig
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    """One candidate.
+
+    Attributes:
+        hidden_size: MLP/GRU width (dnn, rnn).
+        learning_rate: Adam step size.
+        tbptt: truncation length in trials.
+        history: add the history regressors to the policy.
+    """
+
+    hidden_size: int = 32
+    learning_rate: float = 3e-3
+    tbptt: int = 500
+    history: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+SEARCH_SPACE: dict[str, tuple[object, ...]] = {
+    "hidden_size": (8, 64),
+    "learning_rate": (3e-4, 3e-2),
+    "tbptt": (100, 200, 500, 1000),
+    "history": (False, True),
+}
+"""Ranges searched: ints and floats as (low, high) (learning rate on a log scale), the rest as choices."""
+
+
+def split_last_session(df: pd.DataFrame, features: FeatureSpec) -> tuple[TrialBatch, TrialBatch]:
+    """Training sessions and, for validation, each animal's last session (scored after running
+    through the earlier ones)."""
+    return split_last_sessions(make_batch(df, features))
+
+
+def score_hyperparams(
+    df: pd.DataFrame,
+    rule: str,
+    hp: HyperParams,
+    epochs: int,
+    seed: int = 0,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> float:
+    """Fit ``rule`` with ``hp`` and return the best validation LL per trial (nats)."""
+    feats = FeatureSpec(history=hp.history)
+    train, val = split_last_session(df, feats)
+    spec = ModelSpec(rule, feats, RuleConfig(hidden_size=hp.hidden_size))
+    cfg = FitConfig(epochs=epochs, learning_rate=hp.learning_rate, tbptt=hp.tbptt, patience=max(3, epochs // 4), seed=seed)
+    return fit(spec, train, val, cfg, progress=False, on_epoch=on_epoch).best_val_ll

@@ -1,0 +1,318 @@
+"""Next-session plans for rigs, with the lab's default protocol as the fallback, and the hook
+through which a curriculum search is plugged in.
+
+:func:`plan_next_session` decides what a subject's next session is:
+
+* no twin → the lab's default protocol, flagged as a fallback (``NO_TWIN``);
+* a proposer (the optimizer's next-session proposal, injected) gives a candidate; the twin
+  forecasts it; a forecast whose accuracy interval is wider than the constraint allows falls
+  back to the default protocol (``LOW_CONFIDENCE``); no candidate from a configured proposer
+  falls back too (``NO_PROPOSAL``);
+* without a proposer (the optimizer is not part of this build yet) the plan is the default
+  protocol with the twin's forecast of it; it is flagged ``LOW_CONFIDENCE`` when that forecast
+  is too uncertain.
+
+It is pure: the twin, its state, the forecast function and the proposer are passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from twin.sim.forecast import Interval, SessionForecast
+from twin.models.state import TwinState
+from twin.persist.store import Twin, TwinStore, TwinVersion
+from twin.sim.task import IBL_DEFAULT, TaskProtocol
+
+from service.jobs import JobContext
+
+
+@dataclass(frozen=True)
+class RigSettings:
+    """Session settings a rig needs that the task mechanics do not cover.
+
+    Attributes:
+        reward_volume_ul: water per rewarded trial, microlitres.
+        error_timeout_s: timeout after an error, seconds.
+    """
+
+    reward_volume_ul: float = 3.0
+    error_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class LabDefault:
+    """The lab's default training protocol, used when the twins cannot plan.
+
+    Attributes:
+        protocol: task mechanics (IBL ``trainingChoiceWorld`` by default).
+        rig: reward volume and timeouts (3 µL, 2 s).
+    """
+
+    protocol: TaskProtocol = IBL_DEFAULT
+    rig: RigSettings = RigSettings()
+
+    @property
+    def n_trials(self) -> int:
+        """Trials of a default session: the middle of the protocol's session range."""
+        lo, hi = self.protocol.session_trials
+        return (lo + hi) // 2
+
+
+@dataclass(frozen=True)
+class PlanConstraints:
+    """Limits a plan must respect.
+
+    Attributes:
+        min_trials: fewest trials (None: no limit).
+        max_trials: most trials (None: no limit).
+        max_reward_volume_ul: largest reward volume (None: no limit).
+        max_interval_width: widest acceptable interval of the predicted session accuracy.
+    """
+
+    min_trials: int | None = None
+    max_trials: int | None = None
+    max_reward_volume_ul: float | None = None
+    max_interval_width: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.min_trials is not None and self.max_trials is not None and self.min_trials > self.max_trials:
+            raise ValueError(f"min_trials ({self.min_trials}) exceeds max_trials ({self.max_trials})")
+        if not 0.0 < self.max_interval_width <= 1.0:
+            raise ValueError(f"max_interval_width must be in (0, 1], got {self.max_interval_width}")
+        if self.max_reward_volume_ul is not None and self.max_reward_volume_ul <= 0:
+            raise ValueError("max_reward_volume_ul must be positive")
+
+    def trials(self, n: int) -> int:
+        """``n`` moved into the allowed range."""
+        if self.max_trials is not None:
+            n = min(n, self.max_trials)
+        if self.min_trials is not None:
+            n = max(n, self.min_trials)
+        return max(int(n), 1)
+
+    def rig(self, rig: RigSettings) -> RigSettings:
+        """``rig`` with the reward volume capped."""
+        if self.max_reward_volume_ul is not None and rig.reward_volume_ul > self.max_reward_volume_ul:
+            return replace(rig, reward_volume_ul=self.max_reward_volume_ul)
+        return rig
+
+
+class PlanSource(enum.Enum):
+    """Where a plan's protocol came from."""
+
+    DEFAULT_PROTOCOL = "default_protocol"
+    OPTIMIZER = "optimizer"
+
+
+class FallbackReason(enum.Enum):
+    """Why a plan is the lab's default protocol used as a fallback."""
+
+    NO_TWIN = "no_twin"
+    LOW_CONFIDENCE = "low_confidence"
+    NO_PROPOSAL = "no_proposal"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate next session.
+
+    Attributes:
+        protocol: task mechanics.
+        rig: reward volume and timeouts.
+        n_trials: trials to run.
+        start_phase: phase to start in.
+        explanation: why this candidate.
+    """
+
+    protocol: TaskProtocol
+    rig: RigSettings
+    n_trials: int
+    start_phase: int
+    explanation: str = ""
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """A subject's next session, with every field a rig needs.
+
+    Attributes:
+        subject: the animal.
+        protocol: task mechanics.
+        start_phase: phase the session starts in.
+        n_trials: trials to run.
+        rig: reward volume and timeouts.
+        source: where the protocol came from.
+        fallback_reason: why the default protocol is used as a fallback (None: no fallback).
+        explanation: human-readable reasoning.
+        forecast: the twin's forecast of this plan (None without a twin).
+        twin: the twin version used (None without a twin).
+    """
+
+    subject: str
+    protocol: TaskProtocol
+    start_phase: int
+    n_trials: int
+    rig: RigSettings
+    source: PlanSource
+    fallback_reason: FallbackReason | None
+    explanation: str
+    forecast: SessionForecast | None
+    twin: TwinVersion | None
+
+    @property
+    def fallback(self) -> bool:
+        """True when the plan is the default protocol used as a fallback."""
+        return self.fallback_reason is not None
+
+    def contrast_proportions(self) -> tuple[tuple[float, float], ...]:
+        """``(unsigned contrast, fraction of trials)`` of the starting phase."""
+        phase = self.protocol.phases[self.start_phase]
+        weights = self.protocol.proportions[self.start_phase] if self.protocol.proportions else (1.0,) * len(phase)
+        total = float(sum(weights))
+        return tuple((float(c), float(w) / total) for c, w in zip(phase, weights))
+
+
+#: ``propose(twin, state, constraints)`` → a candidate next session, or None when it has none.
+ProposeFn = Callable[[Twin, TwinState, PlanConstraints], Proposal | None]
+#: ``forecast(twin, state, proposal)`` → the twin's forecast of that session.
+PlanForecastFn = Callable[[Twin, TwinState, Proposal], SessionForecast]
+
+
+def _too_uncertain(forecast: SessionForecast, max_width: float) -> bool:
+    acc = forecast.accuracy
+    return not (math.isfinite(acc.lo) and math.isfinite(acc.hi)) or acc.hi - acc.lo > max_width
+
+
+def _clip_phase(protocol: TaskProtocol, phase: int) -> int:
+    return int(min(max(phase, 0), len(protocol.phases) - 1))
+
+
+def plan_next_session(
+    subject: str,
+    twin: Twin | None,
+    state: TwinState | None,
+    constraints: PlanConstraints,
+    forecast: PlanForecastFn,
+    propose: ProposeFn | None = None,
+    lab: LabDefault = LabDefault(),
+    phase_without_twin: int = 0,
+) -> SessionPlan:
+    """Plan ``subject``'s next session (see the module docstring for the rules).
+
+    Args:
+        subject: the animal.
+        twin: its twin, or None when it has none.
+        state: the twin's end-of-last-session state (None without a twin).
+        constraints: limits of the plan.
+        forecast: the twin's forecast of a candidate.
+        propose: the optimizer's next-session proposal, when one is configured.
+        lab: the lab's default protocol and rig settings.
+        phase_without_twin: phase to start a twin-less subject in (where its last stored
+            session left off; 0 for a new animal).
+    """
+    default_phase = _clip_phase(lab.protocol, state.phase if state is not None else phase_without_twin)
+    default = Proposal(lab.protocol, constraints.rig(lab.rig), constraints.trials(lab.n_trials), default_phase, "the lab's default protocol")
+
+    def plan(p: Proposal, source: PlanSource, reason: FallbackReason | None, why: str, fc: SessionForecast | None) -> SessionPlan:
+        return SessionPlan(subject, p.protocol, p.start_phase, p.n_trials, p.rig, source, reason, why, fc, None if twin is None else twin.meta)
+
+    if twin is None or state is None:
+        return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.NO_TWIN, f"subject {subject!r} has no twin yet: the lab's default protocol", None)
+    width = constraints.max_interval_width
+    if propose is not None:
+        candidate = propose(twin, state, constraints)
+        if candidate is not None:
+            candidate = replace(
+                candidate,
+                n_trials=constraints.trials(candidate.n_trials),
+                rig=constraints.rig(candidate.rig),
+                start_phase=_clip_phase(candidate.protocol, candidate.start_phase),
+            )
+            fc = forecast(twin, state, candidate)
+            if not _too_uncertain(fc, width):
+                why = candidate.explanation or "the optimizer's proposal"
+                return plan(candidate, PlanSource.OPTIMIZER, None, f"{why} (twin v{twin.meta.version})", fc)
+            fd = forecast(twin, state, default)
+            acc = fc.accuracy
+            why = f"the optimizer's proposal is too uncertain (accuracy interval [{acc.lo:.2f}, {acc.hi:.2f}] wider than {width:.2f}): the lab's default protocol"
+            return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.LOW_CONFIDENCE, why, fd)
+        fd = forecast(twin, state, default)
+        return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.NO_PROPOSAL, "the optimizer proposed nothing within the constraints: the lab's default protocol", fd)
+    fd = forecast(twin, state, default)
+    if _too_uncertain(fd, width):
+        acc = fd.accuracy
+        why = f"the twin's forecast is too uncertain (accuracy interval [{acc.lo:.2f}, {acc.hi:.2f}] wider than {width:.2f}): the lab's default protocol"
+        return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.LOW_CONFIDENCE, why, fd)
+    return plan(default, PlanSource.DEFAULT_PROTOCOL, None, f"the lab's default protocol (no curriculum optimizer configured), forecast by twin v{twin.meta.version}", fd)
+
+
+# -- curriculum search hook ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurriculumSearchRequest:
+    """What a curriculum search is asked to do.
+
+    Attributes:
+        subjects: twins to search through.
+        n_candidates: candidates to evaluate (None: the search's default).
+        horizon_trials: simulated trials per animal and candidate (None: the search's default).
+        seed: seeds the search.
+    """
+
+    subjects: tuple[str, ...]
+    n_candidates: int | None
+    horizon_trials: int | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class CurriculumCandidate:
+    """One curriculum and how the twins fared under it.
+
+    Attributes:
+        protocol: task mechanics.
+        rig: reward volume and timeouts.
+        trials_to_criterion: simulated trials to the training criterion.
+        reached_criterion: fraction of simulated animals reaching it within the horizon.
+    """
+
+    protocol: TaskProtocol
+    rig: RigSettings
+    trials_to_criterion: Interval
+    reached_criterion: float
+
+
+@dataclass(frozen=True)
+class CurriculumSearchOutcome:
+    """A search's result: candidates (best first) and the default protocol scored alike."""
+
+    candidates: tuple[CurriculumCandidate, ...]
+    baseline: CurriculumCandidate | None = None
+
+
+#: ``search(request, store, ctx)``: runs in a long-running operation; reports progress through
+#: ``ctx`` and checks ``ctx.check_cancelled()`` between steps.
+CurriculumSearchFn = Callable[[CurriculumSearchRequest, TwinStore, JobContext], CurriculumSearchOutcome]
+
+
+__all__ = [
+    "CurriculumCandidate",
+    "CurriculumSearchFn",
+    "CurriculumSearchOutcome",
+    "CurriculumSearchRequest",
+    "FallbackReason",
+    "LabDefault",
+    "PlanConstraints",
+    "PlanForecastFn",
+    "PlanSource",
+    "Proposal",
+    "ProposeFn",
+    "RigSettings",
+    "SessionPlan",
+    "plan_next_session",
+]

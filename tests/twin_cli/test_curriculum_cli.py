@@ -1,0 +1,60 @@
+"""``twin curriculum export|search|propose`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from trial_tables import random_trials_table
+from optimizer.curriculum import Curriculum
+from twin_cli.cli import main
+from twin.fit.cohort import CohortFitConfig, fit_cohort
+from twin.fit.train import FitConfig
+from twin.models.learner import ModelSpec
+from twin.persist.sessions import SessionStore
+from twin.persist.store import ResultKind, TwinStore
+from twin.fit.adapt import Adaptation
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    df = random_trials_table({f"m{i}": [220, 230, 240] for i in range(3)}, seed=1)
+    store = TwinStore(root)
+    fit_cohort(df, store, CohortFitConfig(spec=ModelSpec("reinforce"), fit=FitConfig(epochs=2, patience=2), adaptation=Adaptation.INITIAL_WEIGHTS), progress=False)
+    SessionStore(store).add_table(df)
+    return root
+
+
+def test_export_formats(tmp_path, capsys):
+    assert main(["curriculum", "export", "--format", "yaml", "--out", str(tmp_path / "c.yaml")]) == 0
+    assert Curriculum.load(tmp_path / "c.yaml").name == "ibl-default"
+    capsys.readouterr()
+    assert main(["curriculum", "export", "--format", "iblrig", "--phase", "2", "--trials", "500"]) == 0
+    params = yaml.safe_load(capsys.readouterr().out)
+    assert params["CONTRAST_SET"] == [1.0, 0.5, 0.25, 0.125] and params["NTRIALS"] == 500
+
+
+def test_search_stores_its_result_and_propose_plans_a_session(store_dir, tmp_path, capsys):
+    cons = tmp_path / "lab.yaml"
+    cons.write_text("session_trials: [300, 700]\nallow_no_debias: false\n")
+    out = tmp_path / "search"
+    rc = main(["curriculum", "search", "--store", str(store_dir), "--constraints", str(cons), "--trials", "4", "--batch", "2", "--rollouts", "1", "--max-sessions", "3", "--out", str(out)])
+    assert rc == 0
+    assert (out / "proposed.yaml").is_file() and "predicted speed-up" in capsys.readouterr().out
+    stored = TwinStore(store_dir).get_result(ResultKind.CURRICULUM_SEARCH, "curriculum-search")
+    assert stored.payload["best"]["curriculum"]["feedback"]["debias"] is True
+    plan = tmp_path / "plan.json"
+    assert main(["curriculum", "propose", "m1", "--store", str(store_dir), "--candidates", "2", "--rollouts", "2", "--out", str(plan)]) == 0
+    p = json.loads(plan.read_text())
+    assert p["subject"] == "m1" and p["twin_version"] == 1 and 0 <= p["predicted_accuracy"]["mean"] <= 1
+    assert p["iblrig"]["REWARD_AMOUNT_UL"] == 3.0
+
+
+def test_bad_constraints_are_a_clean_error(store_dir, tmp_path, capsys):
+    cons = tmp_path / "bad.yaml"
+    cons.write_text("session_length: [300, 700]\n")
+    assert main(["curriculum", "search", "--store", str(store_dir), "--constraints", str(cons)]) == 2
+    assert "session_length" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""Analyses of data and twins: criteria, psychometrics, evaluation, Δw maps, forecasts, predictions."""

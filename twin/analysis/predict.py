@@ -1,0 +1,78 @@
+"""Per-trial predictions of a twin along a trial history (teacher-forced)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from twin.data.batch import make_batch
+from twin.errors import TwinError
+from twin.models.learner import LearnerModel
+from twin.models.state import TwinState
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a twin predicts on each trial of a history.
+
+    Attributes:
+        p_right: ``[T]`` probability of a right choice on each trial.
+        weights: ``[T, K]`` policy weights in force on each trial.
+        feature_names: the ``K`` weight names.
+        log_likelihood: total log-likelihood of the observed choices (nats).
+        n_trials: ``T``.
+    """
+
+    p_right: np.ndarray
+    weights: np.ndarray
+    feature_names: tuple[str, ...]
+    log_likelihood: float
+    n_trials: int
+
+    @property
+    def ll_per_trial(self) -> float:
+        """Mean log-likelihood per trial (nats)."""
+        return self.log_likelihood / max(self.n_trials, 1)
+
+
+@torch.no_grad()
+def predict(model: LearnerModel, trials: pd.DataFrame, start: TwinState | None = None) -> Prediction:
+    """Run ``model`` teacher-forced along one animal's trials.
+
+    Args:
+        model: the twin.
+        trials: canonical trials table of one subject.
+        start: continue from this state (the trials follow the twin's last session) instead of
+            starting from the twin's initial weights (the trials are the animal's whole history).
+
+    Raises:
+        TwinError: empty table or several subjects.
+    """
+    names = trials["subject"].unique() if len(trials) else []
+    if len(names) != 1:
+        raise TwinError(f"predict needs the trials of exactly one subject, got {len(names)}")
+    batch = make_batch(trials, model.spec.features)
+    pre = model.precompute(batch)
+    if start is None:
+        w, h = model.initial(1)
+    else:
+        w, h = start.w.reshape(1, -1), start.h.reshape(1, -1)
+    ws, _ = model.rollout(w, h, pre[:-1])
+    traj = torch.cat([w.unsqueeze(0), ws], 0)[:, 0]  # [T, K]
+    logits = (traj * batch.x[0]).sum(-1)
+    p = torch.sigmoid(logits)
+    y = batch.y[0]
+    ll = -torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
+    return Prediction(
+        p_right=p.numpy().astype(np.float64),
+        weights=traj.numpy().astype(np.float64),
+        feature_names=model.spec.features.names,
+        log_likelihood=float(ll),
+        n_trials=int(batch.n_trials),
+    )
+
+
+__all__ = ["Prediction", "predict"]

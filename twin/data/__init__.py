@@ -1,0 +1,1 @@
+"""Trial data: the canonical table, readers of every layout, validation, batch tensors."""

@@ -1,0 +1,1 @@
+"""Fitting: the population rule (truncated BPTT, Adam, L-BFGS), per-animal adaptation, cohorts."""

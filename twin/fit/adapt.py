@@ -1,0 +1,198 @@
+"""Per-animal twins: the population rule adapted to one animal.
+
+A twin is a :class:`~twin.models.learner.LearnerModel` whose rule comes from the cohort fit and whose
+initial weights ``w_0`` and per-weight learning-rate multipliers ``exp(ρ)`` (optionally the whole
+rule) are fitted to that animal's own sessions. The adaptation is chosen by the likelihood of
+each animal's held-out *future* sessions, the use a twin is for.
+
+Adaptations of ``w_0``/``ρ`` are fitted for many animals in one batch: ``[B, K]`` parameters
+trained together against the frozen population rule (the animals' losses are independent, so one
+joint optimiser over the batch is the same as one per animal up to Adam's per-parameter scaling).
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from twin.data.batch import TrialBatch
+from twin.analysis.evaluate import score, split_sessions
+from twin.fit.train import FitConfig, fit, resolve_device, train_epoch, _inputs
+from twin.models.learner import LearnerModel
+
+
+class Adaptation(enum.Enum):
+    """What of the population model a twin fits to its animal."""
+
+    NONE = "none"
+    """The population model as is."""
+    INITIAL_WEIGHTS = "w0"
+    """The animal's initial weights."""
+    INITIAL_WEIGHTS_AND_RATE = "w0+rate"
+    """Initial weights and per-weight learning-rate multipliers."""
+    FULL = "full"
+    """Every parameter, warm-started from the population (one fit per animal)."""
+
+
+@dataclass(frozen=True)
+class TwinFitResult:
+    """Twins of a batch of animals.
+
+    Attributes:
+        twins: subject → the animal's model (eval mode, no gradients).
+        adaptation: what was adapted.
+        val_ll: mean validation log-likelihood per trial at the kept epoch (nats).
+        seconds: wall time.
+    """
+
+    twins: dict[str, LearnerModel]
+    adaptation: Adaptation
+    val_ll: float
+    seconds: float
+
+
+BATCHED_ADAPT_CONFIG = FitConfig(learning_rate=0.02, epochs=100, patience=10)
+"""Default settings of the batched ``w0``/rate adaptations."""
+FULL_ADAPT_CONFIG = FitConfig(learning_rate=1e-3, epochs=30, patience=5)
+"""Default settings of full per-animal fine-tuning."""
+
+
+def default_adapt_config(adaptation: Adaptation) -> FitConfig:
+    """The default optimisation settings of an adaptation."""
+    return FULL_ADAPT_CONFIG if adaptation is Adaptation.FULL else BATCHED_ADAPT_CONFIG
+
+
+def _materialise(population: LearnerModel, w0: torch.Tensor, log_rate: torch.Tensor) -> LearnerModel:
+    m = copy.deepcopy(population).cpu()
+    with torch.no_grad():
+        m.w0.copy_(w0.detach().cpu())
+        m.log_rate.copy_(log_rate.detach().cpu())
+    return m.eval().requires_grad_(False)
+
+
+def adapt_batched(
+    population: LearnerModel,
+    train: TrialBatch,
+    val: TrialBatch,
+    fit_rate: bool,
+    config: FitConfig = BATCHED_ADAPT_CONFIG,
+) -> TwinFitResult:
+    """Fit per-animal ``w_0`` (and ``ρ`` if ``fit_rate``) for every animal of the batch at once.
+
+    Args:
+        population: the cohort model (not modified).
+        train: the animals' training sessions.
+        val: the same animals (same order) scored on their validation session(s).
+        fit_rate: also fit the learning-rate multipliers.
+        config: optimisation settings (``learning_rate`` applies to the per-animal parameters).
+    """
+    if train.subjects != val.subjects:
+        raise ValueError("train and val batches must hold the same animals in the same order")
+    t0 = time.perf_counter()
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = copy.deepcopy(population).to(device).eval().requires_grad_(False)
+    n_b, k = train.n_animals, model.n_weights
+    w0 = torch.nn.Parameter(model.w0.detach().expand(n_b, k).clone())
+    log_rate = torch.nn.Parameter(model.log_rate.detach().expand(n_b, k).clone(), requires_grad=fit_rate)
+    params = [w0] + ([log_rate] if fit_rate else [])
+    opt = torch.optim.Adam(params, lr=config.learning_rate or 0.02)
+    train_d, val_d = train.to(device), val.to(device)
+    inp = _inputs(train_d)
+    n_val = max(float(val_d.mask.sum().item()), 1.0)
+
+    @torch.no_grad()
+    def val_ll() -> float:
+        return float(model.log_likelihood(val_d, w0, log_rate).sum().item() / n_val)
+
+    best, best_epoch = val_ll(), 0
+    best_params = (w0.detach().clone(), log_rate.detach().clone())
+    for epoch in range(1, config.epochs + 1):
+        train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip, w0=w0, log_rate=log_rate)
+        v = val_ll()
+        if v > best + 1e-7:
+            best, best_epoch, best_params = v, epoch, (w0.detach().clone(), log_rate.detach().clone())
+        if epoch - best_epoch >= config.patience:
+            break
+    twins = {s: _materialise(model, best_params[0][i], best_params[1][i]) for i, s in enumerate(train.subjects)}
+    return TwinFitResult(twins=twins, adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE if fit_rate else Adaptation.INITIAL_WEIGHTS, val_ll=best, seconds=time.perf_counter() - t0)
+
+
+def adapt(
+    population: LearnerModel,
+    train: TrialBatch,
+    val: TrialBatch,
+    adaptation: Adaptation,
+    config: FitConfig | None = None,
+) -> TwinFitResult:
+    """Twins of every animal in ``train`` with the given adaptation."""
+    t0 = time.perf_counter()
+    if adaptation is Adaptation.NONE:
+        m = copy.deepcopy(population).cpu().eval().requires_grad_(False)
+        n = max(float(val.mask.sum().item()), 1.0)
+        v = float(m.log_likelihood(val).sum().item() / n)
+        return TwinFitResult({s: m for s in train.subjects}, adaptation, v, time.perf_counter() - t0)
+    if adaptation in (Adaptation.INITIAL_WEIGHTS, Adaptation.INITIAL_WEIGHTS_AND_RATE):
+        cfg = config or BATCHED_ADAPT_CONFIG
+        return adapt_batched(population, train, val, adaptation is Adaptation.INITIAL_WEIGHTS_AND_RATE, cfg)
+    # full fine-tuning: one warm-started fit per animal (each animal its own parameters)
+    cfg = config or FULL_ADAPT_CONFIG
+    twins, tot_ll, tot_n = {}, 0.0, 0.0
+    for i, s in enumerate(train.subjects):
+        res = fit(population.spec, train.select([i]), val.select([i]), cfg, init=population, progress=False)
+        twins[s] = res.model
+        n = float(val.select([i]).mask.sum().item())
+        tot_ll, tot_n = tot_ll + res.best_val_ll * n, tot_n + n
+    return TwinFitResult(twins, adaptation, tot_ll / max(tot_n, 1.0), time.perf_counter() - t0)
+
+
+def forecast_ll(twins: dict[str, LearnerModel], test: TrialBatch) -> pd.DataFrame:
+    """Per-animal forecast log-likelihood of each twin on its own animal's scored trials."""
+    rows = []
+    for i, s in enumerate(test.subjects):
+        sc = score(twins[s], test.select([i]))
+        rows.append({"subject": s, "n_trials": sc.n_trials, "ll": sc.ll, "accuracy": sc.accuracy})
+    return pd.DataFrame(rows)
+
+
+def choose_adaptation(
+    population: LearnerModel,
+    batch: TrialBatch,
+    k: int,
+    adaptations: tuple[Adaptation, ...] = (Adaptation.NONE, Adaptation.INITIAL_WEIGHTS, Adaptation.INITIAL_WEIGHTS_AND_RATE),
+) -> tuple[Adaptation, pd.DataFrame]:
+    """Pick the adaptation whose twins best forecast each animal's sessions after ``k``.
+
+    Twins are fitted on sessions ``1..k-1`` (session ``k`` for early stopping) and scored,
+    teacher-forced, on sessions ``k+1..``.
+
+    Returns:
+        The best adaptation and a table (adaptation, forecast LL per trial, accuracy, seconds).
+    """
+    split = split_sessions(batch, k)
+    rows = []
+    for ad in adaptations:
+        res = adapt(population, split.train, split.val, ad)
+        per = forecast_ll(res.twins, split.test)
+        n = per["n_trials"].sum()
+        rows.append(
+            {
+                "adaptation": ad.value,
+                "forecast_ll_nats": float((per["ll"] * per["n_trials"]).sum() / n),
+                "accuracy": float((per["accuracy"] * per["n_trials"]).sum() / n),
+                "val_ll": res.val_ll,
+                "seconds": res.seconds,
+            }
+        )
+    table = pd.DataFrame(rows)
+    best = Adaptation(table.loc[table["forecast_ll_nats"].idxmax(), "adaptation"])
+    return best, table
+
+
+__all__ = ["Adaptation", "TwinFitResult", "adapt", "adapt_batched", "choose_adaptation", "forecast_ll"]

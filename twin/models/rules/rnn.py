@@ -1,0 +1,65 @@
+"""RNNGLM: a history-dependent learning rule given by a GRU."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from twin.models.rules.base import Context, LearningRule, RuleConfig, UpdateInputs
+from twin.models.rules.registry import register
+
+
+@register("rnn")
+class RNNRule(LearningRule):
+    """RNNGLM (Liu, Geadah & Pillow 2025).
+
+    ``h_{t+1} = GRU(h_t, [w_t, x_t, y_t, r_t, a_t, ss_{t+1}])`` and
+    ``Δw_t = s ⊙ g_φ(h_{t+1})`` with ``g_φ`` an MLP ``H → H → K`` (ReLU) and ``s = exp(log s)``
+    a learnable per-weight scale. Non-Markovian: the update depends on the whole trial history
+    through ``h``.
+    """
+
+    markovian = False
+
+    def __init__(self, n_weights: int, config: RuleConfig = RuleConfig()) -> None:
+        super().__init__(n_weights, config)
+        k, hdim = n_weights, config.hidden_size
+        self.gru = nn.GRUCell(2 * k + 4, hdim)
+        self.head1 = nn.Linear(hdim, hdim)
+        self.head2 = nn.Linear(hdim, k)
+        self.log_scale = nn.Parameter(torch.full((k,), math.log(config.scale_init)))
+
+    @property
+    def state_size(self) -> int:
+        return self.config.hidden_size
+
+    def precompute(self, inputs: UpdateInputs) -> torch.Tensor:
+        u = inputs.standard_vector().transpose(0, 1).contiguous()  # [T, B, K+4], time-major
+        w_u = self.gru.weight_ih[:, self.n_weights :]
+        return torch.addmm(self.gru.bias_ih, u.reshape(-1, u.shape[-1]), w_u.t()).reshape(u.shape[0], u.shape[1], -1)
+
+    def context(self) -> Context:
+        s = self.log_scale.exp()
+        return (
+            self.gru.weight_ih[:, : self.n_weights].t().contiguous(),
+            self.gru.weight_hh.t().contiguous(),
+            self.gru.bias_hh,
+            self.head1.weight.t().contiguous(),
+            self.head1.bias,
+            (self.head2.weight.t() * s).contiguous(),
+            self.head2.bias * s,
+        )
+
+    def step(self, w: torch.Tensor, h: torch.Tensor, pre_t: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        w_iw, w_hh, b_hh, w_h1, b_h1, w_h2s, b_h2s = ctx
+        hd = h.shape[1]
+        gi = torch.addmm(pre_t, w, w_iw)
+        gh = torch.addmm(b_hh, h, w_hh)
+        rz = torch.sigmoid(gi[:, : 2 * hd] + gh[:, : 2 * hd])
+        r, z = rz[:, :hd], rz[:, hd:]
+        n = torch.tanh(gi[:, 2 * hd :] + r * gh[:, 2 * hd :])
+        h_new = n + z * (h - n)
+        a = torch.relu(torch.addmm(b_h1, h_new, w_h1))
+        return w + torch.addmm(b_h2s, a, w_h2s), h_new

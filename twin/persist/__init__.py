@@ -1,0 +1,1 @@
+"""Persistence: the versioned twin store, stored sessions, model files, atomic writes."""

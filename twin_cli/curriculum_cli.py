@@ -1,0 +1,177 @@
+"""``twin curriculum ...``: export curricula, search them through a store's twins, propose an
+animal's next session. Argument parsing only; the work is in :mod:`optimizer`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import yaml
+
+from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, CurriculumError
+
+
+def _constraints(path: Path | None):  # type: ignore[no-untyped-def]
+    from optimizer.space import Constraints
+
+    if path is None:
+        return Constraints()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CurriculumError(str(path), f"cannot read constraints: {exc}") from None
+    known = {f.name for f in dataclasses.fields(Constraints)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise CurriculumError(f"{path}: {unknown[0]}", f"unknown constraint (known: {sorted(known)})")
+    return Constraints(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+def _base(path: Path | None) -> Curriculum:
+    return IBL_DEFAULT_CURRICULUM if path is None else Curriculum.load(path)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    cur = _base(args.curriculum)
+    if args.format == "iblrig":
+        text = yaml.safe_dump(cur.to_iblrig(args.phase, args.trials), sort_keys=False)
+    elif args.format == "yaml":
+        text = cur.to_yaml()
+    else:
+        text = cur.to_json()
+    if args.out is None:
+        print(text)
+    else:
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _pool(store, subjects: list[str] | None, alias: str):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from optimizer.objective import FitRange, TwinPool
+    from twin.persist.sessions import SessionStore
+
+    names = subjects or store.subjects()
+    if not names:
+        raise CurriculumError("--store", f"no twins in {store.root}")
+    twins = {s: store.load_twin(s, alias=alias).model for s in names}
+    sessions = SessionStore(store)
+    have = [s for s in names if sessions.sessions(s)]
+    fit_range = FitRange.from_trials({s: twins[s] for s in have}, pd.concat([sessions.trials(s) for s in have])) if have else None
+    return TwinPool.from_models({s: [m] for s, m in twins.items()}, fit_range)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from optimizer.search import SamplerKind, SearchConfig, search_curricula
+    from optimizer.space import CurriculumSpace
+    from twin.persist.store import ResultKind, TwinStore
+
+    store = TwinStore(args.store, args.db_url)
+    pool = _pool(store, args.subjects, args.alias)
+    space = CurriculumSpace(_constraints(args.constraints), _base(args.base))
+    cfg = SearchConfig(
+        n_trials=args.trials,
+        batch_size=args.batch,
+        sampler=SamplerKind(args.sampler),
+        n_rollouts=args.rollouts,
+        max_sessions=args.max_sessions,
+        seed=args.seed,
+        storage=args.storage,
+        study_name=args.study,
+    )
+    print(f"searching curricula through {len(pool.subjects)} twins ({pool.n_models} models)")
+    if args.tune or args.ray_address:
+        from cluster.curricula import search_curricula_tune
+
+        res = search_curricula_tune(pool, space, cfg, args.out / "tune", candidates_per_trial=args.batch, address=args.ray_address)
+    else:
+        res = search_curricula(pool, space, cfg)
+    res.save(args.out)
+    stored = store.put_result(ResultKind.CURRICULUM_SEARCH, args.study, res.summary())
+    b, d, sp = res.best, res.default, res.predicted_speedup
+    print(f"default {d.curriculum.name}: {d.mean_trials.mean:.0f} trials to criterion [{d.mean_trials.lo:.0f}, {d.mean_trials.hi:.0f}]")
+    print(f"proposed: {b.mean_trials.mean:.0f} [{b.mean_trials.lo:.0f}, {b.mean_trials.hi:.0f}], predicted speed-up {sp.mean:.1%} [{sp.lo:.1%}, {sp.hi:.1%}]")
+    print(f"  {b.curriculum.description}")
+    for w in b.warnings:
+        print(f"  warning: {w}")
+    print(f"wrote {args.out}/ and stored {stored.kind.value} {stored.name!r} v{stored.version}")
+    return 0
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    from optimizer.propose import ProposalConfig, propose_next_session
+    from optimizer.space import CurriculumSpace
+    from twin.errors import TwinError
+    from twin.persist.store import TwinStore
+
+    store = TwinStore(args.store, args.db_url)
+    twin = store.load_twin(args.subject, alias=args.alias)
+    if twin.state is None:
+        raise TwinError(f"twin {args.subject!r} v{twin.meta.version} has no end-of-session state; refit or update it")
+    space = CurriculumSpace(_constraints(args.constraints), _base(args.base))
+    p = propose_next_session(twin.model, twin.state, space, ProposalConfig(n_candidates=args.candidates, n_rollouts=args.rollouts, seed=args.seed))
+    out = {
+        "subject": args.subject,
+        "twin_version": twin.meta.version,
+        "changed": p.changed,
+        "explanation": p.explanation,
+        "expected_remaining_trials": dataclasses.asdict(p.expected_remaining),
+        "default_expected_remaining_trials": dataclasses.asdict(p.base_expected_remaining),
+        "predicted_accuracy": dataclasses.asdict(p.forecast.accuracy),
+        "iblrig": p.curriculum.to_iblrig(p.start_phase, p.n_trials),
+        "curriculum": p.curriculum.to_dict(),
+    }
+    text = json.dumps(out, indent=2)
+    if args.out:
+        args.out.write_text(text)
+        print(f"{p.explanation}\nwrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, store_args) -> None:  # type: ignore[type-arg, no-untyped-def]
+    """Register ``twin curriculum {export,search,propose}``."""
+    cp = sub.add_parser("curriculum", help="training curricula: export, search through twins, propose an animal's next session")
+    csub = cp.add_subparsers(dest="curriculum_command", required=True, metavar="ACTION")
+
+    ex = csub.add_parser("export", help="write a curriculum as JSON, YAML or iblrig task parameters")
+    ex.add_argument("--curriculum", type=Path, default=None, help="curriculum file (default: the IBL default)")
+    ex.add_argument("--format", choices=["json", "yaml", "iblrig"], default="yaml")
+    ex.add_argument("--phase", type=int, default=0, help="starting phase (iblrig format)")
+    ex.add_argument("--trials", type=int, default=None, help="session trials (iblrig format)")
+    ex.add_argument("--out", type=Path, default=None)
+    ex.set_defaults(func=cmd_export)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        store_args(q)
+        q.add_argument("--alias", default="serving", help="twin alias to use (default: serving)")
+        q.add_argument("--constraints", type=Path, default=None, help="YAML file of the lab's constraints (optimizer.space.Constraints fields)")
+        q.add_argument("--base", type=Path, default=None, help="the lab's base curriculum file (default: the IBL default)")
+        q.add_argument("--rollouts", type=int, default=4, help="simulated runs per twin and candidate")
+        q.add_argument("--seed", type=int, default=0)
+
+    se = csub.add_parser("search", help="search curricula through the store's twins (Optuna; Ray Tune with --tune)")
+    common(se)
+    se.add_argument("--subjects", nargs="*", default=None, help="twins to use (default: all)")
+    se.add_argument("--trials", type=int, default=48, help="candidates to evaluate")
+    se.add_argument("--batch", type=int, default=8, help="candidates simulated together (per Tune trial with --tune)")
+    se.add_argument("--sampler", choices=["tpe", "cmaes"], default="tpe")
+    se.add_argument("--max-sessions", type=int, default=40, help="sessions cap per simulated run")
+    se.add_argument("--storage", default=None, help="Optuna study database URL: resumable")
+    se.add_argument("--study", default="curriculum-search", help="study name (also the stored result's name)")
+    se.add_argument("--tune", action="store_true", help="run on Ray Tune (local Ray)")
+    se.add_argument("--ray-address", default=None, help="Ray cluster address (implies --tune)")
+    se.add_argument("--out", type=Path, default=Path("curriculum-search"), help="output folder")
+    se.set_defaults(func=cmd_search)
+
+    pr = csub.add_parser("propose", help="propose one animal's next session from its twin")
+    pr.add_argument("subject")
+    common(pr)
+    pr.add_argument("--candidates", type=int, default=12, help="sampled candidates besides the base")
+    pr.add_argument("--out", type=Path, default=None, help="write the plan as JSON")
+    pr.set_defaults(func=cmd_propose)

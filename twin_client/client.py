@@ -1,0 +1,308 @@
+"""A Python client of the twin.v1 service.
+
+Example::
+
+    from twin_client.client import TwinClient
+
+    with TwinClient("twins.lab:50051", token=os.environ["TWIN_TOKEN"], tls=True) as c:
+        plan = c.next_session("mouse-7")                # before the session
+        ...                                              # run it on the rig
+        up = c.upload_session("mouse-7", trials_df)     # after it
+        if up.HasField("twin_update"):
+            op = c.wait_operation(up.twin_update.id, timeout_s=600)
+
+Calls return the response messages; failures raise ``grpc.RpcError`` (see
+:func:`field_violations` for a bad request's located fields). Every call carries the bearer
+token and a deadline (``timeout_s``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import grpc
+import numpy as np
+import pandas as pd
+from google.protobuf.json_format import MessageToDict
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from twin_proto.pb import (
+    common_pb2,
+    curriculum_service_pb2,
+    curriculum_service_pb2_grpc,
+    operation_pb2,
+    operations_service_pb2,
+    operations_service_pb2_grpc,
+    protocol_pb2,
+    twin_service_pb2,
+    twin_service_pb2_grpc,
+)
+
+#: Operation states after which nothing changes.
+DONE_STATES = (operation_pb2.OPERATION_STATE_SUCCEEDED, operation_pb2.OPERATION_STATE_FAILED, operation_pb2.OPERATION_STATE_CANCELLED)
+
+
+def trials_to_pb(df: pd.DataFrame, with_session: bool = True) -> list[common_pb2.Trial]:
+    """Trial messages from a canonical trials table (``choice``/``correct_side`` 1 = right,
+    ``feedback`` +1/-1). ``session`` and ``trial`` are sent when present."""
+    side = {0: common_pb2.SIDE_LEFT, 1: common_pb2.SIDE_RIGHT}
+    fb = {1: common_pb2.FEEDBACK_REWARDED, -1: common_pb2.FEEDBACK_ERROR}
+    has_rt = "reaction_time" in df.columns
+    out = []
+    for row in df.itertuples(index=False):
+        t = common_pb2.Trial(
+            session=int(row.session) if with_session and "session" in df.columns else 0,
+            trial=int(row.trial) if "trial" in df.columns else 0,
+            contrast_left=float(row.contrast_left),
+            contrast_right=float(row.contrast_right),
+            choice=side.get(int(row.choice), common_pb2.SIDE_UNSPECIFIED),
+            feedback=fb.get(int(row.feedback), common_pb2.FEEDBACK_UNSPECIFIED),
+            correct_side=side.get(int(row.correct_side), common_pb2.SIDE_UNSPECIFIED),
+            prob_left=float(row.prob_left),
+        )
+        if has_rt and np.isfinite(row.reaction_time):
+            t.reaction_time = float(row.reaction_time)
+        out.append(t)
+    return out
+
+
+def prediction_frame(resp: twin_service_pb2.PredictResponse) -> pd.DataFrame:
+    """A PredictResponse as a table: session, trial, p_right and one ``w_<feature>`` column
+    per weight."""
+    df = pd.DataFrame({"session": list(resp.session), "trial": list(resp.trial), "p_right": list(resp.p_right)})
+    for w in resp.weights:
+        df[f"w_{w.feature}"] = list(w.values)
+    return df
+
+
+def message_dict(message: object) -> dict[str, object]:
+    """A message as a JSON-ready dict (field names as in the proto)."""
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)  # type: ignore[arg-type]
+
+
+def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """``(field, description)`` of every BadRequest field violation in a failed call."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    out: list[tuple[str, str]] = []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out += [(v.field, v.description) for v in bad.field_violations]
+    return out
+
+
+def error_reason(error: grpc.RpcError) -> str | None:
+    """The ``ErrorInfo.reason`` of a failed call (``NO_TWIN``, ``SUBJECT_NOT_FOUND``, ...)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return None
+
+
+def _ref(subject: str, version: int | None, alias: str | None) -> common_pb2.TwinRef:
+    if version is not None:
+        return common_pb2.TwinRef(subject=subject, version=version)
+    if alias is not None:
+        return common_pb2.TwinRef(subject=subject, alias=alias)
+    return common_pb2.TwinRef(subject=subject)
+
+
+class TwinClient:
+    """A connection to a twin.v1 server.
+
+    Args:
+        target: ``host:port``.
+        token: bearer token (None: send none, for a local demo server).
+        tls: connect over TLS.
+        root_certificates: PEM CA bundle to trust (None: the system's).
+        timeout_s: deadline of each call.
+        options: extra channel options.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None = None,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        timeout_s: float = 60.0,
+        options: Sequence[tuple[str, object]] = (),
+    ) -> None:
+        opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024), *options]
+        if tls:
+            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=opts)
+        else:
+            self.channel = grpc.insecure_channel(target, options=opts)
+        self.timeout_s = timeout_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.twins = twin_service_pb2_grpc.TwinServiceStub(self.channel)
+        self.curricula = curriculum_service_pb2_grpc.CurriculumServiceStub(self.channel)
+        self.operations = operations_service_pb2_grpc.OperationsServiceStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def __enter__(self) -> "TwinClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _kw(self, timeout_s: float | None = None) -> dict[str, object]:
+        return {"metadata": self._metadata, "timeout": self.timeout_s if timeout_s is None else timeout_s}
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def health(self, service: str = "") -> str:
+        """The server's health (``SERVING``, ``NOT_SERVING``, ...) for ``service`` ("" = overall)."""
+        resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    # -- twins -----------------------------------------------------------------------------------
+
+    def list_subjects(self, page_size: int = 0) -> list[twin_service_pb2.Subject]:
+        """Every subject (all pages)."""
+        out, token = [], ""
+        while True:
+            resp = self.twins.ListSubjects(twin_service_pb2.ListSubjectsRequest(page_size=page_size, page_token=token), **self._kw())
+            out += list(resp.subjects)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def list_twins(self, subject: str = "", page_size: int = 0) -> list[common_pb2.TwinVersion]:
+        """Every twin version of ``subject`` ("" = all subjects; all pages)."""
+        out, token = [], ""
+        while True:
+            resp = self.twins.ListTwins(twin_service_pb2.ListTwinsRequest(subject=subject, page_size=page_size, page_token=token), **self._kw())
+            out += list(resp.twins)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def get_twin(self, subject: str, version: int | None = None, alias: str | None = None) -> twin_service_pb2.GetTwinResponse:
+        """One twin version's metadata (default: the serving one)."""
+        return self.twins.GetTwin(twin_service_pb2.GetTwinRequest(twin=_ref(subject, version, alias)), **self._kw())
+
+    def predict(
+        self,
+        subject: str,
+        trials: pd.DataFrame | None = None,
+        *,
+        continue_from_twin: bool = False,
+        through_session: int = 0,
+        from_session: int = 0,
+        version: int | None = None,
+        alias: str | None = None,
+        timeout_s: float | None = None,
+    ) -> twin_service_pb2.PredictResponse:
+        """Per-trial p(right) and weights along ``trials`` (None: the stored sessions)."""
+        req = twin_service_pb2.PredictRequest(twin=_ref(subject, version, alias))
+        if trials is None:
+            req.stored.CopyFrom(twin_service_pb2.StoredHistory(through_session=through_session, from_session=from_session))
+        else:
+            req.supplied.CopyFrom(twin_service_pb2.SuppliedHistory(trials=trials_to_pb(trials), continue_from_twin=continue_from_twin))
+        return self.twins.Predict(req, **self._kw(timeout_s))
+
+    def forecast(
+        self,
+        subject: str,
+        protocol: protocol_pb2.TaskProtocol | None = None,
+        *,
+        n_trials: int = 0,
+        n_rollouts: int = 0,
+        seed: int = 0,
+        start_phase: int | None = None,
+        version: int | None = None,
+        alias: str | None = None,
+    ) -> twin_service_pb2.ForecastResponse:
+        """The twin's forecast of its next session under ``protocol`` (None: the lab default)."""
+        req = twin_service_pb2.ForecastRequest(twin=_ref(subject, version, alias), n_trials=n_trials, n_rollouts=n_rollouts, seed=seed)
+        if protocol is not None:
+            req.protocol.CopyFrom(protocol)
+        if start_phase is not None:
+            req.start_phase = start_phase
+        return self.twins.Forecast(req, **self._kw())
+
+    def upload_session(self, subject: str, trials: pd.DataFrame, label: str = "", skip_twin_update: bool = False) -> twin_service_pb2.UploadSessionResponse:
+        """Store one finished session (its trials in order) and start the twin update."""
+        req = twin_service_pb2.UploadSessionRequest(subject=subject, trials=trials_to_pb(trials, with_session=False), label=label, skip_twin_update=skip_twin_update)
+        return self.twins.UploadSession(req, **self._kw())
+
+    def fit_cohort(
+        self, subjects: Sequence[str] = (), rule: str = "", epochs: int = 0, patience: int = 0, adaptation: int = 0, seed: int = 0
+    ) -> operation_pb2.Operation:
+        """Start a cohort fit (admin); ``adaptation`` is a ``twin_service_pb2.ADAPTATION_*`` value."""
+        req = twin_service_pb2.FitCohortRequest(subjects=list(subjects), rule=rule, epochs=epochs, patience=patience, adaptation=adaptation, seed=seed)  # type: ignore[arg-type]
+        return self.twins.FitCohort(req, **self._kw())
+
+    # -- curricula -------------------------------------------------------------------------------
+
+    def next_session(
+        self,
+        subject: str,
+        *,
+        min_trials: int = 0,
+        max_trials: int = 0,
+        max_reward_volume_ul: float = 0.0,
+        max_accuracy_interval_width: float = 0.0,
+        n_rollouts: int = 0,
+        seed: int = 0,
+    ) -> curriculum_service_pb2.SessionPlan:
+        """The plan of ``subject``'s next session."""
+        c = curriculum_service_pb2.SessionConstraints(
+            min_trials=min_trials, max_trials=max_trials, max_reward_volume_ul=max_reward_volume_ul, max_accuracy_interval_width=max_accuracy_interval_width
+        )
+        req = curriculum_service_pb2.NextSessionRequest(subject=subject, constraints=c, n_rollouts=n_rollouts, seed=seed)
+        return self.curricula.NextSession(req, **self._kw()).plan
+
+    def search_curricula(self, subjects: Sequence[str] = (), n_candidates: int = 0, horizon_trials: int = 0, seed: int = 0) -> operation_pb2.Operation:
+        """Start a curriculum search (admin)."""
+        req = curriculum_service_pb2.SearchCurriculaRequest(subjects=list(subjects), n_candidates=n_candidates, horizon_trials=horizon_trials, seed=seed)
+        return self.curricula.SearchCurricula(req, **self._kw())
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def get_operation(self, op_id: str) -> operation_pb2.Operation:
+        """One operation."""
+        return self.operations.GetOperation(operations_service_pb2.GetOperationRequest(id=op_id), **self._kw())
+
+    def list_operations(self, kind: int = 0, state: int = 0, subject: str = "") -> list[operation_pb2.Operation]:
+        """Every operation matching the filters, newest first (all pages)."""
+        out, token = [], ""
+        while True:
+            req = operations_service_pb2.ListOperationsRequest(kind=kind, state=state, subject=subject, page_token=token)  # type: ignore[arg-type]
+            resp = self.operations.ListOperations(req, **self._kw())
+            out += list(resp.operations)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def cancel_operation(self, op_id: str) -> operation_pb2.Operation:
+        """Request an operation's cancellation (admin)."""
+        return self.operations.CancelOperation(operations_service_pb2.CancelOperationRequest(id=op_id), **self._kw())
+
+    def watch_operation(self, op_id: str, timeout_s: float | None = None) -> Iterator[operation_pb2.Operation]:
+        """The operation after every change, until it finishes."""
+        return self.operations.WatchOperation(operations_service_pb2.WatchOperationRequest(id=op_id), **self._kw(timeout_s))
+
+    def wait_operation(self, op_id: str, timeout_s: float = 600.0) -> operation_pb2.Operation:
+        """Watch an operation until it finishes (or the stream ends); return its last state."""
+        last = None
+        for op in self.watch_operation(op_id, timeout_s):
+            last = op
+            if op.state in DONE_STATES:
+                return op
+        return last if last is not None else self.get_operation(op_id)
+
+
+__all__ = ["DONE_STATES", "TwinClient", "error_reason", "field_violations", "message_dict", "prediction_frame", "trials_to_pb"]

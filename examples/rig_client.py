@@ -16,6 +16,9 @@ The server address comes from ``--target`` (default ``$TWIN_SERVER`` or 127.0.0.
 rig's bearer token from ``$TWIN_TOKEN``; ``--tls`` (with ``--ca`` for a private CA) for TLS.
 Exit status: 0 on success, 1 when the server refused the request (the message names the bad
 fields), 2 on usage errors.
+
+It needs the client package (:mod:`twin_client`, with the generated stubs of :mod:`twin_proto`:
+grpcio and protobuf) and, to read the trials for ``upload``, pandas.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
-import pandas as pd
 
 from twin_client.client import DONE_STATES, TwinClient, error_reason, field_violations, message_dict
 from twin_proto.pb import curriculum_service_pb2, operation_pb2
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _plan_summary(plan: curriculum_service_pb2.SessionPlan) -> str:
@@ -58,6 +64,8 @@ def cmd_plan(client: TwinClient, args: argparse.Namespace) -> int:
 
 
 def _read(path: Path) -> pd.DataFrame:
+    import pandas as pd  # only uploads read a table
+
     return pd.read_parquet(path) if path.suffix in (".parquet", ".pqt") else pd.read_csv(path)
 
 

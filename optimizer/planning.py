@@ -21,13 +21,12 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from twin.sim.forecast import Interval, SessionForecast
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinStore, TwinVersion
 from twin.sim.task import IBL_DEFAULT, TaskProtocol
-
-from service.jobs import JobContext
 
 
 @dataclass(frozen=True)
@@ -295,9 +294,19 @@ class CurriculumSearchOutcome:
     baseline: CurriculumCandidate | None = None
 
 
-#: ``search(request, store, ctx)``: runs in a long-running operation; reports progress through
-#: ``ctx`` and checks ``ctx.check_cancelled()`` between steps.
-CurriculumSearchFn = Callable[[CurriculumSearchRequest, TwinStore, JobContext], CurriculumSearchOutcome]
+class SearchProgress(Protocol):
+    """What a curriculum search sees of the long-running operation that runs it."""
+
+    def report(self, progress: float, message: str = "") -> None:
+        """Record progress in [0, 1] and a note; raises (to stop the search) once cancelled."""
+
+    def check_cancelled(self) -> None:
+        """A checkpoint: raises (to stop the search) once cancellation was requested."""
+
+
+#: ``search(request, store, progress)``: runs in a long-running operation; reports progress
+#: through ``progress`` and checks ``progress.check_cancelled()`` between steps.
+CurriculumSearchFn = Callable[[CurriculumSearchRequest, TwinStore, SearchProgress], CurriculumSearchOutcome]
 
 
 __all__ = [
@@ -313,6 +322,7 @@ __all__ = [
     "Proposal",
     "ProposeFn",
     "RigSettings",
+    "SearchProgress",
     "SessionPlan",
     "plan_next_session",
 ]

@@ -26,19 +26,21 @@ from grpc_reflection.v1alpha import reflection
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
 
+from optimizer.planning import CurriculumSearchFn, LabDefault, ProposeFn
 from server.auth import AuthConfig
-from service.cache import TwinCache
-from service.dataplane import CohortFitFn, DataPlaneConfig, TwinDataPlane, local_cohort_fit
 from server.interceptors import ApiInterceptor, ServerState
+from server.servicers import CurriculumServicer, OperationsServicer, TwinServicer
+from service.cache import TwinCache
+from service.config import DataPlaneConfig
+from service.dataplane import TwinDataPlane
 from service.jobs import JobManager
+from service.updates import CohortFitFn, local_cohort_fit
 from twin_proto.pb import (
     SERVICE_NAMES,
     curriculum_service_pb2_grpc,
     operations_service_pb2_grpc,
     twin_service_pb2_grpc,
 )
-from optimizer.planning import CurriculumSearchFn, LabDefault, ProposeFn
-from server.servicers import CurriculumServicer, OperationsServicer, TwinServicer
 
 log = logging.getLogger("server.app")
 
@@ -198,9 +200,9 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ],
     )
-    twin_service_pb2_grpc.add_TwinServiceServicer_to_server(TwinServicer(plane), server)
-    curriculum_service_pb2_grpc.add_CurriculumServiceServicer_to_server(CurriculumServicer(plane), server)
-    operations_service_pb2_grpc.add_OperationsServiceServicer_to_server(OperationsServicer(plane, lambda: state.draining), server)
+    twin_service_pb2_grpc.add_TwinServiceServicer_to_server(TwinServicer(plane.catalog, plane.predictions, plane.updates), server)
+    curriculum_service_pb2_grpc.add_CurriculumServiceServicer_to_server(CurriculumServicer(plane.curricula, plane.config.max_interval_width), server)
+    operations_service_pb2_grpc.add_OperationsServiceServicer_to_server(OperationsServicer(plane.operations, lambda: state.draining), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from service.errors import ServiceError
+
 #: Environment variable holding ``role:token`` pairs.
 TOKENS_ENV = "TWIN_AUTH_TOKENS"
 
@@ -142,6 +144,14 @@ class AuthConfig:
         return cls(principals)
 
 
+class UnauthenticatedError(ServiceError):
+    """No token, or a token the server does not accept."""
+
+
+class PermissionDeniedError(ServiceError):
+    """A valid token whose role may not call the method."""
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -200,9 +210,11 @@ __all__ = [
     "AuthConfig",
     "METHOD_ROLES",
     "PUBLIC_SERVICES",
+    "PermissionDeniedError",
     "Principal",
     "Role",
     "TOKENS_ENV",
+    "UnauthenticatedError",
     "bearer_token",
     "is_public",
     "required_role",

@@ -23,16 +23,11 @@ from twin.persist.store import TwinVersion
 from twin.sim.task import IBL_DEFAULT, TaskProtocol
 from twin.fit.adapt import Adaptation
 
-from service.dataplane import (
-    FitCohortRequest,
-    ForecastRequest,
-    NextSessionRequest,
-    PredictResult,
-    StoredHistory,
-    SubjectInfo,
-    SuppliedHistory,
-    TwinSelector,
-)
+from service.catalog import SubjectInfo, TwinSelector
+from service.curricula import NextSessionRequest
+from service.predictions import ForecastRequest, PredictResult, StoredHistory, SuppliedHistory
+from service.updates import FitCohortRequest
+from server.status import to_rpc_status
 from service.errors import FieldViolation, InvalidArgumentError
 from service.jobs import JobKind, JobSnapshot, JobState
 from twin_proto.pb import common_pb2, curriculum_service_pb2, operation_pb2, protocol_pb2, twin_service_pb2
@@ -408,7 +403,7 @@ def operation_pb(s: JobSnapshot) -> operation_pb2.Operation:
         finished_at=timestamp(s.finished_at),
     )
     if s.error is not None:
-        op.error.CopyFrom(s.error)
+        op.error.CopyFrom(to_rpc_status(s.error))
     r = s.result
     if s.state is JobState.SUCCEEDED and r is not None:
         if isinstance(r, TwinVersion):

@@ -6,7 +6,7 @@ Every twin.v1 call goes through :class:`ApiInterceptor`, which wraps the method'
 2. the bearer token is checked against the method's role (UNAUTHENTICATED without a valid
    token, PERMISSION_DENIED for a role that is too low), unless auth is off (local demo);
 3. any exception the servicer raises becomes a ``google.rpc.Status`` through
-   :func:`service.errors.to_rpc_status`: this is the one place exceptions meet status codes;
+   :func:`server.status.to_rpc_status`: this is the one place exceptions meet status codes;
 4. one JSON access-log line per call (method, code, duration, principal; never tokens).
 
 Health and reflection are passed through untouched (public, and answered while draining).
@@ -23,24 +23,11 @@ from collections.abc import Callable, Iterator
 import grpc
 from grpc_status import rpc_status
 
-from server.auth import AuthConfig, Principal, bearer_token, is_public, required_role
-from service.errors import ApiError, UnavailableError, to_rpc_status
+from server.auth import AuthConfig, PermissionDeniedError, Principal, UnauthenticatedError, bearer_token, is_public, required_role
+from server.status import code_and_reason, to_rpc_status
+from service.errors import ServiceError, UnavailableError
 
 access_log = logging.getLogger("server.access")
-
-
-class UnauthenticatedError(ApiError):
-    """No token, or a token the server does not accept."""
-
-    code = grpc.StatusCode.UNAUTHENTICATED
-    reason = "UNAUTHENTICATED"
-
-
-class PermissionDeniedError(ApiError):
-    """A valid token whose role may not call the method."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-    reason = "PERMISSION_DENIED"
 
 
 class ServerState:
@@ -137,8 +124,8 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
 def _log(method: str, context: grpc.ServicerContext, principal: Principal | None, t0: float, exc: BaseException | None) -> None:
     if exc is None:
         code = context.code() or grpc.StatusCode.OK
-    elif isinstance(exc, ApiError):
-        code = exc.code
+    elif isinstance(exc, ServiceError):
+        code = code_and_reason(exc)[0]
     else:
         code = context.code() or grpc.StatusCode.INTERNAL
     access_log.info(
@@ -209,4 +196,4 @@ def _wrap(
     return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
 
 
-__all__ = ["ApiInterceptor", "PermissionDeniedError", "ServerState", "UnauthenticatedError"]
+__all__ = ["ApiInterceptor", "ServerState"]

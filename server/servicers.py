@@ -1,4 +1,4 @@
-"""Thin gRPC servicers over the data plane: convert the request, call one data-plane method,
+"""Thin gRPC servicers over the parts of the data plane: convert the request, call one method,
 convert the result. Errors propagate as exceptions; :mod:`server.interceptors` maps them to
 status codes."""
 
@@ -9,7 +9,12 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from server import convert
-from service.dataplane import Deadline, TwinDataPlane
+from service.catalog import TwinCatalog
+from service.config import Deadline
+from service.curricula import Curricula
+from service.operations import Operations
+from service.predictions import Predictions
+from service.updates import Updates
 from twin_proto.pb import (
     curriculum_service_pb2,
     curriculum_service_pb2_grpc,
@@ -26,34 +31,40 @@ def _deadline(context: grpc.ServicerContext) -> Deadline:
 
 
 class TwinServicer(twin_service_pb2_grpc.TwinServiceServicer):
-    """twin.v1.TwinService."""
+    """twin.v1.TwinService.
 
-    def __init__(self, plane: TwinDataPlane) -> None:
-        self.plane = plane
+    Args:
+        catalog: subjects and twin versions.
+        predictions: predictions and forecasts.
+        updates: session uploads and cohort fits.
+    """
+
+    def __init__(self, catalog: TwinCatalog, predictions: Predictions, updates: Updates) -> None:
+        self.catalog, self.predictions, self.updates = catalog, predictions, updates
 
     def ListSubjects(self, request: twin_service_pb2.ListSubjectsRequest, context: grpc.ServicerContext) -> twin_service_pb2.ListSubjectsResponse:
-        page = self.plane.list_subjects(request.page_size, request.page_token)
+        page = self.catalog.list_subjects(request.page_size, request.page_token)
         return twin_service_pb2.ListSubjectsResponse(subjects=[convert.subject_pb(s) for s in page.items], next_page_token=page.next_page_token)
 
     def ListTwins(self, request: twin_service_pb2.ListTwinsRequest, context: grpc.ServicerContext) -> twin_service_pb2.ListTwinsResponse:
-        page = self.plane.list_twins(request.subject, request.page_size, request.page_token)
+        page = self.catalog.list_twins(request.subject, request.page_size, request.page_token)
         return twin_service_pb2.ListTwinsResponse(twins=[convert.twin_version_pb(v) for v in page.items], next_page_token=page.next_page_token)
 
     def GetTwin(self, request: twin_service_pb2.GetTwinRequest, context: grpc.ServicerContext) -> twin_service_pb2.GetTwinResponse:
-        meta, later = self.plane.get_twin(convert.twin_selector(request.twin))
+        meta, later = self.catalog.get_twin(convert.twin_selector(request.twin))
         return twin_service_pb2.GetTwinResponse(twin=convert.twin_version_pb(meta), sessions_since_training=later)
 
     def Predict(self, request: twin_service_pb2.PredictRequest, context: grpc.ServicerContext) -> twin_service_pb2.PredictResponse:
         selector, history = convert.predict_request(request)
-        return convert.predict_response(self.plane.predict(selector, history, _deadline(context)))
+        return convert.predict_response(self.predictions.predict(selector, history, _deadline(context)))
 
     def Forecast(self, request: twin_service_pb2.ForecastRequest, context: grpc.ServicerContext) -> twin_service_pb2.ForecastResponse:
-        r = self.plane.forecast(convert.forecast_request(request), _deadline(context))
+        r = self.predictions.forecast(convert.forecast_request(request), _deadline(context))
         return twin_service_pb2.ForecastResponse(twin=convert.twin_version_pb(r.twin), forecast=convert.forecast_pb(r.forecast), protocol=convert.protocol_pb(r.protocol))
 
     def UploadSession(self, request: twin_service_pb2.UploadSessionRequest, context: grpc.ServicerContext) -> twin_service_pb2.UploadSessionResponse:
         trials = convert.trials_frame(request.trials, "trials", with_session=False)
-        out = self.plane.upload_session(request.subject, trials, request.label or None, request.skip_twin_update)
+        out = self.updates.upload_session(request.subject, trials, request.label or None, request.skip_twin_update)
         rec = out.record
         resp = twin_service_pb2.UploadSessionResponse(
             subject=rec.subject, session=rec.session, n_trials=rec.n_trials, data_hash=rec.data_hash, update_skipped_reason=out.skipped_reason
@@ -63,49 +74,54 @@ class TwinServicer(twin_service_pb2_grpc.TwinServiceServicer):
         return resp
 
     def FitCohort(self, request: twin_service_pb2.FitCohortRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.plane.fit_cohort(convert.fit_cohort_request(request)))
+        return convert.operation_pb(self.updates.fit_cohort(convert.fit_cohort_request(request)))
 
 
 class CurriculumServicer(curriculum_service_pb2_grpc.CurriculumServiceServicer):
-    """twin.v1.CurriculumService."""
+    """twin.v1.CurriculumService.
 
-    def __init__(self, plane: TwinDataPlane) -> None:
-        self.plane = plane
+    Args:
+        curricula: next-session plans and curriculum searches.
+        default_width: widest acceptable accuracy interval of a plan when a request sets none.
+    """
+
+    def __init__(self, curricula: Curricula, default_width: float) -> None:
+        self.curricula, self.default_width = curricula, default_width
 
     def NextSession(self, request: curriculum_service_pb2.NextSessionRequest, context: grpc.ServicerContext) -> curriculum_service_pb2.NextSessionResponse:
-        req = convert.next_session_request(request, self.plane.config.max_interval_width)
-        return curriculum_service_pb2.NextSessionResponse(plan=convert.plan_pb(self.plane.next_session(req, _deadline(context))))
+        req = convert.next_session_request(request, self.default_width)
+        return curriculum_service_pb2.NextSessionResponse(plan=convert.plan_pb(self.curricula.next_session(req, _deadline(context))))
 
     def SearchCurricula(self, request: curriculum_service_pb2.SearchCurriculaRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.plane.search_curricula(convert.search_request(request)))
+        return convert.operation_pb(self.curricula.search_curricula(convert.search_request(request)))
 
 
 class OperationsServicer(operations_service_pb2_grpc.OperationsServiceServicer):
     """twin.v1.OperationsService.
 
     Args:
-        plane: the data plane.
+        operations: the long-running operations.
         stopping: true once the server drains; open Watch streams then end (the client
             re-watches on another instance).
     """
 
-    def __init__(self, plane: TwinDataPlane, stopping: Callable[[], bool] = lambda: False) -> None:
-        self.plane = plane
+    def __init__(self, operations: Operations, stopping: Callable[[], bool] = lambda: False) -> None:
+        self.operations = operations
         self.stopping = stopping
 
     def GetOperation(self, request: operations_service_pb2.GetOperationRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.plane.get_operation(request.id))
+        return convert.operation_pb(self.operations.get_operation(request.id))
 
     def ListOperations(self, request: operations_service_pb2.ListOperationsRequest, context: grpc.ServicerContext) -> operations_service_pb2.ListOperationsResponse:
         kind, state = convert.operation_filters(request)
-        page = self.plane.list_operations(kind, state, request.subject, request.page_size, request.page_token)
+        page = self.operations.list_operations(kind, state, request.subject, request.page_size, request.page_token)
         return operations_service_pb2.ListOperationsResponse(operations=[convert.operation_pb(s) for s in page.items], next_page_token=page.next_page_token)
 
     def CancelOperation(self, request: operations_service_pb2.CancelOperationRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.plane.cancel_operation(request.id))
+        return convert.operation_pb(self.operations.cancel_operation(request.id))
 
     def WatchOperation(self, request: operations_service_pb2.WatchOperationRequest, context: grpc.ServicerContext) -> Iterator[operation_pb2.Operation]:
-        for snap in self.plane.watch_operation(request.id, lambda: context.is_active() and not self.stopping()):
+        for snap in self.operations.watch_operation(request.id, lambda: context.is_active() and not self.stopping()):
             yield convert.operation_pb(snap)
 
 

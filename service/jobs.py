@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from google.rpc import status_pb2
-
-from service.errors import OperationCancelledError, OperationNotFoundError, UnavailableError, to_rpc_status
+from service.errors import DomainError, OperationCancelledError, OperationNotFoundError, UnavailableError, as_domain_error, public_message
 
 log = logging.getLogger("service.jobs")
 
@@ -65,7 +63,8 @@ class JobSnapshot:
         started_at: start time, once started.
         finished_at: end time, once done.
         result: the job function's return value, once succeeded.
-        error: the status it failed (or was cancelled) with.
+        error: the error it failed (or was cancelled) with; anything unexpected is kept as an
+            :class:`~service.errors.InternalError` (its traceback logged once, when it failed).
         revision: increases on every change (watchers compare it).
         seq: submission order (newest has the largest).
     """
@@ -80,7 +79,7 @@ class JobSnapshot:
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     result: object | None
-    error: status_pb2.Status | None
+    error: DomainError | None
     revision: int
     seq: int
 
@@ -167,7 +166,7 @@ class JobManager:
             if snap.state is not JobState.PENDING:  # cancelled while queued
                 return
             if ctx.cancelled:
-                self._finish_locked(job_id, JobState.CANCELLED, error=to_rpc_status(OperationCancelledError("cancelled before it started")))
+                self._finish_locked(job_id, JobState.CANCELLED, error=OperationCancelledError("cancelled before it started"))
                 return
             self._set_locked(job_id, state=JobState.RUNNING, started_at=_now(), message="running")
         t0 = time.perf_counter()
@@ -175,12 +174,12 @@ class JobManager:
             result = fn(ctx)
         except OperationCancelledError as exc:
             with self._cond:
-                self._finish_locked(job_id, JobState.CANCELLED, error=to_rpc_status(exc), message="cancelled")
+                self._finish_locked(job_id, JobState.CANCELLED, error=exc, message="cancelled")
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the operation
-            status = to_rpc_status(exc)
-            log.warning("operation failed", extra={"operation": job_id, "error": status.message})
+            error = as_domain_error(exc)
+            log.warning("operation failed", extra={"operation": job_id, "error": public_message(error)})
             with self._cond:
-                self._finish_locked(job_id, JobState.FAILED, error=status, message="failed")
+                self._finish_locked(job_id, JobState.FAILED, error=error, message="failed")
         else:
             with self._cond:
                 self._finish_locked(job_id, JobState.SUCCEEDED, result=result, message="done", progress=1.0)
@@ -247,7 +246,7 @@ class JobManager:
                 ctx._cancel.set()
             fut = self._futures.get(job_id)
             if snap.state is JobState.PENDING and fut is not None and fut.cancel():
-                self._finish_locked(job_id, JobState.CANCELLED, error=to_rpc_status(OperationCancelledError("cancelled before it started")), message="cancelled")
+                self._finish_locked(job_id, JobState.CANCELLED, error=OperationCancelledError("cancelled before it started"), message="cancelled")
             else:
                 self._set_locked(job_id, message="cancellation requested")
             return self._jobs[job_id]

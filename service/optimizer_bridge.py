@@ -18,7 +18,6 @@ from twin.sim.forecast import Interval
 from twin.models.state import TwinState
 from twin.persist.store import ResultKind, Twin, TwinStore
 
-from service.jobs import JobContext
 from optimizer.planning import (
     CurriculumCandidate,
     CurriculumSearchFn,
@@ -28,6 +27,7 @@ from optimizer.planning import (
     Proposal,
     ProposeFn,
     RigSettings,
+    SearchProgress,
 )
 
 
@@ -63,7 +63,7 @@ def optimizer_search(space: CurriculumSpace = CurriculumSpace(), config: SearchC
     """A SearchCurricula backend: Optuna search through the serving twins of the requested
     subjects; the outcome is also kept in the store's results."""
 
-    def search(req: CurriculumSearchRequest, store: TwinStore, ctx: JobContext) -> CurriculumSearchOutcome:
+    def search(req: CurriculumSearchRequest, store: TwinStore, ctx: SearchProgress) -> CurriculumSearchOutcome:
         twins = {s: [store.load_twin(s, alias="serving").model] for s in req.subjects}
         pool = TwinPool.from_models(twins)
         cfg = replace(config, seed=req.seed, n_trials=req.n_candidates or config.n_trials)

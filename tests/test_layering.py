@@ -41,12 +41,6 @@ CORE_RANK = {"errors": 0, "protocol": 1, "data": 2, "models": 3, "analysis": 4, 
 
 #: Arrows that still point the wrong way: (importing file, imported module) -> why it is still here.
 KNOWN: dict[tuple[str, str], str] = {
-    ("optimizer/planning.py", "service.jobs"): "issue 15: planning takes a progress/cancel callback, not the service's job context",
-    ("service/errors.py", "grpc"): "issue 15: status codes are mapped in server/, the service raises domain errors",
-    ("service/errors.py", "google.protobuf"): "issue 15: as above",
-    ("service/errors.py", "google.protobuf.message"): "issue 15: as above",
-    ("service/errors.py", "google.rpc"): "issue 15: as above",
-    ("service/jobs.py", "google.rpc"): "issue 15: operations keep domain errors; server/ converts them",
     ("twin/analysis/evaluate.py", "twin.fit.train"): "issue 15: the fitting helpers of evaluation move to twin/fit",
     ("twin/analysis/report.py", "twin.fit.cohort"): "issue 15: the report's assembly moves to twin_cli/, its analyses stay here",
     ("twin/analysis/report.py", "twin.persist.atomic"): "issue 15: as above",

@@ -21,7 +21,7 @@ from twin.fit.adapt import Adaptation
 
 from server.app import ServerConfig, build_plane, start_server
 from twin_client.client import TwinClient
-from service.dataplane import DataPlaneConfig
+from service.config import DataPlaneConfig
 from twin_proto.pb import curriculum_service_pb2, operation_pb2
 from optimizer.planning import ProposeFn
 

@@ -14,15 +14,19 @@ Example::
 Calls return the response messages; failures raise ``grpc.RpcError`` (see
 :func:`field_violations` for a bad request's located fields). Every call carries the bearer
 token and a deadline (``timeout_s``).
+
+The client needs grpcio, protobuf and the generated stubs (:mod:`twin_proto`) only; the helpers
+that take or return trial tables (:func:`trials_to_pb`, :func:`prediction_frame`, the
+``trials`` arguments) work on pandas DataFrames, and import pandas when called.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
-import numpy as np
-import pandas as pd
 from google.protobuf.json_format import MessageToDict
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -39,6 +43,9 @@ from twin_proto.pb import (
     twin_service_pb2,
     twin_service_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Operation states after which nothing changes.
 DONE_STATES = (operation_pb2.OPERATION_STATE_SUCCEEDED, operation_pb2.OPERATION_STATE_FAILED, operation_pb2.OPERATION_STATE_CANCELLED)
@@ -62,7 +69,7 @@ def trials_to_pb(df: pd.DataFrame, with_session: bool = True) -> list[common_pb2
             correct_side=side.get(int(row.correct_side), common_pb2.SIDE_UNSPECIFIED),
             prob_left=float(row.prob_left),
         )
-        if has_rt and np.isfinite(row.reaction_time):
+        if has_rt and math.isfinite(float(row.reaction_time)):
             t.reaction_time = float(row.reaction_time)
         out.append(t)
     return out
@@ -71,6 +78,8 @@ def trials_to_pb(df: pd.DataFrame, with_session: bool = True) -> list[common_pb2
 def prediction_frame(resp: twin_service_pb2.PredictResponse) -> pd.DataFrame:
     """A PredictResponse as a table: session, trial, p_right and one ``w_<feature>`` column
     per weight."""
+    import pandas as pd  # only this helper needs pandas
+
     df = pd.DataFrame({"session": list(resp.session), "trial": list(resp.trial), "p_right": list(resp.p_right)})
     for w in resp.weights:
         df[f"w_{w.feature}"] = list(w.values)

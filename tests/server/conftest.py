@@ -14,7 +14,7 @@ pytest.importorskip("grpc")
 from server.app import RunningServer, ServerConfig, build_plane, start_server  # noqa: E402
 from server.auth import AuthConfig, Role  # noqa: E402
 from twin_client.client import TwinClient  # noqa: E402
-from service.dataplane import DataPlaneConfig  # noqa: E402
+from service.config import DataPlaneConfig  # noqa: E402
 from twin.sim.agents import DEFAULT_TRUTHS, Family  # noqa: E402
 from twin.fit.cohort import CohortFitConfig, fit_cohort  # noqa: E402
 from twin.fit.train import FitConfig  # noqa: E402

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.auth import Role
-from service.dataplane import DataPlaneConfig
+from service.config import DataPlaneConfig
 from twin.fit.train import FitConfig
 
 #: Tokens of the test servers, one per role.

@@ -20,6 +20,7 @@ from server_env import NO_TWIN, RIG, TWIN_SUBJECTS
 from google.rpc import error_details_pb2
 
 from twin_client.client import error_reason, field_violations, trials_to_pb
+from server.status import status_code, to_rpc_status
 from service.errors import (
     FeatureUnavailableError,
     InvalidArgumentError,
@@ -27,8 +28,6 @@ from service.errors import (
     OperationNotFoundError,
     SubjectNotFoundError,
     UnavailableError,
-    status_code,
-    to_rpc_status,
 )
 from twin_proto.pb import common_pb2, twin_service_pb2
 from twin.errors import ModelFileError, TrialDataError, TwinError, UnknownRuleError

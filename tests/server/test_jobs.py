@@ -8,7 +8,8 @@ import threading
 import grpc
 import pytest
 
-from service.errors import OperationNotFoundError, UnavailableError, status_code
+from server.status import status_code, to_rpc_status
+from service.errors import OperationCancelledError, OperationNotFoundError, UnavailableError
 from service.jobs import JobContext, JobKind, JobManager, JobState
 from twin.errors import TwinError
 
@@ -33,12 +34,24 @@ def test_success_with_progress(jobs):
     assert done.started_at and done.finished_at and done.finished_at >= done.started_at
 
 
-def test_failure_carries_a_mapped_status(jobs):
+def test_failure_carries_the_domain_error(jobs):
     def boom(ctx):
         raise TwinError("no session after 3, the twin is up to date")
 
     done = jobs.wait(jobs.submit(JobKind.TWIN_UPDATE, boom).id, timeout=10)
-    assert done.state is JobState.FAILED and status_code(done.error) == grpc.StatusCode.FAILED_PRECONDITION and "up to date" in done.error.message
+    assert done.state is JobState.FAILED and isinstance(done.error, TwinError)
+    status = to_rpc_status(done.error)
+    assert status_code(status) == grpc.StatusCode.FAILED_PRECONDITION and "up to date" in status.message
+
+
+def test_unexpected_failure_is_kept_as_one_internal_incident(jobs):
+    def boom(ctx):
+        raise RuntimeError("secret internals")
+
+    done = jobs.wait(jobs.submit(JobKind.TWIN_UPDATE, boom).id, timeout=10)
+    first, again = to_rpc_status(done.error), to_rpc_status(done.error)
+    assert status_code(first) == grpc.StatusCode.INTERNAL and "secret" not in first.message
+    assert first == again  # the incident id is fixed when the job fails, not per read
 
 
 def test_cancel_pending_and_running(jobs):
@@ -56,7 +69,8 @@ def test_cancel_pending_and_running(jobs):
     assert jobs.cancel(queued.id).state is JobState.CANCELLED
     assert jobs.cancel(running.id).state is JobState.RUNNING  # takes effect at the next checkpoint
     done = jobs.wait(running.id, timeout=5)
-    assert done.state is JobState.CANCELLED and status_code(done.error) == grpc.StatusCode.CANCELLED
+    assert done.state is JobState.CANCELLED and isinstance(done.error, OperationCancelledError)
+    assert status_code(to_rpc_status(done.error)) == grpc.StatusCode.CANCELLED
     assert jobs.cancel(running.id) == done  # finished: unchanged
 
 

@@ -16,7 +16,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from server.app import ServerConfig
 from server.auth import AuthConfig
 from twin_client.client import TwinClient, error_reason, field_violations, prediction_frame
-from service.jobs import JobContext
 from twin_proto.pb import (
     SERVICE_NAMES,
     common_pb2,
@@ -27,7 +26,7 @@ from twin_proto.pb import (
     twin_service_pb2,
     twin_service_pb2_grpc,
 )
-from optimizer.planning import CurriculumCandidate, CurriculumSearchOutcome, RigSettings
+from optimizer.planning import CurriculumCandidate, CurriculumSearchOutcome, RigSettings, SearchProgress
 from twin.sim.forecast import Interval
 from twin.analysis.predict import predict
 from twin.persist.sessions import SessionStore
@@ -271,7 +270,7 @@ def test_search_curricula_unavailable_without_a_search(connect):
     assert _code(e) == grpc.StatusCode.FAILED_PRECONDITION and "curriculum search not available in this build" in e.value.details()
 
 
-def _fake_search(request, store, ctx: JobContext) -> CurriculumSearchOutcome:
+def _fake_search(request, store, ctx: SearchProgress) -> CurriculumSearchOutcome:
     ctx.report(0.5, f"scoring {len(request.subjects)} twins")
     cand = CurriculumCandidate(IBL_DEFAULT, RigSettings(), Interval(5000.0, 4000.0, 6500.0), 0.9)
     return CurriculumSearchOutcome((cand,), baseline=cand)
@@ -294,7 +293,7 @@ def test_search_curricula_with_an_injected_search(serve):
 
 
 def _blocking_search(release: threading.Event, started: threading.Event):
-    def run(request, store, ctx: JobContext) -> CurriculumSearchOutcome:
+    def run(request, store, ctx: SearchProgress) -> CurriculumSearchOutcome:
         started.set()
         for i in range(200):
             if release.wait(0.05):
@@ -408,9 +407,9 @@ def test_raw_stub_calls(server):
 def test_metadata_follows_moved_aliases_and_predictions_are_cached(connect, server, store_dir):
     c = connect(READER)
     first = c.predict(S)
-    hits = server.plane.predictions.hits
+    hits = server.plane.predictions.cache.hits
     again = c.predict(S)
-    assert server.plane.predictions.hits == hits + 1 and list(again.p_right) == list(first.p_right)
+    assert server.plane.predictions.cache.hits == hits + 1 and list(again.p_right) == list(first.p_right)
     store = TwinStore(store_dir)
     model, _ = store.load(S)
     store.put(S, model, trained_through_session=2, data_hash="same-model", alias="serving")  # v2 takes the alias
@@ -418,4 +417,4 @@ def test_metadata_follows_moved_aliases_and_predictions_are_cached(connect, serv
     time.sleep(server.plane.config.metadata_ttl_s + 0.05)  # a foreign write is seen within the TTL
     moved = c.predict(S)
     assert moved.twin.version == 2 and moved.twin.aliases == ["serving"]
-    assert server.plane.predictions.hits == hits + 1  # a new version is a new cache key
+    assert server.plane.predictions.cache.hits == hits + 1  # a new version is a new cache key

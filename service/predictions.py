@@ -1,0 +1,194 @@
+"""Predictions and forecasts: a twin run teacher-forced along a stored or supplied history, and
+simulated through a planned next session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from twin.analysis.predict import predict
+from twin.data.trials import validate_trials
+from twin.errors import TrialDataError
+from twin.models.state import TwinState
+from twin.persist.store import Twin, TwinVersion
+from twin.sim.forecast import SessionForecast, forecast_session
+from twin.sim.task import TaskProtocol
+
+from optimizer.planning import LabDefault
+from service.cache import ResultCache
+from service.catalog import TwinCatalog, TwinSelector
+from service.config import NO_DEADLINE, Deadline
+from service.errors import FieldViolation, InvalidArgumentError, InvalidTrialsError, NoTwinError
+
+
+@dataclass(frozen=True)
+class StoredHistory:
+    """Run along the subject's stored sessions.
+
+    Attributes:
+        through_session: last session used (None: all).
+        from_session: first session returned (None: all; earlier ones still drive the weights).
+    """
+
+    through_session: int | None = None
+    from_session: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class SuppliedHistory:
+    """Run along trials sent with the request.
+
+    Attributes:
+        trials: canonical trials (``subject`` column may be absent; set from the selector).
+        continue_from_twin: the trials follow the twin's last trained session.
+        field: request path of the trials, for error messages.
+    """
+
+    trials: pd.DataFrame
+    continue_from_twin: bool = False
+    field: str = "supplied.trials"
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """Per-trial predictions of a twin.
+
+    Attributes:
+        twin: the version used.
+        session: ``[T]`` session numbers.
+        trial: ``[T]`` trial numbers.
+        p_right: ``[T]`` p(right choice).
+        weights: ``[T, K]`` weights in force.
+        feature_names: the ``K`` weight names.
+        log_likelihood: of the observed choices on these trials, nats.
+    """
+
+    twin: TwinVersion
+    session: np.ndarray
+    trial: np.ndarray
+    p_right: np.ndarray
+    weights: np.ndarray
+    feature_names: tuple[str, ...]
+    log_likelihood: float
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.p_right.shape[0])
+
+
+@dataclass(frozen=True)
+class ForecastRequest:
+    """A forecast of the twin's next session.
+
+    Attributes:
+        twin: which twin.
+        protocol: the planned mechanics (None: the lab's default).
+        n_trials: trials (None: the middle of the protocol's session range).
+        n_rollouts: simulated copies (None: the server's default).
+        seed: seeds the simulation.
+        start_phase: phase to start in (None: where the animal left off).
+        interval_level: coverage of the intervals (None: the server's default).
+    """
+
+    twin: TwinSelector
+    protocol: TaskProtocol | None = None
+    n_trials: int | None = None
+    n_rollouts: int | None = None
+    seed: int = 0
+    start_phase: int | None = None
+    interval_level: float | None = None
+
+
+@dataclass(frozen=True)
+class ForecastResult:
+    """A forecast and what it was made with."""
+
+    twin: TwinVersion
+    forecast: SessionForecast
+    protocol: TaskProtocol
+
+
+class Predictions:
+    """Predict and Forecast over the catalog's twins.
+
+    Args:
+        catalog: twin lookups (and the limits and defaults in its config).
+        lab: the lab's default protocol (forecasts without a protocol use it).
+    """
+
+    def __init__(self, catalog: TwinCatalog, lab: LabDefault = LabDefault()) -> None:
+        self.catalog, self.lab = catalog, lab
+        self.cache = ResultCache(catalog.config.prediction_cache_trials)
+
+    def predict(self, sel: TwinSelector, history: StoredHistory | SuppliedHistory, deadline: Deadline = NO_DEADLINE) -> PredictResult:
+        """Run the twin teacher-forced along a stored or supplied history."""
+        twin = self.catalog.resolve(sel)
+        if isinstance(history, StoredHistory):
+            recs = self.catalog.view(sel.subject).sessions
+            if not recs:
+                raise NoTwinError(sel.subject, "no stored sessions to predict along; send the trials with the request")
+            if history.through_session is not None and history.through_session < 1:
+                raise InvalidArgumentError.field("stored.through_session", "must be >= 1")
+            # stored sessions never change once written: same twin version + same sessions = same result
+            used = tuple((r.session, r.data_hash) for r in recs if history.through_session is None or r.session <= history.through_session)
+            key = (sel.subject, twin.meta.version, twin.meta.weights_sha256, used, history.from_session)
+            cached = self.cache.get(key)
+            if isinstance(cached, PredictResult):
+                return replace(cached, twin=twin.meta)
+            result = self._predict_frame(twin, self.catalog.sessions.trials(sel.subject, through_session=history.through_session), None, history.from_session, deadline)
+            self.cache.put(key, result, result.n_trials)
+            return result
+        df = history.trials.copy()
+        df["subject"] = sel.subject
+        if "trial" in df.columns and len(df) and bool((df["trial"] == 0).all()):
+            df["trial"] = df.groupby("session", sort=False).cumcount() + 1
+        try:
+            df = validate_trials(df, source=history.field)
+        except TrialDataError as exc:
+            raise InvalidTrialsError(history.field, exc) from None
+        start = self.catalog.state(twin) if history.continue_from_twin else None
+        return self._predict_frame(twin, df, start, None, deadline)
+
+    def _predict_frame(self, twin: Twin, df: pd.DataFrame, start: TwinState | None, from_session: int | None, deadline: Deadline) -> PredictResult:
+        """Run the twin along a validated one-subject table; keep sessions >= ``from_session``."""
+        deadline.check("running the twin")
+        pred = predict(twin.model, df, start=start)
+        session = df["session"].to_numpy(np.int64)
+        trial = df["trial"].to_numpy(np.int64)
+        p, w, ll = pred.p_right, pred.weights, pred.log_likelihood
+        if from_session:
+            keep = session >= from_session
+            y = df["choice"].to_numpy()[keep]
+            pk = np.clip(p[keep], 1e-12, 1 - 1e-12)
+            ll = float(np.sum(np.where(y == 1, np.log(pk), np.log1p(-pk))))
+            session, trial, p, w = session[keep], trial[keep], p[keep], w[keep]
+        return PredictResult(twin.meta, session, trial, p, w, pred.feature_names, float(ll))
+
+    def forecast(self, req: ForecastRequest, deadline: Deadline = NO_DEADLINE) -> ForecastResult:
+        """Simulate the twin's next session under a planned protocol."""
+        c = self.catalog.config
+        protocol = req.protocol or self.lab.protocol
+        n_trials = req.n_trials or LabDefault(protocol, self.lab.rig).n_trials
+        n_rollouts = req.n_rollouts or c.default_rollouts
+        level = req.interval_level or c.interval_level
+        bad: list[FieldViolation] = []
+        if n_rollouts > c.max_rollouts:
+            bad.append(FieldViolation("n_rollouts", f"at most {c.max_rollouts}"))
+        if n_rollouts * n_trials > c.max_forecast_trial_steps:
+            bad.append(FieldViolation("n_trials", f"n_rollouts x n_trials must be at most {c.max_forecast_trial_steps}"))
+        if not 0.0 < level < 1.0:
+            bad.append(FieldViolation("interval_level", "must be in (0, 1)"))
+        if req.start_phase is not None and not 0 <= req.start_phase < len(protocol.phases):
+            bad.append(FieldViolation("start_phase", f"must be in [0, {len(protocol.phases) - 1}] for this protocol"))
+        if bad:
+            raise InvalidArgumentError(*bad)
+        twin = self.catalog.resolve(req.twin)
+        state = self.catalog.state(twin)
+        deadline.check("simulating the session")
+        fc = forecast_session(twin.model, state, protocol, n_trials, n_rollouts, req.seed, start_phase=req.start_phase, interval_level=level)
+        return ForecastResult(twin.meta, fc, protocol)
+
+
+__all__ = ["ForecastRequest", "ForecastResult", "PredictResult", "Predictions", "StoredHistory", "SuppliedHistory"]

@@ -110,5 +110,4 @@ class Curricula:
         return self.jobs.submit(JobKind.CURRICULUM_SEARCH, run, subject=subjects[0] if len(subjects) == 1 else "")
 
 
-
 __all__ = ["Curricula", "NextSessionRequest"]

@@ -62,7 +62,6 @@ class FitCohortRequest:
     seed: int = 0
 
 
-
 #: ``fit(df, store, config, ctx)`` → the stored cohort (local by default; Ray when injected).
 CohortFitFn = Callable[[pd.DataFrame, TwinStore, CohortFitConfig, JobContext], CohortFitReport]
 
@@ -176,7 +175,6 @@ class Updates:
                     self.catalog.invalidate(s)
 
         return self.jobs.submit(JobKind.FIT_COHORT, run, subject=subjects[0] if len(subjects) == 1 else "")
-
 
 
 __all__ = ["CohortFitFn", "FitCohortRequest", "UploadOutcome", "Updates", "local_cohort_fit"]

@@ -28,7 +28,7 @@ from twin.data.generic import (
     read_psytrack_rat,
     stimulus_names,
 )
-from twin.data.ibl import shared_data_dir
+from twin.data.paths import shared_data_dir
 from twin.models.learner import ModelSpec
 
 RAT_FEATURES = FeatureSpec(stimuli=("s_a", "s_b"))

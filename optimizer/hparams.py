@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from twin.data.batch import TrialBatch, make_batch
-from twin.analysis.evaluate import split_last_sessions
+from twin.data.splits import split_last_sessions
 from twin.data.features import FeatureSpec
 from twin.fit.train import EpochRecord, FitConfig, fit
 from twin.models.learner import ModelSpec

@@ -66,7 +66,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from twin.data.batch import make_batch
     from twin.data.readers import load_trials
-    from twin.analysis.evaluate import split_last_sessions
+    from twin.data.splits import split_last_sessions
     from twin.data.features import FeatureSpec, StimulusCoding
     from twin.fit.train import FitConfig, fit
     from twin.models.learner import ModelSpec
@@ -164,7 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     (out / "summary.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
     figs = write_figures(res, out / "figures")
     from twin.data.batch import make_batch
-    from twin.analysis.evaluate import forecast_table
+    from twin.fit.heldout import forecast_table
 
     batch = make_batch(res.simulation.trials)
     k = max(2, int(batch.session.max(1).values.min().item()) // 2)

@@ -17,7 +17,8 @@ import torch
 from twin.sim.agents import DEFAULT_TRUTHS, Family, GroundTruth
 from twin.data.batch import TrialBatch, make_batch
 from twin.analysis.dwmap import DeltaWComparison, compare_delta_w, compare_on_trials, sample_states
-from twin.analysis.evaluate import ll_gain_ratio, ll_gain_ratio_gap, score, split_animals
+from twin.analysis.evaluate import ll_gain_ratio, ll_gain_ratio_gap, score
+from twin.data.splits import split_animals
 from twin.fit.train import FitConfig, FitResult, fit
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.rules.base import RuleConfig

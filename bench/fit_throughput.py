@@ -27,7 +27,7 @@ from torch import nn
 
 from twin.sim.agents import DEFAULT_TRUTHS, Family
 from twin.data.batch import make_batch
-from twin.analysis.evaluate import split_last_sessions
+from twin.data.splits import split_last_sessions
 from twin.fit.train import FitConfig, fit, train_epoch
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.policy import choice_log_likelihood

@@ -50,7 +50,7 @@ if str(_REPO) not in sys.path:  # run as a script from anywhere
 
 from twin.baselines.psytrack import PsyTrackConfig, forecast_psytrack, psytrack_available  # noqa: E402
 from twin.data.batch import TrialBatch, make_batch  # noqa: E402
-from twin.analysis.evaluate import split_sessions  # noqa: E402
+from twin.data.splits import split_sessions  # noqa: E402
 from twin.data.features import FeatureSpec  # noqa: E402
 from twin.fit.train import FitConfig, fit  # noqa: E402
 from twin.models.learner import LearnerModel, ModelSpec  # noqa: E402

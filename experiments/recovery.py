@@ -31,7 +31,6 @@ import torch
 from twin.sim.agents import SLOW_REINFORCE, Family, GroundTruth
 from twin.fit.train import FitConfig
 from twin.fit.recovery import RecoveryConfig, RecoveryResult, run_recovery, write_figures
-from twin.models.rules.base import RuleConfig
 
 DEFAULT_RULES = {
     Family.REINFORCE: ("static", "reinforce", "dnn", "dnn_delta"),
@@ -78,7 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = RecoveryConfig(
-        seed=args.seed, n_animals=args.animals, fit=FitConfig(epochs=300, patience=30, lr_patience=10, lbfgs_rounds=args.lbfgs_rounds), rule_config=RuleConfig(hidden_size=args.hidden, mirror_symmetric=not args.free_dnn_delta, within_session_drift=args.free_dnn_delta),
+        seed=args.seed, n_animals=args.animals, fit=FitConfig(epochs=300, patience=30, lr_patience=10, lbfgs_rounds=args.lbfgs_rounds), rule_options=dict(hidden_size=args.hidden, mirror_symmetric=not args.free_dnn_delta, within_session_drift=args.free_dnn_delta),
     )
     if args.quick:
         cfg = replace(cfg, n_animals=12, n_test=4, n_trials=1500, fit=FitConfig(epochs=15, patience=5, lbfgs_rounds=min(args.lbfgs_rounds, 1), lbfgs_iterations=10))

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from twin.data.batch import TrialBatch, make_batch
-from twin.analysis.evaluate import split_last_sessions
+from twin.data.splits import split_last_sessions
 from twin.data.features import FeatureSpec
 from twin.fit.train import EpochRecord, FitConfig, fit
 from twin.models.learner import ModelSpec
-from twin.models.rules import RuleConfig
+from twin.models.rules import make_config
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,6 @@ def score_hyperparams(
     """Fit ``rule`` with ``hp`` and return the best validation LL per trial (nats)."""
     feats = FeatureSpec(history=hp.history)
     train, val = split_last_session(df, feats)
-    spec = ModelSpec(rule, feats, RuleConfig(hidden_size=hp.hidden_size))
+    spec = ModelSpec(rule, feats, make_config(rule, hidden_size=hp.hidden_size))
     cfg = FitConfig(epochs=epochs, learning_rate=hp.learning_rate, tbptt=hp.tbptt, patience=max(3, epochs // 4), seed=seed)
     return fit(spec, train, val, cfg, progress=False, on_epoch=on_epoch).best_val_ll

@@ -66,11 +66,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from twin.data.batch import make_batch
     from twin.data.readers import load_trials
-    from twin.analysis.evaluate import split_last_sessions
+    from twin.data.splits import split_last_sessions
     from twin.data.features import FeatureSpec, StimulusCoding
     from twin.fit.train import FitConfig, fit
     from twin.models.learner import ModelSpec
-    from twin.models.rules import RuleConfig, get_rule
+    from twin.models.rules import get_rule, make_config
     from twin.persist.model_files import save_model
 
     get_rule(args.rule)  # fail early on a bad name
@@ -85,7 +85,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             train, val = split_last_sessions(batch, args.val_sessions)
         except TwinError as exc:
             raise TwinError(f"{exc}; use --val-sessions 0") from None
-    rule_cfg = RuleConfig(hidden_size=args.hidden, mirror_symmetric=args.mirror_symmetric, within_session_drift=not args.overnight_drift_only)
+    rule_cfg = make_config(args.rule, hidden_size=args.hidden, mirror_symmetric=args.mirror_symmetric, within_session_drift=not args.overnight_drift_only)
     spec = ModelSpec(args.rule, feats, rule_cfg)
     cfg = FitConfig(
         epochs=args.epochs, learning_rate=args.lr, tbptt=args.tbptt, patience=args.patience, seed=args.seed, device=args.device,
@@ -164,7 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     (out / "summary.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
     figs = write_figures(res, out / "figures")
     from twin.data.batch import make_batch
-    from twin.analysis.evaluate import forecast_table
+    from twin.fit.heldout import forecast_table
 
     batch = make_batch(res.simulation.trials)
     k = max(2, int(batch.session.max(1).values.min().item()) // 2)
@@ -215,7 +215,7 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     from twin.data.readers import load_trials
     from twin.fit.train import FitConfig
     from twin.models.learner import ModelSpec
-    from twin.models.rules import RuleConfig, get_rule
+    from twin.models.rules import get_rule, make_config
     from twin.persist.store import TwinStore
     from twin.fit.adapt import Adaptation
 
@@ -224,7 +224,7 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     print(report.summary())
     store = TwinStore(args.store, url=args.db_url)
     cfg = CohortFitConfig(
-        spec=ModelSpec(args.rule, rule_config=RuleConfig(hidden_size=args.hidden)),
+        spec=ModelSpec(args.rule, rule_config=make_config(args.rule, hidden_size=args.hidden)),
         fit=FitConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device),
         adaptation=None if args.adaptation == "auto" else Adaptation(args.adaptation),
     )

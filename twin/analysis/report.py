@@ -49,7 +49,8 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
 from twin.persist.atomic import atomic_write
-from twin.analysis.criteria import TRAINED_1A, TRAINED_1B, criteria_sessions, erf_psychometric, session_psychometrics, training_criteria
+from twin.analysis.criteria import TRAINED_1A, TRAINED_1B, criteria_sessions, training_criteria
+from twin.analysis.psychometrics import erf_psychometric, session_psychometrics
 from twin.analysis.dwmap import SIGNED_CONTRASTS, delta_w, sample_states
 from twin.errors import TrialDataError, TwinError
 from twin.sim.forecast import SessionForecast, forecast_session

@@ -30,13 +30,13 @@ import numpy as np
 import pandas as pd
 
 from twin.errors import TrialDataError
+from twin.data.convert import finish_trials, raise_first, read_table
 from twin.data.features import STIMULUS_COLUMN_PREFIX, FeatureSpec
-from twin.data.ibl import _finish, shared_data_dir
+from twin.data.paths import shared_data_dir
 from twin.data.trials import IngestReport
 
 #: file name of the Akrami-lab rat under ``<shared data>/ibl``.
 PSYTRACK_RAT_FILENAME = "psytrack_rat_W053_Akrami.npz"
-_PARQUET_SUFFIXES = (".pqt", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -181,25 +181,10 @@ def check_stimulus_columns(df: pd.DataFrame, source: str, rows: np.ndarray | Non
 # the conversion
 
 
-def _fail(mask: np.ndarray, rows: np.ndarray, source: str, column: str, reason: str, values: np.ndarray | None = None) -> None:
-    idx = np.flatnonzero(mask)
-    if idx.size == 0:
-        return
-    i = int(idx[np.argmin(rows[idx])])
-    if values is not None:
-        v = values[i]
-        v = v.item() if isinstance(v, np.generic) else v
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        reason = reason.replace("{v}", repr(v))
-    more = f" ({idx.size - 1} more row(s) like it)" if idx.size > 1 else ""
-    raise TrialDataError(reason + more, source=source, row=int(rows[i]), column=column)
-
-
 def _as_float(values: object, source: str, column: str, rows: np.ndarray) -> np.ndarray:
     s = pd.Series(np.asarray(values).ravel() if np.ndim(values) else [values])
     vals = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    _fail(np.isnan(vals) & s.notna().to_numpy(), rows, source, column, "not a number: {v}", s.to_numpy(dtype=object))
+    raise_first(np.isnan(vals) & s.notna().to_numpy(), rows, source, column, "not a number: {v}", s.to_numpy(dtype=object))
     return vals
 
 
@@ -238,22 +223,22 @@ def named_stimulus_trials(
     allowed = [codes.left, codes.right] + ([] if layout.nogo is None else [layout.nogo])
     reason = f"unknown choice code {{v}}; expected {codes.left} (left), {codes.right} (right)"
     reason += "" if layout.nogo is None else f" or {layout.nogo} (no response)"
-    _fail(~np.isin(choice_raw, allowed), rows, source, layout.choice, reason, choice_raw)
+    raise_first(~np.isin(choice_raw, allowed), rows, source, layout.choice, reason, choice_raw)
     answer_raw = _as_float(columns[layout.answer], source, layout.answer, rows)
     reason = f"unknown correct-side code {{v}}; expected {codes.left} (left) or {codes.right} (right)"
-    _fail(~np.isin(answer_raw, [codes.left, codes.right]), rows, source, layout.answer, reason, answer_raw)
+    raise_first(~np.isin(answer_raw, [codes.left, codes.right]), rows, source, layout.answer, reason, answer_raw)
     go = choice_raw != layout.nogo if layout.nogo is not None else np.ones(n, bool)
     choice = (choice_raw == codes.right).astype(np.int64)
     side = (answer_raw == codes.right).astype(np.int64)
     if layout.correct is not None:
         corr = _as_float(columns[layout.correct], source, layout.correct, rows)
-        _fail(~np.isin(corr, (0, 1)), rows, source, layout.correct, "unknown code {v}; expected 1 or 0", corr)
+        raise_first(~np.isin(corr, (0, 1)), rows, source, layout.correct, "unknown code {v}; expected 1 or 0", corr)
         bad = go & ((corr == 1) != (choice == side))
-        _fail(bad, rows, source, layout.correct, f"does not match {layout.choice} == {layout.answer}")
+        raise_first(bad, rows, source, layout.correct, f"does not match {layout.choice} == {layout.answer}")
     stim: dict[str, np.ndarray] = {}
     for s in layout.stimuli:
         v = _as_float(columns[s.key], source, s.key, rows)
-        _fail(~np.isfinite(v), rows, source, s.key, "stimulus value is not a finite number: {v}", v)
+        raise_first(~np.isfinite(v), rows, source, s.key, "stimulus value is not a finite number: {v}", v)
         stim[STIMULUS_COLUMN_PREFIX + s.name] = v
 
     # order: subjects and sessions by first appearance, trials in source order
@@ -277,7 +262,7 @@ def named_stimulus_trials(
     }
     colmap = {"choice": layout.choice, "correct_side": layout.answer, "feedback": layout.correct or layout.choice}
     session_column = layout.session or layout.session_lengths or "session"
-    out, report = _finish(
+    return finish_trials(
         source=source,
         n_rows=n,
         subj=subj,
@@ -289,11 +274,8 @@ def named_stimulus_trials(
         colmap=colmap,
         session_column=session_column,
         labels=labels,
+        extra=stim,
     )
-    keep = np.flatnonzero(go)
-    for col, v in stim.items():
-        out[col] = v[keep]
-    return out, report
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,7 +376,7 @@ def read_named_stimuli(
             key = str(layout.session_lengths)
             lv = _as_float(lengths, source, key, np.arange(1, np.size(lengths) + 1))
             bad = ~np.isfinite(lv) | (lv < 1) | (lv != np.round(lv))
-            _fail(bad, np.arange(1, len(lv) + 1), source, key, "session length must be a positive integer, got {v}", lv)
+            raise_first(bad, np.arange(1, len(lv) + 1), source, key, "session length must be a positive integer, got {v}", lv)
             if int(lv.sum()) != n:
                 raise TrialDataError(f"session lengths add up to {int(lv.sum())} trials but there are {n}", source=source, column=key)
             labels = np.repeat(np.arange(1, len(lv) + 1), lv.astype(np.int64)).astype(str).astype(object)
@@ -404,10 +386,7 @@ def read_named_stimuli(
             labels = np.full(n, "1", dtype=object)
         return named_stimulus_trials(arrays, layout, source, subj, labels, rows)
 
-    try:
-        raw = pd.read_parquet(path) if path.suffix.lower() in _PARQUET_SUFFIXES else pd.read_csv(path)
-    except (ValueError, OSError) as exc:
-        raise TrialDataError(f"cannot read the table: {exc}", source=source) from None
+    raw = read_table(path, source)
     needed = [layout.choice, layout.answer, *([layout.correct] if layout.correct else []), *(s.key for s in layout.stimuli)]
     if layout.session is not None:
         needed.append(layout.session)
@@ -419,7 +398,7 @@ def read_named_stimuli(
     rows = np.arange(1, len(raw) + 1)
     if layout.subject is not None and layout.subject in raw.columns:
         subj = raw[layout.subject].astype(str).to_numpy(dtype=object)
-        _fail(raw[layout.subject].isna().to_numpy(), rows, source, layout.subject, "missing subject name")
+        raise_first(raw[layout.subject].isna().to_numpy(), rows, source, layout.subject, "missing subject name")
         if subject is not None:
             sel = subj == subject
             if not sel.any():
@@ -430,7 +409,7 @@ def read_named_stimuli(
     else:
         raise TrialDataError("no subject column in the layout: pass subject=", source=source)
     if layout.session is not None:
-        _fail(raw[layout.session].isna().to_numpy(), rows, source, layout.session, "missing session key")
+        raise_first(raw[layout.session].isna().to_numpy(), rows, source, layout.session, "missing session key")
         labels = raw[layout.session].astype(str).to_numpy(dtype=object)
     else:
         labels = np.full(len(raw), "1", dtype=object)

@@ -15,21 +15,32 @@ Sign conventions (the part that is easy to get backwards):
   ``-1`` = left, ``0`` = no-go.
 
 No-go trials are dropped (the canonical table has no no-go code) and counted per subject in the
-report, never silently. A session left with no trials is an error.
+report, never silently. A session left with no trials is an error. The checks and the final
+normalise/validate step are those every reader shares (:mod:`twin.data.convert`).
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from twin.errors import TrialDataError
-from twin.data.trials import REQUIRED_COLUMNS, IngestReport, check_nonempty_sessions, validate_trials
+from twin.data.alf_sessions import DATE_RE, SESSION_NUMBER_RE
+from twin.data.convert import (
+    check_sign_convention,
+    check_trial_order,
+    finish_trials,
+    key_column,
+    missing_columns_error,
+    numeric_column,
+    positive_int,
+    raise_first,
+    read_table,
+)
+from twin.data.paths import shared_data_dir
+from twin.data.trials import IngestReport
 
 #: raw ALF columns a trials table must have.
 ALF_REQUIRED: tuple[str, ...] = ("contrastLeft", "contrastRight", "choice", "feedbackType", "probabilityLeft")
@@ -57,41 +68,11 @@ EXPORT_REQUIRED: tuple[str, ...] = (
 #: phases of the export, in training order.
 EXPORT_PHASES: tuple[str, ...] = ("endtrain", "biased")
 
-#: above this fraction of inconsistent trials the choice sign is taken to be flipped.
-FLIPPED_FRACTION = 0.5
-
-_PARQUET_SUFFIXES = (".pqt", ".parquet")
 _STRING_COLUMNS = ("subject", "phase", "session_label", *ALF_SESSION_KEYS)
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_NUMBER_RE = re.compile(r"\d{1,3}")
 
 
 # --------------------------------------------------------------------------------------------
-# locating the shared data
-
-
-def shared_data_dir() -> Path:
-    """Find the shared ``data`` folder.
-
-    Looks at the environment variable ``TWIN_SHARED_DATA`` first, then at
-    ``<repo>/../shared/data`` (the repository being the folder that holds the ``twin`` package).
-
-    Returns:
-        The first candidate folder that exists.
-
-    Raises:
-        FileNotFoundError: when no candidate exists; the message lists those tried.
-    """
-    candidates: list[Path] = []
-    env = os.environ.get("TWIN_SHARED_DATA")
-    if env:
-        candidates.append(Path(env).expanduser())
-    repo = Path(__file__).resolve().parent.parent
-    candidates.append(repo.parent / "shared" / "data")
-    for cand in candidates:
-        if cand.is_dir():
-            return cand
-    raise FileNotFoundError(f"no shared data folder; tried {[str(c) for c in candidates]} (set TWIN_SHARED_DATA)")
+# locating the shared copy
 
 
 def default_export_path() -> Path:
@@ -103,231 +84,12 @@ def default_export_path() -> Path:
     return shared_data_dir() / "ibl" / EXPORT_FILENAME
 
 
-# --------------------------------------------------------------------------------------------
-# small helpers
-
-
-def _read_table(path: Path, source: str) -> pd.DataFrame:
-    """Read a parquet (``.pqt``/``.parquet``) or CSV (optionally compressed) table.
-
-    Key columns (subject, phase, session keys) are read as strings, so ``"001"`` stays ``"001"``.
-    """
-    if not path.exists():
-        raise FileNotFoundError(f"{source}: no such file")
-    try:
-        if path.suffix.lower() in _PARQUET_SUFFIXES:
-            return pd.read_parquet(path)
-        dtype = dict.fromkeys(_STRING_COLUMNS, str)
-        try:
-            return pd.read_csv(path, engine="pyarrow", dtype=dtype)
-        except ImportError:  # pragma: no cover - pyarrow is a dependency
-            return pd.read_csv(path, dtype=dtype)
-    except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueErrors
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise TrialDataError(f"cannot read the table: {exc}", source=source) from exc
-
-
-def _missing_columns_error(missing: list[str], present: list[str], source: str) -> TrialDataError:
-    return TrialDataError(
-        f"missing required column(s) {missing}; present: {present}", source=source, column=missing[0]
-    )
-
-
-def _raise_first(
-    mask: np.ndarray, rows: np.ndarray, source: str, column: str, reason: str, values: np.ndarray | None = None
-) -> None:
-    """Raise at the earliest source row where ``mask`` holds (no-op when it holds nowhere).
-
-    Args:
-        mask: ``[n]`` bool, the offending entries.
-        rows: ``[n]`` 1-based source rows.
-        source: file name.
-        column: raw column at fault.
-        reason: message; ``{v}`` in it is replaced by the repr of ``values`` at the cited row.
-        values: ``[n]`` values to quote.
-    """
-    idx = np.flatnonzero(mask)
-    if idx.size == 0:
-        return
-    i = int(idx[np.argmin(rows[idx])])
-    if values is not None:
-        v = values[i]
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)  # codes read as floats: quote 2, not 2.0
-        reason = reason.replace("{v}", repr(v))
-    more = f" ({idx.size - 1} more row(s) like it)" if idx.size > 1 else ""
-    raise TrialDataError(reason + more, source=source, row=int(rows[i]), column=column)
-
-
-def _numeric(raw: pd.DataFrame, column: str, rows: np.ndarray, source: str) -> np.ndarray:
-    """Column as float, NaN where empty; a value that is present but not a number is an error."""
-    s = raw[column]
-    if pd.api.types.is_numeric_dtype(s.dtype):
-        return s.to_numpy(dtype=float, na_value=np.nan)
-    vals = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    bad = np.isnan(vals) & s.notna().to_numpy()
-    if bad.any():
-        _raise_first(bad, rows, source, column, "not a number: {v}", s.to_numpy(dtype=object))
-    return vals
-
-
-def _keys(raw: pd.DataFrame, column: str, rows: np.ndarray, source: str) -> np.ndarray:
-    """Key column (subject, session) as an object array of strings; empty values are errors."""
-    s = raw[column]
-    text = s.astype(str)
-    missing = s.isna().to_numpy() | (text.str.strip() == "").to_numpy()
-    _raise_first(missing, rows, source, column, "missing value")
-    return text.to_numpy(dtype=object)
-
-
-def _positive_int(vals: np.ndarray, rows: np.ndarray, source: str, column: str) -> np.ndarray:
-    bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
-    _raise_first(bad, rows, source, column, "must be a positive integer, got {v}", vals)
-    return vals.astype(np.int64)
-
-
-def _check_raw_trials(new_sess: np.ndarray, trial: np.ndarray, rows: np.ndarray, source: str, column: str) -> None:
-    """Within each session (rows already grouped, file order kept) trial numbers must increase."""
-    dup = np.zeros(len(trial), bool)
-    uno = np.zeros(len(trial), bool)
-    same = ~new_sess[1:]
-    dup[1:] = same & (trial[1:] == trial[:-1])
-    uno[1:] = same & (trial[1:] < trial[:-1])
-    bad = dup | uno
-    idx = np.flatnonzero(bad)
-    if idx.size == 0:
-        return
-    i = int(idx[np.argmin(rows[idx])])
-    more = f" ({idx.size - 1} more row(s) like it)" if idx.size > 1 else ""
-    if dup[i]:
-        reason = f"duplicated trial number {int(trial[i])} within a session"
-    else:
-        reason = f"trials out of order within a session: trial {int(trial[i])} after trial {int(trial[i - 1])}"
-    raise TrialDataError(reason + more, source=source, row=int(rows[i]), column=column)
-
-
-def _check_sign_convention(
-    choice: np.ndarray,
-    side: np.ndarray,
-    feedback: np.ndarray,
-    informative: np.ndarray,
-    rows: np.ndarray,
-    source: str,
-    column: str,
-    convention: str,
-) -> None:
-    """Raise when feedback contradicts choice and stimulus side on most informative trials.
-
-    Args:
-        choice: canonical choice (1 right, 0 left).
-        side: rewarded side (1 right, 0 left).
-        feedback: +1/-1 (other values are ignored here).
-        informative: trials whose side comes from the stimulus (not from the feedback) and
-            that are not no-go.
-        rows: 1-based source rows.
-        source: file name.
-        column: the raw choice column.
-        convention: the convention assumed, quoted in the message.
-    """
-    mask = informative & np.isin(feedback, (-1, 1))
-    n = int(mask.sum())
-    if n == 0:
-        return
-    wrong = mask & ((choice == side) != (feedback == 1))
-    k = int(wrong.sum())
-    if k > FLIPPED_FRACTION * n:
-        idx = np.flatnonzero(wrong)
-        i = int(idx[np.argmin(rows[idx])])
-        raise TrialDataError(
-            f"feedback contradicts choice and stimulus side on {k} of {n} trials ({k / n:.0%}); "
-            f"the choice sign convention looks flipped (expected {convention})",
-            source=source,
-            row=int(rows[i]),
-            column=column,
-        )
-
-
-def _finish(
-    *,
-    source: str,
-    n_rows: int,
-    subj: np.ndarray,
-    subj_code: np.ndarray,
-    new_sess: np.ndarray,
-    rows: np.ndarray,
-    go: np.ndarray,
-    columns: Mapping[str, np.ndarray],
-    colmap: Mapping[str, str],
-    session_column: str,
-    labels: np.ndarray | None = None,
-    run_labels: np.ndarray | None = None,
-) -> tuple[pd.DataFrame, IngestReport]:
-    """Number sessions and trials, drop no-go trials, build and validate the canonical table.
-
-    All arrays are in final order (subjects contiguous, sessions contiguous and in training order,
-    trials in file order). Session labels come per row (``labels``) or per session (``run_labels``).
-    """
-    n = len(rows)
-    run_id = np.cumsum(new_sess) - 1
-    starts = np.flatnonzero(new_sess)
-    if run_labels is None:
-        assert labels is not None
-        run_labels = labels[starts]
-    run_subj = subj[starts]
-
-    # empty sessions and no-go counts, before anything is dropped
-    go_per_run = np.bincount(run_id, weights=go.astype(float), minlength=len(starts)).astype(np.int64)
-    keys = list(zip(run_subj.tolist(), run_labels.tolist()))
-    check_nonempty_sessions(
-        dict(zip(keys, go_per_run.tolist())),
-        source,
-        rows=dict(zip(keys, rows[starts].tolist())),
-        column=session_column,
-    )
-    subj_first = np.flatnonzero(np.r_[True, subj_code[1:] != subj_code[:-1]])
-    nogo_per_subj = np.add.reduceat((~go).astype(np.int64), subj_first) if n else np.zeros(0, np.int64)
-    n_nogo = {str(subj[s]): int(c) for s, c in zip(subj_first, nogo_per_subj)}
-
-    # session index 1..n per subject
-    subj_run = np.cumsum(np.r_[True, subj_code[1:] != subj_code[:-1]]) - 1
-    session = run_id - run_id[subj_first][subj_run] + 1
-
-    keep = np.flatnonzero(go)
-    run_k = run_id[keep]
-    new_k = np.r_[True, run_k[1:] != run_k[:-1]]
-    starts_k = np.flatnonzero(new_k)
-    trial = np.arange(len(keep)) - starts_k[np.cumsum(new_k) - 1] + 1
-
-    df = pd.DataFrame(
-        {
-            "subject": subj[keep],
-            "session": session[keep],
-            "trial": trial,
-            **{c: np.asarray(columns[c])[keep] for c in REQUIRED_COLUMNS[3:]},
-            "session_label": run_labels[run_k],
-        }
-    )
-    if "reaction_time" in columns:
-        df["reaction_time"] = np.asarray(columns["reaction_time"], dtype=float)[keep]
-    out_rows = rows[keep]
-    try:
-        out = validate_trials(df, source=source, rows=out_rows)
-    except TrialDataError as exc:
-        raw_col = colmap.get(exc.column, exc.column) if exc.column is not None else None
-        if raw_col == exc.column:
-            raise
-        raise TrialDataError(exc.reason, source=exc.source, row=exc.row, column=raw_col) from exc
-    return out, IngestReport(source=source, n_rows=n_rows, n_nogo_dropped=n_nogo)
-
 
 def _alf_path_keys(path: Path) -> tuple[str | None, str | None]:
     """Subject and session from an ALF path ``.../<subject>/<YYYY-MM-DD>/<NNN>/[alf/]<file>``."""
     parts = path.parts
     for i in range(len(parts) - 2, 0, -1):
-        if _DATE_RE.fullmatch(parts[i]) and i + 1 < len(parts) - 1 and _NUMBER_RE.fullmatch(parts[i + 1]):
+        if DATE_RE.fullmatch(parts[i]) and i + 1 < len(parts) - 1 and SESSION_NUMBER_RE.fullmatch(parts[i + 1]):
             return parts[i - 1], f"{parts[i]}/{parts[i + 1]}"
     return None, None
 
@@ -347,7 +109,7 @@ def _session_dates(raw: pd.DataFrame, column: str, rows: np.ndarray, source: str
     ns = np.append(parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(float), np.nan)
     ns[:-1][parsed.isna().to_numpy()] = np.nan
     out = ns[codes]  # code -1 (missing) picks the trailing NaN
-    _raise_first(np.isnan(out), rows, source, column, "not a date/time: {v}", s.to_numpy(dtype=object))
+    raise_first(np.isnan(out), rows, source, column, "not a date/time: {v}", s.to_numpy(dtype=object))
     return out
 
 
@@ -397,7 +159,9 @@ def read_alf_trials(
     """
     path = Path(path)
     source = str(path)
-    raw = _read_table(path, source)
+    if not path.exists():
+        raise FileNotFoundError(f"{source}: no such file")
+    raw = read_table(path, source, _STRING_COLUMNS)
     path_subject, path_session = _alf_path_keys(path)
     if "subject" not in raw.columns and subject is None:
         subject = path_subject
@@ -432,11 +196,11 @@ def alf_frame_to_trials(
     if key_col is None and session is None:
         missing.append("session (or " + ", ".join(ALF_SESSION_KEYS[1:]) + ")")
     if missing:
-        raise _missing_columns_error(missing, list(map(str, raw.columns)), source)
+        raise missing_columns_error(missing, list(map(str, raw.columns)), source)
 
     # keys, and selection of one subject/session when asked for one that has a column
     if "subject" in raw.columns:
-        subj = _keys(raw, "subject", rows, source)
+        subj = key_column(raw, "subject", rows, source)
         if subject is not None:
             sel = subj == str(subject)
             if not sel.any():
@@ -445,7 +209,7 @@ def alf_frame_to_trials(
     else:
         subj = np.full(len(raw), str(subject), dtype=object)
     if key_col is not None:
-        labels = _keys(raw, key_col, rows, source)
+        labels = key_column(raw, key_col, rows, source)
         if session is not None:
             sel = labels == str(session)
             if not sel.any():
@@ -458,21 +222,21 @@ def alf_frame_to_trials(
     session_column = key_col or "session"
 
     # choice codes first, before anything is dropped
-    choice_raw = _numeric(raw, "choice", rows, source)
+    choice_raw = numeric_column(raw, "choice", rows, source)
     bad = ~np.isin(choice_raw, (-1, 0, 1))
     reason = "unknown choice code {v}; expected -1 (right), +1 (left) or 0 (no-go)"
-    _raise_first(bad, rows, source, "choice", reason, choice_raw)
-    cl = _numeric(raw, "contrastLeft", rows, source)
-    cr = _numeric(raw, "contrastRight", rows, source)
-    fb = _numeric(raw, "feedbackType", rows, source)
-    pl = _numeric(raw, "probabilityLeft", rows, source)
+    raise_first(bad, rows, source, "choice", reason, choice_raw)
+    cl = numeric_column(raw, "contrastLeft", rows, source)
+    cr = numeric_column(raw, "contrastRight", rows, source)
+    fb = numeric_column(raw, "feedbackType", rows, source)
+    pl = numeric_column(raw, "probabilityLeft", rows, source)
     trial_col = next((c for c in ALF_TRIAL_COLUMNS if c in raw.columns), None)
-    raw_trial = _numeric(raw, trial_col, rows, source) if trial_col else None
+    raw_trial = numeric_column(raw, trial_col, rows, source) if trial_col else None
     columns: dict[str, np.ndarray] = {}
     if "reaction_time" in raw.columns:
-        columns["reaction_time"] = _numeric(raw, "reaction_time", rows, source)
+        columns["reaction_time"] = numeric_column(raw, "reaction_time", rows, source)
     elif "firstMovement_times" in raw.columns and "stimOn_times" in raw.columns:
-        columns["reaction_time"] = _numeric(raw, "firstMovement_times", rows, source) - _numeric(
+        columns["reaction_time"] = numeric_column(raw, "firstMovement_times", rows, source) - numeric_column(
             raw, "stimOn_times", rows, source
         )
 
@@ -493,8 +257,8 @@ def alf_frame_to_trials(
     new_sess = np.r_[True, sess_code[1:] != sess_code[:-1]]
 
     if raw_trial is not None:
-        raw_trial = _positive_int(raw_trial[order], rows, source, trial_col)
-        _check_raw_trials(new_sess, raw_trial, rows, source, trial_col)
+        raw_trial = positive_int(raw_trial[order], rows, source, trial_col)
+        check_trial_order(new_sess, raw_trial, rows, source, trial_col)
 
     # rewarded side: from the contrast that is present; else from feedback and choice
     has_l, has_r = ~np.isnan(cl), ~np.isnan(cr)
@@ -508,7 +272,7 @@ def alf_frame_to_trials(
     go = choice_raw != 0
     choice = (choice_raw == -1).astype(np.int64)
     side = np.where(from_stimulus, side, np.where(fb == 1, choice, 1 - choice))
-    _check_sign_convention(
+    check_sign_convention(
         choice, side, fb, from_stimulus & go, rows, source, "choice", "ALF choice -1 = right response, +1 = left"
     )
 
@@ -530,7 +294,7 @@ def alf_frame_to_trials(
         "feedback": "feedbackType",
         "prob_left": "probabilityLeft",
     }
-    return _finish(
+    return finish_trials(
         source=source,
         n_rows=len(rows),
         subj=subj,
@@ -579,38 +343,40 @@ def read_ibl_export(path: str | Path | None = None) -> tuple[pd.DataFrame, Inges
     """
     path = default_export_path() if path is None else Path(path)
     source = str(path)
-    raw = _read_table(path, source)
+    if not path.exists():
+        raise FileNotFoundError(f"{source}: no such file")
+    raw = read_table(path, source, _STRING_COLUMNS)
     missing = [c for c in EXPORT_REQUIRED if c not in raw.columns]
     if missing:
-        raise _missing_columns_error(missing, list(map(str, raw.columns)), source)
+        raise missing_columns_error(missing, list(map(str, raw.columns)), source)
     if len(raw) == 0:
         raise TrialDataError("no trials", source=source)
     rows = np.arange(1, len(raw) + 1)
 
-    subj = _keys(raw, "subject", rows, source)
+    subj = key_column(raw, "subject", rows, source)
     phase = raw["phase"].to_numpy(dtype=object)
     phase_code = np.full(len(raw), -1, dtype=np.int64)
     for k, name in enumerate(EXPORT_PHASES):
         phase_code[phase == name] = k
     reason = f"unknown phase {{v}}; expected one of {list(EXPORT_PHASES)}"
-    _raise_first(phase_code < 0, rows, source, "phase", reason, phase)
-    sess_num = _positive_int(_numeric(raw, "session_num", rows, source), rows, source, "session_num")
-    trial_num = _positive_int(_numeric(raw, "trial_num", rows, source), rows, source, "trial_num")
-    response = _numeric(raw, "response_choice", rows, source)
+    raise_first(phase_code < 0, rows, source, "phase", reason, phase)
+    sess_num = positive_int(numeric_column(raw, "session_num", rows, source), rows, source, "session_num")
+    trial_num = positive_int(numeric_column(raw, "trial_num", rows, source), rows, source, "trial_num")
+    response = numeric_column(raw, "response_choice", rows, source)
     bad = ~np.isin(response, (-1, 0, 1))
     reason = "unknown choice code {v}; expected -1 (left), +1 (right) or 0 (no-go)"
-    _raise_first(bad, rows, source, "response_choice", reason, response)
-    correct = _numeric(raw, "trial_correct", rows, source)
-    _raise_first(~np.isin(correct, (0, 1)), rows, source, "trial_correct", "unknown code {v}; expected 1 or 0", correct)
-    contrast = _numeric(raw, "contrast", rows, source)
-    position = _numeric(raw, "position", rows, source)
-    _raise_first(np.isnan(position), rows, source, "position", "missing stimulus position")
+    raise_first(bad, rows, source, "response_choice", reason, response)
+    correct = numeric_column(raw, "trial_correct", rows, source)
+    raise_first(~np.isin(correct, (0, 1)), rows, source, "trial_correct", "unknown code {v}; expected 1 or 0", correct)
+    contrast = numeric_column(raw, "contrast", rows, source)
+    position = numeric_column(raw, "position", rows, source)
+    raise_first(np.isnan(position), rows, source, "position", "missing stimulus position")
     reason = "position 0 (side unknown) on a trial with contrast > 0"
-    _raise_first((position == 0) & (contrast > 0), rows, source, "position", reason)
-    prob_left = _numeric(raw, "stim_probability_left", rows, source)
+    raise_first((position == 0) & (contrast > 0), rows, source, "position", reason)
+    prob_left = numeric_column(raw, "stim_probability_left", rows, source)
     columns: dict[str, np.ndarray] = {}
     if "reaction_time" in raw.columns:
-        columns["reaction_time"] = _numeric(raw, "reaction_time", rows, source)
+        columns["reaction_time"] = numeric_column(raw, "reaction_time", rows, source)
 
     subj_code = pd.factorize(subj)[0]
     order = np.lexsort((rows, sess_num, phase_code, subj_code))
@@ -625,14 +391,14 @@ def read_ibl_export(path: str | Path | None = None) -> tuple[pd.DataFrame, Inges
         True,
         (subj_code[1:] != subj_code[:-1]) | (phase_code[1:] != phase_code[:-1]) | (sess_num[1:] != sess_num[:-1]),
     ]
-    _check_raw_trials(new_sess, trial_num, rows, source, "trial_num")
+    check_trial_order(new_sess, trial_num, rows, source, "trial_num")
 
     go = response != 0
     choice = (response == 1).astype(np.int64)
     feedback = np.where(correct == 1, 1, -1)
     side = np.where(position > 0, 1, np.where(position < 0, 0, np.where(correct == 1, choice, 1 - choice)))
     convention = "response_choice +1 = right response, -1 = left"
-    _check_sign_convention(choice, side, feedback, (position != 0) & go, rows, source, "response_choice", convention)
+    check_sign_convention(choice, side, feedback, (position != 0) & go, rows, source, "response_choice", convention)
     starts = np.flatnonzero(new_sess)
     run_labels = np.array(
         [f"{EXPORT_PHASES[p]}-{s}" for p, s in zip(phase_code[starts].tolist(), sess_num[starts].tolist())],
@@ -657,7 +423,7 @@ def read_ibl_export(path: str | Path | None = None) -> tuple[pd.DataFrame, Inges
         "correct_side": "position",
         "prob_left": "stim_probability_left",
     }
-    return _finish(
+    return finish_trials(
         source=source,
         n_rows=len(rows),
         subj=subj,

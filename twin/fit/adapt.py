@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 
 from twin.data.batch import TrialBatch
-from twin.analysis.evaluate import score, split_sessions
+from twin.analysis.evaluate import score
+from twin.data.splits import split_sessions
 from twin.fit.train import FitConfig, fit, resolve_device, train_epoch, _inputs
 from twin.models.learner import LearnerModel
 

@@ -11,7 +11,7 @@ import torch
 
 from twin.data.batch import make_batch
 from twin.errors import TwinError
-from twin.analysis.evaluate import split_last_sessions
+from twin.data.splits import split_last_sessions
 
 from twin.fit.train import FitConfig, fit
 from twin.models.learner import LearnerModel, ModelSpec

@@ -8,6 +8,7 @@ inferred Δw map is compared with the true one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +18,11 @@ import torch
 from twin.sim.agents import DEFAULT_TRUTHS, Family, GroundTruth
 from twin.data.batch import TrialBatch, make_batch
 from twin.analysis.dwmap import DeltaWComparison, compare_delta_w, compare_on_trials, sample_states
-from twin.analysis.evaluate import ll_gain_ratio, ll_gain_ratio_gap, score, split_animals
+from twin.analysis.evaluate import ll_gain_ratio, ll_gain_ratio_gap, score
+from twin.data.splits import split_animals
 from twin.fit.train import FitConfig, FitResult, fit
 from twin.models.learner import LearnerModel, ModelSpec
-from twin.models.rules.base import RuleConfig
+from twin.models.rules import make_config
 from twin.sim.simulate import Simulation, simulate
 from twin.sim.task import IBL_DEFAULT, TaskProtocol
 
@@ -39,7 +41,8 @@ class RecoveryConfig:
         seed: seeds the cohort and the split.
         protocol: task protocol the cohort trains under.
         dw_states: weight states sampled for the Δw maps.
-        rule_config: structural hyperparameters of the fitted rules (hidden size).
+        rule_options: structural options of the fitted rules (``hidden_size``...), each rule taking
+            those it uses (:func:`twin.models.rules.make_config`).
         dw_trials: held-out trials sampled to compare the updates the animals actually made.
     """
 
@@ -52,7 +55,7 @@ class RecoveryConfig:
     seed: int = 0
     protocol: TaskProtocol = IBL_DEFAULT
     dw_states: int = 200
-    rule_config: RuleConfig = field(default_factory=RuleConfig)
+    rule_options: Mapping[str, object] = field(default_factory=dict)
     dw_trials: int = 20000
 
 
@@ -98,7 +101,7 @@ def run_recovery(
     truth_scores = score(true_model, test)
     fits: dict[str, FitResult] = {}
     for rule in config.rules:
-        fits[rule] = fit(ModelSpec(rule, rule_config=config.rule_config), train, val, config.fit, progress=progress, description=f"{family.value}: {rule}")
+        fits[rule] = fit(ModelSpec(rule, rule_config=make_config(rule, **config.rule_options)), train, val, config.fit, progress=progress, description=f"{family.value}: {rule}")
     scores = {rule: score(res.model, test) for rule, res in fits.items()}
     static_ll = scores["static"].ll if "static" in scores else float("nan")
     test_weights = sim.weights[torch.as_tensor(split.test)]

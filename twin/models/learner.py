@@ -10,7 +10,7 @@ from torch import nn
 from twin.data.batch import TrialBatch
 from twin.data.features import FeatureSpec
 from twin.models.policy import choice_log_likelihood
-from twin.models.rules import RuleConfig, UpdateInputs, make_rule
+from twin.models.rules import RuleConfig, UpdateInputs, get_rule, make_config, make_rule
 
 
 @dataclass(frozen=True)
@@ -20,22 +20,39 @@ class ModelSpec:
     Attributes:
         rule: registered rule name (``static``, ``reinforce``, ``dnn``, ``rnn``, ...).
         features: policy regressors.
-        rule_config: structural hyperparameters of the rule.
+        rule_config: structural hyperparameters of the rule, of its ``config_type``
+            (:func:`twin.models.rules.make_config` builds one from options); None on construction
+            stands for the rule's defaults and is replaced by them.
+
+    Raises:
+        UnknownRuleError: ``rule`` is not registered.
+        TypeError: ``rule_config`` is not of the rule's config type.
     """
 
     rule: str
     features: FeatureSpec = field(default_factory=FeatureSpec)
-    rule_config: RuleConfig = field(default_factory=RuleConfig)
+    rule_config: RuleConfig | None = None
+
+    def __post_init__(self) -> None:
+        config_type = get_rule(self.rule).config_type
+        if self.rule_config is None:
+            object.__setattr__(self, "rule_config", config_type())
+        elif type(self.rule_config) is not config_type:
+            raise TypeError(f"rule {self.rule!r} takes a {config_type.__name__}, got a {type(self.rule_config).__name__}")
 
     def to_dict(self) -> dict[str, object]:
-        return {"rule": self.rule, "features": self.features.to_dict(), "rule_config": asdict(self.rule_config)}
+        """JSON-ready form (stored in model files and metadata)."""
+        return {"rule": self.rule, "features": self.features.to_dict(), "rule_config": asdict(self.rule_config)}  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> "ModelSpec":
+        """Inverse of :meth:`to_dict`; also reads specs stored when one config held every rule's
+        options (the options this rule does not use are dropped)."""
+        rule = str(d["rule"])
         return cls(
-            rule=str(d["rule"]),
+            rule=rule,
             features=FeatureSpec.from_dict(d["features"]),  # type: ignore[arg-type]
-            rule_config=RuleConfig(**d["rule_config"]),  # type: ignore[arg-type]
+            rule_config=make_config(rule, **d["rule_config"]),  # type: ignore[arg-type]
         )
 
 
@@ -55,7 +72,7 @@ class LearnerModel(nn.Module):
         self.spec = spec
         k = spec.features.n_features
         self.rule = make_rule(spec.rule, k, spec.rule_config)
-        if spec.rule_config.mirror_symmetric:
+        if self.rule.needs_mirror:
             self.rule.use_mirror(spec.features.mirror())
         self.w0 = nn.Parameter(torch.zeros(k))
         self.log_rate = nn.Parameter(torch.zeros(k), requires_grad=False)

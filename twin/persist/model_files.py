@@ -88,6 +88,8 @@ def load_model(path: str | Path) -> StoredModel:
     try:
         spec = ModelSpec.from_dict(json.loads(header["spec"]))
         metadata = json.loads(header.get("metadata", "{}"))
+    except UnknownRuleError as exc:  # the spec resolves its rule's config type
+        raise ModelFileError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: bad model spec in header ({exc})") from None
     try:

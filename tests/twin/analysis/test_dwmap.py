@@ -11,7 +11,7 @@ import torch
 from twin.sim.agents import DEFAULT_TRUTHS, Family
 from twin.analysis.dwmap import SIGNED_CONTRASTS, compare_delta_w, compare_on_trials, delta_w, sample_states
 from twin.models.learner import LearnerModel, ModelSpec
-from twin.models.rules import RuleConfig
+from twin.models.rules import NetworkConfig
 
 STATES = torch.tensor([[0.0, 0.0], [1.5, -0.4], [-0.7, 0.9], [3.0, 0.2]])
 CONTRASTS = torch.tensor(SIGNED_CONTRASTS)
@@ -78,7 +78,7 @@ def test_reinforce_update_signs():
 
 def test_delta_w_matches_a_rollout_step_for_a_network_rule():
     torch.manual_seed(0)
-    model = LearnerModel(ModelSpec("rnn", rule_config=RuleConfig(hidden_size=6, scale_init=0.1)))
+    model = LearnerModel(ModelSpec("rnn", rule_config=NetworkConfig(hidden_size=6, scale_init=0.1)))
     h = torch.randn(4, 6) * 0.3
     dw = delta_w(model, STATES, CONTRASTS, True, h=h)
     dw0 = delta_w(model, STATES, CONTRASTS, True)

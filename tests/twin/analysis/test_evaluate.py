@@ -1,4 +1,4 @@
-"""Evaluation: likelihood scores by hand, the gain ratio, and the two cross-validation splits."""
+"""Evaluation: likelihood scores by hand and the gain ratio."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from trial_tables import random_trials_table
 
 from twin.data.batch import make_batch
-from twin.analysis.evaluate import LN2, AnimalSplit, Scores, ll_gain_ratio, ll_gain_ratio_gap, score, split_animals, split_sessions
+from twin.analysis.evaluate import LN2, Scores, ll_gain_ratio, ll_gain_ratio_gap, score
 from twin.models.learner import LearnerModel, ModelSpec
 
 
@@ -136,72 +136,3 @@ def test_ll_gain_ratio_gap_needs_the_same_animals():
     b.per_animal["subject"] = ["x", "y"]
     with pytest.raises(ValueError, match="same animals"):
         ll_gain_ratio_gap(a, b, a, a)
-
-
-# --------------------------------------------------------------------------------------------
-# held-out animals
-
-
-@pytest.mark.parametrize("n, n_test, val_fraction", [(10, 3, 0.2), (20, 5, 0.0), (7, 2, 0.5), (4, 1, 0.01)])
-def test_split_animals_is_disjoint_complete_and_seeded(n, n_test, val_fraction):
-    s = split_animals(n, n_test, val_fraction, seed=4)
-    assert isinstance(s, AnimalSplit)
-    parts = [set(s.train), set(s.val), set(s.test)]
-    assert set().union(*parts) == set(range(n))
-    assert sum(len(p) for p in parts) == n
-    assert len(s.test) == n_test
-    if val_fraction == 0:
-        assert s.val == ()
-    else:
-        assert len(s.val) == max(1, round(val_fraction * (n - n_test)))
-    assert len(s.train) >= 1
-    for part in (s.train, s.val, s.test):
-        assert list(part) == sorted(part)
-    assert split_animals(n, n_test, val_fraction, seed=4) == s
-
-
-def test_split_animals_depends_on_the_seed():
-    splits = {split_animals(20, 5, 0.2, seed=k).test for k in range(5)}
-    assert len(splits) > 1
-
-
-@pytest.mark.parametrize("n, n_test, val_fraction", [(5, 0, 0.2), (5, 5, 0.2), (3, 1, 0.9), (2, 1, 0.5)])
-def test_split_animals_errors(n, n_test, val_fraction):
-    with pytest.raises(ValueError):
-        split_animals(n, n_test, val_fraction, seed=0)
-
-
-# --------------------------------------------------------------------------------------------
-# held-out future sessions
-
-
-def test_split_sessions(table):
-    batch = make_batch(table)
-    k = 2
-    sp = split_sessions(batch, k)
-    # train: sessions 1..k-1, trimmed, every remaining trial scored
-    assert sp.train.lengths.tolist() == [10, 5, 6]
-    assert int(sp.train.session[sp.train.valid].max()) == k - 1
-    assert torch.equal(sp.train.mask, sp.train.valid)
-    # val: runs through 1..k, scores session k only
-    assert sp.val.lengths.tolist() == [18, 14, 12]
-    assert torch.equal(sp.val.mask, (sp.val.session == k) & sp.val.valid)
-    assert sp.val.mask.sum(1).tolist() == [8, 9, 6]
-    # test: every trial, scores only sessions after k
-    assert sp.test.n_trials == batch.n_trials and torch.equal(sp.test.valid, batch.valid)
-    assert torch.equal(sp.test.mask, (batch.session > k) & batch.valid)
-    assert sp.test.mask.sum(1).tolist() == [13, 4, 15]
-    # the three never score the same trial twice and the scored trials are in order
-    assert not (sp.val.mask & sp.test.mask[:, : sp.val.n_trials]).any()
-
-
-def test_split_sessions_needs_enough_sessions(table):
-    batch = make_batch(table)
-    split_sessions(batch, 2)  # b has 3 sessions: fine
-    with pytest.raises(ValueError, match="'b'"):
-        split_sessions(batch, 3)  # b has no session after 3
-    with pytest.raises(ValueError, match="k >= 2"):
-        split_sessions(batch, 1)
-    with pytest.raises(ValueError):
-        split_sessions(batch.select([0, 2]), 4)  # a has only 4
-    assert split_sessions(batch.select([0, 2]), 3).test.mask.sum().item() == 7 + 9

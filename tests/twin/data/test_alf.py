@@ -12,15 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twin.data.alf import (
-    AlfIngestReport,
-    AlfLayout,
-    DuplicatePolicy,
-    OptionalDependencyError,
-    find_sessions,
-    read_alf_dir,
-    read_one_cache,
-)
+from twin.data.alf import OptionalDependencyError, read_alf_dir, read_one_cache
+from twin.data.alf_sessions import AlfIngestReport, AlfLayout, DuplicatePolicy, find_sessions
 from twin.data.readers import load_trials
 from twin.errors import TrialDataError
 

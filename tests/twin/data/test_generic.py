@@ -14,7 +14,8 @@ import torch
 from twin.data.batch import make_batch
 from twin.data.readers import load_trials, write_trials
 from twin.errors import TrialDataError
-from twin.analysis.evaluate import score, split_sessions
+from twin.analysis.evaluate import score
+from twin.data.splits import split_sessions
 from twin.data.features import FeatureSpec, StimulusCoding
 from twin.fit.train import FitConfig, fit
 from twin.data.generic import (
@@ -28,7 +29,7 @@ from twin.data.generic import (
     read_psytrack_rat,
     stimulus_names,
 )
-from twin.data.ibl import shared_data_dir
+from twin.data.paths import shared_data_dir
 from twin.models.learner import ModelSpec
 
 RAT_FEATURES = FeatureSpec(stimuli=("s_a", "s_b"))

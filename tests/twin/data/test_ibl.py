@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from twin.errors import TrialDataError
-from twin.data.ibl import EXPORT_FILENAME, default_export_path, read_alf_trials, read_ibl_export, shared_data_dir
+from twin.data.ibl import EXPORT_FILENAME, default_export_path, read_alf_trials, read_ibl_export
+from twin.data.paths import shared_data_dir
 from twin.data.trials import REQUIRED_COLUMNS
 
 FORMATS = ("csv", "pqt")
@@ -555,7 +556,7 @@ def test_shared_data_dir_env(tmp_path, monkeypatch):
     except FileNotFoundError as exc:
         assert "TWIN_SHARED_DATA" in str(exc)
     else:
-        assert found == Path(__file__).resolve().parents[2].parent / "shared" / "data"
+        assert found == Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 
 from twin.sim.agents import DEFAULT_TRUTHS, Family
 from twin.data.batch import make_batch
-from twin.analysis.evaluate import split_sessions
+from twin.data.splits import split_sessions
 from twin.fit.train import FitConfig, fit
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.sim.simulate import simulate

@@ -10,7 +10,8 @@ import torch
 
 from twin.sim.agents import DEFAULT_TRUTHS, Family
 from twin.data.batch import make_batch
-from twin.analysis.evaluate import ll_gain_ratio, score, split_animals
+from twin.analysis.evaluate import ll_gain_ratio, score
+from twin.data.splits import split_animals
 from twin.fit.train import DeviceUnavailableError, FitConfig, fit, mean_log_likelihood, resolve_device
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.fit.recovery import RecoveryConfig, run_recovery

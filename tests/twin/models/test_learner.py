@@ -15,7 +15,7 @@ from twin.data.batch import make_batch
 from twin.data.features import FeatureSpec, StimulusCoding
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.policy import choice_log_likelihood, logits, p_right
-from twin.models.rules import MODEL_RULES, RuleConfig, rule_names
+from twin.models.rules import MODEL_RULES, NetworkConfig, make_config, rule_names
 
 
 trials_table = random_trials_table
@@ -67,7 +67,7 @@ def test_log_likelihood_is_stable_for_extreme_logits():
 
 @pytest.mark.parametrize("rule", rule_names())
 def test_trajectory_shape_and_start(batch, rule):
-    model = init_model(ModelSpec(rule, rule_config=RuleConfig(hidden_size=8, scale_init=0.05)))
+    model = init_model(ModelSpec(rule, rule_config=make_config(rule, hidden_size=8, scale_init=0.05)))
     with torch.no_grad():
         w = model.trajectory(batch)
     assert w.shape == (batch.n_animals, batch.n_trials, batch.x.shape[-1])
@@ -96,7 +96,7 @@ def test_trajectory_is_the_rule_rollout_shifted_by_one(batch):
 
 @pytest.mark.parametrize("rule", MODEL_RULES)
 def test_log_likelihood_is_bernoulli_and_masked(batch, rule):
-    model = init_model(ModelSpec(rule, rule_config=RuleConfig(hidden_size=8)))
+    model = init_model(ModelSpec(rule, rule_config=make_config(rule, hidden_size=8)))
     mask = batch.valid.clone()
     mask[:, ::3] = False
     b = batch.with_mask(mask)
@@ -128,8 +128,8 @@ def test_padding_is_never_scored(batch):
     "spec",
     [
         ModelSpec("static"),
-        ModelSpec("dnn", FeatureSpec(StimulusCoding.SPLIT, bias=False, history=True), RuleConfig(hidden_size=5, scale_init=0.02)),
-        ModelSpec("rnn", FeatureSpec(history=True), RuleConfig(hidden_size=3, alpha_init=0.5)),
+        ModelSpec("dnn", FeatureSpec(StimulusCoding.SPLIT, bias=False, history=True), NetworkConfig(hidden_size=5, scale_init=0.02)),
+        ModelSpec("rnn", FeatureSpec(history=True), NetworkConfig(hidden_size=3)),
     ],
 )
 def test_model_spec_round_trip(spec):
@@ -139,6 +139,24 @@ def test_model_spec_round_trip(spec):
     assert again.to_dict() == d
     model = LearnerModel(again)
     assert model.n_weights == spec.features.n_features
+
+
+def test_model_spec_reads_specs_stored_with_every_rules_options():
+    """Files written when one config carried every rule's options still load."""
+    legacy = {"hidden_size": 6, "scale_init": 0.05, "alpha_init": 0.02, "within_session_drift": False, "mirror_symmetric": True}
+    features = FeatureSpec().to_dict()
+    spec = ModelSpec.from_dict({"rule": "dnn_delta", "features": features, "rule_config": legacy})
+    assert spec.rule_config == make_config("dnn_delta", hidden_size=6, scale_init=0.05, within_session_drift=False, mirror_symmetric=True)
+    assert LearnerModel(spec).rule.mirror is not None
+    assert ModelSpec.from_dict({"rule": "reinforce", "features": features, "rule_config": legacy}).rule_config == make_config("reinforce", alpha_init=0.02)
+    assert ModelSpec.from_dict({"rule": "static", "features": features, "rule_config": legacy}) == ModelSpec("static")
+    with pytest.raises(TypeError, match="hiden"):
+        ModelSpec.from_dict({"rule": "dnn", "features": features, "rule_config": {"hiden": 3}})
+
+
+def test_model_spec_refuses_another_rules_config():
+    with pytest.raises(TypeError, match="ReinforceConfig"):
+        ModelSpec("reinforce", rule_config=NetworkConfig())
 
 
 def test_model_spec_unknown_rule_fails_when_built():
@@ -157,7 +175,7 @@ def test_animal_alone_equals_animal_in_batch(rule):
     df = trials_table({f"m{i}": [15 + 3 * i, 10 + i] for i in range(6)}, seed=2)
     feats = FeatureSpec(history=True)
     big = make_batch(df, feats)
-    model = init_model(ModelSpec(rule, feats, RuleConfig(hidden_size=16, scale_init=0.05)), seed=3)
+    model = init_model(ModelSpec(rule, feats, make_config(rule, hidden_size=16, scale_init=0.05)), seed=3)
     with torch.no_grad():
         w_all = model.trajectory(big)
         ll_all = model.log_likelihood(big)

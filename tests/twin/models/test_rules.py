@@ -10,7 +10,19 @@ import torch
 from torch import nn
 
 from twin.errors import UnknownRuleError
-from twin.models.rules import MODEL_RULES, RuleConfig, UpdateInputs, get_rule, make_rule, rule_names
+from twin.models.rules import (
+    MODEL_RULES,
+    DNNDeltaConfig,
+    NetworkConfig,
+    ReinforceConfig,
+    RuleConfig,
+    UpdateInputs,
+    config_fields,
+    get_rule,
+    make_config,
+    make_rule,
+    rule_names,
+)
 from twin.models.rules.reinforce import AsymmetricPredictionErrorRule, ReinforceRule, RewardHistoryReinforceRule
 
 ALL_RULES = rule_names()
@@ -31,9 +43,10 @@ def random_inputs(b: int = 3, t: int = 12, k: int = K, seed: int = 0) -> UpdateI
     return UpdateInputs.from_trials(x, y, reward, answer, ss)
 
 
-def make(name: str, k: int = K, seed: int = 0, config: RuleConfig = RuleConfig(hidden_size=8)):
+def make(name: str, k: int = K, seed: int = 0, **options: object):
+    """Rule ``name`` (hidden size 8 unless given), its parameters drawn with ``seed``."""
     torch.manual_seed(seed)
-    return make_rule(name, k, config)
+    return make_rule(name, k, make_config(name, **{"hidden_size": 8, **options}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,11 +88,45 @@ def test_markovian_flags():
     assert all(get_rule(n).learns for n in LEARNING_RULES)
 
 
-@pytest.mark.parametrize("bad", [dict(hidden_size=0), dict(scale_init=0.0), dict(alpha_init=-1.0)])
-def test_rule_config_rejects_bad_values(bad):
+@pytest.mark.parametrize(
+    "config_type, bad",
+    [(NetworkConfig, dict(hidden_size=0)), (NetworkConfig, dict(scale_init=0.0)), (DNNDeltaConfig, dict(hidden_size=0)), (ReinforceConfig, dict(alpha_init=-1.0))],
+)
+def test_rule_config_rejects_bad_values(config_type, bad):
     field = next(iter(bad))
     with pytest.raises(ValueError, match=field):
-        RuleConfig(**bad)
+        config_type(**bad)
+
+
+def test_each_rule_has_its_own_config_type():
+    families = {
+        RuleConfig: ("static",),
+        ReinforceConfig: ("reinforce", "pe_asymmetric", "reinforce_history"),
+        NetworkConfig: ("dnn", "rnn"),
+        DNNDeltaConfig: ("dnn_delta",),
+    }
+    assert {name: get_rule(name).config_type for name in ALL_RULES} == {n: t for t, names in families.items() for n in names}
+    assert config_fields() == {"hidden_size", "scale_init", "alpha_init", "within_session_drift", "mirror_symmetric"}
+
+
+def test_make_config_takes_the_options_the_rule_uses():
+    options = dict(hidden_size=7, alpha_init=0.5, mirror_symmetric=True)
+    assert make_config("static", **options) == RuleConfig()
+    assert make_config("reinforce", **options) == ReinforceConfig(alpha_init=0.5)
+    assert make_config("rnn", **options) == NetworkConfig(hidden_size=7)
+    assert make_config("dnn_delta", **options) == DNNDeltaConfig(hidden_size=7, mirror_symmetric=True)
+    with pytest.raises(TypeError, match="hiden_size"):
+        make_config("dnn", hiden_size=7)
+    with pytest.raises(UnknownRuleError):
+        make_config("lstm")
+
+
+def test_a_rule_refuses_another_rules_config():
+    with pytest.raises(TypeError, match="NetworkConfig"):
+        make_rule("dnn", K, ReinforceConfig())
+    with pytest.raises(TypeError, match="DNNDeltaConfig"):
+        make_rule("dnn_delta", K, NetworkConfig())
+    assert make_rule("reinforce", K).config == ReinforceConfig()
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,7 +135,7 @@ def test_rule_config_rejects_bad_values(bad):
 
 @pytest.mark.parametrize("name", ALL_RULES)
 def test_state_size_and_initial_state(name):
-    rule = make(name, config=RuleConfig(hidden_size=7))
+    rule = make(name, hidden_size=7)
     expected = {"rnn": 7, "reinforce_history": 1}.get(name, 0)
     assert rule.state_size == expected
     h = rule.initial_state(5)
@@ -249,7 +296,7 @@ def test_reinforce_history_gain_grows_along_rewards_and_resets_after_error():
 
 def test_dnn_step_equals_plain_mlp():
     torch.manual_seed(0)
-    rule = make_rule("dnn", K, RuleConfig(hidden_size=6, scale_init=0.5))
+    rule = make_rule("dnn", K, NetworkConfig(hidden_size=6, scale_init=0.5))
     inp = random_inputs(b=3, t=4, seed=1)
     u = inp.standard_vector()
     w = torch.randn(3, K, generator=torch.Generator().manual_seed(2))
@@ -264,7 +311,7 @@ def test_dnn_step_equals_plain_mlp():
 
 def test_rnn_step_equals_torch_gru_cell():
     torch.manual_seed(0)
-    rule = make_rule("rnn", K, RuleConfig(hidden_size=5, scale_init=0.5))
+    rule = make_rule("rnn", K, NetworkConfig(hidden_size=5, scale_init=0.5))
     inp = random_inputs(b=3, t=6, seed=1)
     u = inp.standard_vector()
     w = torch.randn(3, K, generator=torch.Generator().manual_seed(2))
@@ -281,7 +328,7 @@ def test_rnn_step_equals_torch_gru_cell():
 
 @pytest.mark.parametrize("name", ["dnn", "rnn"])
 def test_network_rules_make_tiny_updates_at_init(name):
-    rule = make(name, seed=0, config=RuleConfig())  # scale_init 1e-3, hidden 32
+    rule = make(name, seed=0, hidden_size=32)  # scale_init 1e-3, hidden 32
     inp = random_inputs(b=4, t=30, seed=1)
     w0 = torch.randn(4, K, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -294,7 +341,7 @@ def test_network_rules_make_tiny_updates_at_init(name):
 
 @pytest.mark.parametrize("name", LEARNING_RULES)
 def test_gradients_reach_every_parameter(name):
-    rule = make(name, seed=0, config=RuleConfig(hidden_size=8, scale_init=0.1))
+    rule = make(name, seed=0, scale_init=0.1)
     inp = random_inputs(b=4, t=10, seed=1)
     w0 = torch.randn(4, K, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
     ws, h = rule.rollout(w0, rule.initial_state(4), rule.precompute(inp))
@@ -315,7 +362,7 @@ def test_gradients_reach_every_parameter(name):
 def test_dnn_delta_updates_are_proportional_to_the_inputs():
     """Without its drift, dnn_delta moves a weight only as far as its input is non-zero."""
     torch.manual_seed(0)
-    rule = make_rule("dnn_delta", 2, RuleConfig(hidden_size=8))
+    rule = make_rule("dnn_delta", 2, DNNDeltaConfig(hidden_size=8))
     b = 6
     x = torch.randn(b, 1, 2)
     x[:3, 0, 0] = 0.0  # no stimulus on half the trials
@@ -354,9 +401,9 @@ def test_mirror_symmetric_dnn_delta_is_mirror_equivariant(within_session_drift):
     from twin.models.learner import LearnerModel, ModelSpec
 
     torch.manual_seed(0)
-    cfg = RuleConfig(hidden_size=8, scale_init=1.0, mirror_symmetric=True, within_session_drift=within_session_drift)
+    cfg = DNNDeltaConfig(hidden_size=8, scale_init=1.0, mirror_symmetric=True, within_session_drift=within_session_drift)
     sym = LearnerModel(ModelSpec("dnn_delta", rule_config=cfg))
-    free = LearnerModel(ModelSpec("dnn_delta", rule_config=RuleConfig(hidden_size=8, scale_init=1.0)))
+    free = LearnerModel(ModelSpec("dnn_delta", rule_config=DNNDeltaConfig(hidden_size=8, scale_init=1.0)))
     mirror = sym.spec.features.mirror()
     w = torch.randn(20, 2)
     for contrast, right, rewarded in [(0.5, 1, 1), (0.25, 0, 0), (-1.0, 0, 1), (0.0, 1, 0)]:
@@ -369,7 +416,7 @@ def test_mirror_symmetric_dnn_delta_is_mirror_equivariant(within_session_drift):
 
 
 def test_mirror_symmetric_dnn_delta_needs_its_features_mirror():
-    rule = make_rule("dnn_delta", 2, RuleConfig(hidden_size=4, mirror_symmetric=True))
+    rule = make_rule("dnn_delta", 2, DNNDeltaConfig(hidden_size=4, mirror_symmetric=True))
     inp = UpdateInputs(torch.zeros(1, 3, 2), torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="mirror"):
         rule.precompute(inp)
@@ -379,7 +426,7 @@ def test_dnn_delta_without_within_session_drift_moves_only_input_weights_within_
     """With ``within_session_drift=False`` a zero input leaves its weight unchanged within a
     session; into a new session the drift acts."""
     torch.manual_seed(0)
-    rule = make_rule("dnn_delta", 2, RuleConfig(hidden_size=8, scale_init=1.0, within_session_drift=False))
+    rule = make_rule("dnn_delta", 2, DNNDeltaConfig(hidden_size=8, scale_init=1.0, within_session_drift=False))
     b = 4
     x = torch.tensor([[[0.0, 1.0]]] * b)  # zero-contrast trials: stimulus input 0
     y = torch.tensor([[1.0], [0.0], [1.0], [0.0]])

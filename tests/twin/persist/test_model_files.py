@@ -16,7 +16,7 @@ from twin.data.batch import TrialBatch, make_batch
 from twin.errors import ModelFileError
 from twin.data.features import FeatureSpec, StimulusCoding
 from twin.models.learner import LearnerModel, ModelSpec
-from twin.models.rules import MODEL_RULES, RuleConfig
+from twin.models.rules import MODEL_RULES, NetworkConfig, make_config
 from twin.persist.model_files import FORMAT_VERSION, StoredModel, load_model, save_model
 
 
@@ -45,7 +45,7 @@ def perturbed(spec: ModelSpec, seed: int = 0) -> LearnerModel:
 
 @pytest.mark.parametrize("rule", MODEL_RULES)
 def test_round_trip_gives_the_same_model(tmp_path, rule):
-    spec = ModelSpec(rule, FeatureSpec(StimulusCoding.SPLIT, history=True), RuleConfig(hidden_size=6, scale_init=0.05))
+    spec = ModelSpec(rule, FeatureSpec(StimulusCoding.SPLIT, history=True), make_config(rule, hidden_size=6, scale_init=0.05))
     model = perturbed(spec, seed=1)
     meta = {"best_epoch": 7, "val_ll": -0.5123, "subjects": ["a", "b"], "nested": {"lr": None}}
     path = save_model(model, tmp_path / "models" / f"{rule}.safetensors", meta)
@@ -71,7 +71,7 @@ def test_metadata_defaults_to_empty(tmp_path):
 
 
 def test_file_is_plain_safetensors(tmp_path):
-    model = perturbed(ModelSpec("dnn", rule_config=RuleConfig(hidden_size=4)))
+    model = perturbed(ModelSpec("dnn", rule_config=NetworkConfig(hidden_size=4)))
     path = save_model(model, tmp_path / "m.safetensors", {"x": 1})
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])  # safetensors: little-endian u64 header length, then JSON

@@ -14,7 +14,7 @@ from twin.data.readers import load_trials, write_trials
 from twin.data.features import FeatureSpec
 from twin.data.ibl import read_alf_trials
 from twin.models.learner import LearnerModel, ModelSpec
-from twin.models.rules import RuleConfig
+from twin.models.rules import NetworkConfig
 from twin.sim.simulate import simulate
 from twin.sim.task import IBL_DEFAULT, TaskProtocol
 from twin.data.trials import REQUIRED_COLUMNS, validate_trials
@@ -79,8 +79,8 @@ def test_weights_start_at_w0_and_match_teacher_forcing(sim):
         lambda: DEFAULT_TRUTHS[Family.REINFORCE].build(),
         lambda: DEFAULT_TRUTHS[Family.HISTORY].build(),
         lambda: DEFAULT_TRUTHS[Family.ASYMMETRIC].build(),
-        lambda: LearnerModel(ModelSpec("rnn", FeatureSpec(), RuleConfig(hidden_size=8, scale_init=0.05))),
-        lambda: LearnerModel(ModelSpec("dnn", FeatureSpec(history=True), RuleConfig(hidden_size=8, scale_init=0.05))),
+        lambda: LearnerModel(ModelSpec("rnn", FeatureSpec(), NetworkConfig(hidden_size=8, scale_init=0.05))),
+        lambda: LearnerModel(ModelSpec("dnn", FeatureSpec(history=True), NetworkConfig(hidden_size=8, scale_init=0.05))),
     ],
     ids=["reinforce", "history", "asymmetric", "rnn", "dnn-history"],
 )

@@ -26,33 +26,28 @@ from twin.data.features import Mirror
 
 @dataclass(frozen=True)
 class RuleConfig:
-    """Structural hyperparameters of a rule (ignored by rules they do not apply to).
+    """Structural hyperparameters of a rule: each rule states its own subclass, holding only the
+    fields it uses (:attr:`LearningRule.config_type`). This base, without fields, is the config of
+    rules that have none (``static``)."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig(RuleConfig):
+    """Structural hyperparameters of the rules given by a network (``dnn``, ``rnn``).
 
     Attributes:
         hidden_size: width of the MLP layers and of the GRU state.
-        scale_init: initial value of the learnable per-weight update scale ``s`` (DNN, RNN).
-        alpha_init: initial learning rate (REINFORCE family).
-        within_session_drift: let the delta-structured DNN (``dnn_delta``) add its free drift term
-            after every trial; if False the drift acts only overnight, into a session's first trial,
-            and within a session every update is proportional to the trial's inputs.
-        mirror_symmetric: make the rule's update left/right mirror-equivariant (``dnn_delta``): the
-            update after a trial equals the mirror image of the update the mirrored animal would
-            make after the mirrored trial, as for REINFORCE and prediction-error rules.
+        scale_init: initial value of the learnable per-weight update scale ``s``.
     """
 
     hidden_size: int = 32
     scale_init: float = 1e-3
-    alpha_init: float = 0.01
-    within_session_drift: bool = True
-    mirror_symmetric: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1:
             raise ValueError(f"hidden_size must be >= 1, got {self.hidden_size}")
         if not self.scale_init > 0:
             raise ValueError(f"scale_init must be > 0, got {self.scale_init}")
-        if not self.alpha_init > 0:
-            raise ValueError(f"alpha_init must be > 0, got {self.alpha_init}")
 
 
 @dataclass(frozen=True)
@@ -108,10 +103,15 @@ class LearningRule(nn.Module, abc.ABC):
 
     Args:
         n_weights: number of policy weights ``K``.
-        config: structural hyperparameters.
+        config: structural hyperparameters, of the rule's :attr:`config_type` (None: its defaults).
+
+    Raises:
+        TypeError: ``config`` is not of the rule's :attr:`config_type`.
     """
 
     name: ClassVar[str]
+    config_type: ClassVar[type[RuleConfig]] = RuleConfig
+    """The type of the rule's structural hyperparameters (only the fields it uses)."""
     markovian: ClassVar[bool] = True
     """True when Δw depends on the current weights and trial only (no hidden history)."""
     learns: ClassVar[bool] = True
@@ -119,14 +119,22 @@ class LearningRule(nn.Module, abc.ABC):
     default_learning_rate: ClassVar[float] = 3e-3
     """Adam step size used when a fit does not set one (few-parameter rules take larger steps)."""
 
-    def __init__(self, n_weights: int, config: RuleConfig = RuleConfig()) -> None:
+    def __init__(self, n_weights: int, config: RuleConfig | None = None) -> None:
         super().__init__()
+        config = self.config_type() if config is None else config
+        if type(config) is not self.config_type:
+            raise TypeError(f"rule {self.name!r} takes a {self.config_type.__name__}, got a {type(config).__name__}")
         self.n_weights = n_weights
         self.config = config
 
+    @property
+    def needs_mirror(self) -> bool:
+        """Whether the rule must learn how the features mirror left/right (:meth:`use_mirror`)."""
+        return False
+
     def use_mirror(self, mirror: Mirror) -> None:
         """Learn how the features mirror left/right (:class:`LearnerModel` calls this when
-        ``config.mirror_symmetric``); rules without a mirror-symmetric form ignore it."""
+        :attr:`needs_mirror`); rules without a mirror-symmetric form ignore it."""
 
     @property
     def state_size(self) -> int:

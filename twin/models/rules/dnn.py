@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from twin.models.rules.base import Context, LearningRule, RuleConfig, UpdateInputs
+from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs
 from twin.models.rules.registry import register
 
 
@@ -22,14 +22,17 @@ class DNNRule(LearningRule):
     optimiser steps cannot collapse it to zero). Markovian: no hidden state.
     """
 
-    def __init__(self, n_weights: int, config: RuleConfig = RuleConfig()) -> None:
+    config_type = NetworkConfig
+    config: NetworkConfig
+
+    def __init__(self, n_weights: int, config: NetworkConfig | None = None) -> None:
         super().__init__(n_weights, config)
-        k, hdim = n_weights, config.hidden_size
+        k, hdim = n_weights, self.config.hidden_size
         n_in = 2 * k + 4
         self.fc1 = nn.Linear(n_in, hdim)
         self.fc2 = nn.Linear(hdim, hdim)
         self.fc3 = nn.Linear(hdim, k)
-        self.log_scale = nn.Parameter(torch.full((k,), math.log(config.scale_init)))
+        self.log_scale = nn.Parameter(torch.full((k,), math.log(self.config.scale_init)))
 
     def precompute(self, inputs: UpdateInputs) -> torch.Tensor:
         u = inputs.standard_vector().transpose(0, 1).contiguous()  # [T, B, K+4], time-major

@@ -13,13 +13,33 @@ policy's own p(right) and the current weights.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from twin.data.features import Mirror
-from twin.models.rules.base import Context, LearningRule, RuleConfig, UpdateInputs
+from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs
 from twin.models.rules.registry import register
+
+
+@dataclass(frozen=True)
+class DNNDeltaConfig(NetworkConfig):
+    """Structural hyperparameters of ``dnn_delta``.
+
+    Attributes:
+        hidden_size: width of the MLP layers.
+        scale_init: initial value of the learnable per-weight update scale ``s``.
+        within_session_drift: add the free drift term after every trial; if False the drift acts
+            only overnight, into a session's first trial, and within a session every update is
+            proportional to the trial's inputs.
+        mirror_symmetric: make the update left/right mirror-equivariant: the update after a trial
+            equals the mirror image of the update the mirrored animal would make after the
+            mirrored trial, as for REINFORCE and prediction-error rules.
+    """
+
+    within_session_drift: bool = True
+    mirror_symmetric: bool = False
 
 
 @register("dnn_delta")
@@ -46,14 +66,21 @@ class DNNDeltaRule(LearningRule):
     rules are special cases.
     """
 
-    def __init__(self, n_weights: int, config: RuleConfig = RuleConfig()) -> None:
+    config_type = DNNDeltaConfig
+    config: DNNDeltaConfig
+
+    def __init__(self, n_weights: int, config: DNNDeltaConfig | None = None) -> None:
         super().__init__(n_weights, config)
-        k, hdim = n_weights, config.hidden_size
+        k, hdim = n_weights, self.config.hidden_size
         self.fc1 = nn.Linear(2 * k + 5, hdim)
         self.fc2 = nn.Linear(hdim, hdim)
         self.fc3 = nn.Linear(hdim, 2 * k)
-        self.log_scale = nn.Parameter(torch.full((k,), math.log(config.scale_init)))
+        self.log_scale = nn.Parameter(torch.full((k,), math.log(self.config.scale_init)))
         self.mirror: Mirror | None = None
+
+    @property
+    def needs_mirror(self) -> bool:
+        return self.config.mirror_symmetric
 
     def use_mirror(self, mirror: Mirror) -> None:
         if len(mirror.perm) != self.n_weights:

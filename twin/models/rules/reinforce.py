@@ -9,12 +9,29 @@ error trials, ``reinforce_history`` scales REINFORCE updates up along runs of re
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from twin.models.rules.base import Context, LearningRule, RuleConfig, UpdateInputs
 from twin.models.rules.registry import register
+
+
+@dataclass(frozen=True)
+class ReinforceConfig(RuleConfig):
+    """Structural hyperparameters of the REINFORCE family (``reinforce``, ``pe_asymmetric``,
+    ``reinforce_history``).
+
+    Attributes:
+        alpha_init: initial learning rate.
+    """
+
+    alpha_init: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.alpha_init > 0:
+            raise ValueError(f"alpha_init must be > 0, got {self.alpha_init}")
 
 
 def _policy_p(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -32,10 +49,12 @@ class ReinforceRule(LearningRule):
     """
 
     default_learning_rate = 0.03
+    config_type = ReinforceConfig
+    config: ReinforceConfig
 
-    def __init__(self, n_weights: int, config: RuleConfig = RuleConfig()) -> None:
+    def __init__(self, n_weights: int, config: ReinforceConfig | None = None) -> None:
         super().__init__(n_weights, config)
-        self.log_alpha = nn.Parameter(torch.full((n_weights,), math.log(config.alpha_init)))
+        self.log_alpha = nn.Parameter(torch.full((n_weights,), math.log(self.config.alpha_init)))
         self.baseline = nn.Parameter(torch.full((n_weights,), 0.5))
 
     def set_parameters(self, alpha: list[float], baseline: list[float]) -> "ReinforceRule":
@@ -67,11 +86,13 @@ class AsymmetricPredictionErrorRule(LearningRule):
     """
 
     default_learning_rate = 0.03
+    config_type = ReinforceConfig
+    config: ReinforceConfig
 
-    def __init__(self, n_weights: int, config: RuleConfig = RuleConfig()) -> None:
+    def __init__(self, n_weights: int, config: ReinforceConfig | None = None) -> None:
         super().__init__(n_weights, config)
-        self.log_alpha_correct = nn.Parameter(torch.full((n_weights,), math.log(config.alpha_init)))
-        self.log_alpha_error = nn.Parameter(torch.full((n_weights,), math.log(config.alpha_init)))
+        self.log_alpha_correct = nn.Parameter(torch.full((n_weights,), math.log(self.config.alpha_init)))
+        self.log_alpha_error = nn.Parameter(torch.full((n_weights,), math.log(self.config.alpha_init)))
 
     def set_parameters(self, alpha_correct: list[float], alpha_error: list[float]) -> "AsymmetricPredictionErrorRule":
         """Fix the parameters (ground-truth use); returns ``self``."""
@@ -103,12 +124,14 @@ class RewardHistoryReinforceRule(LearningRule):
     """
 
     default_learning_rate = 0.03
+    config_type = ReinforceConfig
+    config: ReinforceConfig
 
     markovian = False
 
-    def __init__(self, n_weights: int, config: RuleConfig = RuleConfig()) -> None:
+    def __init__(self, n_weights: int, config: ReinforceConfig | None = None) -> None:
         super().__init__(n_weights, config)
-        self.log_alpha = nn.Parameter(torch.full((n_weights,), math.log(config.alpha_init)))
+        self.log_alpha = nn.Parameter(torch.full((n_weights,), math.log(self.config.alpha_init)))
         self.baseline = nn.Parameter(torch.full((n_weights,), 0.5))
         self.log_kappa = nn.Parameter(torch.tensor(0.0))
         self.log_tau = nn.Parameter(torch.tensor(math.log(5.0)))

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from twin.models.rules.base import Context, LearningRule, RuleConfig, UpdateInputs
+from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs
 from twin.models.rules.registry import register
 
 
@@ -22,14 +22,16 @@ class RNNRule(LearningRule):
     """
 
     markovian = False
+    config_type = NetworkConfig
+    config: NetworkConfig
 
-    def __init__(self, n_weights: int, config: RuleConfig = RuleConfig()) -> None:
+    def __init__(self, n_weights: int, config: NetworkConfig | None = None) -> None:
         super().__init__(n_weights, config)
-        k, hdim = n_weights, config.hidden_size
+        k, hdim = n_weights, self.config.hidden_size
         self.gru = nn.GRUCell(2 * k + 4, hdim)
         self.head1 = nn.Linear(hdim, hdim)
         self.head2 = nn.Linear(hdim, k)
-        self.log_scale = nn.Parameter(torch.full((k,), math.log(config.scale_init)))
+        self.log_scale = nn.Parameter(torch.full((k,), math.log(self.config.scale_init)))
 
     @property
     def state_size(self) -> int:

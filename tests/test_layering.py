@@ -48,12 +48,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("service/errors.py", "google.rpc"): "issue 15: as above",
     ("service/jobs.py", "google.rpc"): "issue 15: operations keep domain errors; server/ converts them",
     ("twin/analysis/evaluate.py", "twin.fit.train"): "issue 15: the fitting helpers of evaluation move to twin/fit",
-    ("twin/analysis/report.py", "twin.fit.cohort"): "issue 15: the report's assembly moves to twin_cli/, its analyses stay here",
-    ("twin/analysis/report.py", "twin.persist.atomic"): "issue 15: as above",
-    ("twin/analysis/report.py", "twin.persist.sessions"): "issue 15: as above",
-    ("twin/analysis/report.py", "twin.persist.store"): "issue 15: as above",
-    ("twin/analysis/report.py", "twin.sim.forecast"): "issue 15: as above",
-    ("twin/analysis/report.py", "twin.sim.task"): "issue 15: as above",
 }
 
 

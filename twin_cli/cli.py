@@ -273,7 +273,7 @@ def cmd_twins(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from twin.analysis.report import ReportConfig, write_report
+    from twin_cli.report import ReportConfig, write_report
     from twin.persist.store import TwinStore
 
     try:

@@ -20,6 +20,7 @@ import torch
 
 from twin.sim.agents import DEFAULT_TRUTHS, Family
 from twin_cli.cli import main
+from twin_cli.report import ReportConfig, build_report, resolve_trials, write_report
 from twin.fit.cohort import CohortFitConfig, fit_cohort
 from twin.analysis.criteria import training_criteria
 from twin.data.readers import write_trials
@@ -27,7 +28,7 @@ from twin.analysis.dwmap import SIGNED_CONTRASTS, delta_w
 from twin.fit.train import FitConfig
 from twin.models.learner import ModelSpec
 from twin.analysis.predict import predict
-from twin.analysis.report import ReportConfig, build_report, delta_w_map, history_dependence, resolve_trials, run_lengths, write_report
+from twin.analysis.updates import delta_w_map, history_dependence, run_lengths
 from twin.persist.sessions import SessionStore
 from twin.sim.simulate import simulate
 from twin.persist.store import TwinStore

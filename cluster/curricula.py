@@ -14,21 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from optimizer.objective import TwinPool, score_curricula
-from optimizer.search import SearchConfig, SearchResult, rescore
-from optimizer.space import CurriculumSpace, Param, ParamKind
-
-
-def _tune_domain(p: Param):  # type: ignore[no-untyped-def]
-    from ray import tune
-
-    if p.kind is ParamKind.BOOL:
-        return tune.choice([False, True])
-    if p.kind is ParamKind.INT:
-        return tune.randint(int(p.low), int(p.high) + 1)
-    if p.kind is ParamKind.LOG_FLOAT:
-        return tune.loguniform(p.low, p.high)
-    return tune.uniform(p.low, p.high)
+from cluster.tune_space import tune_domain
+from optimizer.objective import CurriculumScore, TwinPool, score_curricula
+from optimizer.search import SearchBackend, SearchConfig, SearchResult, rescore
+from optimizer.space import CurriculumSpace
 
 
 def _slot_values(space: CurriculumSpace, config: dict[str, object], slot: int) -> dict[str, float | int | bool]:
@@ -43,7 +32,7 @@ def search_curricula_tune(
     candidates_per_trial: int = 4,
     max_concurrent: int = 2,
     address: str | None = None,
-) -> SearchResult:
+) -> SearchResult[CurriculumScore]:
     """Search ``space`` on Ray Tune; ``config.n_trials`` candidates in all (rounded up to whole
     trials of ``candidates_per_trial``).
 
@@ -79,7 +68,7 @@ def search_curricula_tune(
         best = min(range(k), key=lambda j: means[j])
         tune.report({"mean_trials": means[best], "best_slot": best, **{f"mean_trials__{j}": m for j, m in enumerate(means)}})
 
-    param_space = {f"{p.name}__{j}": _tune_domain(p) for j in range(k) for p in space.params}
+    param_space = {f"{p.name}__{j}": tune_domain(p) for j in range(k) for p in space.params}
     base = {f"{name}__{j}": v for j in range(k) for name, v in space.base_values().items()}
     search = OptunaSearch(seed=config.seed, points_to_evaluate=[base])
     tuner = tune.Tuner(
@@ -105,4 +94,9 @@ def search_curricula_tune(
     return rescore(pool, space, top, config, table)
 
 
-__all__ = ["search_curricula_tune"]
+def tune_search(storage_path: str | Path, candidates_per_trial: int = 4, max_concurrent: int = 2, address: str | None = None) -> SearchBackend:
+    """:func:`search_curricula_tune` as a search backend of :func:`optimizer.search.search_store`."""
+    return lambda pool, space, config: search_curricula_tune(pool, space, config, storage_path, candidates_per_trial, max_concurrent, address)
+
+
+__all__ = ["search_curricula_tune", "tune_search"]

@@ -4,52 +4,28 @@ animal's last session (:func:`optimizer.hparams.score_hyperparams`)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
-from optimizer.hparams import SEARCH_SPACE, HyperParams, score_hyperparams
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """Best candidate, its score, the default's score and every trial."""
-
-    best: HyperParams
-    best_val_ll: float
-    default_val_ll: float
-    trials: pd.DataFrame
-
-    def save(self, path: Path) -> Path:
-        """Write the result as JSON (best, default, table)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            json.dumps(
-                {"best": self.best.to_dict(), "best_val_ll": self.best_val_ll, "default_val_ll": self.default_val_ll, "trials": self.trials.to_dict(orient="records")},
-                indent=2,
-                default=str,
-            )
-        )
-        return path
+from cluster.tune_space import tune_domain
+from optimizer.hparams import HYPERPARAMETER_SPACE, HyperParams, HyperParamScore, score_hyperparams
+from optimizer.search import SearchResult, suggest
+from twin.persist.store import ResultKind
 
 
 def _suggest(trial: optuna.Trial) -> HyperParams:
-    lo, hi = SEARCH_SPACE["hidden_size"]
-    lr_lo, lr_hi = SEARCH_SPACE["learning_rate"]
-    return HyperParams(
-        hidden_size=trial.suggest_int("hidden_size", int(lo), int(hi), log=True),  # type: ignore[arg-type]
-        learning_rate=trial.suggest_float("learning_rate", float(lr_lo), float(lr_hi), log=True),  # type: ignore[arg-type]
-        tbptt=trial.suggest_categorical("tbptt", list(SEARCH_SPACE["tbptt"])),  # type: ignore[arg-type]
-        history=trial.suggest_categorical("history", list(SEARCH_SPACE["history"])),  # type: ignore[arg-type]
-    )
+    return HyperParams(**{p.name: suggest(trial, p) for p in HYPERPARAMETER_SPACE})  # type: ignore[arg-type]
+
+
+def _result(best: HyperParams, best_val_ll: float, default_val_ll: float, trials: pd.DataFrame) -> SearchResult[HyperParamScore]:
+    return SearchResult(ResultKind.HYPERPARAMETER_SEARCH, HyperParamScore(best, best_val_ll), HyperParamScore(HyperParams(), default_val_ll), trials)
 
 
 def search_optuna(
     df: pd.DataFrame, rule: str, n_trials: int, epochs: int, storage: str | None = None, study_name: str = "twin-hparams", seed: int = 0
-) -> SearchResult:
+) -> SearchResult[HyperParamScore]:
     """TPE search with plain Optuna; with ``storage`` (a database URL) the study is resumable."""
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(direction="maximize", sampler=sampler, storage=storage, study_name=study_name, load_if_exists=True)
@@ -57,12 +33,12 @@ def search_optuna(
     default = score_hyperparams(df, rule, HyperParams(), epochs, seed)
     best = HyperParams(**study.best_params)
     table = study.trials_dataframe(attrs=("number", "value", "params", "state"))
-    return SearchResult(best, float(study.best_value), default, table)
+    return _result(best, float(study.best_value), default, table)
 
 
 def search_tune(
     df: pd.DataFrame, rule: str, n_trials: int, epochs: int, storage_path: Path, seed: int = 0, address: str | None = None, max_concurrent: int = 2
-) -> SearchResult:
+) -> SearchResult[HyperParamScore]:
     """The same search on Ray Tune: OptunaSearch proposes, ASHA stops weak trials early; each
     trial reports its validation LL after every epoch."""
     from ray import tune
@@ -82,14 +58,7 @@ def search_tune(
         hp = HyperParams(**config)  # type: ignore[arg-type]
         score_hyperparams(df_ref, rule, hp, epochs, seed, on_epoch=lambda rec: tune.report({"val_ll": rec.val_ll, "epoch": rec.epoch}))
 
-    lo, hi = SEARCH_SPACE["hidden_size"]
-    lr_lo, lr_hi = SEARCH_SPACE["learning_rate"]
-    space = {
-        "hidden_size": tune.lograndint(int(lo), int(hi) + 1),  # type: ignore[arg-type]
-        "learning_rate": tune.loguniform(float(lr_lo), float(lr_hi)),  # type: ignore[arg-type]
-        "tbptt": tune.choice(list(SEARCH_SPACE["tbptt"])),
-        "history": tune.choice(list(SEARCH_SPACE["history"])),
-    }
+    space = {p.name: tune_domain(p) for p in HYPERPARAMETER_SPACE}
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space=space,
@@ -107,4 +76,4 @@ def search_tune(
     table = grid.get_dataframe(filter_metric="val_ll", filter_mode="max")
     best_ll = float(table["val_ll"].max())
     default = score_hyperparams(df, rule, HyperParams(), epochs, seed)
-    return SearchResult(HyperParams(**{k: best.config[k] for k in ("hidden_size", "learning_rate", "tbptt", "history")}), best_ll, default, table)
+    return _result(HyperParams(**{p.name: best.config[p.name] for p in HYPERPARAMETER_SPACE}), best_ll, default, table)

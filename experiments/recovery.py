@@ -30,7 +30,8 @@ import torch
 
 from twin.sim.agents import SLOW_REINFORCE, Family, GroundTruth
 from twin.fit.train import FitConfig
-from twin.fit.recovery import RecoveryConfig, RecoveryResult, run_recovery, write_figures
+from twin.fit.recovery import RecoveryConfig, RecoveryResult, run_recovery
+from twin_cli.figures import write_figures
 
 DEFAULT_RULES = {
     Family.REINFORCE: ("static", "reinforce", "dnn", "dnn_delta"),

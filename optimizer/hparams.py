@@ -1,8 +1,10 @@
-"""Hyperparameters of a rule fit and the search objective (validation log-likelihood).
+"""Hyperparameters of a rule fit, their search space and the search objective (validation
+log-likelihood).
 
 The search itself (Optuna, Ray Tune) lives outside the core, in :mod:`cluster.search`; this
-module defines what is searched and how one candidate is scored, so every search backend scores
-candidates identically.
+module defines what is searched (:data:`HYPERPARAMETER_SPACE`, axes of the same
+:class:`optimizer.space.Param` type as the curriculum space) and how one candidate is scored, so
+every search backend scores candidates identically.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from twin.data.features import FeatureSpec
 from twin.fit.train import EpochRecord, FitConfig, fit
 from twin.models.learner import ModelSpec
 from twin.models.rules import make_config
+from optimizer.space import Param, ParamKind
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,26 @@ class HyperParams:
         return asdict(self)
 
 
-SEARCH_SPACE: dict[str, tuple[object, ...]] = {
-    "hidden_size": (8, 64),
-    "learning_rate": (3e-4, 3e-2),
-    "tbptt": (100, 200, 500, 1000),
-    "history": (False, True),
-}
-"""Ranges searched: ints and floats as (low, high) (learning rate on a log scale), the rest as choices."""
+HYPERPARAMETER_SPACE: tuple[Param, ...] = (
+    Param("hidden_size", ParamKind.LOG_INT, 8, 64),
+    Param("learning_rate", ParamKind.LOG_FLOAT, 3e-4, 3e-2),
+    Param("tbptt", ParamKind.CHOICE, choices=(100, 200, 500, 1000)),
+    Param("history", ParamKind.BOOL),
+)
+"""The axes searched, one per :class:`HyperParams` field, in the order they are sampled."""
+
+
+@dataclass(frozen=True)
+class HyperParamScore:
+    """One candidate and its score.
+
+    Attributes:
+        params: the candidate.
+        val_ll: its best validation log-likelihood per trial (nats).
+    """
+
+    params: HyperParams
+    val_ll: float
 
 
 def split_last_session(df: pd.DataFrame, features: FeatureSpec) -> tuple[TrialBatch, TrialBatch]:

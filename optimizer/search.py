@@ -8,24 +8,32 @@ same study name continues where it stopped.
 Search scores are noisy and the best of many noisy scores is optimistic (winner's curse), so the
 best few candidates and the default are re-scored at the end with fresh seeds and more rollouts;
 the proposal and its predicted speed-up come from that re-scoring.
+
+:class:`SearchResult` is the outcome of every search, of curricula here and of a rule fit's
+hyperparameters (:mod:`cluster.search`); :func:`search_store` is the whole job of a curriculum
+search over a twin store: load the twins, pool them, search, keep the result in the store.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Generic, TypeVar
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from tqdm.auto import tqdm
 
-from optimizer.curriculum import Curriculum
-from optimizer.objective import CurriculumScore, TwinPool, score_curricula, speedup
+from optimizer.curriculum import CurriculumError
+from optimizer.hparams import HyperParamScore
+from optimizer.objective import CurriculumScore, FitRange, TwinPool, score_curricula, speedup
 from optimizer.space import CurriculumSpace, Param, ParamKind
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig
+from twin.persist.sessions import SessionStore
+from twin.persist.store import ResultKind, StoredResult, TwinStore
 from twin.sim.forecast import Interval
 
 
@@ -67,28 +75,50 @@ class SearchConfig:
     criterion: CriterionConfig = TRAINED_1A
 
 
+S = TypeVar("S", CurriculumScore, HyperParamScore)
+"""The score of one candidate of a search."""
+
+
 @dataclass(frozen=True)
-class SearchResult:
-    """A search's outcome.
+class SearchResult(Generic[S]):
+    """A search's outcome: of curricula (:func:`search_curricula`) or of a rule fit's
+    hyperparameters (:mod:`cluster.search`).
 
     Attributes:
-        best: the proposed curriculum's re-scored result.
-        default: the base curriculum's re-scored result.
-        predicted_speedup: ``1 - best / default`` mean trials to criterion, paired bootstrap over twins.
-        rescored: every re-scored candidate (default first).
-        trials: one row per evaluated candidate (parameters, mean trials, sessions, reached).
+        kind: what was searched (``CURRICULUM_SEARCH`` or ``HYPERPARAMETER_SEARCH``); the kind
+            the result is stored as, and the layout of :meth:`summary` and :meth:`save`.
+        best: the proposal's score (curricula: re-scored).
+        default: the base curriculum's (re-scored), or the default hyperparameters', score.
+        trials: one row per evaluated candidate (parameters and score).
+        rescored: curricula: every re-scored candidate (default first); empty for hyperparameters.
+        predicted_speedup: curricula: ``1 - best / default`` mean trials to criterion, paired
+            bootstrap over twins; None for hyperparameters.
     """
 
-    best: CurriculumScore
-    default: CurriculumScore
-    predicted_speedup: Interval
-    rescored: tuple[CurriculumScore, ...]
+    kind: ResultKind
+    best: S
+    default: S
     trials: pd.DataFrame
+    rescored: tuple[CurriculumScore, ...] = ()
+    predicted_speedup: Interval | None = None
+
+    def __post_init__(self) -> None:
+        curricula = self.kind is ResultKind.CURRICULUM_SEARCH
+        if not curricula and self.kind is not ResultKind.HYPERPARAMETER_SEARCH:
+            raise ValueError(f"not a search: {self.kind}")
+        score = CurriculumScore if curricula else HyperParamScore
+        if not (isinstance(self.best, score) and isinstance(self.default, score)) or curricula != (self.predicted_speedup is not None):
+            raise TypeError(f"a {self.kind.value} result holds {score.__name__} scores{' and a predicted speed-up' if curricula else ''}")
 
     def summary(self) -> dict[str, object]:
-        """JSON-ready summary."""
+        """JSON-ready summary: curricula, the best and the default with their scores and the
+        predicted speed-up; hyperparameters, the best, both scores and every trial."""
+        best, default = self.best, self.default
+        if isinstance(best, HyperParamScore) and isinstance(default, HyperParamScore):
+            return {"best": best.params.to_dict(), "best_val_ll": best.val_ll, "default_val_ll": default.val_ll, "trials": self.trials.to_dict(orient="records")}
 
-        def row(s: CurriculumScore) -> dict[str, object]:
+        def row(s: S) -> dict[str, object]:
+            assert isinstance(s, CurriculumScore)
             return {
                 "curriculum": s.curriculum.to_dict(),
                 "mean_trials": asdict(s.mean_trials),
@@ -98,25 +128,31 @@ class SearchResult:
                 "warnings": list(s.warnings),
             }
 
-        return {"best": row(self.best), "default": row(self.default), "predicted_speedup": asdict(self.predicted_speedup)}
+        return {"best": row(best), "default": row(default), "predicted_speedup": asdict(self.predicted_speedup)}  # type: ignore[arg-type]
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``search.json``, ``trials.csv`` and the proposed curriculum as YAML and JSON."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "search.json").write_text(json.dumps(self.summary(), indent=2))
-        self.trials.to_csv(folder / "trials.csv", index=False)
-        self.best.curriculum.save(folder / "proposed.yaml")
-        self.best.curriculum.save(folder / "proposed.json")
-        return folder
+    def save(self, path: str | Path) -> Path:
+        """Write the result. Hyperparameters: the summary as one JSON file ``path``. Curricula: a
+        folder ``path`` of ``search.json``, ``trials.csv`` and the proposal as YAML and JSON."""
+        path = Path(path)
+        best = self.best
+        if isinstance(best, HyperParamScore):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.summary(), indent=2, default=str))
+            return path
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "search.json").write_text(json.dumps(self.summary(), indent=2))
+        self.trials.to_csv(path / "trials.csv", index=False)
+        best.curriculum.save(path / "proposed.yaml")
+        best.curriculum.save(path / "proposed.json")
+        return path
 
 
-def suggest(trial: optuna.Trial, p: Param) -> float | int | bool:
+def suggest(trial: optuna.Trial, p: Param) -> object:
     """Ask ``trial`` for the value of axis ``p``."""
-    if p.kind is ParamKind.BOOL:
-        return bool(trial.suggest_categorical(p.name, [False, True]))
-    if p.kind is ParamKind.INT:
-        return trial.suggest_int(p.name, int(p.low), int(p.high))
+    if p.kind in (ParamKind.BOOL, ParamKind.CHOICE):
+        return trial.suggest_categorical(p.name, list(p.values()))  # type: ignore[arg-type]
+    if p.kind in (ParamKind.INT, ParamKind.LOG_INT):
+        return trial.suggest_int(p.name, int(p.low), int(p.high), log=p.kind is ParamKind.LOG_INT)
     return trial.suggest_float(p.name, p.low, p.high, log=p.kind is ParamKind.LOG_FLOAT)
 
 
@@ -133,7 +169,7 @@ def search_curricula(
     config: SearchConfig = SearchConfig(),
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
-) -> SearchResult:
+) -> SearchResult[CurriculumScore]:
     """Search ``space`` for the curriculum with the fewest expected trials to criterion.
 
     The base curriculum is enqueued as the first candidate, so the search never reports
@@ -181,14 +217,98 @@ def search_curricula(
 
 def rescore(
     pool: TwinPool, space: CurriculumSpace, top: list[tuple[str, dict[str, float | int | bool]]], config: SearchConfig, table: pd.DataFrame
-) -> SearchResult:
+) -> SearchResult[CurriculumScore]:
     """Re-score the base and the ``top`` candidates (name, axis values) on fresh seeds with
     ``config.rescore_rollouts``; the best of them is the proposal."""
     cands = [space.build(space.base_values(), name=space.base.name)] + [space.build(v, name=n) for n, v in top]
     rescored = score_curricula(pool, cands, config.rescore_rollouts, config.max_sessions, seed=config.seed + 10_000, criterion=config.criterion)
     default = rescored[0]
     best = min(rescored, key=lambda s: s.mean_trials.mean)
-    return SearchResult(best, default, speedup(default, best, seed=config.seed), tuple(rescored), table)
+    return SearchResult(ResultKind.CURRICULUM_SEARCH, best, default, table, tuple(rescored), speedup(default, best, seed=config.seed))
 
 
-__all__ = ["SamplerKind", "SearchConfig", "SearchResult", "make_sampler", "rescore", "search_curricula", "suggest"]
+SearchBackend = Callable[[TwinPool, CurriculumSpace, SearchConfig], SearchResult[CurriculumScore]]
+"""A curriculum search over a pool: :func:`local_search` here, Ray Tune in :mod:`cluster.curricula`."""
+
+
+def local_search(progress: bool = True, on_batch: Callable[[int, int], None] | None = None) -> SearchBackend:
+    """:func:`search_curricula` in this process, with its progress bar and batch callback."""
+    return lambda pool, space, config: search_curricula(pool, space, config, progress=progress, on_batch=on_batch)
+
+
+def load_pool(store: TwinStore, subjects: Sequence[str] | None = None, alias: str | None = "serving", fit_range: bool = True) -> TwinPool:
+    """The store's twins as a :class:`~optimizer.objective.TwinPool`.
+
+    Args:
+        store: the twin store.
+        subjects: twins to use (None or empty: every subject of the store).
+        alias: the version of each twin (None: the latest).
+        fit_range: check candidates against what the twins were fitted on: the range of the
+            stored sessions of the subjects that have some (none stored: no checks).
+
+    Raises:
+        CurriculumError: the store holds no twins.
+        TwinNotFoundError: a subject without a twin or without the alias.
+    """
+    names = list(subjects or store.subjects())
+    if not names:
+        raise CurriculumError("--store", f"no twins in {store.root}")
+    twins = {s: store.load_twin(s, alias=alias).model for s in names}
+    stored: FitRange | None = None
+    if fit_range:
+        sessions = SessionStore(store)
+        have = [s for s in names if sessions.sessions(s)]
+        if have:
+            stored = FitRange.from_trials({s: twins[s] for s in have}, pd.concat([sessions.trials(s) for s in have]))
+    return TwinPool.from_models({s: [m] for s, m in twins.items()}, stored)
+
+
+def search_store(
+    store: TwinStore,
+    space: CurriculumSpace,
+    config: SearchConfig,
+    *,
+    subjects: Sequence[str] | None = None,
+    alias: str | None = "serving",
+    fit_range: bool = True,
+    result_name: str | None = None,
+    backend: SearchBackend | None = None,
+    on_pool: Callable[[TwinPool], None] | None = None,
+) -> tuple[SearchResult[CurriculumScore], StoredResult | None]:
+    """Load twins from ``store``, pool them, search ``space`` through them, store the result.
+
+    Args:
+        store: the twin store.
+        space: the constrained search space.
+        config: the search's sizes, sampler and seeds.
+        subjects: twins to use (default: all; see :func:`load_pool`).
+        alias: version of each twin (None: the latest).
+        fit_range: check candidates against the range of the stored sessions.
+        result_name: keep the summary in the store's results under this name (None: not kept).
+        backend: the search (default: :func:`local_search` without a progress bar).
+        on_pool: called with the pool before the search starts (a log line, say).
+
+    Returns:
+        The result and, with ``result_name``, its stored record.
+    """
+    pool = load_pool(store, subjects, alias, fit_range)
+    if on_pool is not None:
+        on_pool(pool)
+    res = (backend or local_search(progress=False))(pool, space, config)
+    stored = None if result_name is None else store.put_result(res.kind, result_name, res.summary())
+    return res, stored
+
+
+__all__ = [
+    "SamplerKind",
+    "SearchBackend",
+    "SearchConfig",
+    "SearchResult",
+    "load_pool",
+    "local_search",
+    "make_sampler",
+    "rescore",
+    "search_curricula",
+    "search_store",
+    "suggest",
+]

@@ -77,20 +77,58 @@ class Constraints:
 
 
 class ParamKind(enum.Enum):
+    """How one axis of a search space is drawn."""
+
     FLOAT = "float"
+    """Uniform in ``[low, high]``."""
     LOG_FLOAT = "log_float"
+    """Log-uniform in ``[low, high]``."""
     INT = "int"
+    """An integer in ``[low, high]``, uniform."""
+    LOG_INT = "log_int"
+    """An integer in ``[low, high]``, log-uniform."""
     BOOL = "bool"
+    """False or True."""
+    CHOICE = "choice"
+    """One of ``choices``."""
 
 
 @dataclass(frozen=True)
 class Param:
-    """One axis of the search space."""
+    """One axis of a search space (of curricula, :class:`CurriculumSpace`, or of a rule fit's
+    hyperparameters, :data:`optimizer.hparams.HYPERPARAMETER_SPACE`).
+
+    Attributes:
+        name: the axis.
+        kind: how it is drawn.
+        low: lowest value (numeric kinds).
+        high: highest value (numeric kinds).
+        choices: the values of a ``CHOICE`` axis, in order.
+    """
 
     name: str
     kind: ParamKind
     low: float = 0.0
     high: float = 1.0
+    choices: tuple[object, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.kind is ParamKind.CHOICE) != bool(self.choices):
+            raise ValueError(f"{self.name}: choices are given for a CHOICE axis and only for one")
+
+    def values(self) -> tuple[object, ...]:
+        """The values of a categorical axis (``BOOL``: False, True; ``CHOICE``: its choices)."""
+        if self.kind is ParamKind.BOOL:
+            return (False, True)
+        if self.kind is ParamKind.CHOICE:
+            return self.choices
+        raise ValueError(f"{self.name} is a numeric axis ({self.kind.value}), not a categorical one")
+
+    def contains(self, value: object) -> bool:
+        """Whether ``value`` lies on this axis."""
+        if self.kind in (ParamKind.BOOL, ParamKind.CHOICE):
+            return value in self.values()
+        return self.low <= value <= self.high  # type: ignore[operator]
 
 
 @dataclass(frozen=True)

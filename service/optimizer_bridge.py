@@ -12,11 +12,11 @@ from dataclasses import replace
 from optimizer.curriculum import Curriculum
 from optimizer.objective import CurriculumScore, TwinPool
 from optimizer.propose import ProposalConfig, propose_next_session
-from optimizer.search import SearchConfig, search_curricula
+from optimizer.search import SearchConfig, local_search, search_store
 from optimizer.space import CurriculumSpace
 from twin.sim.forecast import Interval
 from twin.models.state import TwinState
-from twin.persist.store import ResultKind, Twin, TwinStore
+from twin.persist.store import Twin, TwinStore
 
 from optimizer.planning import (
     CurriculumCandidate,
@@ -64,16 +64,20 @@ def optimizer_search(space: CurriculumSpace = CurriculumSpace(), config: SearchC
     subjects; the outcome is also kept in the store's results."""
 
     def search(req: CurriculumSearchRequest, store: TwinStore, ctx: SearchProgress) -> CurriculumSearchOutcome:
-        twins = {s: [store.load_twin(s, alias="serving").model] for s in req.subjects}
-        pool = TwinPool.from_models(twins)
         cfg = replace(config, seed=req.seed, n_trials=req.n_candidates or config.n_trials)
         if req.horizon_trials:
             lo, hi = space.base.session_trials
             cfg = replace(cfg, max_sessions=max(3, -(-req.horizon_trials // ((lo + hi) // 2))))
-        ctx.report(0.0, f"searching {cfg.n_trials} curricula through {len(twins)} twins")
-        res = search_curricula(pool, space, cfg, progress=False, on_batch=lambda done, total: ctx.report(0.9 * done / max(total, 1), f"batch {done}/{total}"))
+
+        def started(pool: TwinPool) -> None:
+            ctx.report(0.0, f"searching {cfg.n_trials} curricula through {len(pool.subjects)} twins")
+
+        def searched(done: int, total: int) -> None:
+            ctx.report(0.9 * done / max(total, 1), f"batch {done}/{total}")
+
+        backend = local_search(progress=False, on_batch=searched)
+        res, _ = search_store(store, space, cfg, subjects=req.subjects, fit_range=False, result_name=f"grpc-{req.seed}", backend=backend, on_pool=started)
         ctx.report(0.95, "re-scored the best candidates")
-        store.put_result(ResultKind.CURRICULUM_SEARCH, f"grpc-{req.seed}", res.summary())
         ranked = sorted(res.rescored[1:], key=lambda s: s.mean_trials.mean)
         return CurriculumSearchOutcome(candidates=tuple(_candidate(s) for s in ranked), baseline=_candidate(res.default))
 

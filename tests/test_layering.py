@@ -41,12 +41,6 @@ CORE_RANK = {"errors": 0, "protocol": 1, "data": 2, "models": 3, "analysis": 4, 
 
 #: Arrows that still point the wrong way: (importing file, imported module) -> why it is still here.
 KNOWN: dict[tuple[str, str], str] = {
-    ("twin/analysis/report.py", "twin.fit.cohort"): "issue 15: the report's assembly moves to twin_cli/, its analyses stay here",
-    ("twin/analysis/report.py", "twin.persist.atomic"): "issue 15: as above",
-    ("twin/analysis/report.py", "twin.persist.sessions"): "issue 15: as above",
-    ("twin/analysis/report.py", "twin.persist.store"): "issue 15: as above",
-    ("twin/analysis/report.py", "twin.sim.forecast"): "issue 15: as above",
-    ("twin/analysis/report.py", "twin.sim.task"): "issue 15: as above",
 }
 
 

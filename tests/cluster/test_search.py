@@ -13,7 +13,7 @@ import ray  # noqa: E402
 
 from cluster.search import search_optuna, search_tune  # noqa: E402
 from twin.sim.agents import DEFAULT_TRUTHS, Family  # noqa: E402
-from optimizer.hparams import SEARCH_SPACE, HyperParams  # noqa: E402
+from optimizer.hparams import HYPERPARAMETER_SPACE, HyperParams  # noqa: E402
 from twin.sim.simulate import simulate  # noqa: E402
 from twin.sim.task import IBL_DEFAULT  # noqa: E402
 
@@ -24,9 +24,7 @@ def tiny():
 
 
 def _in_space(hp: HyperParams) -> bool:
-    lo, hi = SEARCH_SPACE["hidden_size"]
-    lr_lo, lr_hi = SEARCH_SPACE["learning_rate"]
-    return lo <= hp.hidden_size <= hi and lr_lo <= hp.learning_rate <= lr_hi and hp.tbptt in SEARCH_SPACE["tbptt"]
+    return all(p.contains(getattr(hp, p.name)) for p in HYPERPARAMETER_SPACE)
 
 
 def test_optuna_search_is_resumable(tiny, tmp_path):
@@ -34,8 +32,8 @@ def test_optuna_search_is_resumable(tiny, tmp_path):
     r1 = search_optuna(tiny, "dnn", n_trials=3, epochs=2, storage=url)
     r2 = search_optuna(tiny, "dnn", n_trials=2, epochs=2, storage=url)
     assert len(r2.trials) == 5  # the second call continued the stored study
-    assert _in_space(r2.best) and math.isfinite(r2.best_val_ll) and r2.best_val_ll >= r1.best_val_ll
-    assert math.isfinite(r2.default_val_ll)
+    assert _in_space(r2.best.params) and math.isfinite(r2.best.val_ll) and r2.best.val_ll >= r1.best.val_ll
+    assert math.isfinite(r2.default.val_ll)
     assert r2.save(tmp_path / "search.json").exists()
 
 
@@ -45,5 +43,5 @@ def test_tune_optuna_asha_search_runs_8_trials(tiny, tmp_path):
     finally:
         ray.shutdown()
     assert len(res.trials) == 8
-    assert _in_space(res.best) and math.isfinite(res.best_val_ll)
-    assert res.best_val_ll == pytest.approx(res.trials["val_ll"].max())
+    assert _in_space(res.best.params) and math.isfinite(res.best.val_ll)
+    assert res.best.val_ll == pytest.approx(res.trials["val_ll"].max())

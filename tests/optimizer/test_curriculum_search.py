@@ -13,14 +13,18 @@ from twin.models.learner import LearnerModel, ModelSpec
 BASE = Curriculum(name="lab-default", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),)), session_trials=(500, 520))
 
 
-def pool() -> TwinPool:
-    twins = {}
+def _expert_models() -> list[LearnerModel]:
+    out = []
     for i in range(4):
         m = LearnerModel(ModelSpec("static"))
         with torch.no_grad():
             m.w0.copy_(torch.tensor([12.0, 0.05 * i]))
-        twins[f"s{i}"] = [m.eval()]
-    return TwinPool.from_models(twins)
+        out.append(m.eval())
+    return out
+
+
+def pool() -> TwinPool:
+    return TwinPool.from_models({f"s{i}": [m] for i, m in enumerate(_expert_models())})
 
 
 def test_search_prefers_shorter_sessions_for_experts_and_resumes(tmp_path):
@@ -46,3 +50,41 @@ def test_cmaes_sampler_runs():
     cfg = SearchConfig(n_trials=4, batch_size=2, n_rollouts=1, max_sessions=4, rescore_top=1, rescore_rollouts=1, sampler=SamplerKind.CMAES)
     res = search_curricula(pool(), space, cfg, progress=False)
     assert len(res.rescored) == 2 and len(res.trials) == 4
+
+
+def _store(tmp_path):
+    """A twin store holding the pool's four static twins (serving), without sessions."""
+    from twin.persist.store import TwinStore
+
+    store = TwinStore(tmp_path / "twins")
+    for i, member in enumerate(_expert_models()):
+        store.put(f"s{i}", member, trained_through_session=3, data_hash="x", alias="serving")
+    return store
+
+
+def test_search_store_loads_the_twins_searches_and_keeps_the_result(tmp_path):
+    from optimizer.search import load_pool, search_store
+    from twin.persist.store import ResultKind
+
+    store = _store(tmp_path)
+    assert load_pool(store).subjects == ("s0", "s1", "s2", "s3") and load_pool(store).fit_range is None  # no stored sessions: no range checks
+    space = CurriculumSpace(Constraints(session_trials=(210, 520)), base=BASE)
+    cfg = SearchConfig(n_trials=2, batch_size=2, n_rollouts=1, max_sessions=3, rescore_top=1, rescore_rollouts=1)
+    seen = []
+    res, stored = search_store(store, space, cfg, subjects=["s0", "s2"], result_name="t", on_pool=seen.append)
+    assert seen[0].subjects == ("s0", "s2") and res.kind is ResultKind.CURRICULUM_SEARCH
+    assert stored is not None and store.get_result(ResultKind.CURRICULUM_SEARCH, "t").payload == stored.payload
+    assert set(stored.payload) == {"best", "default", "predicted_speedup"}
+    again, none = search_store(store, space, cfg, subjects=["s0", "s2"])
+    assert none is None and again.best.mean_trials == res.best.mean_trials  # same seeds, same search; nothing stored
+
+
+def test_load_pool_of_an_empty_store_names_the_store(tmp_path):
+    import pytest
+
+    from optimizer.curriculum import CurriculumError
+    from optimizer.search import load_pool
+    from twin.persist.store import TwinStore
+
+    with pytest.raises(CurriculumError, match="no twins"):
+        load_pool(TwinStore(tmp_path / "empty"))

@@ -42,3 +42,20 @@ def test_violations_and_unknown_axes_are_named():
         Constraints(session_trials=(100, 300)).check(IBL_DEFAULT_CURRICULUM)
     with pytest.raises(CurriculumError, match="constraints.advance_threshold"):
         Constraints(advance_threshold=(0.9, 0.5))
+
+
+def test_the_hyperparameter_space_uses_the_same_axes():
+    from optimizer.hparams import HYPERPARAMETER_SPACE, HyperParams
+    from optimizer.space import Param
+
+    axes = {p.name: p for p in HYPERPARAMETER_SPACE}
+    assert list(axes) == ["hidden_size", "learning_rate", "tbptt", "history"]  # one per field, in sampling order
+    assert set(axes) == set(HyperParams().to_dict())
+    assert axes["hidden_size"].kind is ParamKind.LOG_INT and axes["tbptt"].values() == (100, 200, 500, 1000)
+    assert axes["history"].values() == (False, True)
+    assert all(p.contains(v) for p, v in zip(HYPERPARAMETER_SPACE, HyperParams().to_dict().values()))
+    assert not axes["tbptt"].contains(300) and not axes["learning_rate"].contains(0.1)
+    with pytest.raises(ValueError):
+        Param("x", ParamKind.CHOICE)
+    with pytest.raises(ValueError):
+        axes["learning_rate"].values()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -158,19 +157,3 @@ def run_recovery(
         family=family, table=pd.DataFrame(rows), fits=fits, truth=true_model, simulation=sim, test=test, dw=dws
     )
 
-
-def write_figures(result: RecoveryResult, out_dir: Path, models: tuple[str, ...] = ("reinforce", "dnn", "rnn")) -> list[Path]:
-    """Weight trajectories, learning curves and Δw maps of one recovery run."""
-    from twin.analysis import figures  # matplotlib only when figures are asked for
-
-    fam = result.family.value
-    chosen = {m: result.fits[m].model for m in models if m in result.fits}
-    idx = [result.simulation.trials["subject"].drop_duplicates().tolist().index(s) for s in result.test.subjects]
-    true_w = result.simulation.weights[torch.as_tensor(idx)]
-    paths = [
-        figures.weight_trajectories(result.test, chosen, out_dir / f"{fam}_weights.png", true_weights=true_w),
-        figures.learning_curves(result.test, {"truth": result.truth, **chosen}, out_dir / f"{fam}_learning_curves.png", title=f"{fam} truth: held-out animals"),
-    ]
-    for rule, dw in result.dw.items():
-        paths.append(figures.delta_w_maps(dw.table, out_dir / f"{fam}_dw_{rule}.png", title=f"{fam} truth vs inferred {rule} (r = {dw.min_correlation:.3f})"))
-    return paths

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, CurriculumError
+from twin_cli.commands.common import store_args
 
 
 def _constraints(path: Path | None):  # type: ignore[no-untyped-def]
@@ -49,29 +50,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pool(store, subjects: list[str] | None, alias: str):  # type: ignore[no-untyped-def]
-    import pandas as pd
-
-    from optimizer.objective import FitRange, TwinPool
-    from twin.persist.sessions import SessionStore
-
-    names = subjects or store.subjects()
-    if not names:
-        raise CurriculumError("--store", f"no twins in {store.root}")
-    twins = {s: store.load_twin(s, alias=alias).model for s in names}
-    sessions = SessionStore(store)
-    have = [s for s in names if sessions.sessions(s)]
-    fit_range = FitRange.from_trials({s: twins[s] for s in have}, pd.concat([sessions.trials(s) for s in have])) if have else None
-    return TwinPool.from_models({s: [m] for s, m in twins.items()}, fit_range)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
-    from optimizer.search import SamplerKind, SearchConfig, search_curricula
+    from optimizer.search import SamplerKind, SearchConfig, search_store
     from optimizer.space import CurriculumSpace
-    from twin.persist.store import ResultKind, TwinStore
+    from twin.persist.store import TwinStore
 
     store = TwinStore(args.store, args.db_url)
-    pool = _pool(store, args.subjects, args.alias)
     space = CurriculumSpace(_constraints(args.constraints), _base(args.base))
     cfg = SearchConfig(
         n_trials=args.trials,
@@ -83,15 +67,23 @@ def cmd_search(args: argparse.Namespace) -> int:
         storage=args.storage,
         study_name=args.study,
     )
-    print(f"searching curricula through {len(pool.subjects)} twins ({pool.n_models} models)")
+    backend = None
     if args.tune or args.ray_address:
-        from cluster.curricula import search_curricula_tune
+        from cluster.curricula import tune_search
 
-        res = search_curricula_tune(pool, space, cfg, args.out / "tune", candidates_per_trial=args.batch, address=args.ray_address)
-    else:
-        res = search_curricula(pool, space, cfg)
+        backend = tune_search(args.out / "tune", candidates_per_trial=args.batch, address=args.ray_address)
+    res, stored = search_store(
+        store,
+        space,
+        cfg,
+        subjects=args.subjects,
+        alias=args.alias,
+        result_name=args.study,
+        backend=backend,
+        on_pool=lambda pool: print(f"searching curricula through {len(pool.subjects)} twins ({pool.n_models} models)"),
+    )
     res.save(args.out)
-    stored = store.put_result(ResultKind.CURRICULUM_SEARCH, args.study, res.summary())
+    assert stored is not None
     b, d, sp = res.best, res.default, res.predicted_speedup
     print(f"default {d.curriculum.name}: {d.mean_trials.mean:.0f} trials to criterion [{d.mean_trials.lo:.0f}, {d.mean_trials.hi:.0f}]")
     print(f"proposed: {b.mean_trials.mean:.0f} [{b.mean_trials.lo:.0f}, {b.mean_trials.hi:.0f}], predicted speed-up {sp.mean:.1%} [{sp.lo:.1%}, {sp.hi:.1%}]")
@@ -134,7 +126,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction, store_args) -> None:  # type: ignore[type-arg, no-untyped-def]
+def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``twin curriculum {export,search,propose}``."""
     cp = sub.add_parser("curriculum", help="training curricula: export, search through twins, propose an animal's next session")
     csub = cp.add_subparsers(dest="curriculum_command", required=True, metavar="ACTION")

@@ -1,0 +1,145 @@
+"""``twin fit-twins``, ``twin update-twin``, ``twin twins``, ``twin report``: per-animal twins in
+the versioned twin store, and an animal's HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from twin.errors import TwinError
+from twin_cli.commands.common import store_args
+from twin_cli.tables import format_table
+
+
+def cmd_fit_twins(args: argparse.Namespace) -> int:
+    from twin.fit.cohort import CohortFitConfig, fit_cohort
+    from twin.data.readers import load_trials
+    from twin.fit.train import FitConfig
+    from twin.models.learner import ModelSpec
+    from twin.models.rules import get_rule, make_config
+    from twin.persist.store import TwinStore
+    from twin.fit.adapt import Adaptation
+
+    get_rule(args.rule)
+    df, report = load_trials(args.data)
+    print(report.summary())
+    store = TwinStore(args.store, url=args.db_url)
+    cfg = CohortFitConfig(
+        spec=ModelSpec(args.rule, rule_config=make_config(args.rule, hidden_size=args.hidden)),
+        fit=FitConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device),
+        adaptation=None if args.adaptation == "auto" else Adaptation(args.adaptation),
+    )
+    if args.ray or args.ray_address:
+        # the CLI is the composition root: the Ray adapter is loaded only when asked for
+        from cluster.cohort import fit_cohort_ray
+
+        ray_rep = fit_cohort_ray(df, store, cfg, animals_per_batch=args.animals_per_task, address=args.ray_address, progress=not args.quiet)
+        for subject, err in ray_rep.failed.items():
+            print(f"FAILED {subject}: {err}", file=sys.stderr)
+        rep = ray_rep.report
+    else:
+        rep = fit_cohort(df, store, cfg, progress=not args.quiet)
+    if rep.adaptation_table is not None:
+        print("adaptation chosen on held-out future sessions:")
+        print(format_table(rep.adaptation_table))
+    rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics["val_ll"]} for v in rep.versions]
+    print(format_table(pd.DataFrame(rows)))
+    print(f"stored {len(rep.versions)} twins ({rep.adaptation.value}) in {args.store} in {rep.seconds:.0f} s")
+    return 0
+
+
+def cmd_update_twin(args: argparse.Namespace) -> int:
+    from twin.fit.cohort import update_twin
+    from twin.data.readers import load_trials
+    from twin.persist.store import TwinStore
+
+    df, report = load_trials(args.data)
+    print(report.summary())
+    v = update_twin(TwinStore(args.store, url=args.db_url), args.subject, df)
+    print(f"{v.subject}: stored version {v.version} (through session {v.trained_through_session}, validation LL {v.metrics['val_ll']:.4f})")
+    return 0
+
+
+def cmd_twins(args: argparse.Namespace) -> int:
+    from twin.persist.store import TwinStore
+
+    store = TwinStore(args.store, url=args.db_url)
+    rows = [
+        {"subject": v.subject, "version": v.version, "rule": v.rule, "through_session": v.trained_through_session, "val_ll": v.metrics.get("val_ll"), "aliases": ",".join(v.aliases), "created": v.created_at.isoformat(timespec="seconds")}
+        for s in store.subjects()
+        for v in store.versions(s)
+    ]
+    print(format_table(pd.DataFrame(rows)) if rows else f"no twins in {args.store}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from twin_cli.report import ReportConfig, write_report
+    from twin.persist.store import TwinStore
+
+    try:
+        cfg = ReportConfig(forecast_trials=args.forecast_trials, forecast_rollouts=args.rollouts, seed=args.seed)
+    except ValueError as exc:
+        raise TwinError(str(exc)) from None
+    store = TwinStore(args.store, url=args.db_url)
+    path = write_report(store, args.subject, args.out, trials=args.trials, version=args.version, alias=args.alias, config=cfg)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``twin fit-twins``."""
+    from twin.models.rules import rule_names
+
+    ft = sub.add_parser("fit-twins", help="fit the population rule and one twin per animal into the twin store")
+    ft.add_argument("data", type=Path, help="trials file (any supported layout)")
+    ft.add_argument("--rule", default="dnn", help=f"learning rule: {', '.join(rule_names())}")
+    ft.add_argument("--adaptation", choices=["auto", "none", "w0", "w0+rate", "full"], default="auto", help="per-animal adaptation (auto: chosen on held-out future sessions)")
+    ft.add_argument("--epochs", type=int, default=300)
+    ft.add_argument("--patience", type=int, default=30)
+    ft.add_argument("--hidden", type=int, default=32)
+    ft.add_argument("--device", default="cpu")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--quiet", action="store_true")
+    ft.add_argument("--ray", action="store_true", help="adapt the twins in Ray tasks on a local Ray (loopback)")
+    ft.add_argument("--ray-address", default=None, help="join this Ray cluster instead (implies --ray)")
+    ft.add_argument("--animals-per-task", type=int, default=16, help="animals per Ray task (batched fit)")
+    store_args(ft)
+    ft.set_defaults(func=cmd_fit_twins)
+
+
+def add_update_twin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``twin update-twin``."""
+    ut = sub.add_parser("update-twin", help="update one animal's twin with its new sessions (new version)")
+    ut.add_argument("data", type=Path, help="the animal's trials, new sessions included")
+    ut.add_argument("--subject", required=True)
+    store_args(ut)
+    ut.set_defaults(func=cmd_update_twin)
+
+
+def add_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``twin twins``."""
+    ls = sub.add_parser("twins", help="list the twin store's subjects and versions")
+    store_args(ls)
+    ls.set_defaults(func=cmd_twins)
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``twin report``."""
+    rp = sub.add_parser("report", help="write one self-contained HTML report of an animal and its twin")
+    rp.add_argument("subject", help="the animal")
+    rp.add_argument("--trials", type=Path, default=None, help="trials file (any supported layout), used when the subject has no stored sessions")
+    rp.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write (default: report.html)")
+    rp.add_argument("--version", type=int, default=None, help="twin version (default: --alias's, else the latest)")
+    rp.add_argument("--alias", default=None, help="alias naming the twin version (e.g. serving)")
+    rp.add_argument("--forecast-trials", type=int, default=None, help="trials in the forecast session (default: median of the last 3 sessions)")
+    rp.add_argument("--rollouts", type=int, default=200, help="simulated copies of the next session")
+    rp.add_argument("--seed", type=int, default=0)
+    store_args(rp)
+    rp.set_defaults(func=cmd_report)
+
+
+__all__ = ["add_fit_twins", "add_report", "add_twins", "add_update_twin"]

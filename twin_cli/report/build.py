@@ -1,0 +1,269 @@
+"""Assembly of a per-animal report: the store reads, the analyses and forecast, the figures.
+
+:func:`write_report` reads the twin and the animal's trials from the store, :func:`build_report`
+computes everything on the page from the loaded objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from twin.analysis.criteria import criteria_sessions, training_criteria
+from twin.analysis.predict import predict
+from twin.analysis.summary import session_psychometric_fits, session_table
+from twin.analysis.updates import delta_w_map, history_dependence
+from twin.errors import TrialDataError, TwinError
+from twin.fit.cohort import twin_end_state
+from twin.models.state import TwinState
+from twin.persist.atomic import atomic_write
+from twin.persist.sessions import SessionStore
+from twin.persist.store import Twin, TwinStore
+from twin.sim.forecast import SessionForecast, forecast_session
+from twin.sim.task import IBL_DEFAULT
+from twin_cli.figures import fig_delta_w, fig_forecast, fig_history, fig_learning_curve, fig_psychometrics, fig_weights
+from twin_cli.report.content import CRITERIA as _CRITERIA
+from twin_cli.report.content import Report, ReportConfig, ReportFigure
+
+
+def resolve_trials(store: TwinStore, subject: str, trials: pd.DataFrame | str | Path | None = None, source: str = "<trials>") -> tuple[pd.DataFrame, str]:
+    """The animal's trials: its stored sessions if it has any, else its rows of ``trials``.
+
+    Args:
+        store: the twin store (its session store is looked at).
+        subject: the animal.
+        trials: a canonical trials table (any subjects) or a file :func:`twin.data.readers.load_trials`
+            reads (read only when needed), used when no sessions are stored.
+        source: name of a table for messages (a file's name is its path).
+
+    Returns:
+        The animal's canonical trials table and a description of where it came from.
+
+    Raises:
+        TwinError: no stored sessions and no trials given, or the trials lack the subject.
+        TrialDataError: an unreadable or invalid trials file.
+    """
+    sessions = SessionStore(store)
+    stored = sessions.sessions(subject)
+    if stored:
+        unused = "" if trials is None else f"; {trials if isinstance(trials, (str, Path)) else source} not used"
+        return sessions.trials(subject), f"{len(stored)} stored sessions in the twin store{unused}"
+    if trials is None:
+        raise TwinError(f"subject {subject!r} has no stored sessions; give its trials (--trials FILE)")
+    if isinstance(trials, (str, Path)):
+        from twin.data.readers import load_trials
+
+        source = str(trials)
+        trials, _ = load_trials(trials)
+    sub = trials[trials["subject"].astype(str) == subject].reset_index(drop=True)
+    if sub.empty:
+        found = list(dict.fromkeys(trials["subject"].astype(str)))
+        raise TwinError(f"{source}: no trials of subject {subject!r} (subjects there: {found[:10]}{' ...' if len(found) > 10 else ''})")
+    return sub, source
+
+
+
+def _forecast_state(twin: Twin, trials: pd.DataFrame) -> TwinState:
+    """The state the next session starts from: the stored one when it is at the animal's last
+    session, else the twin run teacher-forced through all the given trials."""
+    last = int(trials["session"].max())
+    if twin.state is not None and twin.state.through_session == last:
+        return twin.state
+    return twin_end_state(twin.model, trials)
+
+
+def _default_forecast_trials(trials: pd.DataFrame) -> int:
+    lengths = trials.groupby("session", sort=True).size().to_numpy()
+    return int(max(1, np.median(lengths[-3:])))
+
+
+def _pick_sessions(sessions: np.ndarray, limit: int) -> np.ndarray:
+    if len(sessions) <= limit:
+        return sessions
+    idx = np.unique(np.round(np.linspace(0, len(sessions) - 1, limit)).astype(int))
+    return sessions[idx]
+
+
+
+def build_report(twin: Twin, trials: pd.DataFrame, config: ReportConfig = ReportConfig(), trials_source: str = "<trials>") -> Report:
+    """Compute everything on the page.
+
+    Args:
+        twin: the loaded twin version.
+        trials: the animal's canonical trials table (its whole history, in order).
+        config: what to compute.
+        trials_source: where the trials came from, shown on the page.
+
+    Raises:
+        TwinError: the trials are empty, hold another subject, or do not fit the twin's features.
+    """
+    subject = twin.meta.subject
+    if trials.empty:
+        raise TwinError(f"no trials for subject {subject!r}")
+    others = set(trials["subject"].astype(str)) - {subject}
+    if others:
+        raise TwinError(f"the trials hold other subjects than {subject!r}: {sorted(others)[:5]}")
+    trials = trials.sort_values(["session", "trial"], kind="stable").reset_index(drop=True)
+    model = twin.model
+    named = bool(model.spec.features.stimuli)
+    notes: list[str] = []
+    prediction = predict(model, trials)
+    trained_through = twin.meta.trained_through_session
+    table = session_table(trials, prediction, trained_through)
+    last_session = int(table["session"].max())
+    if last_session > trained_through:
+        after = f"Session {last_session}" if last_session == trained_through + 1 else f"Sessions {trained_through + 1}–{last_session}"
+        notes.append(f"{after} came after the twin's training (through session {trained_through}): its predictions there are forecasts, not fits.")
+
+    status: pd.DataFrame | None = None
+    criteria: dict[str, int] = {}
+    if named:
+        notes.append("The twin uses named stimulus inputs, not IBL contrasts: psychometric curves, training criteria, Δw maps over contrast and the task forecast do not apply.")
+    else:
+        fits = session_psychometric_fits(trials)
+        table = table.merge(fits, on="session", how="left")
+        try:
+            crit = criteria_sessions(trials, _CRITERIA, source=trials_source)
+            status = training_criteria(trials, _CRITERIA, source=trials_source)
+            table = table.merge(crit[["session", *(f"passes_{c.name}" for c in _CRITERIA)]], on="session", how="left")
+            for c in _CRITERIA:
+                v = status[f"session_{c.name}"].iloc[0]
+                if not pd.isna(v):
+                    criteria[f"trained_{c.name}"] = int(v)
+        except TrialDataError as exc:
+            notes.append(f"Training criteria not judged: {exc}")
+
+    forecast: SessionForecast | None = None
+    if not named:
+        state = _forecast_state(twin, trials)
+        n_trials = config.forecast_trials or _default_forecast_trials(trials)
+        forecast = forecast_session(
+            model, state, config.protocol, n_trials, n_rollouts=config.forecast_rollouts, seed=config.seed, interval_level=config.interval_level, bin_size=min(config.forecast_bin, n_trials)
+        )
+
+    history = history_dependence(prediction, trials, config.max_run)
+    figures: list[ReportFigure] = [
+        ReportFigure(
+            "learning-curve",
+            "Learning curve",
+            "Fraction of rewarded trials per session (black) against the twin's mean predicted p(correct), run teacher-forced along the animal's own choices and outcomes (orange); "
+            "the square is the forecast of the next session with its interval across simulated rollouts; dash-dotted lines mark the sessions at which IBL criteria were first met.",
+            fig_learning_curve(table, trained_through, forecast, last_session + 1, criteria, config.dpi),
+        )
+    ]
+    if not named:
+        shown = _pick_sessions(table["session"].to_numpy(), config.max_psychometric_sessions)
+        cap = "" if len(shown) == len(table) else f" ({len(shown)} of {len(table)} sessions shown, evenly spaced)"
+        figures.append(
+            ReportFigure(
+                "psychometrics",
+                "Psychometric curves per session",
+                "Fraction of right choices per signed contrast (points, ±1 binomial s.e.), the erf psychometric with two lapses fitted to the session (line; IBL psychofit convention), and the twin's mean predicted p(right) (dashed)"
+                + cap
+                + ".",
+                fig_psychometrics(trials, prediction, table, shown, config.dpi),
+            )
+        )
+    figures.append(
+        ReportFigure(
+            "weights",
+            "Weight trajectories",
+            "The policy weights the twin holds on each trial, p(right) = sigmoid(w · x), teacher-forced along the animal's trials. Dotted lines mark session starts"
+            + ("; the shaded part lies after the twin's trained-through session." if last_session > trained_through else "."),
+            fig_weights(trials, prediction, trained_through, config.dpi),
+        )
+    )
+    if not named:
+        dw = delta_w_map(model, prediction.weights, config.dw_states, config.seed)
+        rec = " For this history-dependent rule the recurrent state is set to zero." if model.rule.state_size > 0 else ""
+        figures.append(
+            ReportFigure(
+                "delta-w",
+                "Δw maps: correct vs error trials",
+                f"The twin's weight update after one rewarded (top) and one error (bottom) trial at each signed contrast (at 0 the right side is rewarded), "
+                f"evaluated on {dw['state'].nunique()} weight states sampled from its trajectory: mean (line) and 10–90% range over states (band); the twin's learning-rate multipliers are included.{rec}",
+                fig_delta_w(dw, config.dpi),
+            )
+        )
+    figures.append(
+        ReportFigure(
+            "history",
+            "History dependence of the update",
+            f"Mean within-session update w(t+1) − w(t) (± s.e.m.) after a trial that ends a run of rewards (green) or of errors (red), against the run length (runs of {config.max_run} or more pooled). "
+            "The bias update is signed toward the chosen side (positive: the next choice is more likely the same side).",
+            fig_history(history, config.max_run, config.dpi),
+        )
+    )
+    if forecast is not None:
+        figures.append(
+            ReportFigure(
+                "forecast",
+                "Forecast of the next session",
+                f"{forecast.n_rollouts} simulated copies of session {last_session + 1} under {'the default IBL training protocol' if config.protocol == IBL_DEFAULT else 'the planned protocol'}, "
+                f"each starting from the twin's state after session {last_session}; "
+                f"means with {forecast.level:.0%} equal-tailed intervals across copies. Black points: the animal's last session.",
+                fig_forecast(forecast, trials, config.dpi),
+            )
+        )
+    return Report(
+        subject=subject,
+        meta=twin.meta,
+        trials_source=trials_source,
+        sessions=table,
+        status=status,
+        forecast=forecast,
+        forecast_from_session=last_session,
+        history=history,
+        figures=tuple(figures),
+        notes=tuple(notes),
+    )
+
+
+
+def _write_html(text: str, path: Path) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), mode=0o644)  # a report is meant to be shared
+
+
+def write_report(
+    store: TwinStore,
+    subject: str,
+    out: str | Path,
+    *,
+    trials: pd.DataFrame | str | Path | None = None,
+    trials_source: str = "<trials>",
+    version: int | None = None,
+    alias: str | None = None,
+    config: ReportConfig = ReportConfig(),
+) -> Path:
+    """Write the report of ``subject``'s twin to ``out`` (one HTML file, written atomically).
+
+    Args:
+        store: the twin store.
+        subject: the animal.
+        out: the HTML file to write.
+        trials: used when the subject has no stored sessions: a canonical table (any subjects)
+            or a trials file (any layout :func:`twin.data.readers.load_trials` reads).
+        trials_source: name of a ``trials`` table on the page and in messages.
+        version: the twin version (default: ``alias``'s, else the latest).
+        alias: an alias naming the version (``serving``, say).
+        config: what the report computes.
+
+    Returns:
+        The written path.
+
+    Raises:
+        TwinNotFoundError: no such subject, version or alias.
+        TwinError: no trials for the subject, or trials that do not fit the twin.
+    """
+    twin = store.load_twin(subject, version=version, alias=alias)
+    df, source = resolve_trials(store, subject, trials, trials_source)
+    report = build_report(twin, df, config, source)
+    path = Path(out)
+    _write_html(report.html(), path)
+    return path
+
+
+
+__all__ = ["build_report", "resolve_trials", "write_report"]

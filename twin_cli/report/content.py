@@ -1,0 +1,118 @@
+"""What a per-animal report holds: its configuration, its figures and the computed page."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from twin.analysis.criteria import TRAINED_1A, TRAINED_1B
+from twin.persist.store import TwinVersion
+from twin.sim.forecast import SessionForecast
+from twin.sim.task import IBL_DEFAULT, TaskProtocol
+
+CRITERIA = (TRAINED_1A, TRAINED_1B)
+"""The IBL training criteria the report judges."""
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the report computes and how.
+
+    Attributes:
+        protocol: the planned next session's mechanics for the forecast.
+        forecast_trials: trials in the forecast session; None: the median length of the
+            animal's last three sessions.
+        forecast_rollouts: simulated copies of the next session.
+        interval_level: coverage of the forecast intervals.
+        forecast_bin: trials per bin of the forecast's within-session learning curve.
+        seed: seeds the forecast and the sampling of weight states for the Δw maps.
+        dw_states: weight states sampled from the trajectory for the Δw maps.
+        max_run: run lengths at and above this are pooled in the history-dependence figure.
+        max_psychometric_sessions: at most this many session panels (evenly spaced, the first
+            and last always included) in the psychometric figure.
+        dpi: resolution of the embedded figures.
+    """
+
+    protocol: TaskProtocol = IBL_DEFAULT
+    forecast_trials: int | None = None
+    forecast_rollouts: int = 200
+    interval_level: float = 0.9
+    forecast_bin: int = 50
+    seed: int = 0
+    dw_states: int = 64
+    max_run: int = 8
+    max_psychometric_sessions: int = 36
+    dpi: int = 90
+
+    def __post_init__(self) -> None:
+        if self.forecast_trials is not None and self.forecast_trials < 1:
+            raise ValueError(f"forecast_trials must be >= 1 or None, got {self.forecast_trials}")
+        for name in ("forecast_rollouts", "forecast_bin", "dw_states", "max_run", "max_psychometric_sessions", "dpi"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.interval_level < 1.0:
+            raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """One embedded figure.
+
+    Attributes:
+        key: anchor id of its section (letters, digits, ``-``).
+        title: section heading.
+        caption: what it shows (plain text; escaped when rendered).
+        png: the PNG bytes.
+    """
+
+    key: str
+    title: str
+    caption: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything on the page, computed; :meth:`html` renders it.
+
+    Attributes:
+        subject: the animal.
+        meta: the twin version reported on.
+        trials_source: where the trials came from (stored sessions or a file).
+        sessions: one row per session: ``session``, ``label``, ``n_trials``, ``observed``
+            (fraction correct), ``predicted`` (twin's mean p(correct)), ``ll_per_trial`` (nats),
+            ``trained`` (session at or before the twin's trained-through session), the
+            per-session psychometric fit (``bias``, ``threshold``, ``lapse_low``,
+            ``lapse_high``) and ``passes_1a`` / ``passes_1b`` when the criteria could be judged.
+        status: ``training_criteria`` row of the animal (session and trials of each criterion),
+            or None when the criteria could not be judged (see ``notes``).
+        forecast: the next session's forecast, or None when it does not apply.
+        forecast_from_session: the session the forecast continues from.
+        history: mean Δw by outcome and run length (see :func:`history_dependence`).
+        figures: the embedded figures, in page order.
+        notes: sections left out or caveats, as plain sentences.
+        generated_at: when the report was computed (UTC).
+    """
+
+    subject: str
+    meta: TwinVersion
+    trials_source: str
+    sessions: pd.DataFrame
+    status: pd.DataFrame | None
+    forecast: SessionForecast | None
+    forecast_from_session: int
+    history: pd.DataFrame
+    figures: tuple[ReportFigure, ...]
+    notes: tuple[str, ...] = field(default=())
+    generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    def html(self) -> str:
+        """The self-contained HTML page (:func:`twin_cli.report.page.render_html`)."""
+        from twin_cli.report.page import render_html  # the page module imports this one
+
+        return render_html(self)
+
+
+__all__ = ["CRITERIA", "Report", "ReportConfig", "ReportFigure"]

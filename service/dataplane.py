@@ -41,7 +41,7 @@ from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinNotFoundError, TwinStore, TwinVersion
 from twin.sim.task import TaskProtocol
 from twin.data.trials import validate_trials
-from twin.fit.adapt import Adaptation
+from twin.models.params import Adaptation
 
 from service.cache import ResultCache, TwinCache
 from service.errors import (

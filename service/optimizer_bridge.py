@@ -64,8 +64,8 @@ def optimizer_search(space: CurriculumSpace = CurriculumSpace(), config: SearchC
     subjects; the outcome is also kept in the store's results."""
 
     def search(req: CurriculumSearchRequest, store: TwinStore, ctx: JobContext) -> CurriculumSearchOutcome:
-        twins = {s: [store.load_twin(s, alias="serving").model] for s in req.subjects}
-        pool = TwinPool.from_models(twins)
+        twins = {s: [store.load_twin(s, alias="serving").twin] for s in req.subjects}
+        pool = TwinPool.from_twins(twins)
         cfg = replace(config, seed=req.seed, n_trials=req.n_candidates or config.n_trials)
         if req.horizon_trials:
             lo, hi = space.base.session_trials

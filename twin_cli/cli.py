@@ -188,7 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from optimizer.space import CurriculumSpace
 
     twins = {v.subject: store.load_twin(v.subject) for v in rep.versions}
-    pool = TwinPool.from_models({s: [t.model] for s, t in twins.items()}, FitRange.from_trials({s: t.model for s, t in twins.items()}, res.simulation.trials))
+    pool = TwinPool.from_twins({s: [t.twin] for s, t in twins.items()}, FitRange.from_trials({s: t.model for s, t in twins.items()}, res.simulation.trials))
     print(f"[5/7] curriculum search through the {len(twins)} twins (Optuna TPE, {args.curricula} candidates) to trained_1a")
     search = search_curricula(pool, CurriculumSpace(), SearchConfig(n_trials=args.curricula, batch_size=4, n_rollouts=2, rescore_rollouts=4, seed=args.seed), progress=not args.quiet)
     search.save(out / "curriculum")
@@ -217,7 +217,7 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     from twin.models.learner import ModelSpec
     from twin.models.rules import RuleConfig, get_rule
     from twin.persist.store import TwinStore
-    from twin.fit.adapt import Adaptation
+    from twin.models.params import Adaptation
 
     get_rule(args.rule)
     df, report = load_trials(args.data)
@@ -241,7 +241,7 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     if rep.adaptation_table is not None:
         print("adaptation chosen on held-out future sessions:")
         print(_table(rep.adaptation_table))
-    rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics["val_ll"]} for v in rep.versions]
+    rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll} for v in rep.versions]
     print(_table(pd.DataFrame(rows)))
     print(f"stored {len(rep.versions)} twins ({rep.adaptation.value}) in {args.store} in {rep.seconds:.0f} s")
     return 0
@@ -255,7 +255,7 @@ def cmd_update_twin(args: argparse.Namespace) -> int:
     df, report = load_trials(args.data)
     print(report.summary())
     v = update_twin(TwinStore(args.store, url=args.db_url), args.subject, df)
-    print(f"{v.subject}: stored version {v.version} (through session {v.trained_through_session}, validation LL {v.metrics['val_ll']:.4f})")
+    print(f"{v.subject}: stored version {v.version} (through session {v.trained_through_session}, validation LL {v.metrics.val_ll:.4f})")
     return 0
 
 
@@ -264,7 +264,7 @@ def cmd_twins(args: argparse.Namespace) -> int:
 
     store = TwinStore(args.store, url=args.db_url)
     rows = [
-        {"subject": v.subject, "version": v.version, "rule": v.rule, "through_session": v.trained_through_session, "val_ll": v.metrics.get("val_ll"), "aliases": ",".join(v.aliases), "created": v.created_at.isoformat(timespec="seconds")}
+        {"subject": v.subject, "version": v.version, "rule": v.rule, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll, "aliases": ",".join(v.aliases), "created": v.created_at.isoformat(timespec="seconds")}
         for s in store.subjects()
         for v in store.versions(s)
     ]

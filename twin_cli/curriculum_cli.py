@@ -58,11 +58,11 @@ def _pool(store, subjects: list[str] | None, alias: str):  # type: ignore[no-unt
     names = subjects or store.subjects()
     if not names:
         raise CurriculumError("--store", f"no twins in {store.root}")
-    twins = {s: store.load_twin(s, alias=alias).model for s in names}
+    twins = {s: store.load_twin(s, alias=alias).twin for s in names}
     sessions = SessionStore(store)
     have = [s for s in names if sessions.sessions(s)]
-    fit_range = FitRange.from_trials({s: twins[s] for s in have}, pd.concat([sessions.trials(s) for s in have])) if have else None
-    return TwinPool.from_models({s: [m] for s, m in twins.items()}, fit_range)
+    fit_range = FitRange.from_trials({s: twins[s].model for s in have}, pd.concat([sessions.trials(s) for s in have])) if have else None
+    return TwinPool.from_twins({s: [t] for s, t in twins.items()}, fit_range)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

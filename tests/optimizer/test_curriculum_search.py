@@ -9,6 +9,7 @@ from optimizer.objective import TwinPool
 from optimizer.search import SamplerKind, SearchConfig, search_curricula
 from optimizer.space import Constraints, CurriculumSpace
 from twin.models.learner import LearnerModel, ModelSpec
+from twin.models.params import TwinModel
 
 BASE = Curriculum(name="lab-default", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),)), session_trials=(500, 520))
 
@@ -19,8 +20,8 @@ def pool() -> TwinPool:
         m = LearnerModel(ModelSpec("static"))
         with torch.no_grad():
             m.w0.copy_(torch.tensor([12.0, 0.05 * i]))
-        twins[f"s{i}"] = [m.eval()]
-    return TwinPool.from_models(twins)
+        twins[f"s{i}"] = [TwinModel.of(m.eval())]
+    return TwinPool.from_twins(twins)
 
 
 def test_search_prefers_shorter_sessions_for_experts_and_resumes(tmp_path):

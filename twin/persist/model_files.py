@@ -105,6 +105,16 @@ def load_model(path: str | Path) -> StoredModel:
     return StoredModel(model=model, metadata=metadata, state=state)
 
 
+def file_format(path: str | Path) -> str | None:
+    """The header ``format`` of a file (:data:`MODEL_FORMAT`, :data:`TWIN_FORMAT`...), read
+    without its tensors; None when the file is not a readable safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return (fh.metadata() or {}).get("format")
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
 def read_header_and_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """The JSON header and the tensors of a safetensors file.
 

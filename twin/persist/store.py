@@ -38,7 +38,7 @@ from twin.errors import ModelFileError, TwinError
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.params import TwinModel, TwinParams
 from twin.models.state import TwinState
-from twin.persist.model_files import MODEL_FORMAT, check_state, load_model, load_twin_params, read_header_and_tensors, save_model, save_twin_params
+from twin.persist.model_files import MODEL_FORMAT, check_state, file_format, load_model, load_twin_params, save_model, save_twin_params
 from twin.persist.records import TwinHyperparameters, TwinMetrics
 from twin.persist.tables import _AliasRow, _Base, _ResultRow, _RuleRow, _safe_name, _sha256, _sqlite_pragmas, _TwinRow, retry_version_race
 
@@ -307,7 +307,7 @@ class TwinStore:
         meta = self.get(subject, version, alias)
         what = f"{subject!r} v{meta.version}"
         path = self._verified(meta.weights_file, meta.weights_sha256, f"weights of {what}")
-        if read_header_and_tensors(path)[0].get("format") == MODEL_FORMAT:  # a store from before shared rules
+        if file_format(path) == MODEL_FORMAT:  # a store from before shared rules
             old = load_model(path)
             return Twin(twin=TwinModel.of(old.model), meta=meta, state=old.state)
         stored = load_twin_params(path)

@@ -105,7 +105,7 @@ def adapt_batched(
             best, best_epoch, best_params = v, epoch, (w0.detach().clone(), log_rate.detach().clone())
         if epoch - best_epoch >= config.patience:
             break
-    shared, ref = _frozen_copy(population), rule_ref(population)
+    shared, ref = model.cpu().eval().requires_grad_(False), rule_ref(population)  # the twins' one copy of the rule
     twins = {s: TwinModel(shared, TwinParams(best_params[0][i].cpu(), best_params[1][i].cpu(), ref)) for i, s in enumerate(train.subjects)}
     return TwinFitResult(twins=twins, adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE if fit_rate else Adaptation.INITIAL_WEIGHTS, val_ll=best, seconds=time.perf_counter() - t0)
 

@@ -34,7 +34,7 @@ from twin.fit.cohort import CohortFitConfig, adapt_animals, fit_population
 from twin.fit.train import FitConfig
 from twin.models.learner import ModelSpec
 from twin.sim.simulate import simulate
-from twin.fit.adapt import Adaptation
+from twin.models.params import Adaptation
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
     df = simulate(truth.build(), IBL_DEFAULT_CURRICULUM.to_protocol(), 10, 8000, seed=0, w0=w0, log_rate=lr).trials
     t0 = time.perf_counter()
     pop = fit_population(df, CohortFitConfig(spec=ModelSpec("dnn"), fit=FitConfig(epochs=40, patience=8), adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE), progress=False)
-    pool = TwinPool.from_models({t.subject: [t.model] for t in adapt_animals(pop, df)})
+    pool = TwinPool.from_twins({t.subject: [t.twin] for t in adapt_animals(pop, df)})
     fit_s = time.perf_counter() - t0
     print(f"twins of 10 animals fitted in {fit_s:.0f} s")
     space = CurriculumSpace()

@@ -43,6 +43,7 @@ from twin_proto.pb import common_pb2, twin_service_pb2, twin_service_pb2_grpc  #
 from twin.sim.agents import DEFAULT_TRUTHS, Family  # noqa: E402
 from twin.fit.cohort import SERVING_ALIAS  # noqa: E402
 from twin.models.learner import LearnerModel, ModelSpec  # noqa: E402
+from twin.models.params import TwinModel  # noqa: E402
 from twin.persist.sessions import SessionStore  # noqa: E402
 from twin.sim.simulate import simulate  # noqa: E402
 from twin.models.state import end_state  # noqa: E402
@@ -75,7 +76,7 @@ def build_store(root: Path) -> int:
     SessionStore(store).add_table(trials)
     model = LearnerModel(ModelSpec("dnn"))
     state = end_state(model, trials)
-    store.put(SUBJECT, model, trained_through_session=int(trials["session"].max()), data_hash=hash_trials(trials), alias=SERVING_ALIAS, state=state)
+    store.put(SUBJECT, TwinModel.of(model), trained_through_session=int(trials["session"].max()), data_hash=hash_trials(trials), alias=SERVING_ALIAS, state=state)
     store.close()
     return len(trials)
 

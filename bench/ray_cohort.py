@@ -24,7 +24,7 @@ from twin.models.learner import ModelSpec
 from twin.sim.simulate import simulate
 from twin.persist.store import TwinStore
 from twin.sim.task import IBL_DEFAULT
-from twin.fit.adapt import Adaptation
+from twin.models.params import Adaptation
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
     on_ray = store_twins(TwinStore(tempfile.mkdtemp()), population, cfg, out)
     t_ray = time.perf_counter() - t0
     ray.shutdown()
-    diff = max(abs(a.metrics["val_ll"] - b.metrics["val_ll"]) for a, b in zip(local, on_ray))
+    diff = max(abs(a.metrics.val_ll - b.metrics.val_ll) for a, b in zip(local, on_ray))
     res = {
         "animals": args.animals,
         "trials_per_animal": args.trials,

@@ -44,7 +44,7 @@ from twin.sim.forecast import Interval  # noqa: E402
 from twin.models.learner import ModelSpec  # noqa: E402
 from twin.sim.simulate import simulate  # noqa: E402
 from twin.sim.training import TrainingRun, simulate_training  # noqa: E402
-from twin.fit.adapt import Adaptation  # noqa: E402
+from twin.models.params import Adaptation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -110,10 +110,10 @@ def fit_twins(family: Family, cfg: ClosedLoopConfig) -> tuple[TwinPool, pd.DataF
         pop = fit_population(df, config, progress=False)
         val_lls.append(pop.val_ll)
         for t in adapt_animals(pop, df):
-            ensemble[t.subject].append(t.model)
+            ensemble[t.subject].append(t.twin)
     seconds = time.perf_counter() - t0
-    first = {s: ms[0] for s, ms in ensemble.items()}
-    return TwinPool.from_models(ensemble, FitRange.from_trials(first, df)), df, seconds, float(np.mean(val_lls))
+    first = {s: ts[0].model for s, ts in ensemble.items()}
+    return TwinPool.from_twins(ensemble, FitRange.from_trials(first, df)), df, seconds, float(np.mean(val_lls))
 
 
 def fresh_runs(family: Family, curricula: list[Curriculum], cfg: ClosedLoopConfig) -> list[TrainingRun]:

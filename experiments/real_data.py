@@ -53,8 +53,10 @@ from twin.data.batch import TrialBatch, make_batch  # noqa: E402
 from twin.data.splits import split_sessions  # noqa: E402
 from twin.data.features import FeatureSpec  # noqa: E402
 from twin.fit.train import FitConfig, fit  # noqa: E402
-from twin.models.learner import LearnerModel, ModelSpec  # noqa: E402
-from twin.fit.adapt import Adaptation, adapt  # noqa: E402
+from twin.models.learner import ModelSpec  # noqa: E402
+from twin.models.params import Adaptation, TwinModel, stack_params  # noqa: E402
+from twin.models.policy import choice_log_likelihood, logits  # noqa: E402
+from twin.fit.adapt import adapt  # noqa: E402
 
 LN2 = math.log(2.0)
 RAT_FEATURES = FeatureSpec(stimuli=("s_a", "s_b"))
@@ -188,31 +190,26 @@ def prepare_sessions(df: pd.DataFrame, k: int, m: int, max_subjects: int | None 
 
 
 @torch.no_grad()
-def twin_trial_scores(twins: dict[str, LearnerModel], batch: TrialBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-trial log-likelihood and hits of per-animal twins sharing one rule, in one batched pass.
+def twin_trial_scores(twins: dict[str, TwinModel], batch: TrialBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-trial log-likelihood and hits of per-animal twins over one population rule, in one
+    batched pass.
 
     Args:
-        twins: subject → twin; the twins must differ only in ``w0`` and ``log_rate`` (the
-            batched adaptations of one population model).
+        twins: subject → twin; the twins must reference one rule (the batched adaptations of
+            one population model).
         batch: the animals, scoring ``batch.mask``.
 
     Returns:
         ``([B, T] log-likelihood, [B, T] hit)``, both 0 where not scored.
 
     Raises:
-        ValueError: the twins' rules differ.
+        ValueError: the twins reference different rules.
     """
-    models = [twins[s] for s in batch.subjects]
-    ref = models[0].rule.state_dict()
-    for mdl in models[1:]:
-        if any(not torch.equal(v, mdl.rule.state_dict()[n]) for n, v in ref.items()):
-            raise ValueError("twins with different rules cannot be scored in one pass")
-    w0 = torch.stack([mdl.w0.detach() for mdl in models])
-    log_rate = torch.stack([mdl.log_rate.detach() for mdl in models])
-    model = models[0].eval()
-    w = model.trajectory(batch, w0, log_rate)
-    z = (w * batch.x).sum(-1)
-    ll = -torch.nn.functional.binary_cross_entropy_with_logits(z, batch.y, reduction="none")
+    chosen = [twins[s] for s in batch.subjects]
+    w0, log_rate = stack_params([t.params for t in chosen])
+    w = chosen[0].model.trajectory(batch, w0, log_rate)
+    ll = choice_log_likelihood(w, batch.x, batch.y)
+    z = logits(w, batch.x)
     m = batch.mask.float()
     hit = ((z > 0).float() == batch.y).float()
     return ll * m, hit * m

@@ -14,7 +14,6 @@ outside the range visited on their own data.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from twin.data.batch import make_batch
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig
 from twin.sim.forecast import Interval
 from twin.models.learner import LearnerModel
+from twin.models.params import TwinModel, stack_params
 from twin.sim.training import simulate_training
 
 
@@ -35,7 +35,7 @@ class TwinMember:
     """Twins that share one rule network, with per-animal starting weights and rate multipliers.
 
     Attributes:
-        model: the shared structure and rule.
+        model: the shared structure and rule (the first twin's learner).
         index: ``[N]`` positions of these twins in the pool's subject list.
         w0: ``[N, K]`` initial weights.
         log_rate: ``[N, K]`` log learning-rate multipliers.
@@ -82,22 +82,14 @@ class FitRange:
         return cls(contrasts, (int(lengths.min()), int(lengths.max())), torch.stack(lows).min(0).values, torch.stack(highs).max(0).values)
 
 
-def _rule_key(model: LearnerModel) -> str:
-    h = hashlib.sha256(model.spec.to_dict().__repr__().encode())
-    for k, v in sorted(model.rule.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class TwinPool:
     """The twins a search simulates through: ``N`` animals, one or more models each.
 
     Attributes:
         subjects: the ``N`` animals.
-        members: groups of twins sharing a rule network (an ensemble of population fits gives one
-            member per fit; fully fine-tuned twins one member each).
+        members: groups of twins over the same population rule (an ensemble of population fits
+            gives one member per fit; fully fine-tuned twins one member each).
         fit_range: what the twins were fitted on (None: no range checks).
     """
 
@@ -106,25 +98,19 @@ class TwinPool:
     fit_range: FitRange | None = None
 
     @classmethod
-    def from_models(cls, twins: dict[str, Sequence[LearnerModel]], fit_range: FitRange | None = None) -> "TwinPool":
-        """Group twins (``subject -> its ensemble of models``) by shared rule network."""
+    def from_twins(cls, twins: dict[str, Sequence[TwinModel]], fit_range: FitRange | None = None) -> "TwinPool":
+        """Group twins (``subject -> its ensemble of twins``) by the population rule they reference."""
         subjects = tuple(twins)
-        groups: dict[str, list[tuple[int, LearnerModel]]] = {}
+        groups: dict[str, list[tuple[int, TwinModel]]] = {}
         for i, s in enumerate(subjects):
             if not twins[s]:
                 raise ValueError(f"subject {s!r} has no twin")
-            for m in twins[s]:
-                groups.setdefault(_rule_key(m), []).append((i, m))
+            for t in twins[s]:
+                groups.setdefault(t.params.rule, []).append((i, t))
         members = []
         for items in groups.values():
-            members.append(
-                TwinMember(
-                    model=items[0][1],
-                    index=torch.tensor([i for i, _ in items]),
-                    w0=torch.stack([m.w0.detach() for _, m in items]),
-                    log_rate=torch.stack([m.log_rate.detach() for _, m in items]),
-                )
-            )
+            w0, log_rate = stack_params([t.params for _, t in items])
+            members.append(TwinMember(model=items[0][1].model, index=torch.tensor([i for i, _ in items]), w0=w0, log_rate=log_rate))
         return cls(subjects, tuple(members), fit_range)
 
     @property

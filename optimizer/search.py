@@ -253,14 +253,14 @@ def load_pool(store: TwinStore, subjects: Sequence[str] | None = None, alias: st
     names = list(subjects or store.subjects())
     if not names:
         raise CurriculumError("--store", f"no twins in {store.root}")
-    twins = {s: store.load_twin(s, alias=alias).model for s in names}
+    twins = {s: store.load_twin(s, alias=alias).twin for s in names}
     stored: FitRange | None = None
     if fit_range:
         sessions = SessionStore(store)
         have = [s for s in names if sessions.sessions(s)]
         if have:
-            stored = FitRange.from_trials({s: twins[s] for s in have}, pd.concat([sessions.trials(s) for s in have]))
-    return TwinPool.from_models({s: [m] for s, m in twins.items()}, stored)
+            stored = FitRange.from_trials({s: twins[s].model for s in have}, pd.concat([sessions.trials(s) for s in have]))
+    return TwinPool.from_twins({s: [t] for s, t in twins.items()}, stored)
 
 
 def search_store(

@@ -18,10 +18,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from twin.fit.cohort import CohortFitReport
 from twin.sim.forecast import Interval, SessionForecast
-from twin.models.learner import ModelSpec
 from twin.persist.store import TwinVersion
 from twin.sim.task import IBL_DEFAULT, TaskProtocol
-from twin.fit.adapt import Adaptation
+from twin.models.params import Adaptation
 
 from service.catalog import SubjectInfo, TwinSelector
 from service.curricula import NextSessionRequest
@@ -280,10 +279,7 @@ def interval_pb(i: Interval) -> common_pb2.Interval:
 
 
 def _feature_names(meta: TwinVersion) -> list[str]:
-    try:
-        return list(ModelSpec.from_dict(meta.spec).features.names)
-    except (KeyError, TypeError, ValueError):
-        return []
+    return list(meta.spec.features.names)
 
 
 def twin_version_pb(meta: TwinVersion) -> common_pb2.TwinVersion:
@@ -295,7 +291,7 @@ def twin_version_pb(meta: TwinVersion) -> common_pb2.TwinVersion:
         trained_through_session=meta.trained_through_session,
         data_hash=meta.data_hash,
         code_version=meta.code_version,
-        metrics={k: float(v) for k, v in meta.metrics.items()},
+        metrics=meta.metrics.to_json(),
         aliases=list(meta.aliases),
         created_at=timestamp(meta.created_at),
         feature_names=_feature_names(meta),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from twin.errors import TrialDataError
-from twin.fit.adapt import Adaptation
+from twin.models.params import Adaptation
 from twin.fit.cohort import CohortFitConfig, CohortFitReport, adapt_animals, animal_batches, fit_population, store_twins, update_twin
 from twin.fit.train import FitConfig
 from twin.models.learner import ModelSpec

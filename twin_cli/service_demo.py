@@ -17,7 +17,7 @@ from twin.fit.train import FitConfig
 from twin.models.learner import ModelSpec
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
-from twin.fit.adapt import Adaptation
+from twin.models.params import Adaptation
 
 from server.app import ServerConfig, build_plane, start_server
 from twin_client.client import TwinClient

@@ -21,7 +21,7 @@ from twin.models.learner import ModelSpec  # noqa: E402
 from twin.sim.simulate import simulate  # noqa: E402
 from twin.persist.store import TwinStore  # noqa: E402
 from twin.sim.task import IBL_DEFAULT  # noqa: E402
-from twin.fit.adapt import Adaptation  # noqa: E402
+from twin.models.params import Adaptation  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
 CFG = CohortFitConfig(spec=ModelSpec("reinforce"), fit=FitConfig(epochs=4, patience=3), adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE)
@@ -45,7 +45,7 @@ def test_ray_twins_match_in_process(local_ray, trials, tmp_path):
     assert b.failed == {} and b.n_tasks == 2
     assert [v.subject for v in a.versions] == [v.subject for v in b.report.versions]
     for va, vb in zip(a.versions, b.report.versions):
-        assert vb.metrics["val_ll"] == pytest.approx(va.metrics["val_ll"], abs=1e-6)
+        assert vb.metrics.val_ll == pytest.approx(va.metrics.val_ll, abs=1e-6)
     assert len(TwinStore(tmp_path / "b").subjects()) == 6
 
 

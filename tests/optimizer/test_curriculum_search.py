@@ -9,6 +9,7 @@ from optimizer.objective import TwinPool
 from optimizer.search import SamplerKind, SearchConfig, search_curricula
 from optimizer.space import Constraints, CurriculumSpace
 from twin.models.learner import LearnerModel, ModelSpec
+from twin.models.params import TwinModel
 
 BASE = Curriculum(name="lab-default", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),)), session_trials=(500, 520))
 
@@ -24,7 +25,7 @@ def _expert_models() -> list[LearnerModel]:
 
 
 def pool() -> TwinPool:
-    return TwinPool.from_models({f"s{i}": [m] for i, m in enumerate(_expert_models())})
+    return TwinPool.from_twins({f"s{i}": [TwinModel.of(m)] for i, m in enumerate(_expert_models())})
 
 
 def test_search_prefers_shorter_sessions_for_experts_and_resumes(tmp_path):
@@ -58,7 +59,7 @@ def _store(tmp_path):
 
     store = TwinStore(tmp_path / "twins")
     for i, member in enumerate(_expert_models()):
-        store.put(f"s{i}", member, trained_through_session=3, data_hash="x", alias="serving")
+        store.put(f"s{i}", TwinModel.of(member), trained_through_session=3, data_hash="x", alias="serving")
     return store
 
 

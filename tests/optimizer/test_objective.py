@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,30 +12,37 @@ from trial_tables import random_trials_table
 from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, StimulusSchedule
 from optimizer.objective import FitRange, TwinPool, bootstrap_mean, score_curricula, speedup
 from twin.models.learner import LearnerModel, ModelSpec
+from twin.models.params import TwinModel
 
 FULL = StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),))
 
 
-def expert(bias: float = 0.0, rule: str = "static") -> LearnerModel:
+def expert_model(bias: float = 0.0, rule: str = "static") -> LearnerModel:
     m = LearnerModel(ModelSpec(rule))
     with torch.no_grad():
         m.w0.copy_(torch.tensor([12.0, bias]))
     return m.eval()
 
 
-def test_twins_sharing_a_rule_are_one_batch():
-    shared = expert()
-    a, b = expert(0.1), expert(-0.1)
-    b.rule.load_state_dict(shared.rule.state_dict())
-    pool = TwinPool.from_models({"x": [a], "y": [b], "z": [expert(rule="reinforce")]})
+def expert(bias: float = 0.0, rule: str = "static") -> TwinModel:
+    return TwinModel.of(expert_model(bias, rule))
+
+
+def test_twins_over_one_population_rule_are_one_batch():
+    population = expert_model(rule="reinforce")
+    ref = expert(rule="reinforce").params.rule
+    a, b = (TwinModel(population, replace(TwinModel.of(population, ref).params, w0=torch.tensor([12.0, bias]))) for bias in (0.1, -0.1))
+    pool = TwinPool.from_twins({"x": [a], "y": [b], "z": [expert()]})
     assert len(pool.members) == 2 and pool.n_models == 3
     assert sorted(len(m.index) for m in pool.members) == [1, 2]
+    shared = next(m for m in pool.members if len(m.index) == 2)
+    assert shared.index.tolist() == [0, 1] and torch.equal(shared.w0[:, 1], torch.tensor([0.1, -0.1]))
     with pytest.raises(ValueError, match="no twin"):
-        TwinPool.from_models({"x": []})
+        TwinPool.from_twins({"x": []})
 
 
 def test_shorter_sessions_take_fewer_trials_and_the_speedup_is_paired():
-    pool = TwinPool.from_models({f"s{i}": [expert(0.05 * i)] for i in range(6)})
+    pool = TwinPool.from_twins({f"s{i}": [expert(0.05 * i)] for i in range(6)})
     long = Curriculum(name="long", stimulus=FULL, session_trials=(500, 500))
     short = Curriculum(name="short", stimulus=FULL, session_trials=(250, 250))
     s_long, s_short = score_curricula(pool, [long, short], n_rollouts=2, max_sessions=5)
@@ -47,9 +56,9 @@ def test_shorter_sessions_take_fewer_trials_and_the_speedup_is_paired():
 def test_a_curriculum_outside_the_fitted_range_is_flagged():
     df = random_trials_table({"a": [300, 300]}, contrasts=(1.0, 0.5, 0.25))
     twin = expert()
-    fr = FitRange.from_trials({"a": twin}, df)
+    fr = FitRange.from_trials({"a": twin.model}, df)
     assert fr.contrasts == (1.0, 0.5, 0.25) and fr.session_trials == (300, 300)
-    pool = TwinPool.from_models({"a": [twin]}, fr)
+    pool = TwinPool.from_twins({"a": [twin]}, fr)
     inside = Curriculum(name="in", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25),)), session_trials=(300, 300))
     (s_in, s_out) = score_curricula(pool, [inside, IBL_DEFAULT_CURRICULUM], n_rollouts=1, max_sessions=3)
     assert s_in.warnings == ()

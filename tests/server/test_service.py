@@ -147,8 +147,9 @@ def test_predict_supplied_history(connect, cohort_trials, store_dir):
 def test_predict_without_stored_sessions_is_a_failed_precondition(connect, store_dir):
     # a twin whose sessions are not in the session store
     from twin.models.learner import LearnerModel, ModelSpec
+    from twin.models.params import TwinModel
 
-    TwinStore(store_dir).put("orphan", LearnerModel(ModelSpec("static")), trained_through_session=1, data_hash="x")
+    TwinStore(store_dir).put("orphan", TwinModel.of(LearnerModel(ModelSpec("static"))), trained_through_session=1, data_hash="x")
     with pytest.raises(grpc.RpcError) as e:
         connect(READER).predict("orphan")
     assert _code(e) == grpc.StatusCode.FAILED_PRECONDITION
@@ -411,8 +412,8 @@ def test_metadata_follows_moved_aliases_and_predictions_are_cached(connect, serv
     again = c.predict(S)
     assert server.plane.predictions.cache.hits == hits + 1 and list(again.p_right) == list(first.p_right)
     store = TwinStore(store_dir)
-    model, _ = store.load(S)
-    store.put(S, model, trained_through_session=2, data_hash="same-model", alias="serving")  # v2 takes the alias
+    twin = store.load_twin(S).twin
+    store.put(S, twin, trained_through_session=2, data_hash="same-model", alias="serving")  # v2 takes the alias
     assert c.get_twin(S, version=1).twin.aliases == []  # not the cached v1 metadata
     time.sleep(server.plane.config.metadata_ttl_s + 0.05)  # a foreign write is seen within the TTL
     moved = c.predict(S)

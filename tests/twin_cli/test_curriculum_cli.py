@@ -15,7 +15,7 @@ from twin.fit.train import FitConfig
 from twin.models.learner import ModelSpec
 from twin.persist.sessions import SessionStore
 from twin.persist.store import ResultKind, TwinStore
-from twin.fit.adapt import Adaptation
+from twin.models.params import Adaptation
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from twin.persist.sessions import SessionStore
 from twin.sim.simulate import simulate
 from twin.persist.store import TwinStore
 from twin.sim.task import IBL_DEFAULT
-from twin.fit.adapt import Adaptation
+from twin.models.params import Adaptation
 
 STORED = 'mouse <A&B>"1'  # has stored sessions; a name that must be escaped on the page
 FILED = "m2"  # no stored sessions: its trials come from a file; its last session is not trained on

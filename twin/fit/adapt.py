@@ -1,8 +1,9 @@
 """Per-animal twins: the population rule adapted to one animal.
 
-A twin is a :class:`~twin.models.learner.LearnerModel` whose rule comes from the cohort fit and whose
-initial weights ``w_0`` and per-weight learning-rate multipliers ``exp(ρ)`` (optionally the whole
-rule) are fitted to that animal's own sessions. The adaptation is chosen by the likelihood of
+A twin (:class:`~twin.models.params.TwinModel`) is the cohort's population model plus the animal's
+:class:`~twin.models.params.TwinParams`: initial weights ``w_0`` and per-weight learning-rate
+multipliers ``exp(ρ)`` fitted to that animal's own sessions over the shared population rule (or,
+with full fine-tuning, the animal's own rule). The adaptation is chosen by the likelihood of
 each animal's held-out *future* sessions, the use a twin is for.
 
 Adaptations of ``w_0``/``ρ`` are fitted for many animals in one batch: ``[B, K]`` parameters
@@ -13,8 +14,6 @@ joint optimiser over the batch is the same as one per animal up to Adam's per-pa
 from __future__ import annotations
 
 import copy
-import enum
-
 import time
 from dataclasses import dataclass
 
@@ -26,19 +25,7 @@ from twin.analysis.evaluate import score
 from twin.data.splits import split_sessions
 from twin.fit.train import FitConfig, fit, resolve_device, train_epoch, _inputs
 from twin.models.learner import LearnerModel
-
-
-class Adaptation(enum.Enum):
-    """What of the population model a twin fits to its animal."""
-
-    NONE = "none"
-    """The population model as is."""
-    INITIAL_WEIGHTS = "w0"
-    """The animal's initial weights."""
-    INITIAL_WEIGHTS_AND_RATE = "w0+rate"
-    """Initial weights and per-weight learning-rate multipliers."""
-    FULL = "full"
-    """Every parameter, warm-started from the population (one fit per animal)."""
+from twin.models.params import Adaptation, TwinModel, TwinParams, rule_ref
 
 
 @dataclass(frozen=True)
@@ -46,13 +33,14 @@ class TwinFitResult:
     """Twins of a batch of animals.
 
     Attributes:
-        twins: subject → the animal's model (eval mode, no gradients).
+        twins: subject → the animal's twin (its population model in eval mode, no gradients;
+            the twins of a batched adaptation share one).
         adaptation: what was adapted.
         val_ll: mean validation log-likelihood per trial at the kept epoch (nats).
         seconds: wall time.
     """
 
-    twins: dict[str, LearnerModel]
+    twins: dict[str, TwinModel]
     adaptation: Adaptation
     val_ll: float
     seconds: float
@@ -69,12 +57,9 @@ def default_adapt_config(adaptation: Adaptation) -> FitConfig:
     return FULL_ADAPT_CONFIG if adaptation is Adaptation.FULL else BATCHED_ADAPT_CONFIG
 
 
-def _materialise(population: LearnerModel, w0: torch.Tensor, log_rate: torch.Tensor) -> LearnerModel:
-    m = copy.deepcopy(population).cpu()
-    with torch.no_grad():
-        m.w0.copy_(w0.detach().cpu())
-        m.log_rate.copy_(log_rate.detach().cpu())
-    return m.eval().requires_grad_(False)
+def _frozen_copy(population: LearnerModel) -> LearnerModel:
+    """A CPU copy of ``population`` in eval mode without gradients (the twins' shared rule)."""
+    return copy.deepcopy(population).cpu().eval().requires_grad_(False)
 
 
 def adapt_batched(
@@ -121,7 +106,8 @@ def adapt_batched(
             best, best_epoch, best_params = v, epoch, (w0.detach().clone(), log_rate.detach().clone())
         if epoch - best_epoch >= config.patience:
             break
-    twins = {s: _materialise(model, best_params[0][i], best_params[1][i]) for i, s in enumerate(train.subjects)}
+    shared, ref = model.cpu().eval().requires_grad_(False), rule_ref(population)  # the twins' one copy of the rule
+    twins = {s: TwinModel(shared, TwinParams(best_params[0][i].cpu(), best_params[1][i].cpu(), ref)) for i, s in enumerate(train.subjects)}
     return TwinFitResult(twins=twins, adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE if fit_rate else Adaptation.INITIAL_WEIGHTS, val_ll=best, seconds=time.perf_counter() - t0)
 
 
@@ -135,10 +121,10 @@ def adapt(
     """Twins of every animal in ``train`` with the given adaptation."""
     t0 = time.perf_counter()
     if adaptation is Adaptation.NONE:
-        m = copy.deepcopy(population).cpu().eval().requires_grad_(False)
+        twin = TwinModel.of(_frozen_copy(population))
         n = max(float(val.mask.sum().item()), 1.0)
-        v = float(m.log_likelihood(val).sum().item() / n)
-        return TwinFitResult({s: m for s in train.subjects}, adaptation, v, time.perf_counter() - t0)
+        v = float(twin.model.log_likelihood(val).sum().item() / n)
+        return TwinFitResult({s: twin for s in train.subjects}, adaptation, v, time.perf_counter() - t0)
     if adaptation in (Adaptation.INITIAL_WEIGHTS, Adaptation.INITIAL_WEIGHTS_AND_RATE):
         cfg = config or BATCHED_ADAPT_CONFIG
         return adapt_batched(population, train, val, adaptation is Adaptation.INITIAL_WEIGHTS_AND_RATE, cfg)
@@ -147,17 +133,17 @@ def adapt(
     twins, tot_ll, tot_n = {}, 0.0, 0.0
     for i, s in enumerate(train.subjects):
         res = fit(population.spec, train.select([i]), val.select([i]), cfg, init=population, progress=False)
-        twins[s] = res.model
+        twins[s] = TwinModel.of(res.model)  # the animal's own rule
         n = float(val.select([i]).mask.sum().item())
         tot_ll, tot_n = tot_ll + res.best_val_ll * n, tot_n + n
     return TwinFitResult(twins, adaptation, tot_ll / max(tot_n, 1.0), time.perf_counter() - t0)
 
 
-def forecast_ll(twins: dict[str, LearnerModel], test: TrialBatch) -> pd.DataFrame:
+def forecast_ll(twins: dict[str, TwinModel], test: TrialBatch) -> pd.DataFrame:
     """Per-animal forecast log-likelihood of each twin on its own animal's scored trials."""
     rows = []
     for i, s in enumerate(test.subjects):
-        sc = score(twins[s], test.select([i]))
+        sc = score(twins[s].model, test.select([i]))
         rows.append({"subject": s, "n_trials": sc.n_trials, "ll": sc.ll, "accuracy": sc.accuracy})
     return pd.DataFrame(rows)
 
@@ -196,4 +182,4 @@ def choose_adaptation(
     return best, table
 
 
-__all__ = ["Adaptation", "TwinFitResult", "adapt", "adapt_batched", "choose_adaptation", "forecast_ll"]
+__all__ = ["TwinFitResult", "adapt", "adapt_batched", "choose_adaptation", "forecast_ll"]

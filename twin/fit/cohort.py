@@ -15,10 +15,12 @@ from twin.data.splits import split_last_sessions
 
 from twin.fit.train import FitConfig, fit
 from twin.models.learner import LearnerModel, ModelSpec
+from twin.models.params import Adaptation, TwinModel
 from twin.models.state import TwinState, end_state
+from twin.persist.records import TwinHyperparameters, TwinMetrics
 from twin.persist.store import TwinStore, TwinVersion, hash_trials
 from twin.sim.task import IBL_DEFAULT, TaskProtocol, phase_of_contrasts
-from twin.fit.adapt import Adaptation, adapt, choose_adaptation, default_adapt_config
+from twin.fit.adapt import adapt, choose_adaptation, default_adapt_config
 
 SERVING_ALIAS = "serving"
 
@@ -77,14 +79,29 @@ def fit_population(df: pd.DataFrame, config: CohortFitConfig = CohortFitConfig()
 
 @dataclass(frozen=True)
 class AnimalTwin:
-    """One animal's adapted twin and what the store records about it."""
+    """One animal's adapted twin and what the store records about it.
+
+    Attributes:
+        subject: the animal.
+        twin: its twin (the population rule, shared with the other twins of the fit, and the
+            animal's parameters).
+        trained_through_session: the last session it was fitted on.
+        data_hash: hash of the animal's trials.
+        val_ll: mean log-likelihood per trial on its validation session (nats).
+        state: where it continues from.
+    """
 
     subject: str
-    model: LearnerModel
+    twin: TwinModel
     trained_through_session: int
     data_hash: str
     val_ll: float
     state: TwinState | None = None
+
+    @property
+    def model(self) -> LearnerModel:
+        """The twin as a learner model."""
+        return self.twin.model
 
 
 def last_phase(trials: pd.DataFrame, protocol: TaskProtocol = IBL_DEFAULT, window: int = 100) -> int:
@@ -113,8 +130,8 @@ def adapt_animals(population: PopulationFit, df: pd.DataFrame, device: str = "cp
         twin = res.twins[subject]
         val_i = val.select([i])
         with torch.no_grad():
-            v_ll = float(twin.log_likelihood(val_i).sum().item() / max(float(val_i.mask.sum().item()), 1.0))
-        out.append(AnimalTwin(subject, twin, int(sub["session"].max()), hash_trials(sub), v_ll, twin_end_state(twin, sub)))
+            v_ll = float(twin.model.log_likelihood(val_i).sum().item() / max(float(val_i.mask.sum().item()), 1.0))
+        out.append(AnimalTwin(subject, twin, int(sub["session"].max()), hash_trials(sub), v_ll, twin_end_state(twin.model, sub)))
     return out
 
 
@@ -128,15 +145,16 @@ def animal_batches(df: pd.DataFrame, animals_per_batch: int) -> list[pd.DataFram
 
 
 def store_twins(store: TwinStore, population: PopulationFit, config: CohortFitConfig, twins: list[AnimalTwin]) -> tuple[TwinVersion, ...]:
-    """Store every twin as a new version and move the ``serving`` alias to it."""
-    hyper = {"spec": config.spec.to_dict(), "fit": asdict(config.fit), "adaptation": population.adaptation.value}
+    """Store every twin as a new version and move the ``serving`` alias to it (the population
+    rule is stored once, the first time a twin over it is stored)."""
+    hyper = TwinHyperparameters(spec=config.spec, fit=asdict(config.fit), adaptation=population.adaptation)
     return tuple(
         store.put(
             t.subject,
-            t.model,
+            t.twin,
             trained_through_session=t.trained_through_session,
             data_hash=t.data_hash,
-            metrics={"val_ll": t.val_ll, "population_val_ll": population.val_ll},
+            metrics=TwinMetrics(val_ll=t.val_ll, population_val_ll=population.val_ll),
             hyperparameters=hyper,
             alias=SERVING_ALIAS,
             state=t.state,
@@ -171,7 +189,7 @@ def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: Fi
         trials: the animal's full canonical trials table, new sessions included.
         config: optimisation settings of the adaptation step.
     """
-    model, meta = store.load(subject)
+    model, meta = store.load(subject)  # the animal's twin: adapting it warm-starts from its parameters
     sub = trials[trials["subject"] == subject]
     if sub.empty:
         raise TwinError(f"no trials of subject {subject!r} in the update")
@@ -179,7 +197,7 @@ def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: Fi
         raise TwinError(f"subject {subject!r}: no session after {meta.trained_through_session}, the twin is up to date")
     batch = make_batch(sub, model.spec.features)
     train, val = split_last_sessions(batch)
-    adaptation = Adaptation(meta.hyperparameters.get("adaptation", Adaptation.INITIAL_WEIGHTS_AND_RATE.value))
+    adaptation = meta.hyperparameters.adaptation or Adaptation.INITIAL_WEIGHTS_AND_RATE
     if adaptation is Adaptation.NONE:
         adaptation = Adaptation.INITIAL_WEIGHTS
     res = adapt(model, train, val, adaptation, config)
@@ -189,10 +207,10 @@ def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: Fi
         twin,
         trained_through_session=int(sub["session"].max()),
         data_hash=hash_trials(sub),
-        metrics={"val_ll": res.val_ll},
-        hyperparameters={**meta.hyperparameters, "adaptation": adaptation.value, "warm_start_from": meta.version},
+        metrics=TwinMetrics(val_ll=res.val_ll),
+        hyperparameters=replace(meta.hyperparameters, adaptation=adaptation, warm_start_from=meta.version),
         alias=SERVING_ALIAS,
-        state=twin_end_state(twin, sub),
+        state=twin_end_state(twin.model, sub),
     )
 
 

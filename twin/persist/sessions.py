@@ -21,7 +21,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from twin.persist.atomic import atomic_write
 from twin.errors import TrialDataError
-from twin.persist.store import TwinNotFoundError, TwinStore, _Base, _safe_name, hash_trials, retry_version_race
+from twin.persist.store import TwinNotFoundError, TwinStore, hash_trials
+from twin.persist.tables import _Base, _safe_name, retry_version_race
 from twin.data.trials import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, validate_trials
 
 #: columns a rig supplies for one session (subject, session and trial numbers are assigned).

@@ -5,11 +5,17 @@ the last session it was trained through, a hash of the trials it saw, the code v
 validation metrics and creation time. Aliases (``serving``, say) point a subject's name at one
 version; the server follows them.
 
+A twin is a population rule plus the animal's parameters (:class:`~twin.models.params.TwinModel`),
+and is stored that way: each rule once (a model file, one row in ``twin_rules`` keyed by its
+content reference), each version's parameters and end state in a small twin file that names the
+rule. Stores written before rules were shared (a whole model file per version) still load.
+
 The embedded default is SQLite (a file next to the weights folder); the same code runs on
 PostgreSQL given a ``postgresql+psycopg://`` URL. Writes are ordered so that a process killed at
 any point leaves the store consistent: the weights file is written atomically first, then the
 row is inserted in one transaction; a row therefore never names a missing file (an orphan file
-may remain, and is ignored). Loading verifies the file's SHA-256 and never unpickles.
+may remain, and is ignored); a twin's rule is stored, file then row, before its twin file.
+Loading verifies every file's SHA-256 and never unpickles.
 """
 
 from __future__ import annotations
@@ -18,113 +24,26 @@ import datetime as dt
 import enum
 import hashlib
 import json
-import random
-import time
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import pandas as pd
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    ForeignKeyConstraint,
-    Integer,
-    String,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    select,
-)
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from twin.errors import ModelFileError, TwinError
-from twin.models.learner import LearnerModel
+from twin.models.learner import LearnerModel, ModelSpec
+from twin.models.params import TwinModel, TwinParams
 from twin.models.state import TwinState
-from twin.persist.model_files import load_model, save_model
-
-_T = TypeVar("_T")
-
-_VERSION_ATTEMPTS = 30
-"""Tries to take the next version number before a writer gives up. Each round of a race has one
-winner, so ``n`` simultaneous writers need up to ``n`` tries; the jittered backoff spreads them."""
-
-
-def _backoff(attempt: int) -> None:
-    """Sleep a random, growing while (up to ~0.3 s) after losing a race for a version number."""
-    time.sleep(random.uniform(0.0, 0.005 * 2 ** min(attempt, 6)))
-
-
-def retry_version_race(attempt: Callable[[], _T], what: str) -> _T:
-    """Run ``attempt`` until it wins the race for the next version (or session) number.
-
-    ``attempt`` reads the last number and inserts the next one in one transaction; a concurrent
-    writer that took the same number makes the insert fail on the unique constraint
-    (:class:`IntegrityError`), and ``attempt`` runs again after a jittered backoff. It must undo
-    its own side effects (files) before letting the error out.
-
-    Raises:
-        TwinError: still losing after ``_VERSION_ATTEMPTS`` tries; ``what`` names the number.
-    """
-    for i in range(_VERSION_ATTEMPTS):
-        try:
-            return attempt()
-        except IntegrityError:
-            _backoff(i)
-    raise TwinError(f"could not allocate {what} (too many concurrent writers)")
-
+from twin.persist.model_files import MODEL_FORMAT, check_state, file_format, load_model, load_twin_params, save_model, save_twin_params
+from twin.persist.records import TwinHyperparameters, TwinMetrics
+from twin.persist.tables import _AliasRow, _Base, _ResultRow, _RuleRow, _safe_name, _sha256, _sqlite_pragmas, _TwinRow, retry_version_race
 
 class TwinNotFoundError(TwinError, LookupError):
     """No such subject, version or alias in the store."""
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class _TwinRow(_Base):
-    __tablename__ = "twin_versions"
-    __table_args__ = (UniqueConstraint("subject", "version", name="uq_subject_version"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    subject: Mapped[str] = mapped_column(String(200), index=True)
-    version: Mapped[int] = mapped_column(Integer)
-    rule: Mapped[str] = mapped_column(String(100))
-    spec: Mapped[dict] = mapped_column(JSON)
-    hyperparameters: Mapped[dict] = mapped_column(JSON)
-    trained_through_session: Mapped[int] = mapped_column(Integer)
-    data_hash: Mapped[str] = mapped_column(String(64))
-    code_version: Mapped[str] = mapped_column(String(100))
-    metrics: Mapped[dict] = mapped_column(JSON)
-    weights_file: Mapped[str] = mapped_column(String(500))
-    weights_sha256: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-
-
-class _AliasRow(_Base):
-    __tablename__ = "twin_aliases"
-    __table_args__ = (ForeignKeyConstraint(["subject", "version"], ["twin_versions.subject", "twin_versions.version"]),)
-
-    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-
-
-class _ResultRow(_Base):
-    __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("kind", "name", "version", name="uq_result_version"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(50), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    version: Mapped[int] = mapped_column(Integer)
-    payload: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ResultKind(enum.Enum):
@@ -156,17 +75,33 @@ class StoredResult:
 
 @dataclass(frozen=True)
 class TwinVersion:
-    """Metadata of one stored twin version."""
+    """Metadata of one stored twin version.
+
+    Attributes:
+        subject: the animal.
+        version: 1, 2, ... per subject.
+        rule: the rule's registered name.
+        spec: the twin's structure.
+        hyperparameters: how it was made.
+        trained_through_session: the last session it was fitted on.
+        data_hash: SHA-256 of the trials it was fitted on.
+        code_version: the package version that made it.
+        metrics: how well it fitted.
+        weights_file: its twin file (or, in older stores, whole model file), relative to the root.
+        weights_sha256: that file's SHA-256.
+        created_at: when it was stored (UTC).
+        aliases: the aliases pointing at it.
+    """
 
     subject: str
     version: int
     rule: str
-    spec: dict[str, object]
-    hyperparameters: dict[str, object]
+    spec: ModelSpec
+    hyperparameters: TwinHyperparameters
     trained_through_session: int
     data_hash: str
     code_version: str
-    metrics: dict[str, float]
+    metrics: TwinMetrics
     weights_file: str
     weights_sha256: str
     created_at: dt.datetime
@@ -178,14 +113,25 @@ class Twin:
     """One loaded twin version.
 
     Attributes:
-        model: the animal's learner model (eval mode, no gradients).
+        twin: the animal's twin (population rule and the animal's parameters; eval mode, no
+            gradients).
         meta: its stored metadata.
         state: where it continues from (end of its last trained session), if stored.
     """
 
-    model: LearnerModel
+    twin: TwinModel
     meta: TwinVersion
     state: TwinState | None
+
+    @property
+    def model(self) -> LearnerModel:
+        """The twin as a learner model."""
+        return self.twin.model
+
+    @property
+    def params(self) -> TwinParams:
+        """The animal's parameters."""
+        return self.twin.params
 
 
 def code_version() -> str:
@@ -202,22 +148,6 @@ def hash_trials(df: pd.DataFrame) -> str:
     h.update(",".join(map(str, df.columns)).encode())
     h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers keep reading while a writer writes
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
 
 
 class TwinStore:
@@ -245,25 +175,28 @@ class TwinStore:
     def put(
         self,
         subject: str,
-        model: LearnerModel,
+        twin: TwinModel,
         *,
         trained_through_session: int,
         data_hash: str,
-        metrics: dict[str, float] | None = None,
-        hyperparameters: dict[str, object] | None = None,
+        metrics: TwinMetrics | None = None,
+        hyperparameters: TwinHyperparameters | None = None,
         alias: str | None = None,
         state: TwinState | None = None,
     ) -> TwinVersion:
         """Store a new version of ``subject``'s twin (version = previous + 1).
 
-        The weights file is written (atomically) before the row, so a crash leaves no row
-        pointing at a missing or partial file. ``state`` (the twin's end-of-session state) is
-        stored in the same file.
+        The twin's rule is stored first unless the store already holds it (by its reference),
+        then the twin file (parameters and ``state``, the twin's end-of-session state), then
+        the row; every file is written atomically before the row naming it, so a crash leaves
+        no row pointing at a missing or partial file.
         """
         if not subject:
             raise ValueError("subject must be a non-empty string")
+        self.put_rule(twin.population, twin.params.rule)
+        model = twin.model
         rel = Path("weights") / _safe_name(subject) / f"{uuid.uuid4().hex}.safetensors"
-        path = save_model(model, self.root / rel, {"subject": subject}, state=state)
+        path = save_twin_params(twin.params, self.root / rel, {"subject": subject}, state=state)
         digest = _sha256(path)
 
         def insert() -> int:
@@ -274,11 +207,11 @@ class TwinStore:
                     version=(last or 0) + 1,
                     rule=model.spec.rule,
                     spec=model.spec.to_dict(),
-                    hyperparameters=dict(hyperparameters or {}),
+                    hyperparameters=(hyperparameters or TwinHyperparameters()).to_json(),
                     trained_through_session=int(trained_through_session),
                     data_hash=data_hash,
                     code_version=code_version(),
-                    metrics={k: float(v) for k, v in (metrics or {}).items()},
+                    metrics=(metrics or TwinMetrics()).to_json(),
                     weights_file=rel.as_posix(),
                     weights_sha256=digest,
                     created_at=dt.datetime.now(dt.timezone.utc),
@@ -290,6 +223,24 @@ class TwinStore:
                 return row.version
 
         return self.get(subject, retry_version_race(insert, f"a new version for subject {subject!r}"))
+
+    def put_rule(self, population: LearnerModel, ref: str) -> None:
+        """Store ``population`` as rule ``ref`` unless the store holds that rule already.
+
+        The model file is written (atomically) before its row; a writer that loses a race for
+        the same rule removes its own file.
+        """
+        with Session(self.engine) as s:
+            if s.get(_RuleRow, ref) is not None:
+                return
+        rel = Path("rules") / f"{uuid.uuid4().hex}.safetensors"
+        path = save_model(population, self.root / rel, {"rule_ref": ref})
+        row = _RuleRow(ref=ref, rule=population.spec.rule, file=rel.as_posix(), sha256=_sha256(path), created_at=dt.datetime.now(dt.timezone.utc))
+        try:
+            with Session(self.engine) as s, s.begin():
+                s.add(row)
+        except IntegrityError:  # another writer stored the same rule first
+            path.unlink(missing_ok=True)
 
     def set_alias(self, subject: str, name: str, version: int) -> None:
         """Point alias ``name`` of ``subject`` at ``version``."""
@@ -351,15 +302,39 @@ class TwinStore:
         return twin.model, twin.meta
 
     def load_twin(self, subject: str, version: int | None = None, alias: str | None = None) -> Twin:
-        """The twin's model, metadata and end-of-session state (checksum verified first)."""
+        """The twin (its rule and parameters), metadata and end-of-session state; every file's
+        checksum is verified first."""
         meta = self.get(subject, version, alias)
-        path = self.root / meta.weights_file
+        what = f"{subject!r} v{meta.version}"
+        path = self._verified(meta.weights_file, meta.weights_sha256, f"weights of {what}")
+        if file_format(path) == MODEL_FORMAT:  # a store from before shared rules
+            old = load_model(path)
+            return Twin(twin=TwinModel.of(old.model), meta=meta, state=old.state)
+        stored = load_twin_params(path)
+        with Session(self.engine) as s:
+            rule = s.get(_RuleRow, stored.params.rule)
+            if rule is None:
+                raise ModelFileError(f"{path}: the rule of {what} ({stored.params.rule[:12]}...) is not in the store")
+            rule_file, rule_sha = rule.file, rule.sha256
+        population = load_model(self._verified(rule_file, rule_sha, f"rule of {what}")).model
+        if population.spec != meta.spec:
+            raise ModelFileError(f"{path}: the rule of {what} does not have the version's spec")
+        if stored.state is not None:
+            check_state(path, stored.state, population)
+        try:
+            twin = TwinModel(population, stored.params)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: {exc}") from None
+        return Twin(twin=twin, meta=meta, state=stored.state)
+
+    def _verified(self, rel: str, sha256: str, what: str) -> Path:
+        """The path of stored file ``rel`` once its checksum matches ``sha256``."""
+        path = self.root / rel
         if not path.is_file():
-            raise ModelFileError(f"{path}: weights of {subject!r} v{meta.version} are missing")
-        if _sha256(path) != meta.weights_sha256:
-            raise ModelFileError(f"{path}: checksum mismatch for {subject!r} v{meta.version}")
-        stored = load_model(path)
-        return Twin(model=stored.model, meta=meta, state=stored.state)
+            raise ModelFileError(f"{path}: {what} are missing")
+        if _sha256(path) != sha256:
+            raise ModelFileError(f"{path}: checksum mismatch for the {what}")
+        return path
 
     # -- results ---------------------------------------------------------------------------
 
@@ -416,25 +391,17 @@ def _to_version(r: _TwinRow, aliases: dict[int, list[str]]) -> TwinVersion:
         subject=r.subject,
         version=r.version,
         rule=r.rule,
-        spec=dict(r.spec),
-        hyperparameters=dict(r.hyperparameters),
+        spec=ModelSpec.from_dict(r.spec),
+        hyperparameters=TwinHyperparameters.from_json(r.hyperparameters),
         trained_through_session=r.trained_through_session,
         data_hash=r.data_hash,
         code_version=r.code_version,
-        metrics=dict(r.metrics),
+        metrics=TwinMetrics.from_json(r.metrics),
         weights_file=r.weights_file,
         weights_sha256=r.weights_sha256,
         created_at=created,
         aliases=tuple(sorted(aliases.get(r.version, []))),
     )
-
-
-def _safe_name(subject: str) -> str:
-    """A folder name for a subject: keeps letters, digits, '-', '_', '.'; hashes the rest."""
-    clean = "".join(c if c.isalnum() or c in "-_." else "_" for c in subject).strip(".") or "subject"
-    if clean != subject:
-        clean += "-" + hashlib.sha1(subject.encode()).hexdigest()[:8]
-    return clean[:120]
 
 
 __all__ = ["ResultKind", "StoredResult", "Twin", "TwinStore", "TwinVersion", "TwinNotFoundError", "hash_trials", "code_version"]

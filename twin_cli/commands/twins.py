@@ -21,7 +21,7 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     from twin.models.learner import ModelSpec
     from twin.models.rules import get_rule, make_config
     from twin.persist.store import TwinStore
-    from twin.fit.adapt import Adaptation
+    from twin.models.params import Adaptation
 
     get_rule(args.rule)
     df, report = load_trials(args.data)
@@ -45,7 +45,7 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     if rep.adaptation_table is not None:
         print("adaptation chosen on held-out future sessions:")
         print(format_table(rep.adaptation_table))
-    rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics["val_ll"]} for v in rep.versions]
+    rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll} for v in rep.versions]
     print(format_table(pd.DataFrame(rows)))
     print(f"stored {len(rep.versions)} twins ({rep.adaptation.value}) in {args.store} in {rep.seconds:.0f} s")
     return 0
@@ -59,7 +59,7 @@ def cmd_update_twin(args: argparse.Namespace) -> int:
     df, report = load_trials(args.data)
     print(report.summary())
     v = update_twin(TwinStore(args.store, url=args.db_url), args.subject, df)
-    print(f"{v.subject}: stored version {v.version} (through session {v.trained_through_session}, validation LL {v.metrics['val_ll']:.4f})")
+    print(f"{v.subject}: stored version {v.version} (through session {v.trained_through_session}, validation LL {v.metrics.val_ll:.4f})")
     return 0
 
 
@@ -68,7 +68,7 @@ def cmd_twins(args: argparse.Namespace) -> int:
 
     store = TwinStore(args.store, url=args.db_url)
     rows = [
-        {"subject": v.subject, "version": v.version, "rule": v.rule, "through_session": v.trained_through_session, "val_ll": v.metrics.get("val_ll"), "aliases": ",".join(v.aliases), "created": v.created_at.isoformat(timespec="seconds")}
+        {"subject": v.subject, "version": v.version, "rule": v.rule, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll, "aliases": ",".join(v.aliases), "created": v.created_at.isoformat(timespec="seconds")}
         for s in store.subjects()
         for v in store.versions(s)
     ]

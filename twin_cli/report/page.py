@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from twin.models.learner import ModelSpec
 from twin.persist.store import TwinVersion
 from twin_cli.report.content import CRITERIA as _CRITERIA
 from twin_cli.report.content import ReportFigure
@@ -135,23 +134,20 @@ def _meta_html(r: Report) -> str:
         ("rule", m.rule),
         ("features", ", ".join(_feature_names(m)) or "–"),
         ("trained through session", m.trained_through_session),
-        ("adaptation", m.hyperparameters.get("adaptation", "–")),
+        ("adaptation", m.hyperparameters.adaptation.value if m.hyperparameters.adaptation else "–"),
         ("created", m.created_at.isoformat(timespec="seconds")),
         ("code version", m.code_version),
         ("data hash (SHA-256)", m.data_hash[:16] + "…"),
         ("weights file", m.weights_file),
     ]
-    rows += [(f"metric: {k}", float(v)) for k, v in sorted(m.metrics.items())]
+    rows += [(f"metric: {k}", float(v)) for k, v in sorted(m.metrics.to_json().items())]
     body = "".join(f'<tr><th class="l">{_e(k)}</th><td class="l">{_e(_fmt(v, 4))}</td></tr>' for k, v in rows)
-    hyper = _e(json.dumps({"spec": m.spec, "hyperparameters": m.hyperparameters}, indent=2, sort_keys=True, default=str))
+    hyper = _e(json.dumps({"spec": m.spec.to_dict(), "hyperparameters": m.hyperparameters.to_json()}, indent=2, sort_keys=True, default=str))
     return f"<table><tbody>{body}</tbody></table><details><summary>Specification and hyperparameters (JSON)</summary><pre>{hyper}</pre></details>"
 
 
 def _feature_names(m: TwinVersion) -> tuple[str, ...]:
-    try:
-        return ModelSpec.from_dict(m.spec).features.names
-    except (KeyError, TypeError, ValueError):
-        return ()
+    return m.spec.features.names
 
 
 def _forecast_html(r: Report) -> str:

@@ -13,7 +13,8 @@ from twin.fit.train import FitConfig, fit
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.sim.simulate import simulate
 from twin.sim.task import IBL_DEFAULT
-from twin.fit.adapt import Adaptation, adapt, choose_adaptation
+from twin.fit.adapt import adapt, choose_adaptation
+from twin.models.params import Adaptation, TwinModel, rule_ref
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +32,22 @@ def test_w0_adaptation_recovers_each_animals_bias(cohort):
     sim, batch, pop, w0 = cohort
     first = batch.truncate_sessions(torch.ones(batch.n_animals, dtype=torch.long))
     res = adapt(pop, first, first, Adaptation.INITIAL_WEIGHTS, FitConfig(learning_rate=0.1, epochs=60, patience=10))
-    fitted_bias = torch.stack([res.twins[s].w0[1] for s in batch.subjects])
+    fitted_bias = torch.stack([res.twins[s].params.w0[1] for s in batch.subjects])
     assert torch.corrcoef(torch.stack([fitted_bias, w0[:, 1]]))[0, 1] > 0.9
     base = adapt(pop, first, first, Adaptation.NONE)
     assert res.val_ll > base.val_ll + 0.01
-    # the population model is untouched and each twin is its own copy
-    assert torch.equal(pop.w0, pop.w0.clone()) and res.twins[batch.subjects[0]] is not res.twins[batch.subjects[1]]
+    # the population model is untouched; the twins share one copy of its rule, each with its own parameters
+    a, b = (res.twins[s] for s in batch.subjects[:2])
+    assert torch.equal(pop.w0, pop.w0.clone()) and a is not b and not torch.equal(a.params.w0, b.params.w0)
+    assert a.population is b.population and a.model.rule is b.model.rule and a.population is not pop
+    assert a.params.rule == b.params.rule == rule_ref(pop)
+    assert torch.equal(a.model.w0, a.params.w0) and not a.model.w0.requires_grad
 
 
 def test_rate_adaptation_trains_log_rate_and_keeps_rule(cohort):
     _, batch, pop, _ = cohort
     res = adapt(pop, batch, batch, Adaptation.INITIAL_WEIGHTS_AND_RATE, FitConfig(learning_rate=0.05, epochs=5, patience=5))
-    twin = res.twins[batch.subjects[0]]
+    twin = res.twins[batch.subjects[0]].model
     assert isinstance(twin, LearnerModel)
     for (k1, v1), (k2, v2) in zip(pop.rule.state_dict().items(), twin.rule.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2)
@@ -69,3 +74,16 @@ def test_choose_adaptation_reports_every_option(cohort):
     assert best.value == table.loc[table["forecast_ll_nats"].idxmax(), "adaptation"]
     assert np.isfinite(table["forecast_ll_nats"]).all()
     _ = split_sessions  # imported for readers of this test: the protocol choose_adaptation uses
+
+
+def test_every_adaptation_gives_twins_over_a_referenced_rule(cohort):
+    _, batch, pop, _ = cohort
+    one = batch.select([0, 1])
+    none = adapt(pop, one, one, Adaptation.NONE)
+    twin = none.twins[one.subjects[0]]
+    assert isinstance(twin, TwinModel) and twin is none.twins[one.subjects[1]]
+    assert twin.params.rule == rule_ref(pop) and torch.equal(twin.params.w0, pop.w0.detach())
+    full = adapt(pop, one, one, Adaptation.FULL, FitConfig(epochs=1, patience=1))
+    a, b = (full.twins[s] for s in one.subjects)
+    assert a.population is not b.population  # each fine-tuned twin references its own rule
+    assert a.params.rule == rule_ref(a.population) and a.params.rule != b.params.rule

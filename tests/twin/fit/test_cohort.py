@@ -15,7 +15,7 @@ from twin.models.learner import ModelSpec
 from twin.sim.simulate import simulate
 from twin.persist.store import TwinStore
 from twin.sim.task import IBL_DEFAULT
-from twin.fit.adapt import Adaptation
+from twin.models.params import Adaptation
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,8 @@ def test_fit_cohort_stores_one_serving_twin_per_animal(trials, tmp_path):
     for v in rep.versions:
         assert v.version == 1 and v.aliases == (SERVING_ALIAS,)
         assert v.trained_through_session == int(trials.loc[trials.subject == v.subject, "session"].max())
-        assert v.hyperparameters["adaptation"] == rep.adaptation.value
+        assert v.hyperparameters.adaptation is rep.adaptation and v.hyperparameters.spec == ModelSpec("reinforce")
+        assert v.metrics.val_ll is not None and v.metrics.population_val_ll == pytest.approx(rep.population_val_ll)
         model, meta = store.load(v.subject, alias=SERVING_ALIAS)
         assert model.spec.rule == "reinforce" and meta == v
         state = store.load_twin(v.subject).state
@@ -50,7 +51,8 @@ def test_new_session_updates_twin_as_new_version(trials, tmp_path):
     v2 = update_twin(store, subject, trials, FitConfig(learning_rate=0.02, epochs=5, patience=3))
     assert (old.version, v2.version) == (1, 2)
     assert v2.trained_through_session == last and old.trained_through_session == last - 1
-    assert v2.hyperparameters["warm_start_from"] == 1
+    assert v2.hyperparameters.warm_start_from == 1 and v2.hyperparameters.adaptation is Adaptation.INITIAL_WEIGHTS
+    assert v2.hyperparameters.fit == old.hyperparameters.fit and v2.metrics.population_val_ll is None
     assert store.get(subject, alias=SERVING_ALIAS).version == 2
     assert store.load_twin(subject).state.through_session == last
     again, meta1 = store.load(subject, version=1)

@@ -1,4 +1,4 @@
-"""Model files: safetensors round trips, metadata, no pickle, clear errors, atomic writes."""
+"""Model and twin files: safetensors round trips, metadata, no pickle, clear errors, atomic writes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from twin.errors import ModelFileError
 from twin.data.features import FeatureSpec, StimulusCoding
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.rules import MODEL_RULES, NetworkConfig, make_config
-from twin.persist.model_files import FORMAT_VERSION, StoredModel, load_model, save_model
+from twin.models.params import TwinParams
+from twin.models.state import TwinState
+from twin.persist.model_files import FORMAT_VERSION, StoredModel, load_model, load_twin_params, save_model, save_twin_params
 
 
 def small_batch(feats: FeatureSpec) -> TrialBatch:
@@ -202,3 +204,24 @@ def test_wrong_tensor_shapes_or_names(tmp_path):
         load_model(path)
     write_raw(path, good, good_header(spec))  # the control: the same file with the right tensors loads
     assert load_model(path).model.spec == spec
+
+
+def test_twin_params_round_trip_with_their_state(tmp_path):
+    params = TwinParams(torch.tensor([1.5, -0.25]), torch.tensor([0.0, 0.3]), "ab" * 32)
+    state = TwinState(w=torch.tensor([2.0, 0.5]), h=torch.zeros(0), through_session=3, phase=2)
+    back = load_twin_params(save_twin_params(params, tmp_path / "t.safetensors", {"subject": "a"}, state=state))
+    assert back.params.rule == params.rule and torch.equal(back.params.w0, params.w0) and torch.equal(back.params.log_rate, params.log_rate)
+    assert back.metadata == {"subject": "a"} and back.state is not None and torch.equal(back.state.w, state.w) and back.state.phase == 2
+    assert load_twin_params(save_twin_params(params, tmp_path / "n.safetensors")).state is None
+
+
+def test_a_model_file_is_not_a_twin_file_and_the_reverse(tmp_path):
+    model_path = save_model(LearnerModel(ModelSpec("static")), tmp_path / "m.safetensors")
+    twin_path = save_twin_params(TwinParams(torch.zeros(2), torch.zeros(2), "r"), tmp_path / "t.safetensors")
+    with pytest.raises(ModelFileError, match="not a learning-twins twin file"):
+        load_twin_params(model_path)
+    with pytest.raises(ModelFileError, match="not a learning-twins model file"):
+        load_model(twin_path)
+    save_file({"twin.w0": torch.zeros(2), "twin.log_rate": torch.zeros(3)}, str(tmp_path / "bad.safetensors"), metadata={"format": "learning-twins/twin", "rule": "r"})
+    with pytest.raises(ModelFileError, match="bad twin parameters"):
+        load_twin_params(tmp_path / "bad.safetensors")

@@ -16,6 +16,8 @@ import torch
 from store_backends import BACKENDS, PG_URL, open_store, run_concurrently
 from twin.errors import ModelFileError
 from twin.models.learner import LearnerModel, ModelSpec
+from twin.models.params import Adaptation, TwinModel
+from twin.persist.records import TwinHyperparameters, TwinMetrics
 from twin.persist.store import TwinNotFoundError, TwinStore, _Base, hash_trials
 
 @pytest.fixture(params=BACKENDS)
@@ -25,16 +27,18 @@ def store(request, tmp_path):
     st.close()
 
 
-def _model(rule: str = "dnn", seed: int = 0) -> LearnerModel:
+def _model(rule: str = "dnn", seed: int = 0) -> TwinModel:
     torch.manual_seed(seed)
-    return LearnerModel(ModelSpec(rule)).eval()
+    return TwinModel.of(LearnerModel(ModelSpec(rule)).eval())
 
 
 def test_put_get_load_roundtrip(store):
-    m = _model()
-    v = store.put("CSHL_002", m, trained_through_session=5, data_hash="abc", metrics={"val_ll": -0.51}, hyperparameters={"hidden": 32})
+    twin = _model()
+    m = twin.model
+    hyper = TwinHyperparameters(spec=ModelSpec("dnn"), fit={"epochs": 3, "learning_rate": None}, adaptation=Adaptation.INITIAL_WEIGHTS, warm_start_from=2)
+    v = store.put("CSHL_002", twin, trained_through_session=5, data_hash="abc", metrics=TwinMetrics(val_ll=-0.51), hyperparameters=hyper)
     assert (v.subject, v.version, v.rule, v.trained_through_session) == ("CSHL_002", 1, "dnn", 5)
-    assert v.metrics == {"val_ll": pytest.approx(-0.51)} and v.hyperparameters == {"hidden": 32}
+    assert v.metrics == TwinMetrics(val_ll=pytest.approx(-0.51)) and v.hyperparameters == hyper and v.spec == ModelSpec("dnn")
     assert v.code_version and v.created_at.tzinfo is not None
     loaded, meta = store.load("CSHL_002")
     assert meta == v
@@ -51,8 +55,8 @@ def test_new_session_makes_new_version_old_one_intact(store):
     assert [v.trained_through_session for v in vs] == [3, 4]
     old, _ = store.load("a", version=1)
     new, _ = store.load("a")
-    assert torch.equal(old.rule.fc1.weight, m1.rule.fc1.weight)
-    assert torch.equal(new.rule.fc1.weight, m2.rule.fc1.weight)
+    assert torch.equal(old.rule.fc1.weight, m1.model.rule.fc1.weight)
+    assert torch.equal(new.rule.fc1.weight, m2.model.rule.fc1.weight)
     assert store.resolve("a", alias="serving") == 1
     store.set_alias("a", "serving", 2)
     assert store.get("a", alias="serving").version == 2
@@ -107,13 +111,14 @@ WRITER = textwrap.dedent(
     """
     import sys, torch
     from twin.models.learner import LearnerModel, ModelSpec
+    from twin.models.params import TwinModel
     from twin.persist.store import TwinStore
     st = TwinStore(sys.argv[1], url=sys.argv[2] if len(sys.argv) > 2 else None)
     print("ready", flush=True)
     i = 0
     while True:
         i += 1
-        st.put(f"s{i % 3}", LearnerModel(ModelSpec("rnn")), trained_through_session=i, data_hash=str(i))
+        st.put(f"s{i % 3}", TwinModel.of(LearnerModel(ModelSpec("rnn"))), trained_through_session=i, data_hash=str(i))
     """
 )
 
@@ -153,3 +158,86 @@ def test_results_are_versioned_per_kind_and_name(store):
     assert len(store.results(ResultKind.HYPERPARAMETER_SEARCH)) == 1
     with pytest.raises(TwinNotFoundError, match="curriculum_search"):
         store.get_result(ResultKind.CURRICULUM_SEARCH, "cohort-b")
+
+
+@pytest.fixture(scope="module")
+def adapted():
+    """A population rule, twins of four animals adapted over it, and the animals' trials."""
+    from twin.data.batch import make_batch
+    from twin.fit.adapt import adapt
+    from twin.fit.train import FitConfig
+    from twin.sim.agents import DEFAULT_TRUTHS, Family
+    from twin.sim.simulate import simulate
+    from twin.sim.task import IBL_DEFAULT
+
+    trials = simulate(DEFAULT_TRUTHS[Family.REINFORCE].build(), IBL_DEFAULT, 4, 600, seed=3).trials
+    batch = make_batch(trials, ModelSpec("dnn").features)
+    torch.manual_seed(0)
+    population = LearnerModel(ModelSpec("dnn")).eval()
+    res = adapt(population, batch, batch, Adaptation.INITIAL_WEIGHTS_AND_RATE, FitConfig(learning_rate=0.05, epochs=3, patience=3))
+    return res.twins, trials
+
+
+def test_a_cohort_stores_its_rule_once_and_loaded_twins_predict_bit_for_bit(store, adapted):
+    from twin.analysis.predict import predict
+    from twin.models.state import end_state
+
+    twins, trials = adapted
+    for s, t in twins.items():
+        sub = trials[trials["subject"] == s]
+        store.put(s, t, trained_through_session=int(sub["session"].max()), data_hash=hash_trials(sub), state=end_state(t.model, sub))
+    assert len(list((store.root / "rules").iterdir())) == 1  # one population rule for the four twins
+    refs = set()
+    for s, t in twins.items():
+        sub = trials[trials["subject"] == s]
+        back = store.load_twin(s)
+        refs.add(back.params.rule)
+        assert back.params.rule == t.params.rule and torch.equal(back.params.w0, t.params.w0) and torch.equal(back.params.log_rate, t.params.log_rate)
+        assert (store.root / back.meta.weights_file).stat().st_size < 1024  # the twin file holds the animal's parameters only
+        ours, theirs = predict(t.model, sub), predict(back.model, sub)
+        assert ours.p_right.tobytes() == theirs.p_right.tobytes()
+        assert torch.equal(back.state.w, end_state(t.model, sub).w) and torch.equal(back.state.h, end_state(t.model, sub).h)
+    assert refs == {next(iter(twins.values())).params.rule}
+
+
+def test_a_missing_or_tampered_rule_is_detected(store, adapted):
+    twins, _ = adapted
+    s, t = next(iter(twins.items()))
+    store.put(s, t, trained_through_session=1, data_hash="h")
+    (rule_file,) = (store.root / "rules").iterdir()
+    data = bytearray(rule_file.read_bytes())
+    data[-1] ^= 0xFF
+    rule_file.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum mismatch for the rule"):
+        store.load(s)
+    rule_file.unlink()
+    with pytest.raises(ModelFileError, match="rule of .* missing"):
+        store.load(s)
+
+
+def test_a_store_of_whole_model_files_still_loads(store):
+    """Stores written before rules were shared keep a whole model file per version."""
+    import datetime as dt
+
+    from sqlalchemy.orm import Session
+
+    from twin.models.state import TwinState
+    from twin.persist.model_files import save_model
+    from twin.persist.store import _sha256, _TwinRow
+
+    model = _model("reinforce").model
+    state = TwinState(w=torch.tensor([1.0, -0.5]), h=torch.zeros(0), through_session=4, phase=1)
+    path = save_model(model, store.root / "weights" / "old" / "v1.safetensors", {"subject": "old"}, state=state)
+    with Session(store.engine) as s, s.begin():
+        s.add(_TwinRow(
+            subject="old", version=1, rule="reinforce", spec=model.spec.to_dict(),
+            hyperparameters={"spec": model.spec.to_dict(), "fit": {"epochs": 5}, "adaptation": "w0+rate"},
+            trained_through_session=4, data_hash="h", code_version="0.1", metrics={"val_ll": -0.6, "population_val_ll": -0.62},
+            weights_file="weights/old/v1.safetensors", weights_sha256=_sha256(path), created_at=dt.datetime.now(dt.timezone.utc),
+        ))
+    back = store.load_twin("old")
+    assert back.meta.hyperparameters == TwinHyperparameters(spec=model.spec, fit={"epochs": 5}, adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE)
+    assert back.meta.metrics == TwinMetrics(val_ll=-0.6, population_val_ll=-0.62)
+    assert back.state is not None and torch.equal(back.state.w, state.w) and back.state.phase == 1
+    for (k1, t1), (k2, t2) in zip(model.state_dict().items(), back.model.state_dict().items()):
+        assert k1 == k2 and torch.equal(t1, t2)

@@ -22,7 +22,7 @@ import optuna
 import pandas as pd
 from tqdm.auto import tqdm
 
-from optimizer.curriculum import Curriculum
+from twin.protocol import Curriculum
 from optimizer.objective import CurriculumScore, TwinPool, score_curricula, speedup
 from optimizer.space import CurriculumSpace, Param, ParamKind
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig

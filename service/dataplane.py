@@ -39,7 +39,7 @@ from twin.models.rules import get_rule
 from twin.persist.sessions import SessionRecord, SessionStore
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinNotFoundError, TwinStore, TwinVersion
-from twin.sim.task import TaskProtocol
+from twin.protocol import Curriculum
 from twin.data.trials import validate_trials
 from twin.fit.adapt import Adaptation
 
@@ -181,7 +181,7 @@ class ForecastRequest:
     """
 
     twin: TwinSelector
-    protocol: TaskProtocol | None = None
+    protocol: Curriculum | None = None
     n_trials: int | None = None
     n_rollouts: int | None = None
     seed: int = 0
@@ -195,7 +195,7 @@ class ForecastResult:
 
     twin: TwinVersion
     forecast: SessionForecast
-    protocol: TaskProtocol
+    protocol: Curriculum
 
 
 @dataclass(frozen=True)
@@ -526,7 +526,7 @@ class TwinDataPlane:
         """Simulate the twin's next session under a planned protocol."""
         c = self.config
         protocol = req.protocol or self.lab.protocol
-        n_trials = req.n_trials or LabDefault(protocol, self.lab.rig).n_trials
+        n_trials = req.n_trials or LabDefault(protocol).n_trials
         n_rollouts = req.n_rollouts or c.default_rollouts
         level = req.interval_level or c.interval_level
         bad: list[FieldViolation] = []
@@ -536,8 +536,8 @@ class TwinDataPlane:
             bad.append(FieldViolation("n_trials", f"n_rollouts x n_trials must be at most {c.max_forecast_trial_steps}"))
         if not 0.0 < level < 1.0:
             bad.append(FieldViolation("interval_level", "must be in (0, 1)"))
-        if req.start_phase is not None and not 0 <= req.start_phase < len(protocol.phases):
-            bad.append(FieldViolation("start_phase", f"must be in [0, {len(protocol.phases) - 1}] for this protocol"))
+        if req.start_phase is not None and not 0 <= req.start_phase < len(protocol.stimulus.phases):
+            bad.append(FieldViolation("start_phase", f"must be in [0, {len(protocol.stimulus.phases) - 1}] for this protocol"))
         if bad:
             raise InvalidArgumentError(*bad)
         twin = self._resolve(req.twin)

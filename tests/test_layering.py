@@ -53,7 +53,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("twin/analysis/report.py", "twin.persist.sessions"): "issue 15: as above",
     ("twin/analysis/report.py", "twin.persist.store"): "issue 15: as above",
     ("twin/analysis/report.py", "twin.sim.forecast"): "issue 15: as above",
-    ("twin/analysis/report.py", "twin.sim.task"): "issue 15: as above",
 }
 
 

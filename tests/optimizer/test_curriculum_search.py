@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from optimizer.curriculum import Curriculum, StimulusSchedule
+from twin.protocol import Curriculum, StimulusSchedule
 from optimizer.objective import TwinPool
 from optimizer.search import SamplerKind, SearchConfig, search_curricula
 from optimizer.space import Constraints, CurriculumSpace

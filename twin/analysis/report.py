@@ -57,7 +57,7 @@ from twin.models.learner import LearnerModel
 from twin.analysis.predict import Prediction, predict
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinStore, TwinVersion
-from twin.sim.task import IBL_DEFAULT, TaskProtocol
+from twin.protocol import IBL_DEFAULT, Curriculum
 
 _CRITERIA = (TRAINED_1A, TRAINED_1B)
 
@@ -84,7 +84,7 @@ class ReportConfig:
         dpi: resolution of the embedded figures.
     """
 
-    protocol: TaskProtocol = IBL_DEFAULT
+    protocol: Curriculum = IBL_DEFAULT
     forecast_trials: int | None = None
     forecast_rollouts: int = 200
     interval_level: float = 0.9

@@ -17,7 +17,7 @@ from twin.fit.train import FitConfig, fit
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.state import TwinState, end_state
 from twin.persist.store import TwinStore, TwinVersion, hash_trials
-from twin.sim.task import IBL_DEFAULT, TaskProtocol, phase_of_contrasts
+from twin.protocol import IBL_DEFAULT, Curriculum, phase_of_contrasts
 from twin.fit.adapt import Adaptation, adapt, choose_adaptation, default_adapt_config
 
 SERVING_ALIAS = "serving"
@@ -87,7 +87,7 @@ class AnimalTwin:
     state: TwinState | None = None
 
 
-def last_phase(trials: pd.DataFrame, protocol: TaskProtocol = IBL_DEFAULT, window: int = 100) -> int:
+def last_phase(trials: pd.DataFrame, protocol: Curriculum = IBL_DEFAULT, window: int = 100) -> int:
     """The protocol phase one animal was in at the end of its last session (from the contrasts of
     its last ``window`` trials)."""
     last = trials[trials["session"] == trials["session"].max()].tail(window)

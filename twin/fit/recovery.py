@@ -22,7 +22,7 @@ from twin.fit.train import FitConfig, FitResult, fit
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.rules.base import RuleConfig
 from twin.sim.simulate import Simulation, simulate
-from twin.sim.task import IBL_DEFAULT, TaskProtocol
+from twin.protocol import IBL_DEFAULT, Curriculum
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class RecoveryConfig:
     rules: tuple[str, ...] = ("static", "reinforce", "dnn", "rnn")
     fit: FitConfig = field(default_factory=FitConfig)
     seed: int = 0
-    protocol: TaskProtocol = IBL_DEFAULT
+    protocol: Curriculum = IBL_DEFAULT
     dw_states: int = 200
     rule_config: RuleConfig = field(default_factory=RuleConfig)
     dw_trials: int = 20000

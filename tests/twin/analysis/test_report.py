@@ -31,7 +31,7 @@ from twin.analysis.report import ReportConfig, build_report, delta_w_map, histor
 from twin.persist.sessions import SessionStore
 from twin.sim.simulate import simulate
 from twin.persist.store import TwinStore
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 from twin.fit.adapt import Adaptation
 
 STORED = 'mouse <A&B>"1'  # has stored sessions; a name that must be escaped on the page

@@ -184,10 +184,13 @@ def run_trials(
     history = feats.history
     ctx = rule.context()
     w, h, prev_choice, prev_reward = carry.w, carry.h, carry.prev_choice, carry.prev_reward
-    masked = [False] * n if schedule.active is None else (~schedule.active.all(0)).tolist()
+    # time-major copies: each trial's [B] (and [B, 1]) slices are contiguous
+    starts, ends = schedule.start.t().contiguous(), schedule.end.t().contiguous().unsqueeze(2)
+    actives = None if schedule.active is None else schedule.active.t().contiguous()
+    masked = [False] * n if actives is None else (~actives.all(1)).tolist()
     for t in range(n):
-        ss = schedule.start[:, t]
-        active = schedule.active[:, t] if masked[t] else None  # type: ignore[index]
+        ss = starts[t]
+        active = actives[t] if masked[t] else None  # type: ignore[index]
         phase = env.phase
         cl, cr, ans, pl = env.draw(ss, active)
         if history:
@@ -197,7 +200,7 @@ def run_trials(
         y = (torch.rand(b, generator=generator) < p).float()
         r = (y == ans).float()
         env.observe(r.bool(), active)
-        inp = UpdateInputs(x[:, None], y[:, None], r[:, None], ans[:, None], schedule.end[:, t : t + 1])
+        inp = UpdateInputs(x[:, None], y[:, None], r[:, None], ans[:, None], ends[t])
         w_next, h_next = rule.step(w, h, rule.precompute(inp)[0], ctx)
         if rate is not None:
             w_next = w + rate * (w_next - w)

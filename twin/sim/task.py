@@ -35,6 +35,20 @@ def session_schedule(n_animals: int, n_trials: int, protocol: Curriculum, rng: n
     return starts
 
 
+def distinct(protocols: Sequence[Curriculum]) -> tuple[list[Curriculum], list[int]]:
+    """The distinct protocols (by value, in order of first use) and each row's index into them.
+
+    Rows that share one protocol object are compared once (a batch is mostly a few objects
+    repeated over many rows).
+    """
+    by_object: dict[int, Curriculum] = {}
+    for p in protocols:
+        by_object.setdefault(id(p), p)
+    index = {p: i for i, p in enumerate(dict.fromkeys(by_object.values()))}
+    of_object = {k: index[p] for k, p in by_object.items()}
+    return list(index), [of_object[id(p)] for p in protocols]
+
+
 def _stack(rows: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     return torch.stack(rows).to(device)
 
@@ -71,9 +85,8 @@ class TaskEnv:
         self.b = n_animals
         self.g = generator
         self.device = dev = torch.device(device)
-        index = {p: i for i, p in enumerate(dict.fromkeys(protocols))}
-        uniq = list(index)
-        which = torch.tensor([index[p] for p in protocols], dtype=torch.long)
+        uniq, rows = distinct(protocols)
+        which = torch.tensor(rows, dtype=torch.long)
         n_ph = max(len(p.stimulus.phases) for p in uniq)
         width = max(len(ph) for p in uniq for ph in p.stimulus.phases)
         easy = sorted({c for p in uniq for c in p.stimulus.easy_contrasts})

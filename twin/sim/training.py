@@ -24,7 +24,7 @@ from twin.analysis.criteria import TRAINED_1A, CriterionConfig, SessionStats, cr
 from twin.models.learner import LearnerModel
 from twin.protocol import Curriculum
 from twin.sim.rollout import Carry, Schedule, Trial, run_trials
-from twin.sim.task import TaskEnv
+from twin.sim.task import TaskEnv, distinct
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,7 @@ def contrast_bins(protocols: Sequence[Curriculum]) -> tuple[torch.Tensor, torch.
         ``(levels [L], signed_pct [2L], side [2L])``: unsigned contrast levels ascending; bin
         ``2 i + side`` holds contrast ``levels[i]`` rewarded on ``side`` (1 = right).
     """
-    unique = set(protocols)
-    levels = torch.tensor(sorted({round(c, 6) for p in unique for ph in p.stimulus.phases for c in ph}), dtype=torch.float32)
+    levels = torch.tensor(sorted({round(c, 6) for p in distinct(protocols)[0] for ph in p.stimulus.phases for c in ph}), dtype=torch.float32)
     side = torch.tensor([0, 1]).repeat(len(levels))
     signed = levels.double().repeat_interleave(2) * 100 * (2 * side - 1)
     return levels, signed, side

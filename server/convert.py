@@ -181,12 +181,12 @@ def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> C
     d = IBL_DEFAULT.stimulus
     phases = tuple(tuple(float(c) for c in ph.contrasts) for ph in p.phases) or d.phases
     stim: dict[str, object] = {"phases": phases}
-    kw: dict[str, object] = {}
+    fb: dict[str, object] = {}
     if p.HasField("advancement"):
         a = p.advancement
         stim.update(advance_window=int(a.window), advance_threshold=float(a.threshold), easy_contrasts=tuple(float(c) for c in a.easy_contrasts) or d.easy_contrasts)
     if p.HasField("debias"):
-        kw.update(debias=bool(p.debias.enabled), debias_min_contrast=float(p.debias.min_contrast) if p.debias.enabled else IBL_DEFAULT.feedback.debias_min_contrast)
+        fb.update(debias=bool(p.debias.enabled), debias_min_contrast=float(p.debias.min_contrast) if p.debias.enabled else IBL_DEFAULT.feedback.debias_min_contrast)
     if p.HasField("blocks"):
         b = p.blocks
         if b.enabled:
@@ -194,7 +194,7 @@ def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> C
                 raise InvalidArgumentError.field(f"{field}.blocks.probabilities", "exactly two probabilities in [0, 1]")
             if not b.mean_length > 0:
                 raise InvalidArgumentError.field(f"{field}.blocks.mean_length", "must be positive")
-            kw.update(
+            fb.update(
                 biased_blocks=True,
                 block_probs=(float(b.probabilities[0]), float(b.probabilities[1])),
                 block_length=(int(b.min_length), int(b.max_length)),
@@ -202,13 +202,13 @@ def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> C
                 unbiased_trials=int(b.unbiased_trials),
             )
         else:
-            kw.update(biased_blocks=False)
+            fb.update(biased_blocks=False)
     session = (int(p.min_session_trials), int(p.max_session_trials)) if p.min_session_trials or p.max_session_trials else IBL_DEFAULT.session_trials
     try:
         return Curriculum(
             name=REQUEST_PROTOCOL_NAME,
             stimulus=StimulusSchedule(**stim),  # type: ignore[arg-type]
-            feedback=FeedbackPolicy(**kw),  # type: ignore[arg-type]
+            feedback=FeedbackPolicy(**fb),  # type: ignore[arg-type]
             session_trials=session,
         )
     except ValueError as exc:

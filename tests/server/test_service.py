@@ -263,6 +263,9 @@ def test_next_session_fallbacks_and_constraints(connect):
     with pytest.raises(grpc.RpcError) as e:
         c.next_session(S, min_trials=500, max_trials=100)
     assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT and field_violations(e.value)[0][0] == "constraints.min_trials"
+    with pytest.raises(grpc.RpcError) as e:
+        c.next_session(S, max_reward_volume_ul=0.2)  # below the smallest reward a protocol gives
+    assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT and field_violations(e.value)[0][0] == "constraints.max_reward_volume_ul"
 
 
 def test_search_curricula_unavailable_without_a_search(connect):

@@ -8,8 +8,9 @@ rows whose session is over are masked). After every session the criterion is jud
 window of the last sessions (the psychometric fitted to the pooled counts, batched over rows);
 rows that reach it stop, and the run ends when all rows are done or ``max_sessions`` is reached.
 
-Only per-session counts by (signed contrast, rewarded side) are kept, not trial-by-trial
-records, so memory does not grow with the number of trials.
+Each session runs through the one trial loop (:func:`twin.sim.rollout.run_trials`); its
+:class:`CriterionRecorder` keeps only per-session counts by (signed contrast, rewarded side), not
+trial-by-trial records, so memory does not grow with the number of trials.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from optimizer.curriculum import IBL_DEFAULT_CURRICULUM
+from twin.protocol import IBL_DEFAULT
 from optimizer.objective import TwinPool, score_curricula
 from optimizer.search import SearchConfig, search_curricula
 from optimizer.space import CurriculumSpace
@@ -49,7 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     truth = PACED_TRUTHS[Family.REINFORCE]
     w0, lr = draw_individuals(truth, 10, Individuality(), seed=0)
-    df = simulate(truth.build(), IBL_DEFAULT_CURRICULUM.to_protocol(), 10, 8000, seed=0, w0=w0, log_rate=lr).trials
+    df = simulate(truth.build(), IBL_DEFAULT, 10, 8000, seed=0, w0=w0, log_rate=lr).trials
     t0 = time.perf_counter()
     pop = fit_population(df, CohortFitConfig(spec=ModelSpec("dnn"), fit=FitConfig(epochs=40, patience=8), adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE), progress=False)
     pool = TwinPool.from_twins({t.subject: [t.twin] for t in adapt_animals(pop, df)})
@@ -57,7 +57,7 @@ def main() -> None:
     print(f"twins of 10 animals fitted in {fit_s:.0f} s")
     space = CurriculumSpace()
     t0 = time.perf_counter()
-    score_curricula(pool, [IBL_DEFAULT_CURRICULUM], args.rollouts, args.max_sessions, seed=1)
+    score_curricula(pool, [IBL_DEFAULT], args.rollouts, args.max_sessions, seed=1)
     single_s = time.perf_counter() - t0
     print(f"baseline: one candidate alone {single_s:.1f} s")
     cfg = SearchConfig(n_trials=args.candidates, batch_size=args.batch, n_rollouts=args.rollouts, max_sessions=args.max_sessions, rescore_top=3, rescore_rollouts=8)

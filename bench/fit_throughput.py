@@ -33,7 +33,7 @@ from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.policy import choice_log_likelihood
 from twin.models.rules import MODEL_RULES, UpdateInputs
 from twin.sim.simulate import simulate
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 
 
 def rule_throughput(rule: str, batch, epochs: int, chunk: int = 500) -> float:

@@ -48,7 +48,7 @@ from twin.persist.sessions import SessionStore  # noqa: E402
 from twin.sim.simulate import simulate  # noqa: E402
 from twin.models.state import end_state  # noqa: E402
 from twin.persist.store import TwinStore, hash_trials  # noqa: E402
-from twin.sim.task import IBL_DEFAULT  # noqa: E402
+from twin.protocol import IBL_DEFAULT  # noqa: E402
 
 TOKEN = "bench-reader-token"
 SUBJECT = "bench-000"

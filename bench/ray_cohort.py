@@ -23,7 +23,7 @@ from twin.fit.train import FitConfig
 from twin.models.learner import ModelSpec
 from twin.sim.simulate import simulate
 from twin.persist.store import TwinStore
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 from twin.models.params import Adaptation
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from twin.models.learner import LearnerModel, ModelSpec
-from twin.sim.task import TaskProtocol
+from twin.protocol import Curriculum
 from twin.sim.training import simulate_training
 
 
@@ -34,7 +34,7 @@ def throughput(rule: str, rollouts: int, trials: int) -> float:
     """Simulated trials per second for ``rollouts`` rows of one session of ``trials`` trials."""
     torch.manual_seed(0)
     model = LearnerModel(ModelSpec(rule)).eval()
-    proto = TaskProtocol(session_trials=(trials, trials))
+    proto = Curriculum(session_trials=(trials, trials))
     simulate_training(model, [proto] * rollouts, 1, seed=0, stop_when_trained=False)  # warm-up (small run below)
     t0 = time.perf_counter()
     run = simulate_training(model, [proto] * rollouts, 1, seed=1, stop_when_trained=False)

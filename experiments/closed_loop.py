@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum  # noqa: E402
+from twin.protocol import IBL_DEFAULT, Curriculum  # noqa: E402
 from optimizer.objective import FitRange, TwinPool, bootstrap_mean, paired_reduction  # noqa: E402
 from optimizer.search import SamplerKind, SearchConfig, search_curricula  # noqa: E402
 from optimizer.space import Constraints, CurriculumSpace  # noqa: E402
@@ -96,7 +96,7 @@ def fit_twins(family: Family, cfg: ClosedLoopConfig) -> tuple[TwinPool, pd.DataF
     """Simulate the lab's cohort under the default protocol and fit its twins (an ensemble)."""
     truth = PACED_TRUTHS[family]
     w0, log_rate = draw_individuals(truth, cfg.n_fit, Individuality(), seed=cfg.seed)
-    sim = simulate(truth.build(), IBL_DEFAULT_CURRICULUM.to_protocol(), cfg.n_fit, cfg.fit_trials, seed=cfg.seed, w0=w0, log_rate=log_rate, subject_prefix=family.value)
+    sim = simulate(truth.build(), IBL_DEFAULT, cfg.n_fit, cfg.fit_trials, seed=cfg.seed, w0=w0, log_rate=log_rate, subject_prefix=family.value)
     df = sim.trials
     t0 = time.perf_counter()
     ensemble: dict[str, list] = {s: [] for s in df["subject"].unique()}
@@ -124,7 +124,7 @@ def fresh_runs(family: Family, curricula: list[Curriculum], cfg: ClosedLoopConfi
     runs = []
     for i, cur in enumerate(curricula):
         runs.append(
-            simulate_training(model, [cur.to_protocol()] * cfg.n_fresh, cfg.max_sessions, seed=cfg.seed + 1000 + i, w0=w0, log_rate=log_rate)
+            simulate_training(model, [cur] * cfg.n_fresh, cfg.max_sessions, seed=cfg.seed + 1000 + i, w0=w0, log_rate=log_rate)
         )
     return runs
 

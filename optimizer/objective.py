@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from optimizer.curriculum import Curriculum
+from twin.protocol import Curriculum
 from twin.data.batch import make_batch
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig
 from twin.sim.forecast import Interval
@@ -199,7 +199,6 @@ def score_curricula(
     if not curricula:
         raise ValueError("no curricula to score")
     c, n, r = len(curricula), len(pool.subjects), n_rollouts
-    protocols = [cur.to_protocol() for cur in curricula]
     trials_sum = torch.zeros(c, n, dtype=torch.float64)
     counts = torch.zeros(c, n, dtype=torch.float64)
     all_trials: list[list[torch.Tensor]] = [[] for _ in range(c)]
@@ -210,7 +209,7 @@ def score_curricula(
     w_max: list[torch.Tensor] = [torch.full((1,), float("-inf"))] * c
     for member in pool.members:
         m = len(member.index)
-        rows = [protocols[i] for i in range(c) for _ in range(m * r)]
+        rows = [curricula[i] for i in range(c) for _ in range(m * r)]
         w0 = member.w0.repeat_interleave(r, 0).repeat(c, 1)
         lr = member.log_rate.repeat_interleave(r, 0).repeat(c, 1)
         run = simulate_training(member.model, rows, max_sessions, seed, w0=w0, log_rate=lr, criterion=criterion)

@@ -26,20 +26,7 @@ from typing import Protocol
 from twin.sim.forecast import Interval, SessionForecast
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinStore, TwinVersion
-from twin.sim.task import IBL_DEFAULT, TaskProtocol
-
-
-@dataclass(frozen=True)
-class RigSettings:
-    """Session settings a rig needs that the task mechanics do not cover.
-
-    Attributes:
-        reward_volume_ul: water per rewarded trial, microlitres.
-        error_timeout_s: timeout after an error, seconds.
-    """
-
-    reward_volume_ul: float = 3.0
-    error_timeout_s: float = 2.0
+from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum
 
 
 @dataclass(frozen=True)
@@ -47,12 +34,10 @@ class LabDefault:
     """The lab's default training protocol, used when the twins cannot plan.
 
     Attributes:
-        protocol: task mechanics (IBL ``trainingChoiceWorld`` by default).
-        rig: reward volume and timeouts (3 µL, 2 s).
+        protocol: task mechanics and rig settings (IBL ``trainingChoiceWorld``, 3 µL, 2 s, by default).
     """
 
-    protocol: TaskProtocol = IBL_DEFAULT
-    rig: RigSettings = RigSettings()
+    protocol: Curriculum = IBL_DEFAULT
 
     @property
     def n_trials(self) -> int:
@@ -68,7 +53,8 @@ class PlanConstraints:
     Attributes:
         min_trials: fewest trials (None: no limit).
         max_trials: most trials (None: no limit).
-        max_reward_volume_ul: largest reward volume (None: no limit).
+        max_reward_volume_ul: largest reward volume, at least the smallest a protocol may give
+            (None: no limit).
         max_interval_width: widest acceptable interval of the predicted session accuracy.
     """
 
@@ -82,8 +68,8 @@ class PlanConstraints:
             raise ValueError(f"min_trials ({self.min_trials}) exceeds max_trials ({self.max_trials})")
         if not 0.0 < self.max_interval_width <= 1.0:
             raise ValueError(f"max_interval_width must be in (0, 1], got {self.max_interval_width}")
-        if self.max_reward_volume_ul is not None and self.max_reward_volume_ul <= 0:
-            raise ValueError("max_reward_volume_ul must be positive")
+        if self.max_reward_volume_ul is not None and self.max_reward_volume_ul < REWARD_VOLUME_UL[0]:
+            raise ValueError(f"max_reward_volume_ul must be at least {REWARD_VOLUME_UL[0]:g} µL")
 
     def trials(self, n: int) -> int:
         """``n`` moved into the allowed range."""
@@ -93,11 +79,12 @@ class PlanConstraints:
             n = max(n, self.min_trials)
         return max(int(n), 1)
 
-    def rig(self, rig: RigSettings) -> RigSettings:
-        """``rig`` with the reward volume capped."""
-        if self.max_reward_volume_ul is not None and rig.reward_volume_ul > self.max_reward_volume_ul:
-            return replace(rig, reward_volume_ul=self.max_reward_volume_ul)
-        return rig
+    def capped(self, protocol: Curriculum) -> Curriculum:
+        """``protocol`` with the reward volume capped."""
+        f = protocol.feedback
+        if self.max_reward_volume_ul is not None and f.reward_volume_ul > self.max_reward_volume_ul:
+            return replace(protocol, feedback=replace(f, reward_volume_ul=self.max_reward_volume_ul))
+        return protocol
 
 
 class PlanSource(enum.Enum):
@@ -120,15 +107,13 @@ class Proposal:
     """A candidate next session.
 
     Attributes:
-        protocol: task mechanics.
-        rig: reward volume and timeouts.
+        protocol: task mechanics and rig settings.
         n_trials: trials to run.
         start_phase: phase to start in.
         explanation: why this candidate.
     """
 
-    protocol: TaskProtocol
-    rig: RigSettings
+    protocol: Curriculum
     n_trials: int
     start_phase: int
     explanation: str = ""
@@ -140,10 +125,9 @@ class SessionPlan:
 
     Attributes:
         subject: the animal.
-        protocol: task mechanics.
+        protocol: task mechanics and rig settings (reward volume, error timeout).
         start_phase: phase the session starts in.
         n_trials: trials to run.
-        rig: reward volume and timeouts.
         source: where the protocol came from.
         fallback_reason: why the default protocol is used as a fallback (None: no fallback).
         explanation: human-readable reasoning.
@@ -152,10 +136,9 @@ class SessionPlan:
     """
 
     subject: str
-    protocol: TaskProtocol
+    protocol: Curriculum
     start_phase: int
     n_trials: int
-    rig: RigSettings
     source: PlanSource
     fallback_reason: FallbackReason | None
     explanation: str
@@ -169,8 +152,9 @@ class SessionPlan:
 
     def contrast_proportions(self) -> tuple[tuple[float, float], ...]:
         """``(unsigned contrast, fraction of trials)`` of the starting phase."""
-        phase = self.protocol.phases[self.start_phase]
-        weights = self.protocol.proportions[self.start_phase] if self.protocol.proportions else (1.0,) * len(phase)
+        s = self.protocol.stimulus
+        phase = s.phases[self.start_phase]
+        weights = s.proportions[self.start_phase] if s.proportions else (1.0,) * len(phase)
         total = float(sum(weights))
         return tuple((float(c), float(w) / total) for c, w in zip(phase, weights))
 
@@ -186,8 +170,8 @@ def _too_uncertain(forecast: SessionForecast, max_width: float) -> bool:
     return not (math.isfinite(acc.lo) and math.isfinite(acc.hi)) or acc.hi - acc.lo > max_width
 
 
-def _clip_phase(protocol: TaskProtocol, phase: int) -> int:
-    return int(min(max(phase, 0), len(protocol.phases) - 1))
+def _clip_phase(protocol: Curriculum, phase: int) -> int:
+    return int(min(max(phase, 0), len(protocol.stimulus.phases) - 1))
 
 
 def plan_next_session(
@@ -209,15 +193,15 @@ def plan_next_session(
         constraints: limits of the plan.
         forecast: the twin's forecast of a candidate.
         propose: the optimizer's next-session proposal, when one is configured.
-        lab: the lab's default protocol and rig settings.
+        lab: the lab's default protocol.
         phase_without_twin: phase to start a twin-less subject in (where its last stored
             session left off; 0 for a new animal).
     """
     default_phase = _clip_phase(lab.protocol, state.phase if state is not None else phase_without_twin)
-    default = Proposal(lab.protocol, constraints.rig(lab.rig), constraints.trials(lab.n_trials), default_phase, "the lab's default protocol")
+    default = Proposal(constraints.capped(lab.protocol), constraints.trials(lab.n_trials), default_phase, "the lab's default protocol")
 
     def plan(p: Proposal, source: PlanSource, reason: FallbackReason | None, why: str, fc: SessionForecast | None) -> SessionPlan:
-        return SessionPlan(subject, p.protocol, p.start_phase, p.n_trials, p.rig, source, reason, why, fc, None if twin is None else twin.meta)
+        return SessionPlan(subject, p.protocol, p.start_phase, p.n_trials, source, reason, why, fc, None if twin is None else twin.meta)
 
     if twin is None or state is None:
         return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.NO_TWIN, f"subject {subject!r} has no twin yet: the lab's default protocol", None)
@@ -227,8 +211,8 @@ def plan_next_session(
         if candidate is not None:
             candidate = replace(
                 candidate,
+                protocol=constraints.capped(candidate.protocol),
                 n_trials=constraints.trials(candidate.n_trials),
-                rig=constraints.rig(candidate.rig),
                 start_phase=_clip_phase(candidate.protocol, candidate.start_phase),
             )
             fc = forecast(twin, state, candidate)
@@ -274,14 +258,12 @@ class CurriculumCandidate:
     """One curriculum and how the twins fared under it.
 
     Attributes:
-        protocol: task mechanics.
-        rig: reward volume and timeouts.
+        protocol: task mechanics and rig settings.
         trials_to_criterion: simulated trials to the training criterion.
         reached_criterion: fraction of simulated animals reaching it within the horizon.
     """
 
-    protocol: TaskProtocol
-    rig: RigSettings
+    protocol: Curriculum
     trials_to_criterion: Interval
     reached_criterion: float
 
@@ -321,7 +303,6 @@ __all__ = [
     "PlanSource",
     "Proposal",
     "ProposeFn",
-    "RigSettings",
     "SearchProgress",
     "SessionPlan",
     "plan_next_session",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from optimizer.curriculum import Curriculum
+from twin.protocol import Curriculum
 from optimizer.space import CurriculumSpace, ParamKind
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig
 from twin.sim.forecast import Interval, SessionForecast, forecast_session, interval
@@ -99,8 +99,8 @@ def sample_candidates(space: CurriculumSpace, n: int, seed: int) -> list[Curricu
 def _simulate(model: LearnerModel, state: TwinState, cands: list[Curriculum], config: ProposalConfig, seed: int) -> np.ndarray:
     """``[C, R]`` remaining trials to criterion (capped) of ``R`` rollouts per candidate."""
     r = config.n_rollouts
-    protos = [c.to_protocol() for c in cands for _ in range(r)]
-    phases = torch.tensor([min(state.phase, len(p.phases) - 1) for p in protos])
+    protos = [c for c in cands for _ in range(r)]
+    phases = torch.tensor([min(state.phase, len(p.stimulus.phases) - 1) for p in protos])
     run = simulate_training(
         model,
         protos,
@@ -149,7 +149,7 @@ def propose_next_session(model: LearnerModel, state: TwinState, space: Curriculu
     start = min(state.phase, len(chosen.stimulus.phases) - 1)
     lo, hi = chosen.session_trials
     n_trials = (lo + hi) // 2
-    fc = forecast_session(model, state, chosen.to_protocol(), n_trials, config.forecast_rollouts, config.seed, start_phase=start)
+    fc = forecast_session(model, state, chosen, n_trials, config.forecast_rollouts, config.seed, start_phase=start)
     if changed:
         why = f"{chosen.description}: {gain.mean:.0%} fewer expected trials to {config.criterion.name} than {base.name} (interval [{gain.lo:.0%}, {gain.hi:.0%}])"
     elif best:

@@ -27,7 +27,7 @@ import optuna
 import pandas as pd
 from tqdm.auto import tqdm
 
-from optimizer.curriculum import CurriculumError
+from twin.protocol import CurriculumError
 from optimizer.hparams import HyperParamScore
 from optimizer.objective import CurriculumScore, FitRange, TwinPool, score_curricula, speedup
 from optimizer.space import CurriculumSpace, Param, ParamKind

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
-from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, CurriculumError
+from twin.protocol import IBL_DEFAULT, Curriculum, CurriculumError
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class CurriculumSpace:
     """
 
     constraints: Constraints = field(default_factory=Constraints)
-    base: Curriculum = IBL_DEFAULT_CURRICULUM
+    base: Curriculum = IBL_DEFAULT
 
     @property
     def params(self) -> tuple[Param, ...]:

@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from twin.fit.cohort import CohortFitReport
 from twin.sim.forecast import Interval, SessionForecast
 from twin.persist.store import TwinVersion
-from twin.sim.task import IBL_DEFAULT, TaskProtocol
+from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum, FeedbackPolicy, StimulusSchedule
 from twin.models.params import Adaptation
 
 from service.catalog import SubjectInfo, TwinSelector
@@ -37,7 +37,6 @@ from optimizer.planning import (
     FallbackReason,
     PlanConstraints,
     PlanSource,
-    RigSettings,
     SessionPlan,
 )
 
@@ -162,20 +161,26 @@ def predict_request(req: twin_service_pb2.PredictRequest) -> tuple[TwinSelector,
     return sel, StoredHistory(s.through_session or None, s.from_session or None)
 
 
-def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> TaskProtocol:
-    """The core protocol of a TaskProtocol message; unset parts take the IBL defaults.
+#: Name of the protocols that requests carry (the message has no name).
+REQUEST_PROTOCOL_NAME = "request"
+
+
+def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> Curriculum:
+    """The protocol of a TaskProtocol message; unset parts (and the rig settings, which the
+    message does not carry) take the IBL defaults.
 
     Raises:
-        InvalidArgumentError: values the core rejects, located under ``field``.
+        InvalidArgumentError: values the protocol's validation rejects, located under ``field``.
     """
-    d = IBL_DEFAULT
+    d = IBL_DEFAULT.stimulus
     phases = tuple(tuple(float(c) for c in ph.contrasts) for ph in p.phases) or d.phases
-    kw: dict[str, object] = {"phases": phases}
+    stim: dict[str, object] = {"phases": phases}
+    fb: dict[str, object] = {}
     if p.HasField("advancement"):
         a = p.advancement
-        kw.update(advance_window=int(a.window), advance_threshold=float(a.threshold), easy_contrasts=tuple(float(c) for c in a.easy_contrasts) or d.easy_contrasts)
+        stim.update(advance_window=int(a.window), advance_threshold=float(a.threshold), easy_contrasts=tuple(float(c) for c in a.easy_contrasts) or d.easy_contrasts)
     if p.HasField("debias"):
-        kw.update(debias=bool(p.debias.enabled), debias_min_contrast=float(p.debias.min_contrast) if p.debias.enabled else d.debias_min_contrast)
+        fb.update(debias=bool(p.debias.enabled), debias_min_contrast=float(p.debias.min_contrast) if p.debias.enabled else IBL_DEFAULT.feedback.debias_min_contrast)
     if p.HasField("blocks"):
         b = p.blocks
         if b.enabled:
@@ -183,7 +188,7 @@ def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> T
                 raise InvalidArgumentError.field(f"{field}.blocks.probabilities", "exactly two probabilities in [0, 1]")
             if not b.mean_length > 0:
                 raise InvalidArgumentError.field(f"{field}.blocks.mean_length", "must be positive")
-            kw.update(
+            fb.update(
                 biased_blocks=True,
                 block_probs=(float(b.probabilities[0]), float(b.probabilities[1])),
                 block_length=(int(b.min_length), int(b.max_length)),
@@ -191,11 +196,15 @@ def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> T
                 unbiased_trials=int(b.unbiased_trials),
             )
         else:
-            kw.update(biased_blocks=False)
-    if p.min_session_trials or p.max_session_trials:
-        kw.update(session_trials=(int(p.min_session_trials), int(p.max_session_trials)))
+            fb.update(biased_blocks=False)
+    session = (int(p.min_session_trials), int(p.max_session_trials)) if p.min_session_trials or p.max_session_trials else IBL_DEFAULT.session_trials
     try:
-        return TaskProtocol(**kw)  # type: ignore[arg-type]
+        return Curriculum(
+            name=REQUEST_PROTOCOL_NAME,
+            stimulus=StimulusSchedule(**stim),  # type: ignore[arg-type]
+            feedback=FeedbackPolicy(**fb),  # type: ignore[arg-type]
+            session_trials=session,
+        )
     except ValueError as exc:
         raise InvalidArgumentError.field(field, str(exc)) from None
 
@@ -235,6 +244,8 @@ def next_session_request(req: curriculum_service_pb2.NextSessionRequest, default
         raise InvalidArgumentError.field("constraints.max_accuracy_interval_width", "must be in (0, 1]")
     if c.max_reward_volume_ul < 0 or not np.isfinite(c.max_reward_volume_ul):
         raise InvalidArgumentError.field("constraints.max_reward_volume_ul", "must be a positive number (0: no limit)")
+    if 0 < c.max_reward_volume_ul < REWARD_VOLUME_UL[0]:
+        raise InvalidArgumentError.field("constraints.max_reward_volume_ul", f"must be at least {REWARD_VOLUME_UL[0]:g} µL, the smallest reward a protocol gives (0: no limit)")
     if c.min_trials and c.max_trials and c.min_trials > c.max_trials:
         raise InvalidArgumentError.field("constraints.min_trials", "exceeds constraints.max_trials")
     constraints = PlanConstraints(
@@ -318,30 +329,32 @@ def predict_response(r: PredictResult) -> twin_service_pb2.PredictResponse:
     )
 
 
-def protocol_pb(p: TaskProtocol) -> protocol_pb2.TaskProtocol:
-    """A TaskProtocol message."""
+def protocol_pb(p: Curriculum) -> protocol_pb2.TaskProtocol:
+    """The TaskProtocol message of a protocol's mechanics (the message has no proportions)."""
+    s, f = p.stimulus, p.feedback
     return protocol_pb2.TaskProtocol(
-        phases=[protocol_pb2.ContrastPhase(contrasts=list(ph)) for ph in p.phases],
-        advancement=protocol_pb2.AdvancementRule(window=p.advance_window, threshold=p.advance_threshold, easy_contrasts=list(p.easy_contrasts)),
-        debias=protocol_pb2.DebiasRule(enabled=p.debias, min_contrast=p.debias_min_contrast),
+        phases=[protocol_pb2.ContrastPhase(contrasts=list(ph)) for ph in s.phases],
+        advancement=protocol_pb2.AdvancementRule(window=s.advance_window, threshold=s.advance_threshold, easy_contrasts=list(s.easy_contrasts)),
+        debias=protocol_pb2.DebiasRule(enabled=f.debias, min_contrast=f.debias_min_contrast),
         blocks=protocol_pb2.BlockSettings(
-            enabled=p.biased_blocks,
-            probabilities=list(p.block_probs),
-            min_length=p.block_length[0],
-            max_length=p.block_length[1],
-            mean_length=p.block_mean,
-            unbiased_trials=p.unbiased_trials,
+            enabled=f.biased_blocks,
+            probabilities=list(f.block_probs),
+            min_length=f.block_length[0],
+            max_length=f.block_length[1],
+            mean_length=f.block_mean,
+            unbiased_trials=f.unbiased_trials,
         ),
         min_session_trials=p.session_trials[0],
         max_session_trials=p.session_trials[1],
     )
 
 
-def rig_pb(r: RigSettings) -> protocol_pb2.RigSettings:
-    """A RigSettings message."""
+def rig_pb(p: Curriculum) -> protocol_pb2.RigSettings:
+    """The RigSettings message of a protocol's reward volume and error timeout."""
+    f = p.feedback
     d = Duration()
-    d.FromNanoseconds(int(round(r.error_timeout_s * 1e9)))
-    return protocol_pb2.RigSettings(reward_volume_ul=r.reward_volume_ul, error_timeout=d)
+    d.FromNanoseconds(int(round(f.error_timeout_s * 1e9)))
+    return protocol_pb2.RigSettings(reward_volume_ul=f.reward_volume_ul, error_timeout=d)
 
 
 def forecast_pb(f: SessionForecast) -> protocol_pb2.SessionForecast:
@@ -366,7 +379,7 @@ def plan_pb(p: SessionPlan) -> curriculum_service_pb2.SessionPlan:
         start_phase=p.start_phase,
         contrasts=[curriculum_service_pb2.ContrastProportion(contrast=c, proportion=q) for c, q in p.contrast_proportions()],
         n_trials=p.n_trials,
-        rig=rig_pb(p.rig),
+        rig=rig_pb(p.protocol),
         source=_SOURCE_TO_PB[p.source],
         fallback=p.fallback,
         fallback_reason=_FALLBACK_TO_PB[p.fallback_reason] if p.fallback_reason else curriculum_service_pb2.FALLBACK_REASON_UNSPECIFIED,
@@ -381,7 +394,7 @@ def plan_pb(p: SessionPlan) -> curriculum_service_pb2.SessionPlan:
 
 def _candidate_pb(c: CurriculumCandidate) -> operation_pb2.CurriculumCandidate:
     return operation_pb2.CurriculumCandidate(
-        protocol=protocol_pb(c.protocol), rig=rig_pb(c.rig), trials_to_criterion=interval_pb(c.trials_to_criterion), reached_criterion=c.reached_criterion
+        protocol=protocol_pb(c.protocol), rig=rig_pb(c.protocol), trials_to_criterion=interval_pb(c.trials_to_criterion), reached_criterion=c.reached_criterion
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from optimizer.curriculum import Curriculum
 from optimizer.objective import CurriculumScore, TwinPool
 from optimizer.propose import ProposalConfig, propose_next_session
 from optimizer.search import SearchConfig, local_search, search_store
@@ -26,14 +25,8 @@ from optimizer.planning import (
     PlanConstraints,
     Proposal,
     ProposeFn,
-    RigSettings,
     SearchProgress,
 )
-
-
-def rig_settings(curriculum: Curriculum) -> RigSettings:
-    """The rig fields of a curriculum."""
-    return RigSettings(reward_volume_ul=curriculum.feedback.reward_volume_ul, error_timeout_s=curriculum.feedback.error_timeout_s)
 
 
 def optimizer_proposer(space: CurriculumSpace = CurriculumSpace(), config: ProposalConfig = ProposalConfig()) -> ProposeFn:
@@ -45,15 +38,14 @@ def optimizer_proposer(space: CurriculumSpace = CurriculumSpace(), config: Propo
         why = p.explanation if p.changed else f"{p.explanation} (expected {p.expected_remaining.mean:.0f} trials to criterion)"
         if p.changed:
             why += f"; gain {g.mean:.0%} [{g.lo:.0%}, {g.hi:.0%}]"
-        return Proposal(p.curriculum.to_protocol(), rig_settings(p.curriculum), p.n_trials, p.start_phase, why)
+        return Proposal(p.curriculum, p.n_trials, p.start_phase, why)
 
     return propose
 
 
 def _candidate(score: CurriculumScore) -> CurriculumCandidate:
     return CurriculumCandidate(
-        protocol=score.curriculum.to_protocol(),
-        rig=rig_settings(score.curriculum),
+        protocol=score.curriculum,
         trials_to_criterion=Interval(score.mean_trials.mean, score.mean_trials.lo, score.mean_trials.hi),
         reached_criterion=score.reached,
     )
@@ -84,4 +76,4 @@ def optimizer_search(space: CurriculumSpace = CurriculumSpace(), config: SearchC
     return search
 
 
-__all__ = ["optimizer_proposer", "optimizer_search", "rig_settings"]
+__all__ = ["optimizer_proposer", "optimizer_search"]

@@ -14,7 +14,7 @@ from twin.errors import TrialDataError
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinVersion
 from twin.sim.forecast import SessionForecast, forecast_session
-from twin.sim.task import TaskProtocol
+from twin.protocol import Curriculum
 
 from optimizer.planning import LabDefault
 from service.cache import ResultCache
@@ -93,7 +93,7 @@ class ForecastRequest:
     """
 
     twin: TwinSelector
-    protocol: TaskProtocol | None = None
+    protocol: Curriculum | None = None
     n_trials: int | None = None
     n_rollouts: int | None = None
     seed: int = 0
@@ -107,7 +107,7 @@ class ForecastResult:
 
     twin: TwinVersion
     forecast: SessionForecast
-    protocol: TaskProtocol
+    protocol: Curriculum
 
 
 class Predictions:
@@ -170,7 +170,7 @@ class Predictions:
         """Simulate the twin's next session under a planned protocol."""
         c = self.catalog.config
         protocol = req.protocol or self.lab.protocol
-        n_trials = req.n_trials or LabDefault(protocol, self.lab.rig).n_trials
+        n_trials = req.n_trials or LabDefault(protocol).n_trials
         n_rollouts = req.n_rollouts or c.default_rollouts
         level = req.interval_level or c.interval_level
         bad: list[FieldViolation] = []
@@ -180,8 +180,8 @@ class Predictions:
             bad.append(FieldViolation("n_trials", f"n_rollouts x n_trials must be at most {c.max_forecast_trial_steps}"))
         if not 0.0 < level < 1.0:
             bad.append(FieldViolation("interval_level", "must be in (0, 1)"))
-        if req.start_phase is not None and not 0 <= req.start_phase < len(protocol.phases):
-            bad.append(FieldViolation("start_phase", f"must be in [0, {len(protocol.phases) - 1}] for this protocol"))
+        if req.start_phase is not None and not 0 <= req.start_phase < len(protocol.stimulus.phases):
+            bad.append(FieldViolation("start_phase", f"must be in [0, {len(protocol.stimulus.phases) - 1}] for this protocol"))
         if bad:
             raise InvalidArgumentError(*bad)
         twin = self.catalog.resolve(req.twin)

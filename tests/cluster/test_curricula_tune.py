@@ -9,7 +9,7 @@ import cluster.ray_env  # noqa: E402,F401  (Ray environment before ray loads)
 import torch  # noqa: E402
 
 from cluster.curricula import search_curricula_tune  # noqa: E402
-from optimizer.curriculum import Curriculum, StimulusSchedule  # noqa: E402
+from twin.protocol import Curriculum, StimulusSchedule  # noqa: E402
 from optimizer.objective import TwinPool  # noqa: E402
 from optimizer.search import SearchConfig  # noqa: E402
 from optimizer.space import Constraints, CurriculumSpace  # noqa: E402

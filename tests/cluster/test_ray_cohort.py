@@ -20,7 +20,7 @@ from twin.fit.train import FitConfig  # noqa: E402
 from twin.models.learner import ModelSpec  # noqa: E402
 from twin.sim.simulate import simulate  # noqa: E402
 from twin.persist.store import TwinStore  # noqa: E402
-from twin.sim.task import IBL_DEFAULT  # noqa: E402
+from twin.protocol import IBL_DEFAULT  # noqa: E402
 from twin.models.params import Adaptation  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/

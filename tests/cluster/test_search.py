@@ -15,7 +15,7 @@ from cluster.search import search_optuna, search_tune  # noqa: E402
 from twin.sim.agents import DEFAULT_TRUTHS, Family  # noqa: E402
 from optimizer.hparams import HYPERPARAMETER_SPACE, HyperParams  # noqa: E402
 from twin.sim.simulate import simulate  # noqa: E402
-from twin.sim.task import IBL_DEFAULT  # noqa: E402
+from twin.protocol import IBL_DEFAULT  # noqa: E402
 
 
 @pytest.fixture(scope="module")

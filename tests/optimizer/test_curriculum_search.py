@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from optimizer.curriculum import Curriculum, StimulusSchedule
+from twin.protocol import Curriculum, StimulusSchedule
 from optimizer.objective import TwinPool
 from optimizer.search import SamplerKind, SearchConfig, search_curricula
 from optimizer.space import Constraints, CurriculumSpace
@@ -83,7 +83,7 @@ def test_search_store_loads_the_twins_searches_and_keeps_the_result(tmp_path):
 def test_load_pool_of_an_empty_store_names_the_store(tmp_path):
     import pytest
 
-    from optimizer.curriculum import CurriculumError
+    from twin.protocol import CurriculumError
     from optimizer.search import load_pool
     from twin.persist.store import TwinStore
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trial_tables import random_trials_table
-from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, StimulusSchedule
+from twin.protocol import IBL_DEFAULT, Curriculum, StimulusSchedule
 from optimizer.objective import FitRange, TwinPool, bootstrap_mean, score_curricula, speedup
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.params import TwinModel
@@ -60,7 +60,7 @@ def test_a_curriculum_outside_the_fitted_range_is_flagged():
     assert fr.contrasts == (1.0, 0.5, 0.25) and fr.session_trials == (300, 300)
     pool = TwinPool.from_twins({"a": [twin]}, fr)
     inside = Curriculum(name="in", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25),)), session_trials=(300, 300))
-    (s_in, s_out) = score_curricula(pool, [inside, IBL_DEFAULT_CURRICULUM], n_rollouts=1, max_sessions=3)
+    (s_in, s_out) = score_curricula(pool, [inside, IBL_DEFAULT], n_rollouts=1, max_sessions=3)
     assert s_in.warnings == ()
     assert any("never shown" in w for w in s_out.warnings) and any("session lengths" in w for w in s_out.warnings)
 

@@ -3,12 +3,14 @@ optimizer proposals when confident, constraints."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from optimizer.planning import FallbackReason, LabDefault, PlanConstraints, PlanSource, Proposal, RigSettings, plan_next_session
+from optimizer.planning import FallbackReason, LabDefault, PlanConstraints, PlanSource, Proposal, plan_next_session
 from twin.sim.forecast import Interval, SessionForecast
 from twin.models.state import TwinState
-from twin.sim.task import IBL_DEFAULT, TaskProtocol
+from twin.protocol import IBL_DEFAULT, Curriculum, FeedbackPolicy, StimulusSchedule
 
 
 class _Meta:
@@ -20,7 +22,7 @@ class _Twin:
 
 
 STATE = TwinState(w=None, h=None, through_session=5, phase=2)  # type: ignore[arg-type]
-EASY = TaskProtocol(phases=((1.0,),), debias=False)
+EASY = Curriculum(name="easy", stimulus=StimulusSchedule(phases=((1.0,),)), feedback=FeedbackPolicy(debias=False, reward_volume_ul=2.5, error_timeout_s=1.0))
 
 
 def _fc(width: float, n: int = 550):
@@ -35,7 +37,7 @@ def test_no_twin_falls_back_to_the_lab_default():
     plan = plan_next_session("m", None, None, PlanConstraints(), _fc(0.1), phase_without_twin=3)
     assert plan.fallback and plan.fallback_reason is FallbackReason.NO_TWIN and plan.source is PlanSource.DEFAULT_PROTOCOL
     assert plan.protocol == IBL_DEFAULT and plan.start_phase == 3 and plan.forecast is None and plan.twin is None
-    assert plan.rig == RigSettings(3.0, 2.0) and plan.n_trials == 550
+    assert (plan.protocol.feedback.reward_volume_ul, plan.protocol.feedback.error_timeout_s) == (3.0, 2.0) and plan.n_trials == 550
     assert sum(p for _, p in plan.contrast_proportions()) == pytest.approx(1.0)
 
 
@@ -50,10 +52,10 @@ def test_uncertain_forecast_is_flagged():
 
 
 def test_optimizer_proposal_used_when_confident_else_default():
-    proposal = Proposal(EASY, RigSettings(2.5, 1.0), 900, 0, "easier start")
+    proposal = Proposal(EASY, 900, 0, "easier start")
     plan = plan_next_session("m", _Twin(), STATE, PlanConstraints(max_trials=800), _fc(0.1), propose=lambda t, s, c: proposal)
     assert plan.source is PlanSource.OPTIMIZER and not plan.fallback and plan.protocol == EASY and plan.n_trials == 800
-    assert plan.rig.reward_volume_ul == 2.5 and "easier start" in plan.explanation
+    assert plan.protocol.feedback.reward_volume_ul == 2.5 and "easier start" in plan.explanation
     calls = []
 
     def forecast(twin, state, p):
@@ -69,8 +71,12 @@ def test_optimizer_proposal_used_when_confident_else_default():
 
 def test_constraints():
     c = PlanConstraints(min_trials=600, max_reward_volume_ul=2.0)
-    plan = plan_next_session("m", None, None, c, _fc(0.1), lab=LabDefault(rig=RigSettings(3.0, 4.0)))
-    assert plan.n_trials == 600 and plan.rig == RigSettings(2.0, 4.0)
+    lab = LabDefault(replace(IBL_DEFAULT, feedback=replace(IBL_DEFAULT.feedback, error_timeout_s=4.0)))
+    plan = plan_next_session("m", None, None, c, _fc(0.1), lab=lab)
+    assert plan.n_trials == 600 and (plan.protocol.feedback.reward_volume_ul, plan.protocol.feedback.error_timeout_s) == (2.0, 4.0)
+    assert plan.protocol.stimulus == IBL_DEFAULT.stimulus  # only the reward volume is capped
+    with pytest.raises(ValueError, match="at least 0.5"):
+        PlanConstraints(max_reward_volume_ul=0.3)  # below what a protocol may give
     with pytest.raises(ValueError):
         PlanConstraints(min_trials=5, max_trials=2)
     with pytest.raises(ValueError):

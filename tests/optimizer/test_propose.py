@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from optimizer.curriculum import Curriculum, StimulusSchedule
+from twin.protocol import Curriculum, StimulusSchedule
 from optimizer.propose import ProposalConfig, propose_next_session, sample_candidates
 from optimizer.space import Constraints, CurriculumSpace
 from twin.models.learner import LearnerModel, ModelSpec

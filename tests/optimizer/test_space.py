@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, CurriculumError
+from twin.protocol import IBL_DEFAULT, CurriculumError
 from optimizer.space import Constraints, CurriculumSpace, ParamKind
 
 
 def test_base_values_rebuild_the_base():
     space = CurriculumSpace()
-    assert space.build(space.base_values()).to_protocol() == IBL_DEFAULT_CURRICULUM.to_protocol()
+    built = space.build(space.base_values())
+    assert (built.stimulus, built.feedback, built.session_trials) == (IBL_DEFAULT.stimulus, IBL_DEFAULT.feedback, IBL_DEFAULT.session_trials)
     names = {p.name for p in space.params}
     assert "session_trials_low" not in names  # the default bounds leave no room: a fixed axis is not searched
     assert {"advance_threshold", "advance_window", "easy_weight", "zero_weight", "keep_half", "debias"} <= names
@@ -37,9 +38,9 @@ def test_violations_and_unknown_axes_are_named():
         space.build({"reward": 2.0})
     assert err.value.field == "reward"
     with pytest.raises(CurriculumError, match="feedback.biased_blocks"):
-        Constraints().check(IBL_DEFAULT_CURRICULUM.__class__(feedback=IBL_DEFAULT_CURRICULUM.feedback.__class__(biased_blocks=True)))
+        Constraints().check(IBL_DEFAULT.__class__(feedback=IBL_DEFAULT.feedback.__class__(biased_blocks=True)))
     with pytest.raises(CurriculumError, match="session_trials"):
-        Constraints(session_trials=(100, 300)).check(IBL_DEFAULT_CURRICULUM)
+        Constraints(session_trials=(100, 300)).check(IBL_DEFAULT)
     with pytest.raises(CurriculumError, match="constraints.advance_threshold"):
         Constraints(advance_threshold=(0.9, 0.5))
 

@@ -22,7 +22,7 @@ from twin.models.learner import ModelSpec  # noqa: E402
 from twin.persist.sessions import SessionStore  # noqa: E402
 from twin.sim.simulate import simulate  # noqa: E402
 from twin.persist.store import TwinStore  # noqa: E402
-from twin.sim.task import IBL_DEFAULT  # noqa: E402
+from twin.protocol import IBL_DEFAULT  # noqa: E402
 from twin.models.params import Adaptation  # noqa: E402
 
 from server_env import ADMIN, FAST_UPDATE, NO_TWIN, READER, RIG, TOKENS, TWIN_SUBJECTS  # noqa: E402,F401

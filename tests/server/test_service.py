@@ -26,12 +26,12 @@ from twin_proto.pb import (
     twin_service_pb2,
     twin_service_pb2_grpc,
 )
-from optimizer.planning import CurriculumCandidate, CurriculumSearchOutcome, RigSettings, SearchProgress
+from optimizer.planning import CurriculumCandidate, CurriculumSearchOutcome, SearchProgress
 from twin.sim.forecast import Interval
 from twin.analysis.predict import predict
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 
 S = TWIN_SUBJECTS[0]
 
@@ -163,11 +163,11 @@ def test_forecast_default_and_custom_protocol(connect):
     assert f.accuracy.lo <= f.accuracy.mean <= f.accuracy.hi
     assert {round(b.contrast, 4) for b in f.by_contrast} <= {1.0, 0.5, 0.25, 0.125, 0.0625, 0.0}
     assert f.learning_curve[-1].trial == 550 and len(f.psychometric) >= 2
-    assert [list(p.contrasts) for p in r.protocol.phases] == [list(p) for p in IBL_DEFAULT.phases]
+    assert [list(p.contrasts) for p in r.protocol.phases] == [list(p) for p in IBL_DEFAULT.stimulus.phases]
     easy = protocol_pb2.TaskProtocol(phases=[protocol_pb2.ContrastPhase(contrasts=[1.0])], debias=protocol_pb2.DebiasRule(enabled=False))
     r2 = c.forecast(S, easy, n_trials=100, n_rollouts=20)
     assert [b.contrast for b in r2.forecast.by_contrast] == [1.0] and r2.protocol.debias.enabled is False
-    assert r2.protocol.advancement.window == IBL_DEFAULT.advance_window  # unset parts: the IBL defaults
+    assert r2.protocol.advancement.window == IBL_DEFAULT.stimulus.advance_window  # unset parts: the IBL defaults
 
 
 def test_forecast_bad_requests(connect):
@@ -263,6 +263,9 @@ def test_next_session_fallbacks_and_constraints(connect):
     with pytest.raises(grpc.RpcError) as e:
         c.next_session(S, min_trials=500, max_trials=100)
     assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT and field_violations(e.value)[0][0] == "constraints.min_trials"
+    with pytest.raises(grpc.RpcError) as e:
+        c.next_session(S, max_reward_volume_ul=0.2)  # below the smallest reward a protocol gives
+    assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT and field_violations(e.value)[0][0] == "constraints.max_reward_volume_ul"
 
 
 def test_search_curricula_unavailable_without_a_search(connect):
@@ -273,7 +276,7 @@ def test_search_curricula_unavailable_without_a_search(connect):
 
 def _fake_search(request, store, ctx: SearchProgress) -> CurriculumSearchOutcome:
     ctx.report(0.5, f"scoring {len(request.subjects)} twins")
-    cand = CurriculumCandidate(IBL_DEFAULT, RigSettings(), Interval(5000.0, 4000.0, 6500.0), 0.9)
+    cand = CurriculumCandidate(IBL_DEFAULT, Interval(5000.0, 4000.0, 6500.0), 0.9)
     return CurriculumSearchOutcome((cand,), baseline=cand)
 
 

@@ -220,7 +220,7 @@ def test_search_with_optuna_writes_result(tmp_path, capsys):
 
 
 def test_demo_runs_end_to_end_on_a_tiny_cohort(tmp_path, capsys):
-    from optimizer.curriculum import Curriculum
+    from twin.protocol import Curriculum
     from twin.persist.store import TwinStore
 
     out = tmp_path / "demo"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from trial_tables import random_trials_table
-from optimizer.curriculum import Curriculum
+from twin.protocol import Curriculum
 from twin_cli.cli import main
 from twin.fit.cohort import CohortFitConfig, fit_cohort
 from twin.fit.train import FitConfig

@@ -28,7 +28,7 @@ from twin.models.learner import ModelSpec
 from twin.persist.sessions import SessionStore
 from twin.sim.simulate import simulate
 from twin.persist.store import TwinStore
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 from twin.models.params import Adaptation
 
 STORED = 'mouse <A&B>"1'  # has stored sessions; a name that must be escaped on the page

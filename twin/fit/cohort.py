@@ -19,7 +19,7 @@ from twin.models.params import Adaptation, TwinModel
 from twin.models.state import TwinState, end_state
 from twin.persist.records import TwinHyperparameters, TwinMetrics
 from twin.persist.store import TwinStore, TwinVersion, hash_trials
-from twin.sim.task import IBL_DEFAULT, TaskProtocol, phase_of_contrasts
+from twin.protocol import IBL_DEFAULT, Curriculum, phase_of_contrasts
 from twin.fit.adapt import adapt, choose_adaptation, default_adapt_config
 
 SERVING_ALIAS = "serving"
@@ -104,7 +104,7 @@ class AnimalTwin:
         return self.twin.model
 
 
-def last_phase(trials: pd.DataFrame, protocol: TaskProtocol = IBL_DEFAULT, window: int = 100) -> int:
+def last_phase(trials: pd.DataFrame, protocol: Curriculum = IBL_DEFAULT, window: int = 100) -> int:
     """The protocol phase one animal was in at the end of its last session (from the contrasts of
     its last ``window`` trials)."""
     last = trials[trials["session"] == trials["session"].max()].tail(window)

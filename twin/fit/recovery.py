@@ -23,7 +23,7 @@ from twin.fit.train import FitConfig, FitResult, fit
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.rules import make_config
 from twin.sim.simulate import Simulation, simulate
-from twin.sim.task import IBL_DEFAULT, TaskProtocol
+from twin.protocol import IBL_DEFAULT, Curriculum
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class RecoveryConfig:
     rules: tuple[str, ...] = ("static", "reinforce", "dnn", "rnn")
     fit: FitConfig = field(default_factory=FitConfig)
     seed: int = 0
-    protocol: TaskProtocol = IBL_DEFAULT
+    protocol: Curriculum = IBL_DEFAULT
     dw_states: int = 200
     rule_options: Mapping[str, object] = field(default_factory=dict)
     dw_trials: int = 20000

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from twin.models.learner import LearnerModel
-from twin.sim.simulate import run_task
 from twin.models.state import TwinState
-from twin.sim.task import TaskEnv, TaskProtocol
+from twin.protocol import Curriculum
+from twin.sim.simulate import run_task
+from twin.sim.task import TaskEnv
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class SessionForecast:
 def forecast_session(
     model: LearnerModel,
     state: TwinState,
-    protocol: TaskProtocol,
+    protocol: Curriculum,
     n_trials: int,
     n_rollouts: int = 200,
     seed: int = 0,
@@ -105,7 +106,7 @@ def forecast_session(
     if not 0.0 < interval_level < 1.0:
         raise ValueError(f"interval_level must be in (0, 1), got {interval_level}")
     phase = state.phase if start_phase is None else start_phase
-    phase = int(min(max(phase, 0), len(protocol.phases) - 1))
+    phase = int(min(max(phase, 0), len(protocol.stimulus.phases) - 1))
     g = torch.Generator().manual_seed(int(seed))
     env = TaskEnv(protocol, n_rollouts, g, start_phase=phase)
     starts = torch.zeros(n_rollouts, n_trials, dtype=torch.bool)
@@ -120,7 +121,7 @@ def forecast_session(
         sel = np.isclose(contrast, c)
         acc = np.where(sel.any(1), (r * sel).sum(1) / np.maximum(sel.sum(1), 1), np.nan)
         by_contrast.append((c, interval(acc, interval_level)))
-    shown = sorted({c for ph in protocol.phases[phase:] for c in ph})
+    shown = sorted({c for ph in protocol.stimulus.phases[phase:] for c in ph})
     signed = sorted({-c for c in shown} | set(shown))
     sc = torch.tensor(signed, dtype=torch.float32)
     x = model.spec.features.compute(

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
 from twin.models.learner import LearnerModel
-from twin.models.rules import UpdateInputs
-from twin.sim.task import TaskEnv, TaskProtocol, session_schedule
+from twin.protocol import Curriculum
+from twin.sim.rollout import Carry, Environment, Schedule, Trial, run_trials
+from twin.sim.task import TaskEnv, session_schedule
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,6 @@ class Simulation:
     trials: pd.DataFrame
     weights: torch.Tensor
     phase: torch.Tensor
-
-
-class Environment(Protocol):
-    """What :func:`run_task` needs of a task: batched stimulus draws and outcome feedback."""
-
-    phase: torch.Tensor
-    """``[B]`` current protocol phase."""
-
-    def draw(self, session_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(contrast_left, contrast_right, answer, prob_left)`` of the next trial, each ``[B]``."""
-        ...
-
-    def observe(self, correct: torch.Tensor) -> None:
-        """Feed the outcome (``[B]`` bool) back to the task's adaptive rules."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +60,36 @@ class Rollout:
     final_h: torch.Tensor
 
 
+class TrialRecorder:
+    """Records every trial of a run (the tensors of a :class:`Rollout`).
+
+    Args:
+        n_animals: rows ``B``.
+        n_trials: trials ``T``.
+        n_weights: policy weights ``K``.
+        record_weights: keep the ``[B, T, K]`` weight trajectory.
+    """
+
+    def __init__(self, n_animals: int, n_trials: int, n_weights: int, record_weights: bool = True) -> None:
+        b, n = n_animals, n_trials
+        self.record_weights = record_weights
+        self.values = {k: torch.zeros(b, n) for k in ("contrast_left", "contrast_right", "answer", "prob_left", "choice", "reward", "p_right")}
+        self.weights = torch.zeros(b, n if record_weights else 0, n_weights)
+        self.phase = torch.zeros(b, n, dtype=torch.long)
+
+    def record(self, trial: Trial) -> None:
+        t = trial.t
+        self.phase[:, t] = trial.phase
+        if self.record_weights:
+            self.weights[:, t] = trial.w
+        for k, v in self.values.items():
+            v[:, t] = getattr(trial, k)
+
+    def rollout(self, final: Carry) -> Rollout:
+        """The recorded run, ending in ``final``."""
+        return Rollout(**self.values, phase=self.phase, weights=self.weights, final_w=final.w, final_h=final.h)
+
+
 @torch.no_grad()
 def run_task(
     model: LearnerModel,
@@ -87,11 +102,8 @@ def run_task(
     break_after: bool = False,
     record_weights: bool = True,
 ) -> Rollout:
-    """Run ``B`` learners (rows) through ``T`` trials of ``env``: the core generative loop.
-
-    On each trial the environment draws the stimulus, the choice is sampled from
-    ``p = sigmoid(w · x)``, the reward follows from choice and rewarded side, the environment
-    sees the outcome, and the rule updates ``(w, h)`` (scaled by ``exp(log_rate)``).
+    """Run ``B`` learners (rows) through ``T`` trials of ``env`` and record every trial (see
+    :func:`twin.sim.rollout.run_trials`).
 
     Args:
         model: the learner (rule and feature coding).
@@ -109,58 +121,16 @@ def run_task(
         The run's tensors and the final ``(w, h)``.
     """
     b, n = session_start.shape
-    starts = session_start.bool()
-    next_start = torch.zeros(b, n)
-    next_start[:, :-1] = starts[:, 1:].float()
-    if break_after:
-        next_start[:, -1] = 1.0
-    feats = model.spec.features
-    rule = model.rule
-    ctx = rule.context()
-    rate = model.rate(log_rate)
-    w = w.expand(b, -1).clone()
-    prev_choice = torch.zeros(b)
-    prev_reward = torch.zeros(b)
-    rec = {k: torch.zeros(b, n) for k in ("cl", "cr", "ans", "pl", "y", "r", "p")}
-    ws = torch.zeros(b, n if record_weights else 0, model.n_weights)
-    phases = torch.zeros(b, n, dtype=torch.long)
-    for t in range(n):
-        ss = starts[:, t]
-        phases[:, t] = env.phase
-        cl, cr, ans, pl = env.draw(ss)
-        pc = torch.where(ss, torch.zeros_like(prev_choice), prev_choice)
-        x = feats.compute(cl, cr, pc, prev_reward)
-        p = torch.sigmoid((w * x).sum(-1))
-        y = (torch.rand(b, generator=generator) < p).float()
-        r = (y == ans).float()
-        env.observe(r.bool())
-        if record_weights:
-            ws[:, t] = w
-        for k, v in (("cl", cl), ("cr", cr), ("ans", ans), ("pl", pl), ("y", y), ("r", r), ("p", p)):
-            rec[k][:, t] = v
-        inp = UpdateInputs(x[:, None], y[:, None], r[:, None], ans[:, None], next_start[:, t : t + 1])
-        w_next, h = rule.step(w, h, rule.precompute(inp)[0], ctx)
-        w = w_next if rate is None else w + rate * (w_next - w)
-        prev_choice, prev_reward = 2 * y - 1, r
-    return Rollout(
-        contrast_left=rec["cl"],
-        contrast_right=rec["cr"],
-        answer=rec["ans"],
-        prob_left=rec["pl"],
-        choice=rec["y"],
-        reward=rec["r"],
-        p_right=rec["p"],
-        phase=phases,
-        weights=ws,
-        final_w=w,
-        final_h=h,
-    )
+    recorder = TrialRecorder(b, n, model.n_weights, record_weights)
+    carry = Carry.start(w.expand(b, -1), h)
+    final = run_trials(model, env, Schedule.from_starts(session_start, break_after), generator, carry, (recorder,), model.rate(log_rate))
+    return recorder.rollout(final)
 
 
 @torch.no_grad()
 def simulate(
     model: LearnerModel,
-    protocol: TaskProtocol,
+    protocol: Curriculum,
     n_animals: int,
     n_trials: int,
     seed: int,

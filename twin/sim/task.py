@@ -1,6 +1,7 @@
-"""The IBL visual decision task as a vectorised environment (many animals in one batch).
+"""The IBL visual decision task as a vectorised environment (many animals in one batch), running
+the mechanics of a :class:`~twin.protocol.Curriculum`.
 
-Mechanics (IBL training protocol, ``trainingChoiceWorld``):
+Mechanics (the IBL training protocol, ``trainingChoiceWorld``, by default):
 
 * contrast phases: the set of contrasts shown grows as the animal improves; the default phases are
   ``{1, .5}``, then ``.25``, ``.125``, ``.0625`` and ``0`` are added in turn, and finally ``.5`` is dropped;
@@ -16,86 +17,13 @@ Mechanics (IBL training protocol, ``trainingChoiceWorld``):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-IBL_PHASES: tuple[tuple[float, ...], ...] = (
-    (1.0, 0.5),
-    (1.0, 0.5, 0.25),
-    (1.0, 0.5, 0.25, 0.125),
-    (1.0, 0.5, 0.25, 0.125, 0.0625),
-    (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),
-    (1.0, 0.25, 0.125, 0.0625, 0.0),
-)
+from twin.protocol import Curriculum
 
-
-@dataclass(frozen=True)
-class TaskProtocol:
-    """A training protocol: the stimulus and feedback mechanics of the task.
-
-    Attributes:
-        phases: contrast sets, in order of advancement (each non-empty, values in [0, 1]).
-        proportions: relative frequency of each contrast of each phase (same shape as
-            ``phases``); None draws the contrasts of a phase uniformly.
-        advance_window: trials of the current phase looked at by the advancement rule.
-        advance_threshold: accuracy needed on each easy contrast to advance.
-        easy_contrasts: contrasts the advancement rule looks at.
-        debias: repeat the stimulus after an error at an easy contrast.
-        debias_min_contrast: smallest contrast whose errors are repeated.
-        session_trials: inclusive range of trials per session.
-        biased_blocks: use P(left) 0.2/0.8 blocks (after ``unbiased_trials`` per session).
-        block_probs: P(left) of the two block types.
-        block_length: inclusive range of block lengths.
-        block_mean: mean of the exponential the block lengths are drawn from (then truncated).
-        unbiased_trials: trials at P(left) = 0.5 that open a biased session.
-    """
-
-    phases: tuple[tuple[float, ...], ...] = IBL_PHASES
-    proportions: tuple[tuple[float, ...], ...] | None = None
-    advance_window: int = 50
-    advance_threshold: float = 0.8
-    easy_contrasts: tuple[float, ...] = (1.0, 0.5)
-    debias: bool = True
-    debias_min_contrast: float = 0.5
-    session_trials: tuple[int, int] = (400, 700)
-    biased_blocks: bool = False
-    block_probs: tuple[float, float] = (0.2, 0.8)
-    block_length: tuple[int, int] = (20, 100)
-    block_mean: float = 60.0
-    unbiased_trials: int = 90
-
-    def __post_init__(self) -> None:
-        if not self.phases or any(len(p) == 0 for p in self.phases):
-            raise ValueError("phases: every phase needs at least one contrast")
-        for i, ph in enumerate(self.phases):
-            for c in ph:
-                if not 0.0 <= c <= 1.0:
-                    raise ValueError(f"phases[{i}]: contrast {c} outside [0, 1]")
-        if self.proportions is not None:
-            if len(self.proportions) != len(self.phases) or any(len(w) != len(p) for w, p in zip(self.proportions, self.phases)):
-                raise ValueError("proportions must have one weight per contrast of every phase")
-            for i, w in enumerate(self.proportions):
-                if any(not v >= 0 for v in w) or not sum(w) > 0:
-                    raise ValueError(f"proportions[{i}]: weights must be >= 0 with a positive sum, got {w}")
-        if self.advance_window < 1:
-            raise ValueError("advance_window must be >= 1")
-        if not 0.0 < self.advance_threshold <= 1.0:
-            raise ValueError("advance_threshold must be in (0, 1]")
-        lo, hi = self.session_trials
-        if not 1 <= lo <= hi:
-            raise ValueError(f"session_trials must satisfy 1 <= low <= high, got {self.session_trials}")
-        blo, bhi = self.block_length
-        if not 1 <= blo <= bhi:
-            raise ValueError(f"block_length must satisfy 1 <= low <= high, got {self.block_length}")
-
-
-IBL_DEFAULT = TaskProtocol()
-"""The default IBL training protocol (no biased blocks before criterion)."""
-
-
-def session_schedule(n_animals: int, n_trials: int, protocol: TaskProtocol, rng: np.random.Generator) -> np.ndarray:
+def session_schedule(n_animals: int, n_trials: int, protocol: Curriculum, rng: np.random.Generator) -> np.ndarray:
     """``[B, T]`` bool: True on the first trial of each session, lengths drawn per session."""
     lo, hi = protocol.session_trials
     starts = np.zeros((n_animals, n_trials), bool)
@@ -105,6 +33,20 @@ def session_schedule(n_animals: int, n_trials: int, protocol: TaskProtocol, rng:
             starts[b, t] = True
             t += int(rng.integers(lo, hi + 1))
     return starts
+
+
+def distinct(protocols: Sequence[Curriculum]) -> tuple[list[Curriculum], list[int]]:
+    """The distinct protocols (by value, in order of first use) and each row's index into them.
+
+    Rows that share one protocol object are compared once (a batch is mostly a few objects
+    repeated over many rows).
+    """
+    by_object: dict[int, Curriculum] = {}
+    for p in protocols:
+        by_object.setdefault(id(p), p)
+    index = {p: i for i, p in enumerate(dict.fromkeys(by_object.values()))}
+    of_object = {k: index[p] for k, p in by_object.items()}
+    return list(index), [of_object[id(p)] for p in protocols]
 
 
 def _stack(rows: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -130,53 +72,53 @@ class TaskEnv:
 
     def __init__(
         self,
-        protocol: TaskProtocol | Sequence[TaskProtocol],
+        protocol: Curriculum | Sequence[Curriculum],
         n_animals: int,
         generator: torch.Generator,
         device: str | torch.device = "cpu",
         start_phase: int | torch.Tensor = 0,
     ) -> None:
-        protocols = [protocol] * n_animals if isinstance(protocol, TaskProtocol) else list(protocol)
+        protocols = [protocol] * n_animals if isinstance(protocol, Curriculum) else list(protocol)
         if len(protocols) != n_animals:
             raise ValueError(f"got {len(protocols)} protocols for {n_animals} rows")
         self.protocols = protocols
         self.b = n_animals
         self.g = generator
         self.device = dev = torch.device(device)
-        index = {p: i for i, p in enumerate(dict.fromkeys(protocols))}
-        uniq = list(index)
-        which = torch.tensor([index[p] for p in protocols], dtype=torch.long)
-        n_ph = max(len(p.phases) for p in uniq)
-        width = max(len(ph) for p in uniq for ph in p.phases)
-        easy = sorted({c for p in uniq for c in p.easy_contrasts})
-        self.window_max = max(p.advance_window for p in uniq)
+        uniq, rows = distinct(protocols)
+        which = torch.tensor(rows, dtype=torch.long)
+        n_ph = max(len(p.stimulus.phases) for p in uniq)
+        width = max(len(ph) for p in uniq for ph in p.stimulus.phases)
+        easy = sorted({c for p in uniq for c in p.stimulus.easy_contrasts})
+        self.window_max = max(p.stimulus.advance_window for p in uniq)
 
-        def per_protocol(p: TaskProtocol) -> dict[str, torch.Tensor]:
+        def per_protocol(p: Curriculum) -> dict[str, torch.Tensor]:
+            s, f = p.stimulus, p.feedback
             table = torch.zeros(n_ph, width)
             cum = torch.ones(n_ph, width)
             counts = torch.ones(n_ph, dtype=torch.long)
-            for i, ph in enumerate(p.phases):
+            for i, ph in enumerate(s.phases):
                 table[i, : len(ph)] = torch.tensor(ph)
-                weights = torch.tensor(p.proportions[i] if p.proportions else [1.0] * len(ph), dtype=torch.float64)
+                weights = torch.tensor(s.proportions[i] if s.proportions else [1.0] * len(ph), dtype=torch.float64)
                 cum[i, : len(ph)] = (weights.cumsum(0) / weights.sum()).float()
                 counts[i] = len(ph)
             return {
                 "table": table,
                 "cum": cum,
                 "counts": counts,
-                "n_phases": torch.tensor(len(p.phases)),
-                "easy": torch.tensor([c in p.easy_contrasts for c in easy]),
-                "window": torch.tensor(p.advance_window),
-                "threshold": torch.tensor(p.advance_threshold),
-                "debias": torch.tensor(p.debias),
-                "debias_min": torch.tensor(p.debias_min_contrast),
-                "biased": torch.tensor(p.biased_blocks),
-                "p0": torch.tensor(p.block_probs[0]),
-                "p1": torch.tensor(p.block_probs[1]),
-                "blo": torch.tensor(float(p.block_length[0])),
-                "bhi": torch.tensor(float(p.block_length[1])),
-                "bmean": torch.tensor(p.block_mean),
-                "unbiased": torch.tensor(float(p.unbiased_trials)),
+                "n_phases": torch.tensor(len(s.phases)),
+                "easy": torch.tensor([c in s.easy_contrasts for c in easy]),
+                "window": torch.tensor(s.advance_window),
+                "threshold": torch.tensor(s.advance_threshold),
+                "debias": torch.tensor(f.debias),
+                "debias_min": torch.tensor(f.debias_min_contrast),
+                "biased": torch.tensor(f.biased_blocks),
+                "p0": torch.tensor(f.block_probs[0]),
+                "p1": torch.tensor(f.block_probs[1]),
+                "blo": torch.tensor(float(f.block_length[0])),
+                "bhi": torch.tensor(float(f.block_length[1])),
+                "bmean": torch.tensor(f.block_mean),
+                "unbiased": torch.tensor(float(f.unbiased_trials)),
             }
 
         parts = [per_protocol(p) for p in uniq]
@@ -213,7 +155,7 @@ class TaskEnv:
         self.easy_ok = torch.zeros(n_animals, len(easy), device=dev)
 
     @property
-    def p(self) -> TaskProtocol:
+    def p(self) -> Curriculum:
         """The protocol of the first row (all rows' when one protocol was given)."""
         return self.protocols[0]
 
@@ -306,14 +248,3 @@ class TaskEnv:
             self.buf_ok[advance] = 0.0
             self.easy_n[advance] = 0.0
             self.easy_ok[advance] = 0.0
-
-
-def phase_of_contrasts(protocol: TaskProtocol, contrasts: np.ndarray | list[float]) -> int:
-    """The first phase of ``protocol`` whose contrast set holds every contrast in ``contrasts``
-    (unsigned); the last phase when none does. Used to place an animal in a protocol from the
-    contrasts of its latest trials."""
-    seen = {round(float(c), 6) for c in np.asarray(contrasts, dtype=float).ravel()}
-    for i, ph in enumerate(protocol.phases):
-        if seen <= {round(c, 6) for c in ph}:
-            return i
-    return len(protocol.phases) - 1

@@ -8,8 +8,9 @@ rows whose session is over are masked). After every session the criterion is jud
 window of the last sessions (the psychometric fitted to the pooled counts, batched over rows);
 rows that reach it stop, and the run ends when all rows are done or ``max_sessions`` is reached.
 
-Only per-session counts by (signed contrast, rewarded side) are kept, not trial-by-trial
-records, so memory does not grow with the number of trials.
+Each session runs through the one trial loop (:func:`twin.sim.rollout.run_trials`); its
+:class:`CriterionRecorder` keeps only per-session counts by (signed contrast, rewarded side), not
+trial-by-trial records, so memory does not grow with the number of trials.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import torch
 
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig, SessionStats, criterion_passes, window_psychometrics
 from twin.models.learner import LearnerModel
-from twin.models.rules import UpdateInputs
-from twin.sim.task import TaskEnv, TaskProtocol
+from twin.protocol import Curriculum
+from twin.sim.rollout import Carry, Schedule, Trial, run_trials
+from twin.sim.task import TaskEnv, distinct
 
 
 @dataclass(frozen=True)
@@ -55,24 +57,110 @@ class TrainingRun:
         return torch.where(self.reached, self.criterion_session + 1, self.stats.n_sessions)
 
 
-def contrast_bins(protocols: Sequence[TaskProtocol]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def contrast_bins(protocols: Sequence[Curriculum]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Count bins of every contrast the protocols can show, on each rewarded side.
 
     Returns:
         ``(levels [L], signed_pct [2L], side [2L])``: unsigned contrast levels ascending; bin
         ``2 i + side`` holds contrast ``levels[i]`` rewarded on ``side`` (1 = right).
     """
-    unique = set(protocols)
-    levels = torch.tensor(sorted({round(c, 6) for p in unique for ph in p.phases for c in ph}), dtype=torch.float32)
+    levels = torch.tensor(sorted({round(c, 6) for p in distinct(protocols)[0] for ph in p.stimulus.phases for c in ph}), dtype=torch.float32)
     side = torch.tensor([0, 1]).repeat(len(levels))
     signed = levels.double().repeat_interleave(2) * 100 * (2 * side - 1)
     return levels, signed, side
 
 
+class CriterionRecorder:
+    """Per-session counts by (signed contrast, rewarded side), the weight range visited, and the
+    training criterion judged on the window of the last sessions.
+
+    Args:
+        protocols: one protocol per row (they set the contrast bins).
+        max_sessions: sessions ``S`` the counts have room for.
+        w: ``[B, K]`` starting weights (the start of the weight range).
+        criterion: the training criterion.
+        stop_when_trained: a row that reached the criterion runs no more sessions.
+    """
+
+    def __init__(self, protocols: Sequence[Curriculum], max_sessions: int, w: torch.Tensor, criterion: CriterionConfig, stop_when_trained: bool) -> None:
+        b = len(protocols)
+        self.levels, self.signed, self.side = contrast_bins(protocols)
+        self.n_bins = n_bins = self.signed.shape[0]
+        self.criterion, self.stop_when_trained = criterion, stop_when_trained
+        self.n = torch.zeros(b, max_sessions, n_bins, dtype=torch.float64)
+        self.n_right = torch.zeros_like(self.n)
+        self.done = torch.zeros(b, dtype=torch.bool)
+        self.crit = torch.full((b,), -1, dtype=torch.long)
+        self.n_sessions = torch.zeros(b, dtype=torch.long)
+        self.w_min, self.w_max = w.clone(), w.clone()
+        self.row_base = torch.arange(b) * n_bins
+        self.ones = torch.ones(b, dtype=torch.float64)
+        self.sn = self.sr = torch.zeros(0, dtype=torch.float64)
+
+    def start_session(self) -> torch.Tensor:
+        """Open a session; returns ``[B]`` bool, the rows that run it."""
+        live = ~self.done
+        self.n_sessions += live.long()
+        b = live.shape[0]
+        self.sn = torch.zeros(b * self.n_bins, dtype=torch.float64)
+        self.sr = torch.zeros(b * self.n_bins, dtype=torch.float64)
+        return live
+
+    def record(self, trial: Trial) -> None:
+        k = self.row_base + 2 * torch.searchsorted(self.levels, trial.contrast_left + trial.contrast_right) + trial.answer.long()
+        if trial.active is None:
+            self.sn.index_add_(0, k, self.ones)
+            self.sr.index_add_(0, k, trial.choice.double())
+        else:
+            af = trial.active.double()
+            self.sn.index_add_(0, k, af)
+            self.sr.index_add_(0, k, af * trial.choice.double())
+        self.w_min, self.w_max = torch.minimum(self.w_min, trial.w_next), torch.maximum(self.w_max, trial.w_next)
+
+    def end_session(self, s: int, live: torch.Tensor) -> None:
+        """Store session ``s``'s counts and judge the criterion on the rows in ``live``."""
+        b = live.shape[0]
+        self.n[:, s], self.n_right[:, s] = self.sn.view(b, self.n_bins), self.sr.view(b, self.n_bins)
+        win = self.criterion.window
+        if s + 1 < win:
+            return
+        cand = live.nonzero().squeeze(1)
+        if not cand.numel():
+            return
+        sub = SessionStats(
+            contrast=self.signed,
+            side=self.side,
+            n=self.n[cand, s + 1 - win : s + 1],
+            n_right=self.n_right[cand, s + 1 - win : s + 1],
+            n_sessions=torch.full((cand.numel(),), win, dtype=torch.long),
+        )
+        ok = criterion_passes(sub, self.criterion, window_psychometrics(sub, win))[:, -1]
+        newly = cand[ok & (self.crit[cand] < 0)]
+        self.crit[newly] = s
+        if self.stop_when_trained:
+            self.done[newly] = True
+
+    @property
+    def all_done(self) -> bool:
+        """Every row stopped."""
+        return self.stop_when_trained and bool(self.done.all())
+
+    def run(self, end_phase: torch.Tensor) -> TrainingRun:
+        """The outcome, with ``end_phase`` ``[B]`` the rows' protocol phases at the end."""
+        used = int(self.n_sessions.max())
+        stats = SessionStats(self.signed, self.side, self.n[:, :used], self.n_right[:, :used], self.n_sessions)
+        cum = stats.n_trials.cumsum(1).long()
+        rows = torch.arange(cum.shape[0])
+        total = cum[rows, (self.n_sessions - 1).clamp(min=0)]
+        reached = self.crit >= 0
+        ttc = torch.where(reached, cum[rows, self.crit.clamp(min=0)], total)
+        return TrainingRun(stats, self.crit, ttc, reached, end_phase, self.w_min, self.w_max)
+
+
 @torch.no_grad()
 def simulate_training(
     model: LearnerModel,
-    protocols: Sequence[TaskProtocol],
+    protocols: Sequence[Curriculum],
     max_sessions: int,
     seed: int,
     w0: torch.Tensor | None = None,
@@ -105,100 +193,20 @@ def simulate_training(
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(int(rng.integers(2**62)))
     env = TaskEnv(list(protocols), b, g, start_phase=start_phase)
-    levels, signed, side_k = contrast_bins(protocols)
-    n_bins = signed.shape[0]
     lo = np.array([p.session_trials[0] for p in protocols])
     hi = np.array([p.session_trials[1] for p in protocols])
-    feats, rule = model.spec.features, model.rule
-    ctx = rule.context()
     rate = model.rate(log_rate)
     w, h = model.initial(b, w0 if w0 is None or w0.dim() == 2 else w0.expand(b, -1))
-    w = w.expand(b, -1).clone()
-    if h0 is not None:
-        h = h0.expand(b, -1).clone()
-    n = torch.zeros(b, max_sessions, n_bins, dtype=torch.float64)
-    n_right = torch.zeros_like(n)
-    done = torch.zeros(b, dtype=torch.bool)
-    crit = torch.full((b,), -1, dtype=torch.long)
-    n_sessions = torch.zeros(b, dtype=torch.long)
-    w_min, w_max = w.clone(), w.clone()
-    rows = torch.arange(b)
-    row_base = rows * n_bins
-    ones = torch.ones(b, dtype=torch.float64)
-    history = feats.history
+    carry = Carry.start(w.expand(b, -1), h if h0 is None else h0.expand(b, -1).clone())
+    recorder = CriterionRecorder(protocols, max_sessions, carry.w, criterion, stop_when_trained)
     for s in range(max_sessions):
         lengths = torch.from_numpy(rng.integers(lo, hi + 1))
-        live = ~done
-        t_s = int(lengths[live].max())
-        n_sessions += live.long()
-        sn = torch.zeros(b * n_bins, dtype=torch.float64)
-        sr = torch.zeros(b * n_bins, dtype=torch.float64)
-        prev_choice = torch.zeros(b)
-        prev_reward = torch.zeros(b)
-        # every live row is active until the shortest live session ends: no masking needed there
-        all_live = bool(live.all())
-        t_all = int(lengths[live].min()) if all_live else 0
-        for t in range(t_s):
-            masked = t >= t_all
-            active = live & (t < lengths)
-            mask = active if masked else None
-            ss = torch.full((b,), t == 0)
-            cl, cr, ans, _ = env.draw(ss, mask)
-            x = feats.compute(cl, cr, prev_choice, prev_reward)
-            p = torch.sigmoid((w * x).sum(-1))
-            y = (torch.rand(b, generator=g) < p).float()
-            r = (y == ans).float()
-            env.observe(r.bool(), mask)
-            k = row_base + 2 * torch.searchsorted(levels, cl + cr) + ans.long()
-            if masked:
-                af = active.double()
-                sn.index_add_(0, k, af)
-                sr.index_add_(0, k, af * y.double())
-            else:
-                sn.index_add_(0, k, ones)
-                sr.index_add_(0, k, y.double())
-            last = (t == lengths - 1).float()
-            inp = UpdateInputs(x[:, None], y[:, None], r[:, None], ans[:, None], last[:, None])
-            w_next, h_next = rule.step(w, h, rule.precompute(inp)[0], ctx)
-            if rate is not None:
-                w_next = w + rate * (w_next - w)
-            if masked:
-                a = active.unsqueeze(1)
-                w = torch.where(a, w_next, w)
-                h = torch.where(a, h_next, h) if h.numel() else h
-            else:
-                w, h = w_next, h_next
-            w_min, w_max = torch.minimum(w_min, w), torch.maximum(w_max, w)
-            if history:
-                prev_choice = torch.where(active, 2 * y - 1, prev_choice) if masked else 2 * y - 1
-                prev_reward = torch.where(active, r, prev_reward) if masked else r
-        sn, sr = sn.view(b, n_bins), sr.view(b, n_bins)
-        n[:, s], n_right[:, s] = sn, sr
-        win = criterion.window
-        if s + 1 >= win:
-            cand = live.nonzero().squeeze(1)
-            if cand.numel():
-                sub = SessionStats(
-                    contrast=signed,
-                    side=side_k,
-                    n=n[cand, s + 1 - win : s + 1],
-                    n_right=n_right[cand, s + 1 - win : s + 1],
-                    n_sessions=torch.full((cand.numel(),), win, dtype=torch.long),
-                )
-                ok = criterion_passes(sub, criterion, window_psychometrics(sub, win))[:, -1]
-                newly = cand[ok & (crit[cand] < 0)]
-                crit[newly] = s
-                if stop_when_trained:
-                    done[newly] = True
-        if stop_when_trained and bool(done.all()):
+        live = recorder.start_session()
+        carry = run_trials(model, env, Schedule.session(lengths, live), g, carry, (recorder,), rate)
+        recorder.end_session(s, live)
+        if recorder.all_done:
             break
-    used = int(n_sessions.max())
-    stats = SessionStats(signed, side_k, n[:, :used], n_right[:, :used], n_sessions)
-    cum = stats.n_trials.cumsum(1).long()
-    total = cum[rows, (n_sessions - 1).clamp(min=0)]
-    reached = crit >= 0
-    ttc = torch.where(reached, cum[rows, crit.clamp(min=0)], total)
-    return TrainingRun(stats, crit, ttc, reached, env.phase.clone(), w_min, w_max)
+    return recorder.run(env.phase.clone())
 
 
-__all__ = ["TrainingRun", "contrast_bins", "simulate_training"]
+__all__ = ["CriterionRecorder", "TrainingRun", "contrast_bins", "simulate_training"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from optimizer.curriculum import IBL_DEFAULT_CURRICULUM, Curriculum, CurriculumError
+from twin.protocol import IBL_DEFAULT, Curriculum, CurriculumError
 from twin_cli.commands.common import store_args
 
 
@@ -31,7 +31,7 @@ def _constraints(path: Path | None):  # type: ignore[no-untyped-def]
 
 
 def _base(path: Path | None) -> Curriculum:
-    return IBL_DEFAULT_CURRICULUM if path is None else Curriculum.load(path)
+    return IBL_DEFAULT if path is None else Curriculum.load(path)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

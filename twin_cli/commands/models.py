@@ -17,7 +17,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from twin.sim.agents import DEFAULT_TRUTHS, Family
     from twin.data.readers import write_trials
     from twin.sim.simulate import simulate
-    from twin.sim.task import IBL_DEFAULT
+    from twin.protocol import IBL_DEFAULT
 
     gt = DEFAULT_TRUTHS[Family(args.family)]
     sim = simulate(gt.build(), IBL_DEFAULT, args.animals, args.trials, seed=args.seed, subject_prefix=args.family)

@@ -22,7 +22,7 @@ from twin.persist.atomic import atomic_write
 from twin.persist.sessions import SessionStore
 from twin.persist.store import Twin, TwinStore
 from twin.sim.forecast import SessionForecast, forecast_session
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 from twin_cli.figures import fig_delta_w, fig_forecast, fig_history, fig_learning_curve, fig_psychometrics, fig_weights
 from twin_cli.report.content import CRITERIA as _CRITERIA
 from twin_cli.report.content import Report, ReportConfig, ReportFigure

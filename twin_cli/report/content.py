@@ -10,7 +10,7 @@ import pandas as pd
 from twin.analysis.criteria import TRAINED_1A, TRAINED_1B
 from twin.persist.store import TwinVersion
 from twin.sim.forecast import SessionForecast
-from twin.sim.task import IBL_DEFAULT, TaskProtocol
+from twin.protocol import IBL_DEFAULT, Curriculum
 
 CRITERIA = (TRAINED_1A, TRAINED_1B)
 """The IBL training criteria the report judges."""
@@ -35,7 +35,7 @@ class ReportConfig:
         dpi: resolution of the embedded figures.
     """
 
-    protocol: TaskProtocol = IBL_DEFAULT
+    protocol: Curriculum = IBL_DEFAULT
     forecast_trials: int | None = None
     forecast_rollouts: int = 200
     interval_level: float = 0.9

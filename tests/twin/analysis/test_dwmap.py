@@ -138,7 +138,7 @@ def test_sample_states():
 def test_compare_on_trials_uses_the_trials_as_they_happened():
     from twin.data.batch import make_batch
     from twin.sim.simulate import simulate
-    from twin.sim.task import IBL_DEFAULT
+    from twin.protocol import IBL_DEFAULT
 
     truth = DEFAULT_TRUTHS[Family.REINFORCE].build()
     sim = simulate(truth, IBL_DEFAULT, 3, 400, seed=0)

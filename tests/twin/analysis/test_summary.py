@@ -10,7 +10,7 @@ from twin.analysis.summary import session_accuracy, session_table
 from twin.data.batch import make_batch
 from twin.sim.agents import DEFAULT_TRUTHS, Family
 from twin.sim.simulate import simulate
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 
 
 def test_session_table_and_accuracy_agree_with_the_trials() -> None:

@@ -10,7 +10,7 @@ from twin.analysis.predict import predict
 from twin.analysis.updates import delta_w_map, history_dependence, run_lengths
 from twin.sim.agents import DEFAULT_TRUTHS, Family
 from twin.sim.simulate import simulate
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 
 
 def test_run_lengths_restart_at_outcome_changes_and_sessions() -> None:

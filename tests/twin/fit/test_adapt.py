@@ -12,7 +12,7 @@ from twin.data.splits import split_sessions
 from twin.fit.train import FitConfig, fit
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.sim.simulate import simulate
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 from twin.fit.adapt import adapt, choose_adaptation
 from twin.models.params import Adaptation, TwinModel, rule_ref
 

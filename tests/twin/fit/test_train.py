@@ -17,7 +17,7 @@ from twin.models.learner import LearnerModel, ModelSpec
 from twin.fit.recovery import RecoveryConfig, run_recovery
 from twin.models.rules import MODEL_RULES
 from twin.sim.simulate import simulate
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 
 
 @pytest.fixture(scope="module")

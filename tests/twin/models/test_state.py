@@ -13,7 +13,8 @@ from twin.models.rules import MODEL_RULES
 from twin.sim.simulate import rollout_table, run_task
 from twin.models.state import TwinState, end_state
 from twin.persist.model_files import load_model, save_model
-from twin.sim.task import IBL_DEFAULT, TaskEnv
+from twin.protocol import IBL_DEFAULT
+from twin.sim.task import TaskEnv
 
 
 @pytest.mark.parametrize("family", [Family.REINFORCE, Family.HISTORY])

@@ -168,7 +168,7 @@ def adapted():
     from twin.fit.train import FitConfig
     from twin.sim.agents import DEFAULT_TRUTHS, Family
     from twin.sim.simulate import simulate
-    from twin.sim.task import IBL_DEFAULT
+    from twin.protocol import IBL_DEFAULT
 
     trials = simulate(DEFAULT_TRUTHS[Family.REINFORCE].build(), IBL_DEFAULT, 4, 600, seed=3).trials
     batch = make_batch(trials, ModelSpec("dnn").features)

@@ -11,7 +11,7 @@ from twin.fit.cohort import twin_end_state
 from twin.sim.forecast import forecast_session, interval
 from twin.sim.simulate import simulate
 from twin.models.state import TwinState
-from twin.sim.task import IBL_DEFAULT
+from twin.protocol import IBL_DEFAULT
 
 
 @pytest.fixture(scope="module")

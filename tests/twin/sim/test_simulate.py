@@ -16,10 +16,10 @@ from twin.data.ibl import read_alf_trials
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.rules import NetworkConfig
 from twin.sim.simulate import simulate
-from twin.sim.task import IBL_DEFAULT, TaskProtocol
+from twin.protocol import IBL_DEFAULT, Curriculum
 from twin.data.trials import REQUIRED_COLUMNS, validate_trials
 
-SHORT = TaskProtocol(session_trials=(40, 80))
+SHORT = Curriculum(session_trials=(40, 80))
 
 
 @pytest.fixture(scope="module")

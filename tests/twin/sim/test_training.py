@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from twin.sim.agents import PACED_TRUTHS, Family
 from twin.analysis.criteria import TRAINED_1A, TRAINED_1B
 from twin.models.learner import LearnerModel, ModelSpec
-from twin.sim.task import IBL_DEFAULT, TaskProtocol
+from twin.protocol import IBL_DEFAULT, Curriculum, StimulusSchedule
 from twin.sim.training import contrast_bins, simulate_training
 
-FULL_SET = TaskProtocol(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),), session_trials=(250, 300))
+FULL_SET = Curriculum(stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),)), session_trials=(250, 300))
 
 
 def static(w: list[float]) -> LearnerModel:
@@ -43,12 +45,12 @@ def test_a_biased_expert_passes_1a_only_when_the_bias_is_small():
     assert not run.reached.any()  # a right bias of about 20 % contrast breaks |bias| < 16 %
     ok = simulate_training(static([12.0, 0.2]), [FULL_SET] * 4, max_sessions=5, seed=2, criterion=TRAINED_1B)
     assert not ok.reached.any()  # 1b needs > 400 trials per session
-    long = TaskProtocol(phases=FULL_SET.phases, session_trials=(450, 500))
+    long = replace(FULL_SET, session_trials=(450, 500))
     assert simulate_training(static([12.0, 0.2]), [long] * 4, max_sessions=5, seed=2, criterion=TRAINED_1B).reached.all()
 
 
 def test_rows_follow_their_own_protocol_and_runs_are_seeded():
-    short = TaskProtocol(phases=FULL_SET.phases, session_trials=(210, 220))
+    short = replace(FULL_SET, session_trials=(210, 220))
     protos = [FULL_SET] * 3 + [short] * 3
     run = simulate_training(static([12.0, 0.0]), protos, max_sessions=4, seed=3)
     assert torch.all(run.trials_to_criterion[3:] < run.trials_to_criterion[:3])
@@ -69,7 +71,7 @@ def test_a_learner_improves_and_is_trained_under_the_default_protocol():
 
 
 def test_contrast_bins():
-    levels, signed, side = contrast_bins([IBL_DEFAULT, TaskProtocol(phases=((0.3,),))])
+    levels, signed, side = contrast_bins([IBL_DEFAULT, Curriculum(stimulus=StimulusSchedule(phases=((0.3,),)))])
     assert levels.tolist() == pytest.approx([0.0, 0.0625, 0.125, 0.25, 0.3, 0.5, 1.0])
     assert signed.tolist()[:4] == [0.0, 0.0, -6.25, 6.25] and side.tolist()[:4] == [0, 1, 0, 1]
     assert TRAINED_1A.window == 3

@@ -1,31 +1,48 @@
-"""Curricula: declarative, validated, versioned training protocols.
+"""The training protocol (curriculum): declarative, validated, versioned; the one type of what a
+rig does, session after session.
 
-A :class:`Curriculum` says what a rig does, session after session: the stimulus schedule
-(contrast phases with their proportions, and the rule that advances an animal from one phase to
-the next), the feedback policy (repeat-on-error debiasing and the contrasts it applies to;
-biased blocks; the reward volume and error timeout a rig needs) and the session length. It
-compiles to the core's :class:`~twin.sim.task.TaskProtocol` for simulation, and reads and writes
-JSON, YAML and iblrig-style task parameters. The IBL default training protocol is
-:data:`IBL_DEFAULT_CURRICULUM`.
+A :class:`Curriculum` holds the stimulus schedule (:class:`StimulusSchedule`: contrast phases
+with their proportions, and the rule that advances an animal from one phase to the next), the
+feedback policy (:class:`FeedbackPolicy`: repeat-on-error debiasing and the contrasts it applies
+to, biased blocks, and the rig settings: reward volume and error timeout) and the session
+length. The simulation runs it (:class:`twin.sim.task.TaskEnv`), the optimizer searches over it,
+the server converts it to and from the ``TaskProtocol`` and ``RigSettings`` messages, and it
+reads and writes JSON, YAML and iblrig-style task parameters. The IBL default training protocol
+(``trainingChoiceWorld``) is :data:`IBL_DEFAULT`.
 
-Every file format carries ``schema_version``; reading checks every field and names the one that
-is wrong (``stimulus.phases[2][1]: contrast 1.5 outside [0, 1]``).
+Every file format carries ``schema_version``; building one checks every field and names the one
+that is wrong (``stimulus.phases[2][1]: contrast 1.5 outside [0, 1]``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from twin.errors import TwinError
-from twin.sim.task import IBL_PHASES, TaskProtocol
 
 SCHEMA_VERSION = 1
+
+IBL_PHASES: tuple[tuple[float, ...], ...] = (
+    (1.0, 0.5),
+    (1.0, 0.5, 0.25),
+    (1.0, 0.5, 0.25, 0.125),
+    (1.0, 0.5, 0.25, 0.125, 0.0625),
+    (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),
+    (1.0, 0.25, 0.125, 0.0625, 0.0),
+)
+"""The IBL contrast phases: ``{1, .5}``, then ``.25``, ``.125``, ``.0625`` and ``0`` added in
+turn, and finally ``.5`` dropped."""
+
+REWARD_VOLUME_UL: tuple[float, float] = (0.5, 10.0)
+"""Inclusive range of the reward volume a rig may give, microlitres."""
 
 
 class CurriculumError(TwinError, ValueError):
@@ -116,13 +133,15 @@ class FeedbackPolicy:
         _check(1 <= lo <= hi, "feedback.block_length", f"must satisfy 1 <= low <= high, got {self.block_length}")
         _check(self.block_mean > 0, "feedback.block_mean", "must be > 0")
         _check(self.unbiased_trials >= 0, "feedback.unbiased_trials", "must be >= 0")
-        _check(0.5 <= self.reward_volume_ul <= 10.0, "feedback.reward_volume_ul", f"must be in [0.5, 10] µL, got {self.reward_volume_ul}")
+        lo_ul, hi_ul = REWARD_VOLUME_UL
+        _check(lo_ul <= self.reward_volume_ul <= hi_ul, "feedback.reward_volume_ul", f"must be in [{lo_ul:g}, {hi_ul:g}] µL, got {self.reward_volume_ul}")
         _check(0.0 <= self.error_timeout_s <= 30.0, "feedback.error_timeout_s", f"must be in [0, 30] s, got {self.error_timeout_s}")
 
 
 @dataclass(frozen=True)
 class Curriculum:
-    """A training protocol, session after session.
+    """A training protocol, session after session: what the simulation runs, the optimizer
+    searches over, the planner sends to a rig and a file stores.
 
     Attributes:
         name: short identifier.
@@ -145,27 +164,6 @@ class Curriculum:
         lo, hi = self.session_trials
         _check(1 <= lo <= hi <= 5000, "session_trials", f"must satisfy 1 <= low <= high <= 5000, got {self.session_trials}")
         _check(self.schema_version == SCHEMA_VERSION, "schema_version", f"this build reads version {SCHEMA_VERSION}, got {self.schema_version}")
-
-    # -- compilation ------------------------------------------------------------------------
-
-    def to_protocol(self) -> TaskProtocol:
-        """The core task mechanics this curriculum runs."""
-        s, f = self.stimulus, self.feedback
-        return TaskProtocol(
-            phases=s.phases,
-            proportions=s.proportions,
-            advance_window=s.advance_window,
-            advance_threshold=s.advance_threshold,
-            easy_contrasts=s.easy_contrasts,
-            debias=f.debias,
-            debias_min_contrast=f.debias_min_contrast,
-            session_trials=self.session_trials,
-            biased_blocks=f.biased_blocks,
-            block_probs=f.block_probs,
-            block_length=f.block_length,
-            block_mean=f.block_mean,
-            unbiased_trials=f.unbiased_trials,
-        )
 
     @property
     def contrasts(self) -> tuple[float, ...]:
@@ -192,22 +190,14 @@ class Curriculum:
 
     @classmethod
     def from_json(cls, text: str) -> "Curriculum":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CurriculumError("<json>", f"not valid JSON: {exc}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(_parse(text, json.loads, json.JSONDecodeError, "JSON"))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str) -> "Curriculum":
-        try:
-            d = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise CurriculumError("<yaml>", f"not valid YAML: {exc}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(_parse(text, yaml.safe_load, yaml.YAMLError, "YAML"))
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON or YAML (by suffix)."""
@@ -268,6 +258,14 @@ class Curriculum:
         }
 
 
+def _parse(text: str, load: Callable[[str], Any], error: type[Exception], fmt: str) -> Any:
+    """``load(text)``, its ``error`` raised as a :class:`CurriculumError` naming the format."""
+    try:
+        return load(text)
+    except error as exc:
+        raise CurriculumError(f"<{fmt.lower()}>", f"not valid {fmt}: {exc}") from None
+
+
 def _tuple(value: Any, path: str, depth: int) -> Any:
     if depth == 0:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -318,11 +316,33 @@ def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
         raise CurriculumError(prefix.rstrip(".") or "<root>", str(exc)) from None
 
 
-IBL_DEFAULT_CURRICULUM = Curriculum(
+IBL_DEFAULT = Curriculum(
     name="ibl-default",
     description="IBL trainingChoiceWorld: contrasts added in turn, 80% on easy contrasts over 50 trials to advance, repeat-on-error debiasing, no biased blocks before criterion, 3 µL reward, 2 s error timeout",
 )
 """The IBL default training protocol, the curriculum to beat."""
 
 
-__all__ = ["Curriculum", "CurriculumError", "FeedbackPolicy", "IBL_DEFAULT_CURRICULUM", "SCHEMA_VERSION", "StimulusSchedule"]
+def phase_of_contrasts(protocol: Curriculum, contrasts: np.ndarray | list[float]) -> int:
+    """The first phase of ``protocol`` whose contrast set holds every contrast in ``contrasts``
+    (unsigned); the last phase when none does. Used to place an animal in a protocol from the
+    contrasts of its latest trials."""
+    seen = {round(float(c), 6) for c in np.asarray(contrasts, dtype=float).ravel()}
+    phases = protocol.stimulus.phases
+    for i, ph in enumerate(phases):
+        if seen <= {round(c, 6) for c in ph}:
+            return i
+    return len(phases) - 1
+
+
+__all__ = [
+    "Curriculum",
+    "CurriculumError",
+    "FeedbackPolicy",
+    "IBL_DEFAULT",
+    "IBL_PHASES",
+    "REWARD_VOLUME_UL",
+    "SCHEMA_VERSION",
+    "StimulusSchedule",
+    "phase_of_contrasts",
+]

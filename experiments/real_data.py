@@ -24,6 +24,11 @@ Run from the repository root:
     nice -n 10 .venv/bin/python experiments/real_data.py                # both data sets (~20 min on 2 busy cores)
     nice -n 10 .venv/bin/python experiments/real_data.py --dataset ibl  # the mice only (~14 min; --no-rnn: ~9)
     nice -n 10 .venv/bin/python experiments/real_data.py --quick        # 4 mice, few epochs, into runs/real_data_quick/
+
+This script is longer than the project's ~500-line guide on purpose: it is one experiment read
+top to bottom (configuration, the comparison, its summary tables and the files it writes), run
+as a script and loaded by path by its test; the reusable parts it stands on are in the core
+(``twin.fit``, ``twin.models.params``, ``twin.baselines``).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from twin.persist.oplog import OperationLog
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
 
@@ -127,12 +128,17 @@ def build_plane(
     propose: ProposeFn | None = None,
     search: CurriculumSearchFn | None = None,
     cohort_fit: CohortFitFn = local_cohort_fit,
+    max_pending: int = 1000,
+    leftover_min_age_s: float = 300.0,
 ) -> TwinDataPlane:
-    """The data plane over the store in ``store_root`` (SQLite there unless ``db_url``)."""
+    """The data plane over the store in ``store_root`` (SQLite there unless ``db_url``), its
+    operations kept in the store's database; what a previous server left is taken over
+    (:meth:`~service.dataplane.TwinDataPlane.recover`)."""
     store = TwinStore(store_root, url=db_url)
-    return TwinDataPlane(
-        store, SessionStore(store), JobManager(max_workers=job_workers), TwinCache(store, cache_size), config, lab, propose, search, cohort_fit
-    )
+    jobs = JobManager(max_workers=job_workers, max_pending=max_pending, oplog=OperationLog(store))
+    plane = TwinDataPlane(store, SessionStore(store), jobs, TwinCache(store, cache_size), config, lab, propose, search, cohort_fit)
+    plane.recover(leftover_min_age_s)
+    return plane
 
 
 @dataclass

@@ -64,7 +64,7 @@ class TwinServicer(twin_service_pb2_grpc.TwinServiceServicer):
 
     def UploadSession(self, request: twin_service_pb2.UploadSessionRequest, context: grpc.ServicerContext) -> twin_service_pb2.UploadSessionResponse:
         trials = convert.trials_frame(request.trials, "trials", with_session=False)
-        out = self.updates.upload_session(request.subject, trials, request.label or None, request.skip_twin_update)
+        out = self.updates.upload_session(request.subject, trials, request.label or None, request.skip_twin_update, request_id=request.request_id)
         rec = out.record
         resp = twin_service_pb2.UploadSessionResponse(
             subject=rec.subject, session=rec.session, n_trials=rec.n_trials, data_hash=rec.data_hash, update_skipped_reason=out.skipped_reason
@@ -74,7 +74,7 @@ class TwinServicer(twin_service_pb2_grpc.TwinServiceServicer):
         return resp
 
     def FitCohort(self, request: twin_service_pb2.FitCohortRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.updates.fit_cohort(convert.fit_cohort_request(request)))
+        return convert.operation_pb(self.updates.fit_cohort(convert.fit_cohort_request(request), request_id=request.request_id))
 
 
 class CurriculumServicer(curriculum_service_pb2_grpc.CurriculumServiceServicer):

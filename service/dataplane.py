@@ -10,11 +10,16 @@ The servicers convert requests into domain types, call one method of one part of
 * :class:`~service.operations.Operations`: the long-running operations.
 
 The collaborators (stores, job manager, twin cache, next-session proposer, curriculum search,
-cohort-fit backend) are injected, so tests and deployments swap them.
+cohort-fit backend) are injected, so tests and deployments swap them. Over a job manager with
+the store's operation log, :meth:`TwinDataPlane.recover` (at start) takes over what a previous
+server left: its operations, the twin updates its sessions still need, its leftover files.
 """
 
 from __future__ import annotations
 
+import logging
+
+from twin.persist.integrity import remove_leftovers
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
 
@@ -23,7 +28,7 @@ from service.cache import TwinCache
 from service.catalog import TwinCatalog
 from service.config import DataPlaneConfig
 from service.curricula import Curricula
-from service.jobs import JobManager
+from service.jobs import JobKind, JobManager, JobType
 from service.operations import Operations
 from service.predictions import Predictions
 from service.updates import CohortFitFn, Updates, local_cohort_fit
@@ -69,6 +74,20 @@ class TwinDataPlane:
         self.updates = Updates(self.catalog, jobs, cohort_fit)
         self.curricula = Curricula(self.catalog, jobs, lab, propose, search)
         self.operations = Operations(jobs, config)
+        # a search's candidates are not kept in the log: after a restart its result reads empty,
+        # and an interrupted search is marked failed (it is cheap to start again)
+        jobs.register(JobKind.CURRICULUM_SEARCH, JobType(lambda result: {}, lambda d: None))
+
+    def recover(self, leftover_min_age_s: float = 300.0) -> list[str]:
+        """Take over from a previous server over the same store (call before serving): remove
+        temporary and orphan files older than ``leftover_min_age_s`` (younger ones may belong to
+        a writer still running), resume or fail its operations, queue the twin updates its
+        stored sessions still need. Returns the subjects whose update was queued."""
+        removed = remove_leftovers(self.store, leftover_min_age_s)
+        queued = self.updates.recover()
+        if removed or queued:
+            logging.getLogger("service.dataplane").info("recovered", extra={"leftover_files_removed": len(removed), "updates_queued": len(queued)})
+        return queued
 
 
 __all__ = ["TwinDataPlane"]

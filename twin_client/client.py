@@ -242,16 +242,24 @@ class TwinClient:
             req.start_phase = start_phase
         return self.twins.Forecast(req, **self._kw())
 
-    def upload_session(self, subject: str, trials: pd.DataFrame, label: str = "", skip_twin_update: bool = False) -> twin_service_pb2.UploadSessionResponse:
-        """Store one finished session (its trials in order) and start the twin update."""
-        req = twin_service_pb2.UploadSessionRequest(subject=subject, trials=trials_to_pb(trials, with_session=False), label=label, skip_twin_update=skip_twin_update)
+    def upload_session(
+        self, subject: str, trials: pd.DataFrame, label: str = "", skip_twin_update: bool = False, request_id: str = ""
+    ) -> twin_service_pb2.UploadSessionResponse:
+        """Store one finished session (its trials in order) and start the twin update; a retry
+        with the same ``request_id`` returns what the first attempt stored."""
+        req = twin_service_pb2.UploadSessionRequest(
+            subject=subject, trials=trials_to_pb(trials, with_session=False), label=label, skip_twin_update=skip_twin_update, request_id=request_id
+        )
         return self.twins.UploadSession(req, **self._kw())
 
     def fit_cohort(
-        self, subjects: Sequence[str] = (), rule: str = "", epochs: int = 0, patience: int = 0, adaptation: int = 0, seed: int = 0
+        self, subjects: Sequence[str] = (), rule: str = "", epochs: int = 0, patience: int = 0, adaptation: int = 0, seed: int = 0, request_id: str = ""
     ) -> operation_pb2.Operation:
-        """Start a cohort fit (admin); ``adaptation`` is a ``twin_service_pb2.ADAPTATION_*`` value."""
-        req = twin_service_pb2.FitCohortRequest(subjects=list(subjects), rule=rule, epochs=epochs, patience=patience, adaptation=adaptation, seed=seed)  # type: ignore[arg-type]
+        """Start a cohort fit (admin); ``adaptation`` is a ``twin_service_pb2.ADAPTATION_*`` value; a
+        retry with the same ``request_id`` returns the same operation."""
+        req = twin_service_pb2.FitCohortRequest(
+            subjects=list(subjects), rule=rule, epochs=epochs, patience=patience, adaptation=adaptation, seed=seed, request_id=request_id  # type: ignore[arg-type]
+        )
         return self.twins.FitCohort(req, **self._kw())
 
     # -- curricula -------------------------------------------------------------------------------

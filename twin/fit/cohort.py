@@ -4,6 +4,7 @@ and twin updates when an animal's new sessions arrive."""
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
@@ -18,7 +19,7 @@ from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.params import Adaptation, TwinModel
 from twin.models.state import TwinState, end_state
 from twin.persist.records import TwinHyperparameters, TwinMetrics
-from twin.persist.store import TwinStore, TwinVersion, hash_trials
+from twin.persist.store import InTransaction, NewVersion, TwinStore, TwinVersion, hash_trials
 from twin.protocol import IBL_DEFAULT, Curriculum, phase_of_contrasts
 from twin.fit.adapt import adapt, choose_adaptation, default_adapt_config
 
@@ -144,23 +145,20 @@ def animal_batches(df: pd.DataFrame, animals_per_batch: int) -> list[pd.DataFram
     return [df[df["subject"].isin(g)] for g in groups]
 
 
-def store_twins(store: TwinStore, population: PopulationFit, config: CohortFitConfig, twins: list[AnimalTwin]) -> tuple[TwinVersion, ...]:
-    """Store every twin as a new version and move the ``serving`` alias to it (the population
-    rule is stored once, the first time a twin over it is stored)."""
-    hyper = TwinHyperparameters(spec=config.spec, fit=asdict(config.fit), adaptation=population.adaptation)
-    return tuple(
-        store.put(
-            t.subject,
-            t.twin,
-            trained_through_session=t.trained_through_session,
-            data_hash=t.data_hash,
-            metrics=TwinMetrics(val_ll=t.val_ll, population_val_ll=population.val_ll),
-            hyperparameters=hyper,
-            alias=SERVING_ALIAS,
-            state=t.state,
-        )
-        for t in twins
-    )
+def store_twins(
+    store: TwinStore, population: PopulationFit, config: CohortFitConfig, twins: list[AnimalTwin], in_transaction: InTransaction | None = None
+) -> tuple[TwinVersion, ...]:
+    """Store every twin as a new version and move the ``serving`` alias to them, all in one
+    transaction (a killed fit switches no alias; the population rule is stored once).
+
+    The versions share a new cohort id (in their hyperparameters), by which
+    ``twin store verify`` checks the cohort was switched whole; ``in_transaction`` joins the
+    transaction (see :meth:`~twin.persist.store.TwinStore.put_many`).
+    """
+    hyper = TwinHyperparameters(spec=config.spec, fit=asdict(config.fit), adaptation=population.adaptation, cohort=uuid.uuid4().hex)
+    metrics = [TwinMetrics(val_ll=t.val_ll, population_val_ll=population.val_ll) for t in twins]
+    items = [NewVersion(t.subject, t.twin, t.trained_through_session, t.data_hash, m, hyper, t.state) for t, m in zip(twins, metrics)]
+    return store.put_many(items, alias=SERVING_ALIAS, in_transaction=in_transaction)
 
 
 def fit_cohort(
@@ -179,7 +177,9 @@ def fit_cohort(
     return CohortFitReport(versions, population.adaptation, population.adaptation_table, population.val_ll, time.perf_counter() - t0)
 
 
-def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: FitConfig | None = None) -> TwinVersion:
+def update_twin(
+    store: TwinStore, subject: str, trials: pd.DataFrame, config: FitConfig | None = None, in_transaction: InTransaction | None = None
+) -> TwinVersion:
     """Warm-start the subject's latest twin on all its sessions (the newest validates) and store
     the result as a new version; the previous versions stay as they were.
 
@@ -188,6 +188,8 @@ def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: Fi
         subject: the animal.
         trials: the animal's full canonical trials table, new sessions included.
         config: optimisation settings of the adaptation step.
+        in_transaction: joins the transaction that stores the new version (see
+            :meth:`~twin.persist.store.TwinStore.put_many`).
     """
     model, meta = store.load(subject)  # the animal's twin: adapting it warm-starts from its parameters
     sub = trials[trials["subject"] == subject]
@@ -211,6 +213,7 @@ def update_twin(store: TwinStore, subject: str, trials: pd.DataFrame, config: Fi
         hyperparameters=replace(meta.hyperparameters, adaptation=adaptation, warm_start_from=meta.version),
         alias=SERVING_ALIAS,
         state=twin_end_state(twin.model, sub),
+        in_transaction=in_transaction,
     )
 
 

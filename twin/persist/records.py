@@ -27,12 +27,15 @@ class TwinHyperparameters:
             :class:`twin.fit.train.FitConfig`, by name).
         adaptation: what was adapted to the animal.
         warm_start_from: the version an update warm-started from (None for a cohort fit).
+        cohort: id of the cohort fit the twin descends from (its updates keep it), which
+            :func:`twin.persist.integrity.verify_store` checks was switched all at once.
     """
 
     spec: ModelSpec | None = None
     fit: Mapping[str, JSONScalar] | None = None
     adaptation: Adaptation | None = None
     warm_start_from: int | None = None
+    cohort: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """The JSON object stored in the database."""
@@ -45,17 +48,20 @@ class TwinHyperparameters:
             out["adaptation"] = self.adaptation.value
         if self.warm_start_from is not None:
             out["warm_start_from"] = int(self.warm_start_from)
+        if self.cohort is not None:
+            out["cohort"] = self.cohort
         return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> "TwinHyperparameters":
         """Read a stored JSON object (unknown keys are ignored)."""
-        spec, fit, ad, warm = d.get("spec"), d.get("fit"), d.get("adaptation"), d.get("warm_start_from")
+        spec, fit, ad, warm, cohort = d.get("spec"), d.get("fit"), d.get("adaptation"), d.get("warm_start_from"), d.get("cohort")
         return cls(
             spec=ModelSpec.from_dict(spec) if isinstance(spec, dict) else None,  # type: ignore[arg-type]
             fit=dict(fit) if isinstance(fit, dict) else None,
             adaptation=Adaptation(ad) if ad is not None else None,
             warm_start_from=int(warm) if warm is not None else None,  # type: ignore[call-overload]
+            cohort=str(cohort) if cohort is not None else None,
         )
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import DateTime, Integer, String, UniqueConstraint, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from twin.persist.atomic import atomic_write
@@ -82,7 +82,9 @@ class SessionStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def add_session(self, subject: str, trials: pd.DataFrame, label: str | None = None, source: str = "<upload>") -> SessionRecord:
+    def add_session(
+        self, subject: str, trials: pd.DataFrame, label: str | None = None, source: str = "<upload>", in_transaction: Callable[[Session, SessionRecord], None] | None = None
+    ) -> SessionRecord:
         """Validate one session's trials and store it as the subject's next session.
 
         Args:
@@ -91,6 +93,8 @@ class SessionStore:
                 optional, ``subject``/``session`` ignored and assigned).
             label: the source's session key or date.
             source: name used in error messages; rows in errors are 1-based rows of ``trials``.
+            in_transaction: joins the transaction that inserts the session's row (called with
+                the session and the new record before it commits).
 
         Raises:
             TrialDataError: bad trials (names the row and column), no trials, or no subject.
@@ -130,9 +134,11 @@ class SessionStore:
                     )
                     s.add(row)
                     s.flush()
+                    if in_transaction is not None:
+                        in_transaction(s, _record(row))
                     return _record(row)
-            except IntegrityError:
-                (self.store.root / rel).unlink(missing_ok=True)  # another upload took this number
+            except BaseException:
+                (self.store.root / rel).unlink(missing_ok=True)  # another upload took this number, or the transaction failed
                 raise
 
         # concurrent uploads for one subject race for the next session number

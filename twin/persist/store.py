@@ -12,9 +12,10 @@ rule. Stores written before rules were shared (a whole model file per version) s
 
 The embedded default is SQLite (a file next to the weights folder); the same code runs on
 PostgreSQL given a ``postgresql+psycopg://`` URL. Writes are ordered so that a process killed at
-any point leaves the store consistent: the weights file is written atomically first, then the
-row is inserted in one transaction; a row therefore never names a missing file (an orphan file
-may remain, and is ignored); a twin's rule is stored, file then row, before its twin file.
+any point leaves the store consistent: the weights files are written atomically first, then the
+rows (all of a cohort's, with their aliases) are inserted in one transaction; a row therefore
+never names a missing file (an orphan file may remain: ``twin store verify --repair`` and the
+server's start remove them); a twin's rule is stored, file then row, before its twin file.
 Loading verifies every file's SHA-256 and never unpickles.
 """
 
@@ -25,6 +26,7 @@ import enum
 import hashlib
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -41,6 +43,11 @@ from twin.models.state import TwinState
 from twin.persist.model_files import MODEL_FORMAT, check_state, file_format, load_model, load_twin_params, save_model, save_twin_params
 from twin.persist.records import TwinHyperparameters, TwinMetrics
 from twin.persist.tables import _AliasRow, _Base, _ResultRow, _RuleRow, _safe_name, _sha256, _sqlite_pragmas, _TwinRow, retry_version_race
+
+#: Joins a store transaction: called with the open session and the ``(subject, version)`` pairs
+#: it inserted, before it commits.
+InTransaction = Callable[[Session, list[tuple[str, int]]], None]
+
 
 class TwinNotFoundError(TwinError, LookupError):
     """No such subject, version or alias in the store."""
@@ -71,6 +78,29 @@ class StoredResult:
     version: int
     payload: dict[str, object]
     created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """One twin version to store (see :meth:`TwinStore.put_many`).
+
+    Attributes:
+        subject: the animal.
+        twin: its twin.
+        trained_through_session: the last session it was fitted on.
+        data_hash: hash of the trials it was fitted on.
+        metrics: how well it fitted.
+        hyperparameters: how it was made.
+        state: its end-of-session state.
+    """
+
+    subject: str
+    twin: TwinModel
+    trained_through_session: int
+    data_hash: str
+    metrics: TwinMetrics | None = None
+    hyperparameters: TwinHyperparameters | None = None
+    state: TwinState | None = None
 
 
 @dataclass(frozen=True)
@@ -183,46 +213,73 @@ class TwinStore:
         hyperparameters: TwinHyperparameters | None = None,
         alias: str | None = None,
         state: TwinState | None = None,
+        in_transaction: InTransaction | None = None,
     ) -> TwinVersion:
-        """Store a new version of ``subject``'s twin (version = previous + 1).
+        """Store a new version of ``subject``'s twin (version = previous + 1); see
+        :meth:`put_many`."""
+        item = NewVersion(subject, twin, trained_through_session, data_hash, metrics, hyperparameters, state)
+        return self.put_many([item], alias=alias, in_transaction=in_transaction)[0]
 
-        The twin's rule is stored first unless the store already holds it (by its reference),
-        then the twin file (parameters and ``state``, the twin's end-of-session state), then
-        the row; every file is written atomically before the row naming it, so a crash leaves
-        no row pointing at a missing or partial file.
+    def put_many(self, items: Sequence[NewVersion], *, alias: str | None = None, in_transaction: InTransaction | None = None) -> tuple[TwinVersion, ...]:
+        """Store a new version of each item's twin and point ``alias`` at them, all in one
+        transaction: a cohort switches all at once or not at all.
+
+        Each twin's rule is stored first unless the store already holds it (by its reference),
+        then the twin files (parameters and end-of-session state), then every row; each file
+        is written atomically before the transaction that names it, so a crash leaves no row
+        pointing at a missing or partial file (only orphan files, which
+        :func:`twin.persist.integrity.verify_store` finds and removes). ``in_transaction``
+        (called with the open session and the new ``(subject, version)`` pairs) joins the
+        transaction, e.g. to mark the operation that made them succeeded.
         """
-        if not subject:
+        if any(not it.subject for it in items):
             raise ValueError("subject must be a non-empty string")
-        self.put_rule(twin.population, twin.params.rule)
-        model = twin.model
-        rel = Path("weights") / _safe_name(subject) / f"{uuid.uuid4().hex}.safetensors"
-        path = save_twin_params(twin.params, self.root / rel, {"subject": subject}, state=state)
-        digest = _sha256(path)
+        if len({it.subject for it in items}) != len(items):
+            raise ValueError("at most one new version per subject in one put")
+        files: list[tuple[Path, str]] = []
+        try:
+            for it in items:
+                self.put_rule(it.twin.population, it.twin.params.rule)
+                rel = Path("weights") / _safe_name(it.subject) / f"{uuid.uuid4().hex}.safetensors"
+                path = save_twin_params(it.twin.params, self.root / rel, {"subject": it.subject}, state=it.state)
+                files.append((path, _sha256(path)))
 
-        def insert() -> int:
-            with Session(self.engine) as s, s.begin():
-                last = s.scalar(select(func.max(_TwinRow.version)).where(_TwinRow.subject == subject))
-                row = _TwinRow(
-                    subject=subject,
-                    version=(last or 0) + 1,
-                    rule=model.spec.rule,
-                    spec=model.spec.to_dict(),
-                    hyperparameters=(hyperparameters or TwinHyperparameters()).to_json(),
-                    trained_through_session=int(trained_through_session),
-                    data_hash=data_hash,
-                    code_version=code_version(),
-                    metrics=(metrics or TwinMetrics()).to_json(),
-                    weights_file=rel.as_posix(),
-                    weights_sha256=digest,
-                    created_at=dt.datetime.now(dt.timezone.utc),
-                )
-                s.add(row)
-                s.flush()
-                if alias:
-                    self._set_alias(s, subject, alias, row.version)
-                return row.version
+            def insert() -> list[tuple[str, int]]:
+                with Session(self.engine) as s, s.begin():
+                    refs = [self._insert_row(s, it, path, digest, alias) for it, (path, digest) in zip(items, files)]
+                    if in_transaction is not None:
+                        in_transaction(s, refs)
+                    return refs
 
-        return self.get(subject, retry_version_race(insert, f"a new version for subject {subject!r}"))
+            refs = retry_version_race(insert, "new twin versions")
+        except BaseException:
+            for path, _ in files:
+                path.unlink(missing_ok=True)
+            raise
+        return tuple(self.get(subject, version) for subject, version in refs)
+
+    def _insert_row(self, s: Session, it: NewVersion, path: Path, digest: str, alias: str | None) -> tuple[str, int]:
+        last = s.scalar(select(func.max(_TwinRow.version)).where(_TwinRow.subject == it.subject))
+        spec = it.twin.model.spec
+        row = _TwinRow(
+            subject=it.subject,
+            version=(last or 0) + 1,
+            rule=spec.rule,
+            spec=spec.to_dict(),
+            hyperparameters=(it.hyperparameters or TwinHyperparameters()).to_json(),
+            trained_through_session=int(it.trained_through_session),
+            data_hash=it.data_hash,
+            code_version=code_version(),
+            metrics=(it.metrics or TwinMetrics()).to_json(),
+            weights_file=path.relative_to(self.root).as_posix(),
+            weights_sha256=digest,
+            created_at=dt.datetime.now(dt.timezone.utc),
+        )
+        s.add(row)
+        s.flush()
+        if alias:
+            self._set_alias(s, it.subject, alias, row.version)
+        return it.subject, row.version
 
     def put_rule(self, population: LearnerModel, ref: str) -> None:
         """Store ``population`` as rule ``ref`` unless the store holds that rule already.
@@ -404,4 +461,4 @@ def _to_version(r: _TwinRow, aliases: dict[int, list[str]]) -> TwinVersion:
     )
 
 
-__all__ = ["ResultKind", "StoredResult", "Twin", "TwinStore", "TwinVersion", "TwinNotFoundError", "hash_trials", "code_version"]
+__all__ = ["InTransaction", "NewVersion", "ResultKind", "StoredResult", "Twin", "TwinStore", "TwinVersion", "TwinNotFoundError", "hash_trials", "code_version"]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from sqlalchemy import JSON, DateTime, ForeignKeyConstraint, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKeyConstraint, Integer, String, UniqueConstraint
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -99,6 +99,43 @@ class _ResultRow(_Base):
     name: Mapped[str] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(Integer)
     payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class _OperationRow(_Base):
+    """A long-running operation (twin update, cohort fit, curriculum search), kept so that it
+    survives a restart: resumed, or marked failed, by the next server over the store."""
+
+    __tablename__ = "operations"
+    __table_args__ = (UniqueConstraint("kind", "request_id", name="uq_operation_request"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    subject: Mapped[str] = mapped_column(String(200), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    params: Mapped[dict] = mapped_column(JSON)
+    progress: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class _UploadRow(_Base):
+    """A client's upload request id and the session (and twin update) it produced, written in
+    the same transaction as the session's row: a retried upload finds it instead of storing the
+    session twice."""
+
+    __tablename__ = "upload_requests"
+
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    session: Mapped[int] = mapped_column(Integer)
+    operation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -5,7 +5,8 @@ The population step runs in the driver; the animals are then split into batches
 batched path (:func:`twin.fit.cohort.adapt_animals`), never one tiny task per animal. Tasks ask for a
 GPU (and fit on CUDA) when the cluster has GPUs. A task whose worker dies is retried; a batch that
 still fails is reported by subject, and nothing is stored for it. Results are stored by the driver
-only after the tasks return, so a killed run leaves no half-written twin.
+only after the tasks return, all in one transaction with the ``serving`` aliases, so a killed
+run leaves no half-written twin and no half-switched cohort.
 """
 
 from __future__ import annotations

@@ -12,18 +12,8 @@ from collections.abc import Mapping
 from twin.errors import ModelFileError, TrialDataError, TwinError, UnknownRuleError
 from twin.persist.store import TwinNotFoundError
 
-from service.errors import (
-    DeadlineExceededError,
-    DomainError,
-    FeatureUnavailableError,
-    FieldViolation,
-    InternalError,
-    InvalidArgumentError,
-    NoTwinError,
-    OperationCancelledError,
-    ServiceError,
-    UnavailableError,
-)
+from service.errors import DeadlineExceededError, DomainError, FeatureUnavailableError, FieldViolation, InternalError, InvalidArgumentError
+from service.errors import NoTwinError, OperationCancelledError, ServiceError, UnavailableError
 
 #: Errors rebuilt from their message alone (each maps to its own status code).
 _BY_MESSAGE: dict[str, type[ServiceError] | type[TwinError]] = {

@@ -5,6 +5,7 @@ the update a killed server never queued caught up at the next start, FitCohort i
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from server_env import FAST_UPDATE, TWIN_SUBJECTS
@@ -65,18 +66,26 @@ def test_uploads_coalesce_into_one_update_per_subject(store_dir, new_sessions):
     plane.jobs.shutdown(10.0)
 
 
-def test_a_pending_update_survives_shutdown_and_resumes_with_its_id(store_dir, new_sessions):
-    plane = build_plane(store_dir, config=FAST_UPDATE)
-    gate = _blocked(plane)
-    op = plane.updates.upload_session(S, new_sessions[0]).operation
-    gate.set()
-    plane.jobs._closed = True  # SIGTERM arrives before the worker picks the update up
-    plane.jobs.shutdown(10.0)
-    assert plane.jobs.oplog.get(op.id).state is JobState.PENDING
-    restarted = build_plane(store_dir, config=FAST_UPDATE)
-    done = restarted.jobs.wait(op.id, 120)
+def test_shutdown_records_the_pending_update_and_the_next_start_resumes_it(serve, new_sessions):
+    running = serve()
+    started = threading.Event()
+
+    def search(ctx):  # a long job with checkpoints holds the one worker
+        started.set()
+        while True:
+            ctx.report(0.5, "searching")
+            time.sleep(0.01)
+
+    blocker = running.plane.jobs.submit(JobKind.CURRICULUM_SEARCH, search)
+    assert started.wait(10)
+    op = running.plane.updates.upload_session(S, new_sessions[0]).operation
+    running.stop(grace_s=0.5)  # what SIGTERM does: the search outlasts the grace
+    oplog = running.plane.jobs.oplog
+    assert oplog.get(op.id).state is JobState.PENDING and oplog.get(blocker.id).state is JobState.PENDING
+    restarted = serve()
+    done = restarted.plane.jobs.wait(op.id, 120)
     assert done.state is JobState.SUCCEEDED and done.result.version == 2 and done.result.trained_through_session == 3
-    restarted.jobs.shutdown(10.0)
+    assert restarted.plane.jobs.get(blocker.id).state is JobState.FAILED  # a search is not resumed: start it again
 
 
 def test_a_session_whose_update_was_never_queued_is_caught_up_at_start(store_dir, new_sessions):

@@ -135,11 +135,14 @@ class JobType:
         decode: that JSON → the result (after a restart).
         resume: a stored, unfinished job → the function that runs it again (None: such jobs
             are marked failed after a restart).
+        resume_rank: order of resuming (lower first; within a rank, oldest first): small jobs
+            such as twin updates go before a cohort fit that would hold the worker long.
     """
 
     encode: Callable[[object], Mapping[str, object]]
     decode: Callable[[Mapping[str, object]], object]
     resume: Callable[[OperationRecord], JobFn] | None = None
+    resume_rank: int = 0
 
 
 def _now() -> dt.datetime:
@@ -444,7 +447,8 @@ class JobManager:
         failed: list[str] = []
         if self.oplog is None:
             return resumed, failed
-        for rec in self.oplog.unfinished():
+        rank = {k: t.resume_rank for k, t in self._types.items()}
+        for rec in sorted(self.oplog.unfinished(), key=lambda r: (rank.get(r.kind, 0), r.seq)):
             if rec.id in self._jobs:
                 continue
             jt = self._types.get(rec.kind)

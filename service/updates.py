@@ -132,7 +132,7 @@ class Updates:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         jobs.register(JobKind.TWIN_UPDATE, JobType(self._encode_versions, self._decode_update, lambda rec: self._update_job(rec.subject)))
-        jobs.register(JobKind.FIT_COHORT, JobType(self._encode_cohort, self._decode_cohort, self._resume_cohort))
+        jobs.register(JobKind.FIT_COHORT, JobType(self._encode_cohort, self._decode_cohort, self._resume_cohort, resume_rank=1))
 
     # -- uploads -------------------------------------------------------------------------------
 

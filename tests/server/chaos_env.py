@@ -144,7 +144,7 @@ def run_chaos(root: Path, tmp: Path, chunks: dict[str, pd.DataFrame], kills: int
     for round_ in range(kills + 1):
         proc, target = _start(root, tmp)
         last = round_ == kills
-        stop_at = time.monotonic() + rng.uniform(0.2, 3.0)
+        stop_at = time.monotonic() + rng.uniform(0.2, 4.0)
         killer = None
         if not last:
             killer = threading.Timer(max(0.0, stop_at - time.monotonic()), lambda p=proc: p.send_signal(signal.SIGKILL))

@@ -37,4 +37,4 @@ def test_chaos_few_kills(store_dir, tmp_path, chunks):
 
 @pytest.mark.slow
 def test_chaos_fifty_kills(store_dir, tmp_path, chunks):
-    _assert_nothing_lost(run_chaos(store_dir, tmp_path, chunks, kills=50, seed=18, fit_every=3))
+    _assert_nothing_lost(run_chaos(store_dir, tmp_path, chunks, kills=50, seed=18, fit_every=4))

@@ -105,8 +105,8 @@ def test_shutdown_records_queued_and_interrupted_jobs_for_resume(tmp_path):
     rec = oplog.get(running.id)
     assert rec.state is JobState.PENDING and "resumes at the next start" in rec.message
     nxt = _manager(tmp_path)
-    nxt.register(JobKind.FIT_COHORT, JobType(PLAIN.encode, PLAIN.decode, lambda rec: (lambda ctx: 5)))
+    nxt.register(JobKind.FIT_COHORT, JobType(PLAIN.encode, PLAIN.decode, lambda rec: (lambda ctx: 5), resume_rank=1))
     nxt.register(JobKind.TWIN_UPDATE, JobType(PLAIN.encode, PLAIN.decode, lambda rec: (lambda ctx: 6)))
-    assert sorted(nxt.recover()[0]) == sorted([running.id, queued.id])
+    assert nxt.recover()[0] == [queued.id, running.id]  # the update before the (older) long fit
     assert nxt.wait(running.id, 10).result == 5 and nxt.wait(queued.id, 10).result == 6
     nxt.shutdown(1.0)

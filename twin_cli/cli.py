@@ -12,7 +12,8 @@ Subcommands:
   twin store (SQLite by default, PostgreSQL by URL).
 * ``twin report SUBJECT``: one self-contained HTML page on an animal and its twin.
 * ``twin curriculum {export,search,propose}``: training curricula through the twins.
-* ``twin serve``: the gRPC service (``twin.v1``) over a twin store.
+* ``twin serve``: the gRPC service (``twin.v1``) over a twin store; ``twin health``: one health
+  check of it (TLS too), for exec probes.
 
 Each group of commands is a module of :mod:`twin_cli.commands`; this module puts their parsers
 together in the order ``twin --help`` lists them, and owns what every command shares:
@@ -40,6 +41,7 @@ from twin.progress import ProgressMode, ProgressSettings, configure_progress
 from twin_cli.commands.common import TwinArgumentParser, Verbosity, verbosity
 from twin_cli.commands.curriculum import add_curriculum
 from twin_cli.commands.demo import add_demo
+from twin_cli.commands.health import add_health
 from twin_cli.commands.models import add_evaluate, add_fit, add_simulate
 from twin_cli.commands.search import add_search
 from twin_cli.commands.serve import add_serve
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1: the per-trial ops are too small to gain from more)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_demo, add_simulate, add_fit, add_fit_twins, add_update_twin, add_twins, add_report, add_curriculum, add_serve, add_search, add_evaluate):
+    for add in (add_demo, add_simulate, add_fit, add_fit_twins, add_update_twin, add_twins, add_report, add_curriculum, add_serve, add_health, add_search, add_evaluate):
         add(sub)
     return p
 

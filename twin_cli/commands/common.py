@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,12 +57,18 @@ FAMILIES = ["reinforce", "asymmetric", "history"]
 
 #: the default SQLite database file of a store folder.
 STORE_DB = "twins.db"
+#: the environment variable ``--db-url`` defaults to (deployments set it from a secret, so no
+#: command line has to name it: a RayJob's entrypoint cannot).
+DB_URL_ENV = "TWIN_DB_URL"
 
 
 def store_args(q: argparse.ArgumentParser) -> None:
     """Add ``--store`` and ``--db-url`` (the twin store) to ``q``."""
     q.add_argument("--store", type=Path, default=Path("twins"), help="twin store folder (default: ./twins)")
-    q.add_argument("--db-url", default=None, help="SQLAlchemy URL of the metadata database (default: SQLite in the store folder)")
+    q.add_argument(
+        "--db-url", default=os.environ.get(DB_URL_ENV) or None,
+        help=f"SQLAlchemy URL of the metadata database (default: ${DB_URL_ENV}, else SQLite in the store folder)",
+    )
 
 
 def open_store(args: argparse.Namespace, create: bool = False) -> "TwinStore":
@@ -134,4 +141,4 @@ def load_trials_input(args: argparse.Namespace) -> tuple[pd.DataFrame, IngestRep
     return load_trials(args.data)
 
 
-__all__ = ["FAMILIES", "STORE_DB", "TwinArgumentParser", "Verbosity", "show_progress", "verbosity", "has_trials_input", "load_trials_input", "open_store", "store_args", "trials_args"]
+__all__ = ["DB_URL_ENV", "FAMILIES", "STORE_DB", "TwinArgumentParser", "Verbosity", "show_progress", "verbosity", "has_trials_input", "load_trials_input", "open_store", "store_args", "trials_args"]

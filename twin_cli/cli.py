@@ -34,8 +34,6 @@ import logging
 import os
 import sys
 
-import torch
-
 from twin.errors import TwinError
 from twin.progress import ProgressMode, ProgressSettings, configure_progress
 from twin_cli.commands.common import TwinArgumentParser, Verbosity, verbosity
@@ -60,6 +58,7 @@ EPILOG = """examples:
 
 
 def _threads(n: int) -> None:
+    import torch  # here, not at import: `twin health` (a probe run every few seconds) never loads it
     # the per-trial ops are tiny: one thread is as fast as two, and several processes on
     # few cores with multi-threaded torch slow each other down badly
     torch.set_num_threads(n)
@@ -99,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one ``twin`` command; its exit status."""
     args = build_parser().parse_args(argv)
-    _threads(args.threads)
+    if getattr(args, "uses_torch", True):
+        _threads(args.threads)
     configure_output(verbosity(args))
     try:
         code = int(args.func(args) or 0)

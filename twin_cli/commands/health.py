@@ -45,7 +45,7 @@ def add_health(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     h.add_argument("--server-name", default=None, help="the name in the server's certificate, when it is not the address's host")
     h.add_argument("--service", default="", help="the service to check (default: the server as a whole)")
     h.add_argument("--timeout", type=float, default=3.0, help="seconds before the check fails (default 3)")
-    h.set_defaults(func=cmd_health)
+    h.set_defaults(func=cmd_health, uses_torch=False)
 
 
 __all__ = ["add_health"]

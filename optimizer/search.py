@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-from tqdm.auto import tqdm
+from twin.progress import progress_bar
 
 from twin.protocol import CurriculumError
 from optimizer.hparams import HyperParamScore
@@ -195,7 +195,7 @@ def search_curricula(
         study.enqueue_trial(space.base_values())
     done = len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
     n_batches = max(0, -(-(config.n_trials - done) // config.batch_size))
-    bar = tqdm(total=n_batches * config.batch_size, desc="curriculum search", disable=not progress)
+    bar = progress_bar(total=n_batches * config.batch_size, desc="curriculum search", disable=not progress)
     for b in range(n_batches):
         trials = [study.ask() for _ in range(config.batch_size)]
         cands = [space.build({p.name: suggest(t, p) for p in space.params}, name=f"trial-{t.number}") for t in trials]

@@ -14,14 +14,24 @@ never merged silently; what is done with duplicates is the caller's choice
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from twin.errors import TrialDataError, TwinError
-from twin.data.alf_datasets import RawSession, convert_session, merge_datasets, read_session_folder, trials_digest
+from twin.data.alf_datasets import (
+    RawSession,
+    choose_collection,
+    convert_session,
+    is_trials_collection,
+    merge_datasets,
+    read_session_folder,
+    trials_digest,
+)
 from twin.data.alf_sessions import (
+    DATE_RE,
     AlfIngestReport,
     AlfLayout,
     AlfSession,
@@ -159,10 +169,27 @@ def _assemble(
     return out, report
 
 
+def _in_dates(session: AlfSession, date_range: tuple[str, str] | None) -> bool:
+    if date_range is None:
+        return True
+    return session.date is not None and date_range[0] <= session.date <= date_range[1]
+
+
+def _check_dates(date_range: tuple[str, str] | None, source: str) -> None:
+    if date_range is None:
+        return
+    bad = [d for d in date_range if not DATE_RE.fullmatch(d)]
+    if bad or date_range[0] > date_range[1]:
+        raise TrialDataError(f"date range {list(date_range)} is not two YYYY-MM-DD dates, first <= last", source=source)
+
+
 def read_alf_dir(
     root: str | Path,
     subject: str | None = None,
     *,
+    date_range: tuple[str, str] | None = None,
+    collection: str | None = None,
+    revision: str | None = None,
     duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
     skip_invalid: bool = False,
 ) -> tuple[pd.DataFrame, AlfIngestReport]:
@@ -171,6 +198,10 @@ def read_alf_dir(
     Args:
         root: the folder (see :mod:`twin.data.alf_sessions` for the layouts).
         subject: read only this subject (required for a bare session folder outside the layout).
+        date_range: read only sessions dated from the first to the last ``YYYY-MM-DD``, inclusive.
+        collection: the trials collection (``alf``, ``alf/task_00``); default ``alf`` when it
+            holds trials, else the session's single ``alf/task_NN``.
+        revision: read this revision (``YYYY-MM-DD``, or the latest before it), not the newest.
         duplicates: what to do with duplicated sessions; they are listed in the report anyway.
         skip_invalid: list unreadable sessions in the report instead of raising.
 
@@ -184,12 +215,15 @@ def read_alf_dir(
             unreadable (or pickled) array, duplicates under :attr:`DuplicatePolicy.ERROR`, or a bad
             value (then also the 1-based trial and the attribute).
     """
-    sessions = find_sessions(root, subject)
+    _check_dates(date_range, str(root))
+    sessions = tuple(s for s in find_sessions(root, subject) if _in_dates(s, date_range))
+    if not sessions:
+        raise TrialDataError(f"no sessions dated {date_range[0]}..{date_range[1]}" if date_range else "no sessions", source=str(root))
     loaded: list[RawSession] = []
     skipped: list[SkippedSession] = []
     for s in sessions:
         try:
-            loaded.append(read_session_folder(s))
+            loaded.append(read_session_folder(s, collection, revision))
         except TrialDataError as exc:
             if not skip_invalid:
                 raise
@@ -205,20 +239,28 @@ def read_one_cache(
     cache_dir: str | Path,
     subject: str | None = None,
     *,
+    date_range: tuple[str, str] | None = None,
+    collection: str | None = None,
+    revision: str | None = None,
     duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
     skip_invalid: bool = False,
 ) -> tuple[pd.DataFrame, AlfIngestReport]:
     """Read the trials of a ONE local cache through ONE (``one-api``, an optional extra).
 
     Sessions come from ``ONE(mode="local", cache_dir=...).search()`` (so from the cache tables),
-    their trials from ``load_object(eid, "trials", collection="alf")`` (ONE picks the default
-    revision and merges the table with the separate datasets). The same conversion, ordering,
+    their trials from ``load_object(eid, "trials", collection=..., revision=...)``: the collection
+    is ``alf`` when it holds trials, else the session's single task collection ``alf/task_NN``
+    (what current iblrig writes), unless one is named; ONE picks the default (else newest)
+    revision unless one is named, and merges the table with the separate datasets. The same conversion, ordering,
     duplicate and gap reporting as :func:`read_alf_dir` apply. Without ``one-api``,
     :func:`read_alf_dir` reads the same cache from its folder tree.
 
     Args:
         cache_dir: the ONE cache (the folder holding ``sessions.pqt`` and ``<lab>/Subjects/``).
         subject: read only this subject.
+        date_range: read only sessions dated from the first to the last ``YYYY-MM-DD``, inclusive.
+        collection: the trials collection (``alf``, ``alf/task_00``), as in :func:`read_alf_dir`.
+        revision: the dataset revision to load (ONE's ``revision=``: that or the latest before it).
         duplicates: as in :func:`read_alf_dir`.
         skip_invalid: as in :func:`read_alf_dir`.
 
@@ -230,23 +272,33 @@ def read_one_cache(
         TrialDataError: ONE finds no session, or as :func:`read_alf_dir`.
     """
     try:
-        from one.alf.exceptions import ALFError
+        from one.alf.exceptions import ALFError, ALFWarning
         from one.api import ONE
     except ImportError as exc:
         raise OptionalDependencyError(
             f"reading a ONE cache through ONE needs the one-api package: pip install '{ONE_EXTRA}' "
             f"(or read the cache's folder tree without it: twin.data.alf.read_alf_dir({str(cache_dir)!r}))"
         ) from exc
+    _check_dates(date_range, str(cache_dir))
     source = str(cache_dir)
+    if not Path(source, "sessions.pqt").is_file():
+        raise TrialDataError(
+            "not a ONE cache (no sessions.pqt; one.alf.cache.make_parquet_db builds the tables, or read the folder "
+            "tree without ONE)",
+            source=source,
+        )
     one = ONE(mode="local", cache_dir=source)
-    eids = list(one.search(subject=subject) if subject is not None else one.search())
+    query: dict[str, object] = {} if subject is None else {"subject": subject}
+    if date_range is not None:
+        query["date_range"] = list(date_range)
+    eids = list(one.search(**query))
     found: list[tuple[object, AlfSession]] = []
     for eid in eids:
         path = Path(str(one.eid2path(eid)))
         sess = session_from_path(path)
         if sess is None:
             raise TrialDataError(f"ONE session {eid} is not in a <subject>/<YYYY-MM-DD>/<NNN> folder", source=str(path))
-        if subject is None or sess.subject == subject:  # ONE's subject search matches parts of names
+        if (subject is None or sess.subject == subject) and _in_dates(sess, date_range):  # ONE's search matches parts of names
             found.append((eid, sess))
     if not found:
         who = "" if subject is None else f" of subject {subject!r}"
@@ -260,8 +312,13 @@ def read_one_cache(
     for eid, sess in found:
         where = sess.path / "alf"
         try:
+            with_trials = sorted(c for c in one.list_collections(eid, filename="*trials.*") if is_trials_collection(c))
+            chosen = choose_collection(with_trials, collection, str(where))
+            where = sess.path / chosen
             try:
-                bunch = one.load_object(eid, "trials", collection="alf")
+                with warnings.catch_warnings():  # "no default revision ... using most recent": what is meant
+                    warnings.simplefilter("ignore", ALFWarning)
+                    bunch = one.load_object(eid, "trials", collection=chosen, revision=revision)
             except ALFError as exc:
                 raise TrialDataError(f"ONE could not load the trials object: {exc}", source=str(where)) from None
             arrays: dict[str, np.ndarray] = {}

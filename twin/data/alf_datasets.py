@@ -11,9 +11,11 @@ Trials datasets of one session (files in ``alf/``):
 File names follow ALF: ``[_<namespace>_]trials.<attribute>[.<extra>...].npy`` -- the namespace
 (``_ibl_``) is optional, extra parts (e.g. a dataset UUID) are ignored. A revision sub-folder
 ``alf/#<revision>#/`` overrides, attribute by attribute, the files of older revisions and of
-``alf/`` itself (the newest revision, in name order, wins, as ONE does by default). When ``alf/``
-holds no trials datasets but exactly one task collection ``alf/task_NN/`` does, that collection is
-read. Two-dimensional datasets (``intervals``) are length-checked but not used. Arrays are loaded
+``alf/`` itself (the newest revision, in name order, wins, as ONE does by default; a revision
+asked for caps it: that revision or the latest before it, as ONE's ``revision=`` does). When
+``alf/`` holds no trials datasets but exactly one task collection ``alf/task_NN/`` does (what
+current iblrig writes), that collection is read; a collection can also be named
+(``alf/task_01``). Two-dimensional datasets (``intervals``) are length-checked but not used. Arrays are loaded
 with ``allow_pickle=False``: a file that would need unpickling is refused, never unpickled.
 
 Each session is converted by :func:`twin.data.ibl.alf_frame_to_trials` (:func:`convert_session`).
@@ -73,11 +75,13 @@ class RawSession:
     digest: str
 
 
-def _trials_files(folder: Path) -> dict[str, tuple[str, Path]]:
+def _trials_files(folder: Path, revision: str | None = None) -> dict[str, tuple[str, Path]]:
     """``{attribute: (revision, file)}`` of the trials datasets directly in ``folder`` and its
-    revision sub-folders, the newest revision of each attribute winning."""
+    revision sub-folders, the newest revision of each attribute (up to ``revision``) winning."""
     layers = [("", folder)] + [
-        (d.name.strip("#"), d) for d in sorted(folder.iterdir()) if d.is_dir() and _REVISION_RE.fullmatch(d.name)
+        (d.name.strip("#"), d)
+        for d in sorted(folder.iterdir())
+        if d.is_dir() and _REVISION_RE.fullmatch(d.name) and (revision is None or d.name.strip("#") <= revision)
     ]
     chosen: dict[str, tuple[str, Path]] = {}
     for rev, layer in layers:  # in increasing revision order
@@ -196,27 +200,57 @@ def trials_digest(raw: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def _alf_folder(session: AlfSession) -> Path:
-    """The collection holding the session's trials: ``alf/`` or its single ``task_NN`` folder."""
+def is_trials_collection(name: str) -> bool:
+    """Whether a collection (``alf``, ``alf/task_00``) is one a session's trials live in."""
+    return name == "alf" or (name.startswith("alf/") and _TASK_RE.fullmatch(name[4:]) is not None)
+
+
+def choose_collection(collections: list[str], asked: str | None, source: str) -> str:
+    """The trials collection to read among those holding trials datasets.
+
+    ``asked`` when given (it must hold trials); else ``alf``, else the single ``alf/task_NN``.
+
+    Raises:
+        TrialDataError: none holds trials, the one asked for does not, or several task
+            collections do and none was asked for.
+    """
+    if asked is not None:
+        asked = asked.strip("/")
+        if asked not in collections:
+            raise TrialDataError(f"no trials datasets in collection {asked!r}; collections with trials: {collections}", source=source)
+        return asked
+    if "alf" in collections:
+        return "alf"
+    if len(collections) == 1:
+        return collections[0]
+    if collections:
+        raise TrialDataError(
+            f"trials in several task collections {collections}; name one (collection='alf/task_00', --collection)", source=source
+        )
+    raise TrialDataError("no trials datasets (_ibl_trials.table.pqt or _ibl_trials.<attribute>.npy) in this folder", source=source)
+
+
+def _alf_folder(session: AlfSession, collection: str | None, revision: str | None) -> Path:
+    """The collection holding the session's trials: ``alf/`` or a ``task_NN`` folder in it."""
     alf = session.path / "alf"
     if not alf.is_dir():
         raise TrialDataError("no alf folder, so no trials datasets", source=str(session.path))
-    if _trials_files(alf):
-        return alf
-    tasks = [d for d in sorted(alf.iterdir()) if d.is_dir() and _TASK_RE.fullmatch(d.name) and _trials_files(d)]
-    if len(tasks) == 1:
-        return tasks[0]
-    if len(tasks) > 1:
-        names = [d.name for d in tasks]
-        raise TrialDataError(f"trials in several task collections {names}; choosing one is not supported", source=str(alf))
-    raise TrialDataError(
-        "no trials datasets (_ibl_trials.table.pqt or _ibl_trials.<attribute>.npy) in this folder", source=str(alf)
-    )
+    found = ["alf"] if _trials_files(alf, revision) else []
+    found += [f"alf/{d.name}" for d in sorted(alf.iterdir()) if d.is_dir() and _TASK_RE.fullmatch(d.name) and _trials_files(d, revision)]
+    return session.path / choose_collection(found, collection, str(alf))
 
 
-def read_session_folder(session: AlfSession) -> RawSession:
-    where = _alf_folder(session)
-    files = _trials_files(where)
+def read_session_folder(session: AlfSession, collection: str | None = None, revision: str | None = None) -> RawSession:
+    """A session's raw trials from its folder.
+
+    Args:
+        session: the session found.
+        collection: the collection to read (``alf``, ``alf/task_00``); default: see
+            :func:`choose_collection`.
+        revision: read this revision (or the latest before it) instead of the newest.
+    """
+    where = _alf_folder(session, collection, revision)
+    files = _trials_files(where, revision)
     table_path = files.pop(_TABLE)[1] if _TABLE in files else None
     table = read_table(table_path, str(table_path)) if table_path is not None else None
     arrays = {attr: _load_npy(path) for attr, (_, path) in files.items()}

@@ -10,7 +10,7 @@ import torch
 
 from twin.errors import TrialDataError
 from twin.data.features import FeatureSpec
-from twin.data.trials import session_starts, subjects
+from twin.data.trials import plain, session_starts, subjects
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,6 @@ def _stimulus_values(df: pd.DataFrame, features: FeatureSpec) -> list[np.ndarray
         v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
         bad = np.flatnonzero(~np.isfinite(v))
         if bad.size:
-            raise TrialDataError(f"stimulus value is not a finite number: {df[c].iloc[bad[0]]!r}", row=int(bad[0]) + 1, column=c)
+            raise TrialDataError(f"stimulus value is not a finite number: {plain(df[c].iloc[bad[0]])}", row=int(bad[0]) + 1, column=c)
         out.append(v)
     return out

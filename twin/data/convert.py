@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from twin.errors import TrialDataError
-from twin.data.trials import REQUIRED_COLUMNS, IngestReport, check_nonempty_sessions, validate_trials
+from twin.data.trials import REQUIRED_COLUMNS, IngestReport, check_nonempty_sessions, plain, validate_trials
 
 #: file suffixes read as parquet (any other table is read as CSV, optionally compressed).
 PARQUET_SUFFIXES: tuple[str, ...] = (".pqt", ".parquet")
@@ -92,12 +92,7 @@ def raise_first(
         return
     i = int(idx[np.argmin(rows[idx])])
     if values is not None:
-        v = values[i]
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)  # codes read as floats: quote 2, not 2.0
-        reason = reason.replace("{v}", repr(v))
+        reason = reason.replace("{v}", plain(values[i]))
     more = f" ({idx.size - 1} more row(s) like it)" if idx.size > 1 else ""
     raise TrialDataError(reason + more, source=source, row=int(rows[i]), column=column)
 
@@ -123,10 +118,19 @@ def key_column(raw: pd.DataFrame, column: str, rows: np.ndarray, source: str) ->
     return text.to_numpy(dtype=object)
 
 
-def positive_int(vals: np.ndarray, rows: np.ndarray, source: str, column: str) -> np.ndarray:
-    """``[n]`` floats as int64, each a positive integer (else an error at the first bad row)."""
-    bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
-    raise_first(bad, rows, source, column, "must be a positive integer, got {v}", vals)
+def positive_int(vals: np.ndarray, rows: np.ndarray, source: str, column: str, first: int = 1) -> np.ndarray:
+    """``[n]`` floats as int64, each an integer ``>= first`` (else an error at the first bad row).
+
+    Args:
+        vals: the values.
+        rows: 1-based source rows, for the error.
+        source: file name.
+        column: raw column, for the error.
+        first: the smallest allowed value (0 for indices that count from 0, as IBL's trials do).
+    """
+    bad = ~np.isfinite(vals) | (vals < first) | (vals != np.round(vals))
+    what = "a positive integer" if first == 1 else f"an integer >= {first}"
+    raise_first(bad, rows, source, column, f"must be {what}, got {{v}}", vals)
     return vals.astype(np.int64)
 
 

@@ -33,7 +33,7 @@ from twin.errors import TrialDataError
 from twin.data.convert import finish_trials, raise_first, read_table
 from twin.data.features import STIMULUS_COLUMN_PREFIX, FeatureSpec
 from twin.data.paths import shared_data_dir
-from twin.data.trials import IngestReport
+from twin.data.trials import IngestReport, plain
 
 #: file name of the Akrami-lab rat under ``<shared data>/ibl``.
 PSYTRACK_RAT_FILENAME = "psytrack_rat_W053_Akrami.npz"
@@ -171,7 +171,7 @@ def check_stimulus_columns(df: pd.DataFrame, source: str, rows: np.ndarray | Non
             more = f" ({bad.size - 1} more row(s) like it)" if bad.size > 1 else ""
             value = df[col].to_numpy(dtype=object)[bad[0]]
             raise TrialDataError(
-                f"stimulus value is not a finite number: {value!r}{more}", source=source, row=int(rows[bad[0]]), column=col
+                f"stimulus value is not a finite number: {plain(value)}{more}", source=source, row=int(rows[bad[0]]), column=col
             )
         out[col] = vals
     return pd.DataFrame(out, index=df.index)

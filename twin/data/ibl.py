@@ -44,8 +44,11 @@ from twin.data.trials import IngestReport
 
 #: raw ALF columns a trials table must have.
 ALF_REQUIRED: tuple[str, ...] = ("contrastLeft", "contrastRight", "choice", "feedbackType", "probabilityLeft")
-#: columns accepted as the session key of an ALF table, first match wins.
-ALF_SESSION_KEYS: tuple[str, ...] = ("session", "eid", "session_id", "session_start_time", "date")
+#: columns accepted as the session key of an ALF table, first match wins (a ``date`` with a
+#: session number column makes the key ``<date>/<NNN>``, as labs and ONE name sessions).
+ALF_SESSION_KEYS: tuple[str, ...] = ("session", "eid", "session_id", "session_start_time", "date", "session_number", "number")
+#: columns holding the session number (within a day, or overall; ALF counts from 0).
+ALF_NUMBER_COLUMNS: tuple[str, ...] = ("session_number", "number")
 #: columns that order sessions in time, first match wins.
 ALF_DATE_COLUMNS: tuple[str, ...] = ("session_start_time", "date")
 #: raw trial-number columns used to detect duplicated or unordered trials.
@@ -126,14 +129,19 @@ def read_alf_trials(
     else from ``subject``/``session``, else from an ALF path
     ``<subject>/<YYYY-MM-DD>/<NNN>/alf/<file>``) or an aggregated subject or cohort table with
     a ``subject`` column and a session key column (the first of ``session``, ``eid``,
-    ``session_id``, ``session_start_time``, ``date``). When the table has such a column and
-    the matching argument is given too, only the rows with that key are read.
+    ``session_id``, ``session_start_time``, ``date``, ``session_number``, ``number``; a ``date``
+    with a ``session_number``/``number`` column is keyed ``<date>/<NNN>``, as labs name sessions).
+    When the table has such a column and the matching argument is given too, only the rows with
+    that key are read. Session numbers may count from 0 (ALF does); they stay the session's label.
 
     Sessions are numbered 1..n per subject in time order when a ``session_start_time`` or
     ``date`` column exists (ties and sessions without one: order of first appearance), else in
-    order of first appearance; the original key is kept in ``session_label``. Trials are numbered
+    order of first appearance (sessions of one day, or undated ones, by session number when there
+    is one); the original key is kept in ``session_label`` (``0`` for ALF's first session), and
+    session arguments of the ``twin`` commands name sessions by that label. Trials are numbered
     1..n within a session in file order, after no-go trials are dropped; a raw ``trial`` or
-    ``trial_num`` column, when present, is only used to reject duplicated or unordered trials.
+    ``trial_num`` column (0-based, as IBL's, or 1-based), when present, is only used to reject
+    duplicated or unordered trials.
 
     Mapping: ALF ``choice`` -1 (right response) -> 1, +1 (left) -> 0, 0 (no-go) -> dropped and
     counted; ``correct_side`` from the side whose contrast is not NaN (this holds at zero contrast
@@ -208,7 +216,23 @@ def alf_frame_to_trials(
             raw, rows, subj = raw[sel], rows[sel], subj[sel]
     else:
         subj = np.full(len(raw), str(subject), dtype=object)
-    if key_col is not None:
+    number_col = next((c for c in ALF_NUMBER_COLUMNS if c in raw.columns), None)
+    session_number: np.ndarray | None = None
+    if key_col in ALF_NUMBER_COLUMNS or (key_col == "date" and number_col is not None):
+        assert number_col is not None
+        session_number = positive_int(numeric_column(raw, number_col, rows, source), rows, source, number_col, first=0)
+    if key_col is not None and session_number is not None:
+        if key_col == "date":
+            dates = key_column(raw, "date", rows, source)
+            labels = np.array([f"{d}/{n:03d}" for d, n in zip(dates.tolist(), session_number.tolist())], dtype=object)
+        else:
+            labels = session_number.astype(str).astype(object)
+        if session is not None:
+            sel = labels == str(session)
+            if not sel.any():
+                raise TrialDataError(f"no rows for session {session!r}", source=source, column=key_col)
+            raw, rows, subj, labels, session_number = raw[sel], rows[sel], subj[sel], labels[sel], session_number[sel]
+    elif key_col is not None:
         labels = key_column(raw, key_col, rows, source)
         if session is not None:
             sel = labels == str(session)
@@ -248,16 +272,18 @@ def alf_frame_to_trials(
     if date_col is not None:
         dates = _session_dates(raw, date_col, rows, source)
         sess_date = pd.Series(dates).groupby(sess_code).transform("min").to_numpy()
-        order = np.lexsort((rows, sess_code, sess_date, subj_code))
     else:
-        order = np.lexsort((rows, sess_code, subj_code))
+        sess_date = np.zeros(len(rows))
+    # sessions of one date (or undated ones) in session-number order when there is a number
+    number_key = session_number if session_number is not None else np.zeros(len(rows), np.int64)
+    order = np.lexsort((rows, sess_code, number_key, sess_date, subj_code))
     subj, labels, rows, subj_code, sess_code = (a[order] for a in (subj, labels, rows, subj_code, sess_code))
     choice_raw, cl, cr, fb, pl = (a[order] for a in (choice_raw, cl, cr, fb, pl))
     columns = {k: v[order] for k, v in columns.items()}
     new_sess = np.r_[True, sess_code[1:] != sess_code[:-1]]
 
     if raw_trial is not None:
-        raw_trial = positive_int(raw_trial[order], rows, source, trial_col)
+        raw_trial = positive_int(raw_trial[order], rows, source, trial_col, first=0)  # IBL counts trials from 0
         check_trial_order(new_sess, raw_trial, rows, source, trial_col)
 
     # rewarded side: from the contrast that is present; else from feedback and choice

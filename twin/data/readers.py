@@ -15,7 +15,8 @@ detection order:
   :func:`twin.data.ibl.read_alf_trials`;
 * ``canonical``: canonical tables (``subject``, ``session``, ``trial``, ``contrast_left``, ...: see
   :mod:`twin.data.trials`), keeping their named-stimulus columns ``stim_<name>`` (see
-  :mod:`twin.data.generic`);
+  :mod:`twin.data.generic`); sessions or trials counted from 0 are renumbered from 1, a 0-based
+  session number staying the session's label;
 * ``one_cache`` (never detected, only named): a ONE cache read through ONE,
   :func:`twin.data.alf.read_one_cache`.
 
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from twin.errors import TrialDataError
@@ -135,12 +137,34 @@ def load_trials(path: str | Path, layout: str | None = None) -> ReadResult:
 def read_canonical(path: Path) -> ReadResult:
     """Read a canonical trials table, keeping its ``stim_<name>`` columns (validated too)."""
     source = str(path)
-    df = read_table(path, source)
+    df = _from_zero_based(read_table(path, source))
     out = validate_trials(df, source=source)
     stim = check_stimulus_columns(df, source=source)
     for col in stim.columns:  # validate_trials keeps only the IBL columns
         out[col] = stim[col].to_numpy()
     return out, IngestReport(source=source, n_rows=len(df))
+
+
+def _from_zero_based(df: pd.DataFrame) -> pd.DataFrame:
+    """A canonical table whose sessions or trials count from 0 (as ALF and IBL count them),
+    renumbered from 1; 0-based session numbers stay the sessions' labels (``session_label``)."""
+    out = df
+    for col in ("session", "trial"):
+        if col not in df.columns:
+            continue
+        vals = pd.to_numeric(df[col], errors="coerce")
+        if col == "trial":
+            keys = [c for c in ("subject", "session") if c in df.columns]
+            starts = vals.groupby([df[k] for k in keys], sort=False).transform("min") if keys else vals.min()
+            zero = (starts == 0).to_numpy()
+        else:
+            zero = np.full(len(df), bool((vals == 0).any()))
+        if zero.any():
+            out = out.copy() if out is df else out
+            if col == "session" and "session_label" not in out.columns:
+                out["session_label"] = vals.map(lambda v: str(int(v)) if pd.notna(v) and float(v).is_integer() else str(v))
+            out[col] = np.where(zero, vals + 1, vals)
+    return out
 
 
 def write_trials(df: pd.DataFrame, path: str | Path) -> Path:

@@ -3,13 +3,21 @@
 * Held-out animals (:func:`split_animals`): indices of train / validation / test animals.
 * Held-out future sessions (:func:`split_sessions`): the same animals cut at session ``k``.
 * Early stopping on each animal's last sessions (:func:`split_last_sessions`).
+* Sessions named by the data's own labels (:func:`sessions_from_label`): what a ``--from-session``
+  argument selects.
+
+Session numbering: inside the project ``session`` is a 1-based index in training order; the
+data's own name of each session (ALF's 0-based number, ``YYYY-MM-DD/NNN``, the export's
+``endtrain-3``...) is its ``session_label``. Arguments that a user types name sessions by label.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from twin.errors import TwinError
@@ -85,3 +93,78 @@ def split_last_sessions(batch: TrialBatch, n: int = 1) -> tuple[TrialBatch, Tria
     if int(last.min()) <= n:
         raise TwinError(f"every animal needs more than {n} session(s) to hold the last {n} out for validation")
     return batch.truncate_sessions(last - n), batch.with_mask(batch.sessions_mask(last - n + 1))
+
+
+_INT_RE = re.compile(r"-?\d+")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[/T ].*)?")
+
+
+@dataclass(frozen=True)
+class LabelledStart:
+    """Where each animal's sessions from a session label on begin.
+
+    Attributes:
+        label: the label asked for.
+        first: subject -> 1-based index (``session``) of its first selected session.
+        missing: subjects without any session at or after the label (nothing selected).
+        labels: subject -> the label of its first selected session.
+    """
+
+    label: str
+    first: dict[str, int]
+    missing: tuple[str, ...]
+    labels: dict[str, str]
+
+    def first_index(self, subjects: tuple[str, ...] | list[str]) -> torch.Tensor:
+        """``[B]`` first session index per animal of a batch (past the last one when missing)."""
+        big = np.iinfo(np.int32).max
+        return torch.tensor([self.first.get(s, big) for s in subjects], dtype=torch.long)
+
+
+def session_labels(df: pd.DataFrame) -> pd.Series:
+    """Each trial's session label: ``session_label`` where the table has one, else ``session``."""
+    if "session_label" in df.columns:
+        return df["session_label"].astype(str)
+    return df["session"].astype(str)
+
+
+def sessions_from_label(df: pd.DataFrame, label: str) -> LabelledStart:
+    """Each animal's sessions from the one labelled ``label`` on (the data's own session names).
+
+    Per animal: the session whose label is ``label``; when it has none, the first session after
+    it, if the labels order: whole numbers (ALF's session numbers, 0-based) compare as numbers,
+    dates (``YYYY-MM-DD``, ``YYYY-MM-DD/NNN``) as dates. Other labels (the IBL export's
+    ``endtrain-3``) must match exactly.
+
+    Args:
+        df: canonical trials table.
+        label: a session label of the data.
+
+    Raises:
+        TwinError: no animal has a session at or after ``label``; names some labels there are.
+    """
+    label = str(label).strip()
+    labels = session_labels(df)
+    per = pd.DataFrame({"subject": df["subject"].astype(str), "session": df["session"], "label": labels})
+    per = per.drop_duplicates(["subject", "session"])
+    first: dict[str, int] = {}
+    firsts: dict[str, str] = {}
+    missing: list[str] = []
+    for subject, part in per.groupby("subject", sort=False):
+        names = part["label"].tolist()
+        sessions = part["session"].astype(int).tolist()
+        hit = [s for s, n in zip(sessions, names) if n == label]
+        if not hit and _INT_RE.fullmatch(label) and all(_INT_RE.fullmatch(n) for n in names):
+            hit = [s for s, n in zip(sessions, names) if int(n) >= int(label)]
+        elif not hit and _DATE_RE.fullmatch(label) and all(_DATE_RE.fullmatch(n) for n in names):
+            hit = [s for s, n in zip(sessions, names) if n >= label]
+        if hit:
+            first[str(subject)] = min(hit)
+            firsts[str(subject)] = names[sessions.index(min(hit))]
+        else:
+            missing.append(str(subject))
+    if not first:
+        some = list(dict.fromkeys(labels.tolist()))
+        shown = ", ".join(some[:6]) + (", ..." if len(some) > 6 else "")
+        raise TwinError(f"no session labelled {label!r} (or after it) in the data; session labels are: {shown}")
+    return LabelledStart(label=label, first=first, missing=tuple(missing), labels=firsts)

@@ -67,6 +67,16 @@ class IngestReport:
         return f"{self.source}: {self.n_rows} rows read, {self.total_nogo_dropped} no-go trials dropped"
 
 
+def plain(value: object) -> str:
+    """A value as an error message quotes it: NumPy scalars as plain Python numbers (``2``, not
+    ``np.float64(2.0)``), whole floats without ``.0``, strings quoted."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # codes read as floats: quote 2, not 2.0
+    return repr(value)
+
+
 def _first_bad(mask: np.ndarray) -> int | None:
     idx = np.flatnonzero(mask)
     return int(idx[0]) if idx.size else None
@@ -109,11 +119,11 @@ def validate_trials(df: pd.DataFrame, source: str = "<table>", rows: np.ndarray 
     out = df.copy()
     for col in ("contrast_left", "contrast_right", "prob_left"):
         vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
-        fail(np.isnan(vals), col, f"not a number: {out[col].to_numpy()[_first_bad(np.isnan(vals)) or 0]!r}")
+        fail(np.isnan(vals), col, f"not a number: {plain(out[col].to_numpy()[_first_bad(np.isnan(vals)) or 0])}")
         out[col] = vals
     for col in ("contrast_left", "contrast_right"):
         v = out[col].to_numpy()
-        fail((v < 0) | (v > 1), col, f"contrast {v[_first_bad((v < 0) | (v > 1)) or 0]!r} outside [0, 1]")
+        fail((v < 0) | (v > 1), col, f"contrast {plain(v[_first_bad((v < 0) | (v > 1)) or 0])} outside [0, 1]")
     p = out["prob_left"].to_numpy()
     fail((p < 0) | (p > 1), "prob_left", "block prior outside [0, 1]")
     cl, cr = out["contrast_left"].to_numpy(), out["contrast_right"].to_numpy()
@@ -123,12 +133,13 @@ def validate_trials(df: pd.DataFrame, source: str = "<table>", rows: np.ndarray 
         vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isin(vals, allowed)
         i = _first_bad(bad)
-        fail(bad, col, f"unknown code {out[col].to_numpy()[i if i is not None else 0]!r}; expected one of {allowed}")
+        fail(bad, col, f"unknown code {plain(out[col].to_numpy()[i if i is not None else 0])}; expected one of {allowed}")
         out[col] = vals.astype(np.int64)
     for col in ("session", "trial"):
         vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
-        fail(bad, col, "must be a positive integer")
+        i = _first_bad(bad)
+        fail(bad, col, f"must be a positive integer, got {plain(out[col].to_numpy()[i if i is not None else 0])}")
         out[col] = vals.astype(np.int64)
     subj_raw = out["subject"]
     fail((subj_raw.isna() | (subj_raw.astype(str).str.strip() == "")).to_numpy(), "subject", "missing subject name")
@@ -162,7 +173,7 @@ def validate_trials(df: pd.DataFrame, source: str = "<table>", rows: np.ndarray 
     seen: set[str] = set()
     for s in starts:
         if subj[s] in seen:
-            raise TrialDataError(f"rows of subject {subj[s]!r} are not contiguous", source=source, row=int(rows[s]), column="subject")
+            raise TrialDataError(f"rows of subject {plain(subj[s])} are not contiguous", source=source, row=int(rows[s]), column="subject")
         seen.add(subj[s])
     keep = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in out.columns]
     return out[keep].reset_index(drop=True)
@@ -189,7 +200,7 @@ def check_nonempty_sessions(
         more = f" ({len(empty) - 1} more)" if len(empty) > 1 else ""
         row = None if rows is None or empty[0] not in rows else int(rows[empty[0]])
         raise TrialDataError(
-            f"session {key!r} of subject {subj!r} has no usable trials{more}",
+            f"session {plain(key)} of subject {plain(subj)} has no usable trials{more}",
             source=source,
             row=row,
             column=column,

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from twin.progress import progress_bar
 
 from twin.data.batch import TrialBatch
 from twin.errors import TwinError
@@ -271,7 +271,7 @@ def fit(
     history: list[EpochRecord] = []
     t_start = time.perf_counter()
     steps = 0
-    bar = tqdm(range(1, config.epochs + 1), desc=description or f"fit {spec.rule}", disable=not progress, leave=False)
+    bar = progress_bar(range(1, config.epochs + 1), desc=description or f"fit {spec.rule}", disable=not progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
         total_ll = 0.0
@@ -304,7 +304,7 @@ def fit(
             tolerance_grad=1e-9, tolerance_change=1e-12,
         )
         n_adam = len(history)
-        for rnd in tqdm(range(1, config.lbfgs_rounds + 1), desc=f"{description or spec.rule} (L-BFGS)", disable=not progress, leave=False):
+        for rnd in progress_bar(range(1, config.lbfgs_rounds + 1), desc=f"{description or spec.rule} (L-BFGS)", disable=not progress, leave=False):
             t0 = time.perf_counter()
             train_ll, n_steps = lbfgs_round(model, train_d, lbfgs)
             steps += n_steps

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from twin.protocol import IBL_DEFAULT, Curriculum, CurriculumError
-from twin_cli.commands.common import store_args
+from twin_cli.commands.common import open_store, store_args
 
 
 def _constraints(path: Path | None):  # type: ignore[no-untyped-def]
@@ -53,9 +53,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from optimizer.search import SamplerKind, SearchConfig, search_store
     from optimizer.space import CurriculumSpace
-    from twin.persist.store import TwinStore
 
-    store = TwinStore(args.store, args.db_url)
+    store = open_store(args)
     space = CurriculumSpace(_constraints(args.constraints), _base(args.base))
     cfg = SearchConfig(
         n_trials=args.trials,
@@ -98,9 +97,8 @@ def cmd_propose(args: argparse.Namespace) -> int:
     from optimizer.propose import ProposalConfig, propose_next_session
     from optimizer.space import CurriculumSpace
     from twin.errors import TwinError
-    from twin.persist.store import TwinStore
 
-    store = TwinStore(args.store, args.db_url)
+    store = open_store(args)
     twin = store.load_twin(args.subject, alias=args.alias)
     if twin.state is None:
         raise TwinError(f"twin {args.subject!r} v{twin.meta.version} has no end-of-session state; refit or update it")

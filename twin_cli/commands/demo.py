@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from twin_cli.commands.common import FAMILIES
+from twin_cli.commands.common import FAMILIES, show_progress
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from twin.sim.agents import Family
     from twin_cli.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(args.out, Family(args.family), args.animals, args.trials, args.epochs, args.seed, args.curricula, progress=not args.quiet))
+    run_demo(DemoConfig(args.out, Family(args.family), args.animals, args.trials, args.epochs, args.seed, args.curricula, progress=show_progress(args)))
     return 0
 
 
@@ -26,7 +26,6 @@ def add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d.add_argument("--epochs", type=int, default=30, help="maximum epochs per fit")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--curricula", type=int, default=12, help="candidate curricula the search evaluates")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
 

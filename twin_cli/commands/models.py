@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from twin.errors import TwinError
-from twin_cli.commands.common import FAMILIES
+from twin_cli.commands.common import FAMILIES, load_trials_input, show_progress, trials_args
 from twin_cli.tables import format_table
 
 
@@ -29,7 +29,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from twin.data.batch import make_batch
-    from twin.data.readers import load_trials
     from twin.data.splits import split_last_sessions
     from twin.data.features import FeatureSpec, StimulusCoding
     from twin.fit.train import FitConfig, fit
@@ -38,7 +37,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from twin.persist.model_files import save_model
 
     get_rule(args.rule)  # fail early on a bad name
-    df, report = load_trials(args.data)
+    df, report = load_trials_input(args)
     print(report.summary())
     feats = FeatureSpec(stimulus=StimulusCoding(args.stimulus), bias=not args.no_bias, history=args.history)
     batch = make_batch(df, feats)
@@ -55,9 +54,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         epochs=args.epochs, learning_rate=args.lr, tbptt=args.tbptt, patience=args.patience, seed=args.seed, device=args.device,
         lbfgs_rounds=args.lbfgs_rounds,
     )
-    res = fit(spec, train, val, cfg, progress=not args.quiet)
+    res = fit(spec, train, val, cfg, progress=show_progress(args))
     meta = {
-        "data": str(args.data),
+        "data": str(args.data if args.data is not None else args.one_cache),
         "subjects": list(batch.subjects),
         "fit": cfg.__dict__,
         "best_epoch": res.best_epoch,
@@ -72,18 +71,30 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from twin.data.batch import make_batch
-    from twin.data.readers import load_trials
+    from twin.data.splits import sessions_from_label
     from twin.analysis.evaluate import score
     from twin.persist.model_files import load_model
 
-    df, report = load_trials(args.data)
+    if args.one_cache is not None and args.data is not None:
+        args.models, args.data = [args.data, *args.models], None  # with --one-cache every positional is a model
+    df, report = load_trials_input(args)
     print(report.summary())
+    start = None
+    if args.from_session is not None:
+        start = sessions_from_label(df, args.from_session)
+        shown = sorted(set(start.labels.values()))
+        print(
+            f"scoring each animal's sessions from the one labelled {start.label!r} on (the data's own session labels; "
+            f"first scored: {', '.join(shown[:4])}{', ...' if len(shown) > 4 else ''})"
+        )
+        if start.missing:
+            print(f"  {len(start.missing)} animal(s) have no such session and are not scored: {', '.join(start.missing[:5])}")
     rows = []
     for mpath in args.models:
         stored = load_model(mpath)
         batch = make_batch(df, stored.model.spec.features)
-        if args.from_session:
-            batch = batch.with_mask(batch.sessions_mask(args.from_session))
+        if start is not None:
+            batch = batch.with_mask(batch.sessions_mask(start.first_index(batch.subjects)))
         s = score(stored.model, batch)
         rows.append({"model": str(mpath), "rule": stored.model.spec.rule, "trials": s.n_trials, "ll_nats": s.ll, "ll_bits": s.ll_bits, "accuracy": s.accuracy})
     table = pd.DataFrame(rows)
@@ -113,7 +124,7 @@ def add_fit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from twin.models.rules import rule_names
 
     f = sub.add_parser("fit", help="fit a learning rule (population) to a trials file")
-    f.add_argument("data", type=Path, help="trials file: canonical, IBL ALF table or IBL export (.parquet/.pqt/.csv[.gz])")
+    trials_args(f)
     f.add_argument("--rule", default="dnn", help=f"learning rule: {', '.join(rule_names())} (default dnn)")
     f.add_argument("--out", type=Path, required=True, help="model file to write (.safetensors)")
     f.add_argument("--epochs", type=int, default=300)
@@ -140,16 +151,19 @@ def add_fit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--history", action="store_true", help="add previous-choice and previous-reward-side regressors")
     f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_fit)
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``twin evaluate``."""
     e = sub.add_parser("evaluate", help="score model files on a trials file")
-    e.add_argument("data", type=Path)
+    trials_args(e, what="trials file (before the model files; omit it with --one-cache)")
     e.add_argument("models", type=Path, nargs="+", help="model files (.safetensors)")
-    e.add_argument("--from-session", type=int, default=None, help="score only sessions >= this (forecast of later sessions)")
+    e.add_argument(
+        "--from-session", default=None, metavar="LABEL",
+        help="score each animal's sessions from the one with this label on: the data's own session label "
+        "(ALF's 0-based session number, YYYY-MM-DD/NNN, the export's endtrain-3; the session number for tables without labels)",
+    )
     e.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
     e.set_defaults(func=cmd_evaluate)
 

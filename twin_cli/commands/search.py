@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from twin_cli.commands.common import load_trials_input, trials_args
+
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from twin.data.readers import load_trials
     from twin.models.rules import get_rule
 
     get_rule(args.rule)
-    df, report = load_trials(args.data)
+    df, report = load_trials_input(args)
     print(report.summary())
     # search backends are adapters (Optuna, Ray Tune): loaded only here
     from cluster.search import search_optuna, search_tune
@@ -34,7 +35,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``twin search``."""
     se = sub.add_parser("search", help="hyperparameter search for a rule (Optuna; Ray Tune + ASHA with --tune)")
-    se.add_argument("data", type=Path)
+    trials_args(se)
     se.add_argument("--rule", default="dnn")
     se.add_argument("--trials", type=int, default=20, help="candidates to try")
     se.add_argument("--epochs", type=int, default=50, help="maximum epochs per candidate")

@@ -6,27 +6,29 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from twin.errors import TwinError
-from twin_cli.commands.common import store_args
+from twin_cli.commands.common import load_trials_input, open_store, show_progress, store_args, trials_args
 from twin_cli.tables import format_table
+
+if TYPE_CHECKING:
+    from twin.persist.store import TwinStore
 
 
 def cmd_fit_twins(args: argparse.Namespace) -> int:
     from twin.fit.cohort import CohortFitConfig, fit_cohort
-    from twin.data.readers import load_trials
     from twin.fit.train import FitConfig
     from twin.models.learner import ModelSpec
     from twin.models.rules import get_rule, make_config
-    from twin.persist.store import TwinStore
     from twin.models.params import Adaptation
 
     get_rule(args.rule)
-    df, report = load_trials(args.data)
+    df, report = load_trials_input(args)
     print(report.summary())
-    store = TwinStore(args.store, url=args.db_url)
+    store = open_store(args, create=True)
     cfg = CohortFitConfig(
         spec=ModelSpec(args.rule, rule_config=make_config(args.rule, hidden_size=args.hidden)),
         fit=FitConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device),
@@ -36,37 +38,61 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
         # the CLI is the composition root: the Ray adapter is loaded only when asked for
         from cluster.cohort import fit_cohort_ray
 
-        ray_rep = fit_cohort_ray(df, store, cfg, animals_per_batch=args.animals_per_task, address=args.ray_address, progress=not args.quiet)
+        ray_rep = fit_cohort_ray(df, store, cfg, animals_per_batch=args.animals_per_task, address=args.ray_address, progress=show_progress(args))
         for subject, err in ray_rep.failed.items():
             print(f"FAILED {subject}: {err}", file=sys.stderr)
         rep = ray_rep.report
     else:
-        rep = fit_cohort(df, store, cfg, progress=not args.quiet)
+        rep = fit_cohort(df, store, cfg, progress=show_progress(args))
     if rep.adaptation_table is not None:
         print("adaptation chosen on held-out future sessions:")
         print(format_table(rep.adaptation_table))
     rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll} for v in rep.versions]
     print(format_table(pd.DataFrame(rows)))
-    print(f"stored {len(rep.versions)} twins ({rep.adaptation.value}) in {args.store} in {rep.seconds:.0f} s")
+    n_new = store_sessions(store, df)
+    print(f"stored {len(rep.versions)} twins ({rep.adaptation.value}) and {n_new} new session(s) in {args.store} in {rep.seconds:.0f} s")
     return 0
+
+
+def store_sessions(store: "TwinStore", df: pd.DataFrame) -> int:
+    """Keep the animals' sessions in the store (what ``twin report`` and Predict on stored history
+    read): each animal's sessions after those already stored, in order; the number added.
+
+    Raises:
+        TwinError: an animal already has more stored sessions than the data holds (a different
+            data set than the one its sessions came from).
+    """
+    from twin.persist.sessions import SessionStore
+
+    sessions = SessionStore(store)
+    added = 0
+    for subject, part in df.groupby("subject", sort=False):
+        have = len(sessions.sessions(str(subject)))
+        n = int(part["session"].max())
+        if have > n:
+            raise TwinError(f"subject {subject!r} has {have} stored sessions but the data holds only {n}; is this its data?")
+        new = part[part["session"] > have]
+        if len(new):
+            added += len(sessions.add_table(new, source=f"sessions of {subject}"))
+    return added
 
 
 def cmd_update_twin(args: argparse.Namespace) -> int:
     from twin.fit.cohort import update_twin
-    from twin.data.readers import load_trials
-    from twin.persist.store import TwinStore
 
-    df, report = load_trials(args.data)
+    df, report = load_trials_input(args)
     print(report.summary())
-    v = update_twin(TwinStore(args.store, url=args.db_url), args.subject, df)
+    store = open_store(args)
+    v = update_twin(store, args.subject, df)
+    n_new = store_sessions(store, df[df["subject"] == args.subject])
+    if n_new:
+        print(f"{v.subject}: stored {n_new} new session(s)")
     print(f"{v.subject}: stored version {v.version} (through session {v.trained_through_session}, validation LL {v.metrics.val_ll:.4f})")
     return 0
 
 
 def cmd_twins(args: argparse.Namespace) -> int:
-    from twin.persist.store import TwinStore
-
-    store = TwinStore(args.store, url=args.db_url)
+    store = open_store(args)
     rows = [
         {"subject": v.subject, "version": v.version, "rule": v.rule, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll, "aliases": ",".join(v.aliases), "created": v.created_at.isoformat(timespec="seconds")}
         for s in store.subjects()
@@ -78,13 +104,12 @@ def cmd_twins(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from twin_cli.report import ReportConfig, write_report
-    from twin.persist.store import TwinStore
 
     try:
         cfg = ReportConfig(forecast_trials=args.forecast_trials, forecast_rollouts=args.rollouts, seed=args.seed)
     except ValueError as exc:
         raise TwinError(str(exc)) from None
-    store = TwinStore(args.store, url=args.db_url)
+    store = open_store(args)
     path = write_report(store, args.subject, args.out, trials=args.trials, version=args.version, alias=args.alias, config=cfg)
     print(f"wrote {path}")
     return 0
@@ -95,7 +120,7 @@ def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     from twin.models.rules import rule_names
 
     ft = sub.add_parser("fit-twins", help="fit the population rule and one twin per animal into the twin store")
-    ft.add_argument("data", type=Path, help="trials file (any supported layout)")
+    trials_args(ft)
     ft.add_argument("--rule", default="dnn", help=f"learning rule: {', '.join(rule_names())}")
     ft.add_argument("--adaptation", choices=["auto", "none", "w0", "w0+rate", "full"], default="auto", help="per-animal adaptation (auto: chosen on held-out future sessions)")
     ft.add_argument("--epochs", type=int, default=300)
@@ -103,7 +128,6 @@ def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ft.add_argument("--hidden", type=int, default=32)
     ft.add_argument("--device", default="cpu")
     ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--quiet", action="store_true")
     ft.add_argument("--ray", action="store_true", help="adapt the twins in Ray tasks on a local Ray (loopback)")
     ft.add_argument("--ray-address", default=None, help="join this Ray cluster instead (implies --ray)")
     ft.add_argument("--animals-per-task", type=int, default=16, help="animals per Ray task (batched fit)")
@@ -114,7 +138,7 @@ def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 def add_update_twin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``twin update-twin``."""
     ut = sub.add_parser("update-twin", help="update one animal's twin with its new sessions (new version)")
-    ut.add_argument("data", type=Path, help="the animal's trials, new sessions included")
+    trials_args(ut, what="the animal's trials, new sessions included")
     ut.add_argument("--subject", required=True)
     store_args(ut)
     ut.set_defaults(func=cmd_update_twin)

@@ -1,6 +1,6 @@
 """ALF session folders: both layouts (table.pqt + separate npy, npy only), discovery and order,
-duplicates and gaps reported, errors that name the file, the ONE cache (folder fallback and,
-through a stand-in, the ONE path), and load_trials on a folder."""
+duplicates and gaps reported, errors that name the file, the ONE cache read as folders (through
+ONE itself: ``test_one.py``), and load_trials on a folder."""
 
 from __future__ import annotations
 
@@ -485,64 +485,6 @@ def test_read_one_cache_without_one_api(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "one.api", None)
     with pytest.raises(OptionalDependencyError, match=r"pip install 'learning-twins\[one\]'.*read_alf_dir"):
         read_one_cache(tmp_path)
-
-
-def test_read_one_cache_through_a_stand_in_for_one(tmp_path, monkeypatch):
-    """The ONE path with a minimal stand-in for ``one.api.ONE`` (one-api is an optional extra)."""
-    cache = one_cache(tmp_path)
-    sessions = find_sessions(cache)
-    made = {str(s.path): s for s in sessions}
-
-    class ALFError(Exception):
-        pass
-
-    class FakeONE:
-        def __init__(self, mode: str, cache_dir: str) -> None:
-            assert mode == "local" and Path(cache_dir) == cache
-
-        def search(self, subject: str | None = None) -> list[str]:
-            return [p for p, s in made.items() if subject is None or subject in s.subject][::-1]
-
-        def eid2path(self, eid: str) -> Path:
-            return Path(eid)
-
-        def load_object(self, eid: str, obj: str, collection: str | None = None) -> dict[str, np.ndarray]:
-            assert obj == "trials" and collection == "alf"
-            alf = Path(eid) / "alf"
-            out: dict[str, np.ndarray] = {}
-            table = alf / "_ibl_trials.table.pqt"
-            if table.exists():
-                out.update({c: v.to_numpy() for c, v in pd.read_parquet(table).items()})
-            for f in alf.glob("_ibl_trials.*.npy"):
-                out[f.name.split(".")[1]] = np.load(f)
-            return out
-
-    api = types.ModuleType("one.api")
-    api.ONE = FakeONE  # type: ignore[attr-defined]
-    exc_mod = types.ModuleType("one.alf.exceptions")
-    exc_mod.ALFError = ALFError  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "one", types.ModuleType("one"))
-    monkeypatch.setitem(sys.modules, "one.api", api)
-    monkeypatch.setitem(sys.modules, "one.alf", types.ModuleType("one.alf"))
-    monkeypatch.setitem(sys.modules, "one.alf.exceptions", exc_mod)
-    df, rep = read_one_cache(cache)
-    folders, _ = read_alf_dir(cache)
-    pd.testing.assert_frame_equal(df, folders)
-    assert all(r.layout is AlfLayout.ONE for r in rep.sessions)
-    only, _ = read_one_cache(cache, subject="KS014")
-    assert set(only["subject"]) == {"KS014"}
-
-
-def test_read_one_cache_with_one_api(tmp_path):
-    pytest.importorskip("one.api")
-    from one.alf.cache import make_parquet_db
-
-    cache = tmp_path
-    build_tree(cache)
-    make_parquet_db(cache)
-    df, rep = read_one_cache(cache)
-    folders, _ = read_alf_dir(cache)
-    pd.testing.assert_frame_equal(df, folders)
 
 
 # --------------------------------------------------------------------------------------------

@@ -319,9 +319,10 @@ def test_alf_missing_keys(tmp_path):
     [
         ([1, 2, 3, 3, 4], 4, "duplicated trial number 3"),
         ([1, 2, 4, 3, 5], 4, "out of order"),
-        ([1, 2, 0, 3, 4], 3, "positive integer"),
+        ([1, 2, -1, 3, 4], 3, "must be an integer >= 0, got -1"),  # 0 is fine: IBL counts trials from 0
+        ([0, 1, 2, 2, 3], 4, "duplicated trial number 2"),
     ],
-    ids=["duplicated", "unordered", "not_positive"],
+    ids=["duplicated", "unordered", "negative", "duplicated_from_zero"],
 )
 def test_alf_trial_numbers(tmp_path, trial_col, numbers, row, text):
     raw = alf_table(5, nogo=(2,), seed=4)  # the no-go trial still counts in file rows

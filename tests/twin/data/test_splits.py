@@ -105,3 +105,26 @@ def test_split_last_sessions(table):
     assert torch.equal(val.mask, (batch.session == last[:, None]) & batch.valid)
     with pytest.raises(TwinError, match="more than 3 session"):
         split_last_sessions(batch, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# sessions named by the data's own labels
+
+
+def test_sessions_from_label_exact_numeric_and_dates():
+    from twin.data.splits import sessions_from_label
+
+    df = random_trials_table({"a": [3, 3, 3], "b": [3, 3]}, seed=0)
+    labels = {("a", 1): "0", ("a", 2): "1", ("a", 3): "2", ("b", 1): "0", ("b", 2): "3"}
+    df["session_label"] = [labels[(s, n)] for s, n in zip(df["subject"], df["session"])]
+    got = sessions_from_label(df, "1")
+    assert got.first == {"a": 2, "b": 2}  # b has no session 1: its next numbered one, 3
+    assert got.labels == {"a": "1", "b": "3"} and got.missing == ()
+    assert sessions_from_label(df, "3").missing == ("a",)
+    batch = make_batch(df)
+    mask = batch.sessions_mask(got.first_index(batch.subjects))
+    assert int(mask.sum()) == int((df["session"] >= 2).sum())
+    dated = df.assign(session_label=df["session"].map({1: "2024-01-01/000", 2: "2024-01-02/000", 3: "2024-01-05/001"}))
+    assert sessions_from_label(dated, "2024-01-03").first == {"a": 3}
+    with pytest.raises(TwinError, match="no session labelled 'endtrain-1'.*2024-01-01/000"):
+        sessions_from_label(dated, "endtrain-1")

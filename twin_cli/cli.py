@@ -26,6 +26,7 @@ import sys
 import torch
 
 from twin.errors import TwinError
+from twin_cli.commands.check import add_check
 from twin_cli.commands.curriculum import add_curriculum
 from twin_cli.commands.demo import add_demo
 from twin_cli.commands.models import add_evaluate, add_fit, add_simulate
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1: the per-trial ops are too small to gain from more)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_demo, add_simulate, add_fit, add_fit_twins, add_update_twin, add_twins, add_report, add_curriculum, add_serve, add_search, add_evaluate):
+    for add in (add_demo, add_simulate, add_fit, add_fit_twins, add_update_twin, add_twins, add_report, add_curriculum, add_serve, add_search, add_evaluate, add_check):
         add(sub)
     return p
 

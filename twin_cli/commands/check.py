@@ -127,12 +127,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         rows.append({"check": label, **{name: s.get(key, float("nan")) for key, name in SUMMARY_COLUMNS}})
         animals.append(chk.animals.assign(check=label))  # type: ignore[attr-defined]
         sessions.append(chk.sessions.assign(check=label))  # type: ignore[attr-defined]
-        safe = label.replace("/", "_")
-        check_figure(chk, args.out / f"check_{safe}.png", f"generative check: {label}")  # type: ignore[arg-type]
     print(format_table(pd.DataFrame(rows)))
     pd.concat(animals).to_csv(args.out / "check_animals.csv", index=False)
     pd.concat(sessions).to_csv(args.out / "check_sessions.csv", index=False)
     (args.out / "check_summary.json").write_text(json.dumps(summaries, indent=2))
+    for label, chk in checks.items():
+        check_figure(chk, args.out / f"check_{label.replace('/', '_')}.png", f"generative check: {label}")  # type: ignore[arg-type]
     print(f"wrote check_animals.csv, check_sessions.csv, check_summary.json and {len(checks)} figure(s) to {args.out}")
     return 0
 

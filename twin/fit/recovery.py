@@ -114,39 +114,14 @@ def run_recovery(
     test_weights = sim.weights[torch.as_tensor(split.test)]
     states = sample_states(test_weights, test.valid, config.dw_states, seed=config.seed)
     cohort = {"n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test), "n_trials": config.n_trials}
+    nan = float("nan")
+    unfitted = {"dw_corr": nan, "dw_corr_trials": nan, "fit_seconds": nan, "best_epoch": nan, "epochs_run": nan, "warnings": ""}
     rows = [
         {
-            "family": family.value,
-            "model": "truth",
-            **cohort,
-            "test_ll_nats": truth_scores.ll,
-            "test_ll_bits": truth_scores.ll_bits,
-            "accuracy": truth_scores.accuracy,
-            "ll_gain_ratio": 1.0,
-            "ll_gain_ratio_pop_static": 1.0,
-            "dw_corr": float("nan"),
-            "dw_corr_trials": float("nan"),
-            "fit_seconds": float("nan"),
-            "best_epoch": float("nan"),
-            "epochs_run": float("nan"),
-            "warnings": "",
-        },
-        {
-            "family": family.value,
-            "model": "static_own",
-            **cohort,
-            "test_ll_nats": own.ll,
-            "test_ll_bits": own.ll_bits,
-            "accuracy": own.accuracy,
-            "ll_gain_ratio": 0.0,
-            "ll_gain_ratio_pop_static": ll_gain_ratio(own.ll, pop_static_ll, truth_scores.ll),
-            "dw_corr": float("nan"),
-            "dw_corr_trials": float("nan"),
-            "fit_seconds": float("nan"),
-            "best_epoch": float("nan"),
-            "epochs_run": float("nan"),
-            "warnings": "",
-        },
+            "family": family.value, "model": name, **cohort, "test_ll_nats": sc.ll, "test_ll_bits": sc.ll_bits, "accuracy": sc.accuracy,
+            "ll_gain_ratio": ratio, "ll_gain_ratio_pop_static": ll_gain_ratio(sc.ll, pop_static_ll, truth_scores.ll), **unfitted,
+        }
+        for name, sc, ratio in (("truth", truth_scores, 1.0), ("static_own", own, 0.0))
     ]
     dws: dict[str, DeltaWComparison] = {}
     for rule, res in fits.items():

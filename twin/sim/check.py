@@ -230,16 +230,22 @@ def run_check(
         population, rows, horizon, seed, w0=rep(start.w), log_rate=rep(start.log_rate), h0=rep(start.h),
         start_phase=rep(start.phase) if protocol is not None else 0, stop_when_trained=False, plan=plan,
     )
-    levels = contrast_bins(rows + ([p for ps in replay for p in ps] if replay is not None else []))[0]
+    # the rollouts' bins cover the protocols they ran; the observed ones every contrast shown
+    run_levels = contrast_bins(rows + ([p for ps in replay for p in ps] if replay is not None else []))[0]
+    shown = np.round((trials["contrast_left"] + trials["contrast_right"]).to_numpy(), 6)
+    levels = torch.tensor(sorted({round(float(v), 6) for v in run_levels.tolist()} | set(shown.tolist())), dtype=torch.float32)
     observed = observed_counts(trials, subjects, levels)
     s_all, k = observed.n.shape[1], observed.n.shape[2]
+    to = 2 * torch.searchsorted(levels, run_levels - 1e-6).repeat_interleave(2) + torch.tensor([0, 1]).repeat(len(run_levels))
+    free_n = torch.zeros(*run.stats.n.shape[:2], k, dtype=DTYPE).index_add_(2, to, run.stats.n)
+    free_r = torch.zeros_like(free_n).index_add_(2, to, run.stats.n_right)
     n = torch.zeros(a * rr, s_all, k, dtype=DTYPE)
     nr = torch.zeros_like(n)
     for i, c in enumerate(cut):
         m = n_sess[i] - c
         rows_i = slice(i * rr, (i + 1) * rr)
         n[rows_i, :c], nr[rows_i, :c] = observed.n[i, :c], observed.n_right[i, :c]
-        n[rows_i, c : c + m], nr[rows_i, c : c + m] = run.stats.n[rows_i, :m], run.stats.n_right[rows_i, :m]
+        n[rows_i, c : c + m], nr[rows_i, c : c + m] = free_n[rows_i, :m], free_r[rows_i, :m]
     predicted = SessionStats(observed.contrast, observed.side, n, nr, rep(observed.n_sessions))
     return CheckRun(tuple(subjects), observed, predicted, start.cutoff.clone(), rr)
 

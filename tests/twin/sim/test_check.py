@@ -68,3 +68,13 @@ def test_the_true_rule_is_calibrated_and_a_wrong_start_is_not(cohort, protocol):
     bad = generative_check(run.subjects, run.observed, run.predicted, run.cutoff, 40).summary
     assert bad["cov80_easy_accuracy"] < good["cov80_easy_accuracy"] - 0.2
     assert bad["crps_easy_accuracy"] > good["crps_easy_accuracy"]
+
+
+def test_replayed_future_sessions_keep_contrasts_only_shown_before_the_cutoff(cohort):
+    """Replaying only the late sessions (without 0.5) must still count the early ones' 0.5 trials."""
+    model, trials, subjects, twins = cohort
+    sub = trials[trials["subject"] == subjects[0]]
+    cut = sub["session"].nunique() - 1
+    run = run_check(model, twin_starts(twins[:1], sub, subjects[:1], [cut]), sub, None, n_rollouts=4, seed=0)
+    assert torch.equal(run.predicted.n[:, :cut], run.observed.n[:, :cut].expand(4, -1, -1))
+    assert torch.equal(run.predicted.n_trials, run.observed.n_trials.expand(4, -1))

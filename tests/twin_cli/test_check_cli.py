@@ -24,9 +24,9 @@ def test_check_on_a_family_writes_tables_and_figures(tmp_path):
     assert rc == 0, err
     assert "reinforce/reinforce" in text and "reinforce/truth" in text and "reinforce/reinforce-future" in text
     summary = json.loads((out / "check_summary.json").read_text())
-    assert set(summary) == {"reinforce/reinforce", "reinforce/truth", "reinforce/reinforce-future"}
+    assert set(summary) == {"reinforce/reinforce", "reinforce/truth", "reinforce/reinforce-future", "reinforce/reinforce-map-future"}
     animals = pd.read_csv(out / "check_animals.csv")
-    assert len(animals) == 9 and {"crps_1a", "nls_1a", "cov95_1a"} <= set(animals.columns)
+    assert len(animals) == 12 and {"crps_1a", "nls_1a", "cov95_1a"} <= set(animals.columns)
     assert (out / "check_reinforce_reinforce.png").stat().st_size > 1000
 
 

@@ -108,7 +108,7 @@ def _checks_from_family(args: argparse.Namespace) -> dict[str, object]:
     res = check_family(Family(args.family), cfg, progress=not args.quiet)
     f = res.fit
     print(f"{args.family}: fitted {args.rule} on {args.animals - args.test} animals (best epoch {f.best_epoch}/{len(f.history)}, validation LL {f.best_val_ll:.4f})")
-    return {f"{args.family}/{args.rule if k != 'truth' else 'truth'}{'-future' if k == 'twin-future' else ''}": v for k, v in res.checks.items()}
+    return {f"{args.family}/{k.replace('twin', args.rule)}": v for k, v in res.checks.items()}
 
 
 def cmd_check(args: argparse.Namespace) -> int:

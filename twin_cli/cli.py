@@ -7,6 +7,8 @@ Subcommands:
 * ``twin simulate``: a cohort of ground-truth learners doing the IBL task → trials file.
 * ``twin fit``: fit a learning rule to a trials file → model file (safetensors).
 * ``twin evaluate``: score model files on a trials file (all trials, or later sessions only).
+* ``twin check``: the generative check (twins run free under their animals' protocol, scored
+  against what the animals did), on a synthetic family, a trials file + model file, or a store.
 * ``twin search``: hyperparameter search (Optuna, or Ray Tune + ASHA).
 * ``twin fit-twins`` / ``twin update-twin`` / ``twin twins``: per-animal twins in the versioned
   twin store (SQLite by default, PostgreSQL by URL).

@@ -136,7 +136,9 @@ def main() -> None:
         f"{cfg.n_test} held-out animals; each row's n_train / n_val / n_test / n_trials columns give its own cohort. "
         "Truth parameters: `twin.sim.agents.DEFAULT_TRUTHS`.",
         "",
-        "LL-gain ratio = (LL(model) - LL(static)) / (LL(truth) - LL(static)) on held-out animals; "
+        "LL-gain ratio = (LL(model) - LL(static)) / (LL(truth) - LL(static)) on held-out animals, LL(static) being each held-out "
+        "animal's own (in-sample) static fit (row static_own); ll_gain_ratio_pop_static uses the population static rule's LL "
+        "instead (more lenient; tables without that column hold this lenient ratio under the name ll_gain_ratio); "
         "dw_corr = the smallest per-weight correlation between inferred and true Δw maps (Markovian rules on Markovian truths): "
         "on the map's grid (200 held-out weight states x 11 signed contrasts x correct/error, every cell weighted alike); "
         "dw_corr_trials = the same on 20,000 sampled held-out trials (true weights, stimulus and outcome as they occurred). "

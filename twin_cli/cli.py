@@ -7,6 +7,8 @@ Subcommands:
 * ``twin simulate``: a cohort of ground-truth learners doing the IBL task → trials file.
 * ``twin fit``: fit a learning rule to a trials file → model file (safetensors).
 * ``twin evaluate``: score model files on a trials file (all trials, or later sessions only).
+* ``twin check``: the generative check (twins run free under their animals' protocol, scored
+  against what the animals did), on a synthetic family, a trials file + model file, or a store.
 * ``twin search``: hyperparameter search (Optuna, or Ray Tune + ASHA).
 * ``twin fit-twins`` / ``twin update-twin`` / ``twin twins``: per-animal twins in the versioned
   twin store (SQLite by default, PostgreSQL by URL).
@@ -37,6 +39,7 @@ import sys
 from twin.errors import TwinError
 from twin.progress import ProgressMode, ProgressSettings, configure_progress
 from twin_cli.commands.common import TwinArgumentParser, Verbosity, verbosity
+from twin_cli.commands.check import add_check
 from twin_cli.commands.curriculum import add_curriculum
 from twin_cli.commands.demo import add_demo
 from twin_cli.commands.health import add_health
@@ -91,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1: the per-trial ops are too small to gain from more)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_demo, add_simulate, add_fit, add_fit_twins, add_update_twin, add_twins, add_report, add_curriculum, add_serve, add_health, add_store, add_search, add_evaluate):
+    for add in (add_demo, add_simulate, add_fit, add_fit_twins, add_update_twin, add_twins, add_report, add_curriculum, add_serve, add_health, add_store, add_search, add_evaluate, add_check):
         add(sub)
     return p
 

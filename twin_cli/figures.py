@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
+from twin.analysis.generative import GenerativeCheck
 from twin.analysis.psychometrics import erf_psychometric
 from twin.analysis.predict import Prediction
 from twin.analysis.summary import session_accuracy
@@ -331,3 +332,67 @@ __all__ = [
     "weight_trajectories",
     "write_figures",
 ]
+
+
+# ----------------------------------------------------------------------------- generative check
+
+
+def fig_check(check: GenerativeCheck, title: str, dpi: int = 110, n_animals: int = 4, criterion: str = "1a") -> bytes:
+    """The generative check's posterior-predictive figure: each of the first ``n_animals``
+    animals' easy-contrast accuracy per free session (black) over the twin's fan (50% and 95%
+    bands, median dashed), and every animal's trials to ``criterion``: the twin's mean and 95%
+    interval against what the animal did (open marker: never reached, censored at its last session)."""
+    subjects = list(dict.fromkeys(check.sessions["subject"]))[:n_animals]
+    fig = MplFigure(figsize=(3.0 * max(len(subjects), 2), 6.2), layout="constrained")
+    grid = fig.add_gridspec(2, max(len(subjects), 1))
+    for j, s in enumerate(subjects):
+        ax = fig.add_subplot(grid[0, j])
+        g = check.sessions[check.sessions["subject"] == s]
+        x = g["session"].to_numpy()
+        ax.fill_between(x, g["pred_q025_easy_accuracy"], g["pred_q975_easy_accuracy"], color="C1", alpha=0.18, lw=0, label="twin 95%")
+        ax.fill_between(x, g["pred_q25_easy_accuracy"], g["pred_q75_easy_accuracy"], color="C1", alpha=0.35, lw=0, label="twin 50%")
+        ax.plot(x, g["pred_q50_easy_accuracy"], "--", color="C1", lw=1.2)
+        ax.plot(x, g["obs_easy_accuracy"], "ko-", ms=3, lw=1.5, label="animal")
+        ax.set_ylim(0.3, 1.02)
+        ax.set_title(str(s), fontsize=8)
+        ax.set_xlabel("session", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+        ax.tick_params(labelsize=7)
+        if j == 0:
+            ax.set_ylabel("easy-contrast accuracy", fontsize=8)
+            ax.legend(fontsize=6, loc="lower right")
+    a = check.animals[check.animals[f"scored_{criterion}"]].reset_index(drop=True)
+    ax = fig.add_subplot(grid[1, :])
+    if len(a):
+        order = np.argsort(a[f"obs_trials_{criterion}"].to_numpy(), kind="stable")
+        a = a.iloc[order].reset_index(drop=True)
+        i = np.arange(len(a))
+        mean = a[f"pred_mean_trials_{criterion}"].to_numpy()
+        ax.vlines(i, a[f"pred_lo95_trials_{criterion}"], a[f"pred_hi95_trials_{criterion}"], color="C1", lw=2, alpha=0.6, label="twin: 95% interval")
+        ax.plot(i, mean, "s", color="C1", ms=4, label="twin: mean")
+        reached = a[f"obs_reached_{criterion}"].to_numpy().astype(bool)
+        obs = a[f"obs_trials_{criterion}"].to_numpy()
+        ax.plot(i[reached], obs[reached], "ko", ms=5, label="animal")
+        if (~reached).any():
+            ax.plot(i[~reached], obs[~reached], "o", mfc="none", mec="k", ms=6, label="animal, not reached (censored)")
+        ax.set_xticks(i)
+        ax.set_xticklabels(a["subject"], rotation=60, ha="right", fontsize=6)
+    s = check.summary
+    ax.set_ylabel(f"trials to trained_{criterion}", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(
+        f"trials to {criterion}: predicted mean {s.get(f'pred_mean_trials_{criterion}', float('nan')):.0f} vs observed {s.get(f'obs_mean_trials_{criterion}', float('nan')):.0f}; "
+        f"trained {s.get(f'pred_frac_trained_{criterion}', float('nan')):.0%} vs {s.get(f'obs_frac_trained_{criterion}', float('nan')):.0%}; "
+        f"95% coverage {s.get(f'cov95_{criterion}', float('nan')):.0%}",
+        fontsize=8,
+    )
+    fig.suptitle(title, fontsize=9)
+    return _png(fig, dpi)
+
+
+def check_figure(check: GenerativeCheck, path: Path, title: str) -> Path:
+    """Write :func:`fig_check` to ``path`` (PNG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(fig_check(check, title))
+    return path

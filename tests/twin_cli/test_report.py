@@ -33,7 +33,7 @@ from twin.models.params import Adaptation
 
 STORED = 'mouse <A&B>"1'  # has stored sessions; a name that must be escaped on the page
 FILED = "m2"  # no stored sessions: its trials come from a file; its last session is not trained on
-FIGURES = ("learning-curve", "psychometrics", "weights", "delta-w", "history", "forecast")
+FIGURES = ("learning-curve", "psychometrics", "weights", "delta-w", "history", "generative-check", "forecast")
 FAST = ReportConfig(forecast_rollouts=40, dw_states=24, seed=1)
 
 

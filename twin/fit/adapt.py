@@ -6,6 +6,10 @@ multipliers ``exp(ρ)`` fitted to that animal's own sessions over the shared pop
 with full fine-tuning, the animal's own rule). The adaptation is chosen by the likelihood of
 each animal's held-out *future* sessions, the use a twin is for.
 
+A *new* animal's starting state is inferred from its own first trials (:func:`infer_start`: the
+MAP ``w_0``, and optionally ``ρ``, under a population prior :class:`StartPrior` made from the
+cohort's fitted twins), not taken to be the population mean.
+
 Adaptations of ``w_0``/``ρ`` are fitted for many animals in one batch: ``[B, K]`` parameters
 trained together against the frozen population rule (the animals' losses are independent, so one
 joint optimiser over the batch is the same as one per animal up to Adam's per-parameter scaling).
@@ -182,4 +186,72 @@ def choose_adaptation(
     return best, table
 
 
-__all__ = ["TwinFitResult", "adapt", "adapt_batched", "choose_adaptation", "forecast_ll"]
+@dataclass(frozen=True)
+class StartPrior:
+    """The population prior of a new animal's starting state: independent normals on each
+    initial weight and each log learning-rate multiplier.
+
+    Attributes:
+        w0_mean: ``[K]`` prior mean of the initial weights (the population's ``w0``).
+        w0_sd: ``[K]`` prior SD of the initial weights (their spread across fitted animals).
+        log_rate_sd: ``[K]`` prior SD of the log learning-rate multipliers (mean 0).
+    """
+
+    w0_mean: torch.Tensor
+    w0_sd: torch.Tensor
+    log_rate_sd: torch.Tensor
+
+    @classmethod
+    def from_params(cls, params: list[TwinParams], floor: float = 0.05) -> "StartPrior":
+        """The prior of a cohort's fitted twins: mean and SD (floored at ``floor``) of their
+        ``w0``, SD of their ``log_rate``; needs at least two twins."""
+        if len(params) < 2:
+            raise ValueError("a population prior needs at least two fitted twins")
+        w0 = torch.stack([p.w0 for p in params]).double()
+        lr = torch.stack([p.log_rate for p in params]).double()
+        return cls(w0.mean(0).float(), w0.std(0).clamp(min=floor).float(), lr.std(0).clamp(min=floor).float())
+
+
+def infer_start(population: LearnerModel, first: TrialBatch, prior: StartPrior, fit_rate: bool = False, iterations: int = 100) -> dict[str, TwinModel]:
+    """Each animal's starting state from its own first trials: the MAP ``w0`` (and ``ρ`` when
+    ``fit_rate``) under ``prior``, the population rule fixed, all animals in one batch.
+
+    Maximises ``LL(first trials | w0, ρ) + log N(w0; mean, sd) + log N(ρ; 0, sd_ρ)`` by full-batch
+    L-BFGS on the untruncated likelihood (``w0`` and ``ρ`` are ``[B, K]``; the animals' terms are
+    independent, so one joint optimisation is one per animal). With no trials an animal gets the
+    prior mean, which is then a stated choice, not a silent default.
+
+    Args:
+        population: the cohort model (not modified).
+        first: the animals' first trials (``mask`` selects those used).
+        prior: the population prior.
+        fit_rate: also infer the learning-rate multipliers.
+        iterations: L-BFGS iterations at most.
+
+    Returns:
+        subject → twin (the population rule, shared, and the animal's MAP parameters).
+    """
+    model = copy.deepcopy(population).cpu().eval().requires_grad_(False)
+    n_b, k = first.n_animals, model.n_weights
+    w0 = torch.nn.Parameter(prior.w0_mean.reshape(1, k).expand(n_b, k).clone().double())
+    log_rate = torch.nn.Parameter(torch.zeros(n_b, k, dtype=torch.float64), requires_grad=fit_rate)
+    model.double()
+    batch = first.to_dtype(torch.float64)
+    mean, sd, lr_sd = prior.w0_mean.double(), prior.w0_sd.double(), prior.log_rate_sd.double()
+    params = [w0] + ([log_rate] if fit_rate else [])
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = -model.log_likelihood(batch, w0, log_rate).sum() + 0.5 * (((w0 - mean) / sd) ** 2).sum()
+        if fit_rate:
+            loss = loss + 0.5 * ((log_rate / lr_sd) ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    shared, ref = _frozen_copy(population), rule_ref(population)
+    return {s: TwinModel(shared, TwinParams(w0[i].detach().float(), log_rate[i].detach().float(), ref)) for i, s in enumerate(first.subjects)}
+
+
+__all__ = ["StartPrior", "TwinFitResult", "adapt", "adapt_batched", "choose_adaptation", "forecast_ll", "infer_start"]

@@ -16,6 +16,7 @@ validation likelihood.
 from __future__ import annotations
 
 import copy
+import enum
 import math
 import time
 from collections.abc import Callable
@@ -93,6 +94,59 @@ class EpochRecord:
     """``adam`` (truncated-BPTT epoch) or ``lbfgs`` (one full-batch L-BFGS round)."""
 
 
+class ConvergenceIssue(enum.Enum):
+    """How a fit may have failed to converge."""
+
+    BEST_AT_CAP = "best_at_cap"
+    """The kept epoch is the last one the epoch cap allowed: the fit was still improving."""
+    STILL_IMPROVING = "still_improving"
+    """The epoch cap stopped the fit less than ``patience`` epochs after its last improvement."""
+    LBFGS_BEST_AT_CAP = "lbfgs_best_at_cap"
+    """The kept L-BFGS round is the last one allowed: the refinement was still improving."""
+    WORSE_THAN_CHANCE = "worse_than_chance"
+    """The kept validation log-likelihood is below a coin flip's, ``-ln 2`` nats per trial."""
+
+
+@dataclass(frozen=True)
+class FitWarning:
+    """A convergence warning of a fit.
+
+    Attributes:
+        issue: what went wrong.
+        message: one line for people, naming the numbers and the option to change.
+    """
+
+    issue: ConvergenceIssue
+    message: str
+
+
+def convergence_warnings(history: tuple[EpochRecord, ...] | list[EpochRecord], best_epoch: int, best_val_ll: float, config: FitConfig) -> tuple[FitWarning, ...]:
+    """The convergence warnings of a fit's record (see :class:`ConvergenceIssue`)."""
+    out = []
+    adam = [r for r in history if r.phase == "adam"]
+    lbfgs = [r for r in history if r.phase == "lbfgs"]
+    n_adam = len(adam)
+    capped = n_adam >= config.epochs
+    best_phase = next((r.phase for r in history if r.epoch == best_epoch), "adam")
+    if capped and best_phase == "adam" and best_epoch == n_adam:
+        out.append(FitWarning(ConvergenceIssue.BEST_AT_CAP, f"best epoch {best_epoch} is the epoch cap {config.epochs}: the fit was still improving (raise --epochs)"))
+    elif capped and best_phase == "adam" and n_adam - best_epoch < config.patience:
+        out.append(
+            FitWarning(
+                ConvergenceIssue.STILL_IMPROVING,
+                f"the epoch cap {config.epochs} stopped the fit {n_adam - best_epoch} epoch(s) after its best ({best_epoch}), "
+                f"before {config.patience} epochs without improvement (raise --epochs)",
+            )
+        )
+    if lbfgs and best_phase == "lbfgs" and len(lbfgs) >= config.lbfgs_rounds and best_epoch == lbfgs[-1].epoch:
+        out.append(FitWarning(ConvergenceIssue.LBFGS_BEST_AT_CAP, f"the best L-BFGS round is the last allowed ({config.lbfgs_rounds}): still improving (raise --lbfgs-rounds)"))
+    if math.isfinite(best_val_ll) and best_val_ll < -math.log(2.0):
+        out.append(FitWarning(ConvergenceIssue.WORSE_THAN_CHANCE, f"validation LL {best_val_ll:.4f} nats/trial is worse than a coin flip ({-math.log(2.0):.4f})"))
+    elif not math.isfinite(best_val_ll):
+        out.append(FitWarning(ConvergenceIssue.WORSE_THAN_CHANCE, f"validation LL is {best_val_ll}: no usable epoch"))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class FitResult:
     """A fitted model and how the fit went.
@@ -105,6 +159,7 @@ class FitResult:
         seconds: wall time of the whole fit.
         device: where it ran.
         trial_steps: rule steps taken forward+backward (animals × trials × epochs).
+        warnings: convergence warnings (:func:`convergence_warnings`); empty when none.
     """
 
     model: LearnerModel
@@ -114,6 +169,12 @@ class FitResult:
     seconds: float
     device: str
     trial_steps: int
+    warnings: tuple[FitWarning, ...] = ()
+
+    @property
+    def warning_messages(self) -> list[str]:
+        """The warnings' messages (for a model file's metadata or a table)."""
+        return [w.message for w in self.warnings]
 
 
 class DeviceUnavailableError(TwinError, RuntimeError):
@@ -333,4 +394,5 @@ def fit(
         seconds=time.perf_counter() - t_start,
         device=str(device),
         trial_steps=steps,
+        warnings=convergence_warnings(history, best_epoch, best_ll, config),
     )

@@ -8,6 +8,11 @@ rows whose session is over are masked). After every session the criterion is jud
 window of the last sessions (the psychometric fitted to the pooled counts, batched over rows);
 rows that reach it stop, and the run ends when all rows are done or ``max_sessions`` is reached.
 
+A :class:`SessionPlan` replaces the drawn session lengths with given ones (e.g. an animal's own)
+and, optionally, the protocol with one protocol per session (e.g. the contrast set the animal was
+shown in that session, replayed by :mod:`twin.sim.check`); each such session then runs in a fresh
+environment of its own protocols.
+
 Each session runs through the one trial loop (:func:`twin.sim.rollout.run_trials`); its
 :class:`CriterionRecorder` keeps only per-session counts by (signed contrast, rewarded side), not
 trial-by-trial records, so memory does not grow with the number of trials.
@@ -26,6 +31,33 @@ from twin.models.learner import LearnerModel
 from twin.protocol import Curriculum
 from twin.sim.rollout import Carry, Schedule, Trial, run_trials
 from twin.sim.task import TaskEnv, distinct
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """Given session lengths (and optionally per-session protocols) instead of drawn ones.
+
+    Attributes:
+        lengths: ``[B, S]`` long, trials of each row's sessions; a row's sessions are a prefix
+            (positive lengths, then zeros: the row runs no more sessions).
+        protocols: None (every session runs the row's protocol, its phase carried across
+            sessions), or ``S`` sequences of ``B`` protocols: session ``s`` of row ``b`` runs
+            ``protocols[s][b]`` from its first phase, in a fresh environment.
+    """
+
+    lengths: torch.Tensor
+    protocols: tuple[tuple[Curriculum, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.lengths.dim() != 2:
+            raise ValueError(f"lengths must be [B, S], got {tuple(self.lengths.shape)}")
+        if bool((self.lengths < 0).any()):
+            raise ValueError("lengths must be >= 0")
+        pos = self.lengths > 0
+        if bool((pos[:, 1:] & ~pos[:, :-1]).any()):
+            raise ValueError("a row's sessions must be a prefix: no session after an empty one")
+        if self.protocols is not None and (len(self.protocols) != self.lengths.shape[1] or any(len(p) != self.lengths.shape[0] for p in self.protocols)):
+            raise ValueError(f"protocols must be {self.lengths.shape[1]} sessions of {self.lengths.shape[0]} rows")
 
 
 @dataclass(frozen=True)
@@ -80,11 +112,15 @@ class CriterionRecorder:
         w: ``[B, K]`` starting weights (the start of the weight range).
         criterion: the training criterion.
         stop_when_trained: a row that reached the criterion runs no more sessions.
+        more_protocols: other protocols the rows run (their contrasts get bins too).
     """
 
-    def __init__(self, protocols: Sequence[Curriculum], max_sessions: int, w: torch.Tensor, criterion: CriterionConfig, stop_when_trained: bool) -> None:
+    def __init__(
+        self, protocols: Sequence[Curriculum], max_sessions: int, w: torch.Tensor, criterion: CriterionConfig, stop_when_trained: bool,
+        more_protocols: Sequence[Curriculum] = (),
+    ) -> None:
         b = len(protocols)
-        self.levels, self.signed, self.side = contrast_bins(protocols)
+        self.levels, self.signed, self.side = contrast_bins(list(protocols) + list(more_protocols))
         self.n_bins = n_bins = self.signed.shape[0]
         self.criterion, self.stop_when_trained = criterion, stop_when_trained
         self.n = torch.zeros(b, max_sessions, n_bins, dtype=torch.float64)
@@ -97,9 +133,10 @@ class CriterionRecorder:
         self.ones = torch.ones(b, dtype=torch.float64)
         self.sn = self.sr = torch.zeros(0, dtype=torch.float64)
 
-    def start_session(self) -> torch.Tensor:
-        """Open a session; returns ``[B]`` bool, the rows that run it."""
-        live = ~self.done
+    def start_session(self, runs: torch.Tensor | None = None) -> torch.Tensor:
+        """Open a session; returns ``[B]`` bool, the rows that run it (not done, and in ``runs``
+        when given)."""
+        live = ~self.done if runs is None else ~self.done & runs
         self.n_sessions += live.long()
         b = live.shape[0]
         self.sn = torch.zeros(b * self.n_bins, dtype=torch.float64)
@@ -169,6 +206,7 @@ def simulate_training(
     start_phase: int | torch.Tensor = 0,
     criterion: CriterionConfig = TRAINED_1A,
     stop_when_trained: bool = True,
+    plan: SessionPlan | None = None,
 ) -> TrainingRun:
     """Run ``B = len(protocols)`` learners session by session until they reach ``criterion``.
 
@@ -183,6 +221,8 @@ def simulate_training(
         start_phase: phase each row starts in.
         criterion: the training criterion judged after every session.
         stop_when_trained: stop a row once it reached the criterion (else run all sessions).
+        plan: given session lengths (and per-session protocols) instead of drawn ones; at most
+            its ``S`` sessions run.
 
     Returns:
         Counts, criterion sessions and trials to criterion per row.
@@ -195,13 +235,25 @@ def simulate_training(
     env = TaskEnv(list(protocols), b, g, start_phase=start_phase)
     lo = np.array([p.session_trials[0] for p in protocols])
     hi = np.array([p.session_trials[1] for p in protocols])
+    if plan is not None:
+        if plan.lengths.shape[0] != b:
+            raise ValueError(f"the plan has {plan.lengths.shape[0]} rows for {b} protocols")
+        max_sessions = min(max_sessions, plan.lengths.shape[1])
+    more = [p for ps in plan.protocols for p in ps] if plan is not None and plan.protocols is not None else []
     rate = model.rate(log_rate)
     w, h = model.initial(b, w0 if w0 is None or w0.dim() == 2 else w0.expand(b, -1))
     carry = Carry.start(w.expand(b, -1), h if h0 is None else h0.expand(b, -1).clone())
-    recorder = CriterionRecorder(protocols, max_sessions, carry.w, criterion, stop_when_trained)
+    recorder = CriterionRecorder(protocols, max_sessions, carry.w, criterion, stop_when_trained, more)
     for s in range(max_sessions):
-        lengths = torch.from_numpy(rng.integers(lo, hi + 1))
-        live = recorder.start_session()
+        if plan is None:
+            lengths, live = torch.from_numpy(rng.integers(lo, hi + 1)), recorder.start_session()
+        else:
+            lengths = plan.lengths[:, s].long()
+            live = recorder.start_session(lengths > 0)
+            if plan.protocols is not None:
+                env = TaskEnv(list(plan.protocols[s]), b, g)
+        if not bool(live.any()):
+            break
         carry = run_trials(model, env, Schedule.session(lengths, live), g, carry, (recorder,), rate)
         recorder.end_session(s, live)
         if recorder.all_done:
@@ -209,4 +261,4 @@ def simulate_training(
     return recorder.run(env.phase.clone())
 
 
-__all__ = ["CriterionRecorder", "TrainingRun", "contrast_bins", "simulate_training"]
+__all__ = ["CriterionRecorder", "SessionPlan", "TrainingRun", "contrast_bins", "simulate_training"]

@@ -50,10 +50,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
             raise TwinError(f"{exc}; use --val-sessions 0") from None
     rule_cfg = make_config(args.rule, hidden_size=args.hidden, mirror_symmetric=args.mirror_symmetric, within_session_drift=not args.overnight_drift_only)
     spec = ModelSpec(args.rule, feats, rule_cfg)
-    cfg = FitConfig(
-        epochs=args.epochs, learning_rate=args.lr, tbptt=args.tbptt, patience=args.patience, seed=args.seed, device=args.device,
-        lbfgs_rounds=args.lbfgs_rounds,
-    )
+    try:
+        cfg = FitConfig(
+            epochs=args.epochs, learning_rate=args.lr, tbptt=args.tbptt, patience=args.patience, lr_patience=args.lr_patience,
+            grad_clip=args.grad_clip, seed=args.seed, device=args.device, fit_w0=not args.fixed_w0,
+            scale_lr_multiplier=args.scale_lr_multiplier, lbfgs_rounds=args.lbfgs_rounds, lbfgs_iterations=args.lbfgs_iterations,
+        )
+    except ValueError as exc:
+        raise TwinError(str(exc)) from None
     res = fit(spec, train, val, cfg, progress=show_progress(args))
     meta = {
         "data": str(args.data if args.data is not None else args.one_cache),
@@ -63,9 +67,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "val_ll": res.best_val_ll,
         "seconds": res.seconds,
         "device": res.device,
+        "warnings": res.warning_messages,
     }
     path = save_model(res.model, args.out, meta)
     print(f"{args.rule}: best epoch {res.best_epoch}/{len(res.history)}, validation LL {res.best_val_ll:.4f} nats/trial, {res.seconds:.1f} s on {res.device} -> {path}")
+    for message in res.warning_messages:
+        print(f"warning: {message}")
     return 0
 
 
@@ -136,6 +143,14 @@ def add_fit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="after Adam, rounds of 50 full-batch L-BFGS iterations on the untruncated likelihood (exact ML refinement; "
         "about 2 s per iteration for 30 animals x 6000 trials; default 0)",
     )
+    f.add_argument("--lbfgs-iterations", type=int, default=50, help="L-BFGS iterations per round (default 50)")
+    f.add_argument("--lr-patience", type=int, default=10, help="epochs without improvement before the Adam step size is halved")
+    f.add_argument("--grad-clip", type=float, default=10.0, help="maximum gradient norm")
+    f.add_argument(
+        "--scale-lr-multiplier", type=float, default=1.0,
+        help="step-size multiplier of the DNN/RNN rules' log update scales (they start at 1e-3; the real-data experiment uses 10)",
+    )
+    f.add_argument("--fixed-w0", action="store_true", help="keep the initial weights at zero instead of fitting them")
     f.add_argument("--hidden", type=int, default=32, help="hidden size (dnn, rnn)")
     f.add_argument(
         "--mirror-symmetric", action="store_true",

@@ -23,7 +23,7 @@ from twin.persist.sessions import SessionStore
 from twin.persist.store import Twin, TwinStore
 from twin.sim.forecast import SessionForecast, forecast_session
 from twin.protocol import IBL_DEFAULT
-from twin_cli.figures import fig_delta_w, fig_forecast, fig_history, fig_learning_curve, fig_psychometrics, fig_weights
+from twin_cli.figures import fig_check, fig_delta_w, fig_forecast, fig_history, fig_learning_curve, fig_psychometrics, fig_weights
 from twin_cli.report.content import CRITERIA as _CRITERIA
 from twin_cli.report.content import Report, ReportConfig, ReportFigure
 
@@ -77,6 +77,31 @@ def _forecast_state(twin: Twin, trials: pd.DataFrame) -> TwinState:
 def _default_forecast_trials(trials: pd.DataFrame) -> int:
     lengths = trials.groupby("session", sort=True).size().to_numpy()
     return int(max(1, np.median(lengths[-3:])))
+
+
+def _check_figure(twin: Twin, trials: pd.DataFrame, config: ReportConfig, trained_through: int) -> ReportFigure:
+    """The generative check of this one animal: its twin run free, replaying the contrast sets
+    the animal was shown, from the session after the twin's training when there are later
+    sessions (a true forecast), else from scratch (the twin's own starting weights; in-sample)."""
+    from twin.analysis.generative import generative_check
+    from twin.sim.check import run_check, twin_starts
+
+    sessions = sorted(trials["session"].unique())
+    cut = sum(1 for v in sessions if v <= trained_through)
+    cut = cut if cut < len(sessions) else 0
+    subject = twin.meta.subject
+    start = twin_starts([twin.twin], trials, [subject], [cut])
+    run = run_check(twin.twin.population, start, trials, None, config.forecast_rollouts, seed=config.seed)
+    chk = generative_check(run.subjects, run.observed, run.predicted, run.cutoff, run.n_rollouts)
+    where = f"from session {sessions[cut]} on (after the twin's training: a forecast)" if cut else "from the first session (the twin's own starting weights; in-sample, the twin was fitted on these sessions)"
+    return ReportFigure(
+        "generative-check",
+        "Generative check: the twin running free",
+        f"{run.n_rollouts} free runs of the twin (its own sampled choices) {where}, each session replaying the contrast set the animal was shown, with its length. "
+        "Top: the animal's easy-contrast accuracy per session (black) over the twin's 50% and 95% bands (median dashed). "
+        "Bottom: trials to trained_1a, the twin's mean and 95% interval against the animal's (open: not reached, censored at its last session).",
+        fig_check(chk, f"{subject}: generative check", config.dpi, n_animals=1),
+    )
 
 
 def _pick_sessions(sessions: np.ndarray, limit: int) -> np.ndarray:
@@ -196,6 +221,11 @@ def build_report(twin: Twin, trials: pd.DataFrame, config: ReportConfig = Report
             fig_history(history, config.max_run, config.dpi),
         )
     )
+    if not named:
+        try:
+            figures.append(_check_figure(twin, trials, config, trained_through))
+        except (TrialDataError, ValueError) as exc:
+            notes.append(f"Generative check not run: {exc}")
     if forecast is not None:
         figures.append(
             ReportFigure(

@@ -136,3 +136,41 @@ def test_ll_gain_ratio_gap_needs_the_same_animals():
     b.per_animal["subject"] = ["x", "y"]
     with pytest.raises(ValueError, match="same animals"):
         ll_gain_ratio_gap(a, b, a, a)
+
+
+# --------------------------------------------------------------------------------------------
+# each animal's own static fit (the strict zero of the LL-gain ratio)
+
+
+def test_own_static_fit_is_each_animals_maximum_likelihood_constant_policy():
+    from twin.analysis.evaluate import own_static_scores
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, (ws, wb) in {"a": (3.0, 1.0), "b": (0.5, -1.0)}.items():
+        c = rng.choice([-1.0, -0.5, -0.125, 0.0, 0.125, 0.5, 1.0], 3000)
+        p = 1 / (1 + np.exp(-(ws * c + wb)))
+        y = (rng.random(3000) < p).astype(int)
+        side = np.where(c > 0, 1, np.where(c < 0, 0, rng.integers(0, 2, 3000)))
+        rows.append(pd.DataFrame({
+            "subject": name, "session": 1 + np.arange(3000) // 1000, "trial": 1 + np.arange(3000) % 1000,
+            "contrast_left": np.maximum(-c, 0), "contrast_right": np.maximum(c, 0), "choice": y,
+            "feedback": np.where(y == side, 1, -1), "correct_side": side, "prob_left": 0.5,
+        }))
+    batch = make_batch(pd.concat(rows, ignore_index=True))
+    own = own_static_scores(batch)
+    # no constant policy does better on an animal: a population static fit, nor the true weights
+    model = LearnerModel(ModelSpec("static"))
+    for w in ([3.0, 1.0], [0.5, -1.0], [1.5, 0.0]):
+        with torch.no_grad():
+            model.w0.copy_(torch.tensor(w))
+        other = score(model, batch).per_animal["ll"].to_numpy()
+        assert np.all(own.per_animal["ll"].to_numpy() >= other - 1e-9)
+    # and gradient-fitting a static model to one animal reaches the same optimum
+    from twin.fit.train import FitConfig, fit
+
+    res = fit(ModelSpec("static"), batch.select([0]), None, FitConfig(epochs=300, patience=20, learning_rate=0.05), progress=False)
+    assert own.per_animal["ll"].iloc[0] == pytest.approx(res.best_val_ll, abs=1e-4)
+    # the ratio against it is stricter than against a pooled static fit
+    pooled = score(model, batch).ll
+    assert ll_gain_ratio(-0.40, own.ll, -0.35) < ll_gain_ratio(-0.40, min(pooled, own.ll - 0.01), -0.35)

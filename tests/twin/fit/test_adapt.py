@@ -87,3 +87,27 @@ def test_every_adaptation_gives_twins_over_a_referenced_rule(cohort):
     a, b = (full.twins[s] for s in one.subjects)
     assert a.population is not b.population  # each fine-tuned twin references its own rule
     assert a.params.rule == rule_ref(a.population) and a.params.rule != b.params.rule
+
+
+def test_a_new_animals_start_is_inferred_from_its_first_trials_not_the_population_mean():
+    from twin.fit.adapt import StartPrior, infer_start
+    from twin.models.params import TwinParams
+
+    truth = DEFAULT_TRUTHS[Family.REINFORCE].build()
+    w0 = torch.tensor([[0.0, 1.5], [0.0, -1.5], [0.0, 0.8], [0.0, -0.8]])
+    sim = simulate(truth, IBL_DEFAULT, 4, 600, seed=5, w0=w0)
+    first = make_batch(sim.trials[sim.trials["session"] == 1])
+    ref = rule_ref(truth)
+    prior = StartPrior.from_params([TwinParams(w, torch.zeros(2), ref) for w in w0])  # mean 0, sd ~1.4 on the bias
+    twins = infer_start(truth, first, prior)
+    bias = torch.stack([twins[s].params.w0[1] for s in first.subjects])
+    assert torch.all(torch.sign(bias) == torch.sign(w0[:, 1]))
+    assert (bias - w0[:, 1]).abs().mean() < 0.5 * w0[:, 1].abs().mean()  # much closer than the prior mean (0)
+    # a tight prior pulls the estimate toward its mean
+    tight = infer_start(truth, first, StartPrior(torch.zeros(2), torch.full((2,), 0.01), torch.full((2,), 0.01)))
+    assert max(float(t.params.w0.abs().max()) for t in tight.values()) < 0.05
+    # the rule is shared, not copied, and the inferred rates are 0 unless asked for
+    assert len({id(t.population) for t in twins.values()}) == 1
+    assert all(float(t.params.log_rate.abs().max()) == 0.0 for t in twins.values())
+    with pytest.raises(ValueError, match="two"):
+        StartPrior.from_params([TwinParams(w0[0], torch.zeros(2), ref)])

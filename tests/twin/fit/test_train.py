@@ -145,8 +145,13 @@ def test_small_recovery_dnn_recovers_reinforce():
     # every row records the cohort it was scored on (16 animals: 4 held out, 20% of the rest validate)
     assert tab[["n_train", "n_val", "n_test", "n_trials"]].drop_duplicates().values.tolist() == [[10, 2, 4, 2500]]
     assert tab.loc["truth", "test_ll_nats"] > tab.loc["static", "test_ll_nats"]
-    assert tab.loc["dnn", "ll_gain_ratio"] >= 0.85, tab
-    assert tab.loc["reinforce", "ll_gain_ratio"] >= 0.85, tab
+    # against the population static rule (the lenient zero, the ratio this test always asserted)
+    assert tab.loc["dnn", "ll_gain_ratio_pop_static"] >= 0.85, tab
+    assert tab.loc["reinforce", "ll_gain_ratio_pop_static"] >= 0.85, tab
+    # each animal's own static fit is a stricter zero: it is at least as good as the population's
+    assert tab.loc["static_own", "test_ll_nats"] >= tab.loc["static", "test_ll_nats"]
+    assert tab.loc["reinforce", "ll_gain_ratio"] <= tab.loc["reinforce", "ll_gain_ratio_pop_static"] + 1e-9
+    assert {"warnings"} <= set(tab.columns)
     # the true-form model recovers the Δw map; the DNN's map is not asserted: with Adam alone it
     # stays near the mean drift, and even refined it reaches 0.4-0.8 in the full experiment
     # (experiments/results/recovery_analysis.md)
@@ -169,3 +174,25 @@ def test_split_then_score_uses_population_w0(cohort):
     s = score(res.model, batch.select(list(split.test)))
     assert s.n_trials == int(batch.select(list(split.test)).mask.sum())
     assert math.isnan(ll_gain_ratio(-0.6, -0.5, -0.5))
+
+
+def test_convergence_warnings_name_a_capped_still_improving_and_worse_than_chance_fit():
+    from twin.fit.train import ConvergenceIssue, EpochRecord, convergence_warnings
+
+    def hist(vals, phase="adam"):
+        return [EpochRecord(i + 1, v, v, 0.0, 1e-3, phase) for i, v in enumerate(vals)]
+
+    cfg = FitConfig(epochs=5, patience=3)
+    issues = lambda h, best, ll, c=cfg: [w.issue for w in convergence_warnings(h, best, ll, c)]  # noqa: E731
+    assert issues(hist([-0.6, -0.5, -0.45, -0.42, -0.41]), 5, -0.41) == [ConvergenceIssue.BEST_AT_CAP]
+    assert issues(hist([-0.6, -0.5, -0.45, -0.41, -0.42]), 4, -0.41) == [ConvergenceIssue.STILL_IMPROVING]
+    assert issues(hist([-0.6, -0.41, -0.45, -0.46, -0.47]), 2, -0.41) == []  # patience ran out before the cap: converged
+    assert issues(hist([-0.8, -0.81, -0.82, -0.83]), 1, -0.8, FitConfig(epochs=10, patience=3)) == [ConvergenceIssue.WORSE_THAN_CHANCE]
+    lb = hist([-0.5, -0.45]) + [EpochRecord(3, -0.44, -0.44, 0.0, 1.0, "lbfgs"), EpochRecord(4, -0.43, -0.43, 0.0, 1.0, "lbfgs")]
+    assert issues(lb, 4, -0.43, FitConfig(epochs=10, patience=3, lbfgs_rounds=2)) == [ConvergenceIssue.LBFGS_BEST_AT_CAP]
+
+
+def test_a_fit_stopped_by_its_epoch_cap_says_so(cohort):
+    _, batch = cohort
+    res = fit(ModelSpec("reinforce"), batch, None, FitConfig(epochs=2, patience=30, seed=0), progress=False)
+    assert res.warnings and "raise --epochs" in res.warning_messages[0]

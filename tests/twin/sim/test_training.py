@@ -75,3 +75,32 @@ def test_contrast_bins():
     assert levels.tolist() == pytest.approx([0.0, 0.0625, 0.125, 0.25, 0.3, 0.5, 1.0])
     assert signed.tolist()[:4] == [0.0, 0.0, -6.25, 6.25] and side.tolist()[:4] == [0, 1, 0, 1]
     assert TRAINED_1A.window == 3
+
+
+def test_a_session_plan_sets_each_rows_session_lengths_and_count():
+    from twin.sim.training import SessionPlan
+
+    lengths = torch.tensor([[300, 250, 0], [260, 270, 280]])
+    run = simulate_training(static([0.0, 0.0]), [FULL_SET] * 2, max_sessions=10, seed=0, stop_when_trained=False, plan=SessionPlan(lengths))
+    assert torch.equal(run.stats.n_sessions, torch.tensor([2, 3]))
+    assert torch.equal(run.stats.n_trials[:, :3].long(), lengths)
+
+
+def test_a_session_plan_with_protocols_runs_each_sessions_contrast_set():
+    from twin.sim.training import SessionPlan
+
+    easy = Curriculum(stimulus=StimulusSchedule(phases=((1.0,),)), session_trials=(100, 100))
+    hard = Curriculum(stimulus=StimulusSchedule(phases=((0.0625,),)), session_trials=(100, 100))
+    plan = SessionPlan(torch.full((3, 2), 100), ((easy,) * 3, (hard,) * 3))
+    run = simulate_training(static([5.0, 0.0]), [easy] * 3, max_sessions=2, seed=0, stop_when_trained=False, plan=plan)
+    shown = run.stats.n > 0  # [B, S, K]
+    level = run.stats.contrast.abs()
+    assert torch.all(level[shown[:, 0].any(0)] == 100.0)
+    assert torch.all(level[shown[:, 1].any(0)] == 6.25)
+
+
+def test_a_session_plan_rejects_a_session_after_an_empty_one():
+    from twin.sim.training import SessionPlan
+
+    with pytest.raises(ValueError, match="prefix"):
+        SessionPlan(torch.tensor([[100, 0, 100]]))

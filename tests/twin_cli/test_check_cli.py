@@ -1,0 +1,42 @@
+"""``twin check``: a synthetic family end to end, and a trials file with a model file."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pandas as pd
+
+from twin_cli.cli import main
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_check_on_a_family_writes_tables_and_figures(tmp_path):
+    out = tmp_path / "chk"
+    rc, text, err = run(["check", "--family", "reinforce", "--animals", "6", "--test", "3", "--trials", "1500", "--epochs", "2", "--rollouts", "5", "--cutoff", "1", "--quiet", "--out", str(out)])
+    assert rc == 0, err
+    assert "reinforce/reinforce" in text and "reinforce/truth" in text and "reinforce/reinforce-future" in text
+    summary = json.loads((out / "check_summary.json").read_text())
+    assert set(summary) == {"reinforce/reinforce", "reinforce/truth", "reinforce/reinforce-future", "reinforce/reinforce-map-future"}
+    animals = pd.read_csv(out / "check_animals.csv")
+    assert len(animals) == 12 and {"crps_1a", "nls_1a", "cov95_1a"} <= set(animals.columns)
+    assert (out / "check_reinforce_reinforce.png").stat().st_size > 1000
+
+
+def test_check_on_a_trials_file_and_model_replays_the_sessions(tmp_path):
+    data, model = tmp_path / "c.parquet", tmp_path / "m.safetensors"
+    assert run(["simulate", "--animals", "3", "--trials", "1200", "--seed", "1", "--out", str(data)])[0] == 0
+    assert run(["fit", str(data), "--rule", "reinforce", "--epochs", "2", "--quiet", "--out", str(model)])[0] == 0
+    rc, text, err = run(["check", str(data), "--model", str(model), "--cutoff", "1", "--rollouts", "4", "--out", str(tmp_path / "o")])
+    assert rc == 0, err
+    sessions = pd.read_csv(tmp_path / "o" / "check_sessions.csv")
+    assert sessions["session"].min() == 2  # the free run starts after the cut-off
+    rc, _, err = run(["check", str(data), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--model or --store" in err

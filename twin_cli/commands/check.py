@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from twin.errors import TwinError
-from twin_cli.commands.common import FAMILIES
+from twin_cli.commands.common import FAMILIES, show_progress
 from twin_cli.tables import format_table
 
 SUMMARY_COLUMNS = (
@@ -105,7 +105,7 @@ def _checks_from_family(args: argparse.Namespace) -> dict[str, object]:
         n_animals=args.animals, n_test=args.test, n_trials=args.trials, rule=args.rule,
         fit=FitConfig(epochs=args.epochs, patience=args.patience, seed=args.seed), n_rollouts=args.rollouts, cutoff=args.cutoff, seed=args.seed,
     )
-    res = check_family(Family(args.family), cfg, progress=not args.quiet)
+    res = check_family(Family(args.family), cfg, progress=show_progress(args))
     f = res.fit
     print(f"{args.family}: fitted {args.rule} on {args.animals - args.test} animals (best epoch {f.best_epoch}/{len(f.history)}, validation LL {f.best_val_ll:.4f})")
     return {f"{args.family}/{k.replace('twin', args.rule)}": v for k, v in res.checks.items()}
@@ -156,7 +156,6 @@ def add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     c.add_argument("--cutoff", type=int, default=0, help="sessions each animal consumes before running free (0: from scratch)")
     c.add_argument("--rollouts", type=int, default=100, help="free runs per animal")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--quiet", action="store_true")
     c.add_argument("--out", type=Path, required=True, help="folder for the CSV/JSON tables and the figures")
     c.set_defaults(func=cmd_check)
 

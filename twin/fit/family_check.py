@@ -10,7 +10,7 @@ against what those animals did (:func:`twin.analysis.generative.generative_check
   rate (what a new animal gets without per-animal starting state);
 * ``twin-future``: the same twin from each held-out animal's session ``cutoff`` on, continuing
   from its teacher-forced state there (only when ``cutoff > 0``);
-* ``twin-map-future``: as ``twin-future``, but each animal's ``w0`` is first inferred from its
+* ``twin-map-future``: as ``twin-future``, but each animal's ``w0`` and rate multipliers are first inferred from its
   own sessions before the cut-off (:func:`twin.fit.adapt.infer_start`, MAP under a prior whose
   mean is the population ``w0`` and whose SD is the spread of the fitting animals' starts, inferred
   the same way from their first sessions), so the state at the cut-off comes from its own data;
@@ -107,8 +107,8 @@ def check_family(family: Family, config: FamilyCheckConfig = FamilyCheckConfig()
         k = res.model.n_weights
         wide = StartPrior(res.model.w0.detach().clone(), torch.full((k,), 3.0), torch.full((k,), 1.0))
         fitting = sim.trials[~sim.trials["subject"].isin(test)]
-        prior = StartPrior.from_params([t.params for t in infer_start(res.model, make_batch(first(fitting)), wide).values()])
-        mapped = infer_start(res.model, make_batch(first(trials)), prior)
+        prior = StartPrior.from_params([t.params for t in infer_start(res.model, make_batch(first(fitting)), wide, fit_rate=True).values()])
+        mapped = infer_start(res.model, make_batch(first(trials)), prior, fit_rate=True)
         cases["twin-map-future"] = ([mapped[s] for s in test], res.model, config.cutoff)
     checks, runs = {}, {}
     for label, (twins, population, cut) in cases.items():

@@ -40,3 +40,27 @@ def test_check_on_a_trials_file_and_model_replays_the_sessions(tmp_path):
     assert sessions["session"].min() == 2  # the free run starts after the cut-off
     rc, _, err = run(["check", str(data), "--out", str(tmp_path / "o")])
     assert rc == 2 and "--model or --store" in err
+
+
+def test_check_on_a_store_starts_each_twin_after_its_trained_through_session(tmp_path):
+    from twin.data.readers import write_trials
+    from twin.fit.cohort import CohortFitConfig, fit_cohort
+    from twin.fit.train import FitConfig
+    from twin.models.learner import ModelSpec
+    from twin.models.params import Adaptation
+    from twin.persist.store import TwinStore
+    from twin.protocol import IBL_DEFAULT
+    from twin.sim.agents import DEFAULT_TRUTHS, Family
+    from twin.sim.simulate import simulate
+
+    trials = simulate(DEFAULT_TRUTHS[Family.REINFORCE].build(), IBL_DEFAULT, 3, 2000, seed=2).trials
+    last = trials.groupby("subject")["session"].transform("max")
+    before = trials[trials["session"] < last]
+    cfg = CohortFitConfig(spec=ModelSpec("reinforce"), fit=FitConfig(epochs=2, patience=2), adaptation=Adaptation.INITIAL_WEIGHTS)
+    fit_cohort(before, TwinStore(tmp_path / "twins"), cfg, progress=False)
+    data = write_trials(trials, tmp_path / "all.parquet")
+    rc, text, err = run(["check", str(data), "--store", str(tmp_path / "twins"), "--rollouts", "4", "--out", str(tmp_path / "o")])
+    assert rc == 0, err
+    sessions = pd.read_csv(tmp_path / "o" / "check_sessions.csv")
+    # one free session per animal: the one after its twin's training
+    assert sessions.groupby("subject")["session"].apply(list).to_dict() == {s: [int(m)] for s, m in trials.groupby("subject")["session"].max().items()}

@@ -234,3 +234,16 @@ def test_demo_runs_end_to_end_on_a_tiny_cohort(tmp_path, capsys):
     assert list((out / "curriculum").glob("next_session_*.yaml"))
     said = capsys.readouterr().out
     assert "[7/7]" in said and "Predict " in said and "NextSession " in said and "server stopped cleanly" in said
+
+
+def test_fit_exposes_the_hyperparameters_and_reports_convergence(workdir, tmp_path):
+    _, data, _ = workdir
+    path = tmp_path / "d.safetensors"
+    rc, out, err = run(["fit", str(data), "--rule", "dnn", "--hidden", "8", "--epochs", "1", "--scale-lr-multiplier", "10", "--lr-patience", "3",
+                        "--grad-clip", "5", "--quiet", "--out", str(path)])
+    assert rc == 0, err
+    meta = load_model(path).metadata
+    assert meta["fit"]["scale_lr_multiplier"] == 10 and meta["fit"]["lr_patience"] == 3 and meta["fit"]["grad_clip"] == 5
+    # one epoch of one allowed: the best epoch is at the cap, said in the output and the file
+    assert meta["warnings"] and "raise --epochs" in meta["warnings"][0]
+    assert "warning: best epoch 1 is the epoch cap 1" in out

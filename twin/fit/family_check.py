@@ -10,9 +10,10 @@ against what those animals did (:func:`twin.analysis.generative.generative_check
   rate (what a new animal gets without per-animal starting state);
 * ``twin-future``: the same twin from each held-out animal's session ``cutoff`` on, continuing
   from its teacher-forced state there (only when ``cutoff > 0``);
-* ``twin-map-future``: as ``twin-future``, but each animal's ``w0`` is first inferred from its
-  own sessions before the cut-off (:func:`twin.fit.adapt.infer_start`, MAP under the prior made
-  from the fitting animals' adapted ``w0``), so the state at the cut-off comes from its own data;
+* ``twin-map-future``: as ``twin-future``, but each animal's ``w0`` and rate multipliers are first inferred from its
+  own sessions before the cut-off (:func:`twin.fit.adapt.infer_start`, MAP under a prior whose
+  mean is the population ``w0`` and whose SD is the spread of the fitting animals' starts, inferred
+  the same way from their first sessions), so the state at the cut-off comes from its own data;
 * ``truth``: the true rule with each animal's true ``w0`` and rate — the oracle, whose check
   measures what rollout noise alone allows (its coverage should be near nominal).
 """
@@ -22,11 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+import torch
 
 from twin.analysis.generative import GenerativeCheck, generative_check
 from twin.data.batch import make_batch
 from twin.data.splits import split_animals, split_last_sessions
-from twin.fit.adapt import StartPrior, adapt_batched, infer_start
+from twin.fit.adapt import StartPrior, infer_start
 from twin.fit.train import FitConfig, FitResult, fit
 from twin.models.learner import ModelSpec
 from twin.models.params import TwinModel, TwinParams
@@ -99,10 +101,14 @@ def check_family(family: Family, config: FamilyCheckConfig = FamilyCheckConfig()
     cases = {"twin": ([pop_twin] * len(test), res.model, 0), "truth": (oracle, true_model, 0)}
     if config.cutoff > 0:
         cases["twin-future"] = ([pop_twin] * len(test), res.model, config.cutoff)
-        fitted = adapt_batched(res.model, train, val, fit_rate=False, config=FitConfig(learning_rate=0.02, epochs=30, patience=5))
-        prior = StartPrior.from_params([t.params for t in fitted.twins.values()])
-        before = trials[trials.groupby("subject")["session"].rank(method="dense") <= config.cutoff]
-        mapped = infer_start(res.model, make_batch(before), prior)
+        # the prior: the spread of the fitting animals' own starts, each inferred the same way from
+        # its first sessions under a wide prior (estimation noise included: a conservative prior)
+        first = lambda df: df[df.groupby("subject")["session"].rank(method="dense") <= config.cutoff]  # noqa: E731
+        k = res.model.n_weights
+        wide = StartPrior(res.model.w0.detach().clone(), torch.full((k,), 3.0), torch.full((k,), 1.0))
+        fitting = sim.trials[~sim.trials["subject"].isin(test)]
+        prior = StartPrior.from_params([t.params for t in infer_start(res.model, make_batch(first(fitting)), wide, fit_rate=True).values()])
+        mapped = infer_start(res.model, make_batch(first(trials)), prior, fit_rate=True)
         cases["twin-map-future"] = ([mapped[s] for s in test], res.model, config.cutoff)
     checks, runs = {}, {}
     for label, (twins, population, cut) in cases.items():

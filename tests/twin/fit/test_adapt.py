@@ -109,5 +109,7 @@ def test_a_new_animals_start_is_inferred_from_its_first_trials_not_the_populatio
     # the rule is shared, not copied, and the inferred rates are 0 unless asked for
     assert len({id(t.population) for t in twins.values()}) == 1
     assert all(float(t.params.log_rate.abs().max()) == 0.0 for t in twins.values())
+    with_rate = infer_start(truth, first, prior, fit_rate=True)
+    assert all(torch.isfinite(t.params.log_rate).all() and float(t.params.log_rate.abs().max()) > 0 for t in with_rate.values())
     with pytest.raises(ValueError, match="two"):
         StartPrior.from_params([TwinParams(w0[0], torch.zeros(2), ref)])

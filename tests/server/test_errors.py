@@ -167,7 +167,7 @@ def test_supplied_history_rules(connect, cohort_trials):
     req = twin_service_pb2.PredictRequest(twin=common_pb2.TwinRef(subject=S), supplied=twin_service_pb2.SuppliedHistory(trials=trials))
     with pytest.raises(grpc.RpcError) as e:
         c.twins.Predict(req, metadata=c._metadata)
-    assert field_violations(e.value) == [("supplied.trials[2].session", "must be a positive integer")]
+    assert field_violations(e.value) == [("supplied.trials[2].session", "must be a positive integer, got 0")]
     req = twin_service_pb2.PredictRequest(twin=common_pb2.TwinRef(subject=S), supplied=twin_service_pb2.SuppliedHistory())
     with pytest.raises(grpc.RpcError) as e:
         c.twins.Predict(req, metadata=c._metadata)

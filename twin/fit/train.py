@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from twin.cancel import checkpoint
 from twin.data.batch import TrialBatch
 from twin.errors import TwinError
 from twin.models.learner import LearnerModel, ModelSpec
@@ -273,6 +274,7 @@ def fit(
     steps = 0
     bar = tqdm(range(1, config.epochs + 1), desc=description or f"fit {spec.rule}", disable=not progress, leave=False)
     for epoch in bar:
+        checkpoint()  # a caller's deadline or cancellation stops the fit between epochs too
         t0 = time.perf_counter()
         total_ll = 0.0
         if opt is not None:

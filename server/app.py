@@ -30,7 +30,9 @@ from twin.persist.store import TwinStore
 from optimizer.planning import CurriculumSearchFn, LabDefault, ProposeFn
 from server.auth import AuthConfig
 from server.interceptors import ApiInterceptor, ServerState
+from server.quotas import CallQuotas
 from server.servicers import CurriculumServicer, OperationsServicer, TwinServicer
+from service.admission import Admission
 from service.cache import TwinCache
 from service.config import DataPlaneConfig
 from service.dataplane import TwinDataPlane
@@ -80,7 +82,8 @@ class ServerConfig:
         local_demo: run without authentication (loopback addresses only).
         tls: TLS settings (None: plaintext).
         max_workers: threads serving calls (streams hold one each).
-        max_receive_bytes: largest request accepted.
+        max_receive_bytes: largest request accepted (None: the data plane's
+            ``limits.max_request_bytes``).
         max_send_bytes: largest response sent.
         grace_s: seconds in-flight calls and running operations get at shutdown.
         reflection: serve the reflection service (``grpcurl list``).
@@ -91,7 +94,7 @@ class ServerConfig:
     local_demo: bool = False
     tls: TlsConfig | None = None
     max_workers: int = 16
-    max_receive_bytes: int = 32 * MiB
+    max_receive_bytes: int | None = None
     max_send_bytes: int = 64 * MiB
     grace_s: float = 20.0
     reflection: bool = True
@@ -103,7 +106,7 @@ class ServerConfig:
             raise ValueError("no bearer tokens configured: every call would be refused")
         if self.local_demo and self.auth is None and not _is_loopback(self.address):
             raise ValueError(f"local demo mode (no authentication) listens on loopback only, not {self.address!r}")
-        if self.max_workers < 1 or self.max_receive_bytes < 1 or self.max_send_bytes < 1:
+        if self.max_workers < 1 or (self.max_receive_bytes is not None and self.max_receive_bytes < 1) or self.max_send_bytes < 1:
             raise ValueError("max_workers and message size limits must be positive")
 
 
@@ -197,18 +200,27 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
         RuntimeError: the address could not be bound.
     """
     state = ServerState()
+    limits = plane.config.limits
+    max_receive = config.max_receive_bytes or limits.max_request_bytes
+    quotas = CallQuotas(limits)
+    if quotas.threads_held() >= config.max_workers:
+        log.warning(
+            "the call quotas can hold every thread",
+            extra={"max_workers": config.max_workers, "held": quotas.threads_held(), "hint": "lower the max_concurrent_* limits or raise --max-workers"},
+        )
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="twin-rpc"),
-        interceptors=[ApiInterceptor(config.auth, state)],
+        interceptors=[ApiInterceptor(config.auth, state, quotas)],
+        maximum_concurrent_rpcs=limits.max_queued_calls,
         options=[
-            ("grpc.max_receive_message_length", config.max_receive_bytes),
+            ("grpc.max_receive_message_length", max_receive),
             ("grpc.max_send_message_length", config.max_send_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
-    twin_service_pb2_grpc.add_TwinServiceServicer_to_server(TwinServicer(plane.catalog, plane.predictions, plane.updates), server)
+    twin_service_pb2_grpc.add_TwinServiceServicer_to_server(TwinServicer(plane.catalog, plane.predictions, plane.updates, Admission(plane.catalog, plane.jobs)), server)
     curriculum_service_pb2_grpc.add_CurriculumServiceServicer_to_server(CurriculumServicer(plane.curricula, plane.config.max_interval_width), server)
-    operations_service_pb2_grpc.add_OperationsServiceServicer_to_server(OperationsServicer(plane.operations, lambda: state.draining), server)
+    operations_service_pb2_grpc.add_OperationsServiceServicer_to_server(OperationsServicer(plane.operations, lambda: state.draining, limits), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
@@ -234,6 +246,8 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
             "tls": config.tls is not None,
             "auth": "off (local demo)" if config.auth is None else f"{len(config.auth.principals)} tokens",
             "store": str(plane.store.root),
+            "max_request_bytes": max_receive,
+            "limits": limits.as_dict(),
         },
     )
     return RunningServer(server, port, plane, health_servicer, state, config)

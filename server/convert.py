@@ -9,6 +9,8 @@ trials themselves is left to the core's validation, whose errors the data plane 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +18,7 @@ import pandas as pd
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from twin.cancel import checkpoint
 from twin.fit.cohort import CohortFitReport
 from twin.sim.forecast import Interval, SessionForecast
 from twin.persist.store import TwinVersion
@@ -29,6 +32,7 @@ from service.updates import FitCohortRequest
 from server.status import to_rpc_status
 from service.errors import FieldViolation, InvalidArgumentError
 from service.jobs import JobKind, JobSnapshot, JobState
+from service.limits import Limits, raise_invalid
 from twin_proto.pb import common_pb2, curriculum_service_pb2, operation_pb2, protocol_pb2, twin_service_pb2
 from optimizer.planning import (
     CurriculumCandidate,
@@ -42,6 +46,8 @@ from optimizer.planning import (
 
 #: Violations reported at most per request (the first ones found).
 MAX_VIOLATIONS = 20
+#: Trials converted between two deadline checkpoints.
+_CHUNK = 10_000
 
 _SIDE = {common_pb2.SIDE_LEFT: 0, common_pb2.SIDE_RIGHT: 1}
 _FEEDBACK = {common_pb2.FEEDBACK_REWARDED: 1, common_pb2.FEEDBACK_ERROR: -1}
@@ -110,51 +116,71 @@ def trials_frame(trials: Sequence[common_pb2.Trial], field: str, with_session: b
         InvalidArgumentError: a choice, feedback or rewarded side left unspecified (or not a
             known enum value), located as ``field[i].column``.
     """
-    bad: list[FieldViolation] = []
     n = len(trials)
-    choice = np.empty(n, np.int64)
-    feedback = np.empty(n, np.int64)
-    side = np.empty(n, np.int64)
-    for i, t in enumerate(trials):
-        for col, value, table, enum_type in (
-            ("choice", t.choice, _SIDE, common_pb2.Side),
-            ("feedback", t.feedback, _FEEDBACK, common_pb2.Feedback),
-            ("correct_side", t.correct_side, _SIDE, common_pb2.Side),
-        ):
-            code = table.get(value)
-            if code is None:
-                if len(bad) < MAX_VIOLATIONS:
-                    allowed = " or ".join(enum_type.Name(k) for k in table)  # type: ignore[attr-defined]
-                    bad.append(FieldViolation(f"{field}[{i}].{col}", f"must be {allowed}, got {_enum_name(enum_type, value)}"))
-                code = 0
-            {"choice": choice, "feedback": feedback, "correct_side": side}[col][i] = code
+    nan = math.nan
+    rows: list[tuple[float, ...]] = []
+    it = iter(trials)
+    for _ in range(0, n, _CHUNK):  # one pass over the messages, a deadline checkpoint per chunk
+        checkpoint()
+        rows += [
+            (t.session, t.trial, t.contrast_left, t.contrast_right, t.choice, t.feedback, t.correct_side, t.prob_left, t.reaction_time if t.HasField("reaction_time") else nan)
+            for t in itertools.islice(it, _CHUNK)
+        ]
+    table = np.array(rows, dtype=float).reshape(n, 9)
+    del rows
+    columns = (("choice", _SIDE, common_pb2.Side, 4), ("feedback", _FEEDBACK, common_pb2.Feedback, 5), ("correct_side", _SIDE, common_pb2.Side, 6))
+    raw = {col: table[:, j].astype(np.int64) for col, _, _, j in columns}
+    codes: dict[str, np.ndarray] = {}
+    unknown: dict[str, np.ndarray] = {}
+    for col, code_of, _, _ in columns:
+        keys = np.array(list(code_of), np.int64)
+        unknown[col] = ~np.isin(raw[col], keys)
+        codes[col] = np.select([raw[col] == k for k in keys], [code_of[int(k)] for k in keys], 0).astype(np.int64)
+    bad: list[FieldViolation] = []
+    for i in np.flatnonzero(np.logical_or.reduce([unknown[c] for c, _, _, _ in columns]))[:MAX_VIOLATIONS]:  # row by row, as sent
+        for col, code_of, enum_type, _ in columns:
+            if unknown[col][i] and len(bad) < MAX_VIOLATIONS:
+                allowed = " or ".join(enum_type.Name(k) for k in code_of)  # type: ignore[attr-defined]
+                bad.append(FieldViolation(f"{field}[{i}].{col}", f"must be {allowed}, got {_enum_name(enum_type, int(raw[col][i]))}"))
     if bad:
         raise InvalidArgumentError(*bad)
     df = pd.DataFrame(
         {
-            "contrast_left": np.fromiter((t.contrast_left for t in trials), float, n),
-            "contrast_right": np.fromiter((t.contrast_right for t in trials), float, n),
-            "choice": choice,
-            "feedback": feedback,
-            "correct_side": side,
-            "prob_left": np.fromiter((t.prob_left for t in trials), float, n),
+            "contrast_left": table[:, 2],
+            "contrast_right": table[:, 3],
+            "choice": codes["choice"],
+            "feedback": codes["feedback"],
+            "correct_side": codes["correct_side"],
+            "prob_left": table[:, 7],
         }
     )
-    trial = np.fromiter((t.trial for t in trials), np.int64, n)
+    trial = table[:, 1].astype(np.int64)
     if with_session:
-        df.insert(0, "session", np.fromiter((t.session for t in trials), np.int64, n))
+        df.insert(0, "session", table[:, 0].astype(np.int64))
         df.insert(1, "trial", trial)
     elif n and trial.any():
         df.insert(0, "trial", trial)
-    if any(t.HasField("reaction_time") for t in trials):
-        df["reaction_time"] = [t.reaction_time if t.HasField("reaction_time") else np.nan for t in trials]
+    rt = table[:, 8]
+    has_rt = ~np.isnan(rt)  # NaN: not measured, as when unset
+    if has_rt.any():
+        set_but_bad = has_rt & ~(np.isfinite(rt) & (rt >= 0))
+        if set_but_bad.any():
+            i = int(np.flatnonzero(set_but_bad)[0])
+            raise InvalidArgumentError.field(f"{field}[{i}].reaction_time", "must be a finite number of seconds >= 0 when set (NaN: not measured)")
+        df["reaction_time"] = rt
     return df
 
 
-def predict_request(req: twin_service_pb2.PredictRequest) -> tuple[TwinSelector, StoredHistory | SuppliedHistory]:
-    """Selector and history of a PredictRequest (stored history when none is set)."""
+def predict_request(req: twin_service_pb2.PredictRequest, limits: Limits = Limits()) -> tuple[TwinSelector, StoredHistory | SuppliedHistory]:
+    """Selector and history of a PredictRequest (stored history when none is set).
+
+    Raises:
+        LimitExceededError: more supplied trials than ``limits.max_supplied_trials`` (counted
+            before any is converted).
+    """
     sel = twin_selector(req.twin)
     if req.WhichOneof("history") == "supplied":
+        limits.check_supplied_trials(len(req.supplied.trials))
         df = trials_frame(req.supplied.trials, "supplied.trials", with_session=True)
         return sel, SuppliedHistory(df, req.supplied.continue_from_twin, "supplied.trials")
     s = req.stored
@@ -165,13 +191,30 @@ def predict_request(req: twin_service_pb2.PredictRequest) -> tuple[TwinSelector,
 REQUEST_PROTOCOL_NAME = "request"
 
 
-def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> Curriculum:
+def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol", limits: Limits = Limits()) -> Curriculum:
     """The protocol of a TaskProtocol message; unset parts (and the rig settings, which the
     message does not carry) take the IBL defaults.
 
     Raises:
         InvalidArgumentError: values the protocol's validation rejects, located under ``field``.
+        LimitExceededError: more phases or contrasts than the limits allow.
     """
+    limits.check(
+        limits.over(f"{field}.phases", len(p.phases), "max_protocol_phases", "phases"),
+        *(limits.over(f"{field}.phases[{i}].contrasts", len(ph.contrasts), "max_phase_contrasts", "contrasts") for i, ph in enumerate(p.phases[: limits.max_protocol_phases])),
+        limits.over(f"{field}.advancement.easy_contrasts", len(p.advancement.easy_contrasts), "max_phase_contrasts", "contrasts"),
+        limits.over(f"{field}.blocks.probabilities", len(p.blocks.probabilities), "max_phase_contrasts", "probabilities"),
+    )
+    b = p.blocks
+    if b.enabled:
+        cap = limits.max_session_trials
+        raise_invalid(
+            [
+                None if math.isfinite(b.mean_length) and b.mean_length <= cap else FieldViolation(f"{field}.blocks.mean_length", f"must be a positive number of trials <= {cap}"),
+                None if b.max_length <= cap else FieldViolation(f"{field}.blocks.max_length", f"at most {cap} trials (max_session_trials)"),
+                None if b.unbiased_trials <= cap else FieldViolation(f"{field}.blocks.unbiased_trials", f"at most {cap} trials (max_session_trials)"),
+            ]
+        )
     d = IBL_DEFAULT.stimulus
     phases = tuple(tuple(float(c) for c in ph.contrasts) for ph in p.phases) or d.phases
     stim: dict[str, object] = {"phases": phases}
@@ -209,11 +252,11 @@ def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol") -> C
         raise InvalidArgumentError.field(field, str(exc)) from None
 
 
-def forecast_request(req: twin_service_pb2.ForecastRequest) -> ForecastRequest:
+def forecast_request(req: twin_service_pb2.ForecastRequest, limits: Limits = Limits()) -> ForecastRequest:
     """The data plane's forecast request."""
     return ForecastRequest(
         twin=twin_selector(req.twin),
-        protocol=protocol_from_pb(req.protocol) if req.HasField("protocol") else None,
+        protocol=protocol_from_pb(req.protocol, limits=limits) if req.HasField("protocol") else None,
         n_trials=int(req.n_trials) or None,
         n_rollouts=int(req.n_rollouts) or None,
         seed=int(req.seed),
@@ -242,7 +285,7 @@ def next_session_request(req: curriculum_service_pb2.NextSessionRequest, default
     width = c.max_accuracy_interval_width or default_width
     if not 0.0 < width <= 1.0:
         raise InvalidArgumentError.field("constraints.max_accuracy_interval_width", "must be in (0, 1]")
-    if c.max_reward_volume_ul < 0 or not np.isfinite(c.max_reward_volume_ul):
+    if not np.isfinite(c.max_reward_volume_ul) or c.max_reward_volume_ul < 0:
         raise InvalidArgumentError.field("constraints.max_reward_volume_ul", "must be a positive number (0: no limit)")
     if 0 < c.max_reward_volume_ul < REWARD_VOLUME_UL[0]:
         raise InvalidArgumentError.field("constraints.max_reward_volume_ul", f"must be at least {REWARD_VOLUME_UL[0]:g} µL, the smallest reward a protocol gives (0: no limit)")

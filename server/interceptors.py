@@ -5,9 +5,12 @@ Every twin.v1 call goes through :class:`ApiInterceptor`, which wraps the method'
 1. while the server drains, new calls fail with UNAVAILABLE (in-flight ones finish);
 2. the bearer token is checked against the method's role (UNAUTHENTICATED without a valid
    token, PERMISSION_DENIED for a role that is too low), unless auth is off (local demo);
-3. any exception the servicer raises becomes a ``google.rpc.Status`` through
+3. a request that is not a valid message is INVALID_ARGUMENT (gRPC itself would say INTERNAL);
+   any exception the servicer raises becomes a ``google.rpc.Status`` through
    :func:`server.status.to_rpc_status`: this is the one place exceptions meet status codes;
-4. one JSON access-log line per call (method, code, duration, principal; never tokens).
+4. costly calls and Watch streams count against their role's quota (:mod:`server.quotas`):
+   over it, RESOURCE_EXHAUSTED at once;
+5. one JSON access-log line per call (method, code, duration, principal; never tokens).
 
 Health and reflection are passed through untouched (public, and answered while draining).
 """
@@ -24,8 +27,9 @@ import grpc
 from grpc_status import rpc_status
 
 from server.auth import AuthConfig, PermissionDeniedError, Principal, UnauthenticatedError, bearer_token, is_public, required_role
+from server.quotas import CallQuotas
 from server.status import code_and_reason, to_rpc_status
-from service.errors import ServiceError, UnavailableError
+from service.errors import FieldViolation, InvalidArgumentError, ServiceError, UnavailableError
 
 access_log = logging.getLogger("server.access")
 
@@ -84,11 +88,13 @@ class ApiInterceptor(grpc.ServerInterceptor):
         auth: accepted tokens; None turns authentication off (local demo mode only: the server
             refuses to start that way unless told so explicitly).
         state: the server's draining flag and in-flight counter.
+        quotas: concurrent calls per role (None: no quotas).
     """
 
-    def __init__(self, auth: AuthConfig | None, state: ServerState) -> None:
+    def __init__(self, auth: AuthConfig | None, state: ServerState, quotas: CallQuotas | None = None) -> None:
         self.auth = auth
         self.state = state
+        self.quotas = quotas
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(details)
@@ -96,7 +102,12 @@ class ApiInterceptor(grpc.ServerInterceptor):
         if handler is None or is_public(method):
             return handler
         metadata = tuple(details.invocation_metadata or ())
-        return _wrap(handler, lambda: self._admit(method, metadata), self.state.track, method)
+        quotas = self.quotas
+
+        def hold(principal: Principal | None) -> contextlib.AbstractContextManager[None]:
+            return contextlib.nullcontext() if quotas is None else quotas.hold(method, principal)
+
+        return _wrap(handler, lambda: self._admit(method, metadata), self.state.track, method, hold)
 
     def _admit(self, method: str, metadata: tuple[tuple[str, str | bytes], ...]) -> Principal | None:
         """Checks run at the start of every call; returns the caller (None with auth off)."""
@@ -145,11 +156,38 @@ def _aborted(context: grpc.ServicerContext) -> bool:
     return bool(getattr(getattr(context, "_state", None), "aborted", False))
 
 
+class _Undecodable:
+    """What a request that is not a valid message deserialises to: the call then fails with
+    INVALID_ARGUMENT (after authentication), not with gRPC's own INTERNAL."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], object] | None) -> Callable[[bytes], object] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> object:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the client's bad bytes
+            return _Undecodable(type(exc).__name__)
+
+    return parse
+
+
+def _check_decoded(request: object, method: str) -> None:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgumentError(FieldViolation("", f"the request is not a valid message of {method.rsplit('/', 1)[-1]} ({request.error})"))
+
+
 def _wrap(
     handler: grpc.RpcMethodHandler,
     admit: Callable[[], Principal | None],
     track: Callable[[], contextlib.AbstractContextManager[None]],
     method: str,
+    hold: Callable[[Principal | None], contextlib.AbstractContextManager[None]] = lambda _: contextlib.nullcontext(),
 ) -> grpc.RpcMethodHandler:
     """The same handler with its behaviour wrapped in admission, error mapping and logging."""
 
@@ -158,7 +196,8 @@ def _wrap(
             t0, principal, failed = time.perf_counter(), None, None
             try:
                 principal = admit()
-                with track():
+                _check_decoded(request, method)
+                with track(), hold(principal):
                     return behavior(request, context)
             except Exception as exc:  # noqa: BLE001 - mapped to a status here, the one place
                 if _aborted(context):
@@ -175,7 +214,8 @@ def _wrap(
             t0, principal, failed = time.perf_counter(), None, None
             try:
                 principal = admit()
-                with track():
+                _check_decoded(request, method)
+                with track(), hold(principal):
                     yield from behavior(request, context)
             except Exception as exc:  # noqa: BLE001
                 if _aborted(context):
@@ -187,10 +227,11 @@ def _wrap(
 
         return run
 
+    parse = _tolerant(handler.request_deserializer)
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), parse, handler.response_serializer)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), parse, handler.response_serializer)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
     return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer)

@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from server import convert
-from service.catalog import TwinCatalog
+from service.admission import Admission
+from service.catalog import TwinCatalog, check_page
 from service.config import Deadline
+from service.limits import Limits, raise_invalid
 from service.curricula import Curricula
 from service.operations import Operations
 from service.predictions import Predictions
@@ -27,7 +29,8 @@ from twin_proto.pb import (
 
 
 def _deadline(context: grpc.ServicerContext) -> Deadline:
-    return Deadline.after(context.time_remaining())
+    """The call's deadline, and whether its client still waits (it may cancel without one)."""
+    return Deadline.after(context.time_remaining(), context.is_active)
 
 
 class TwinServicer(twin_service_pb2_grpc.TwinServiceServicer):
@@ -37,10 +40,12 @@ class TwinServicer(twin_service_pb2_grpc.TwinServiceServicer):
         catalog: subjects and twin versions.
         predictions: predictions and forecasts.
         updates: session uploads and cohort fits.
+        admission: the checks of uploads and cohort fits before any work.
     """
 
-    def __init__(self, catalog: TwinCatalog, predictions: Predictions, updates: Updates) -> None:
-        self.catalog, self.predictions, self.updates = catalog, predictions, updates
+    def __init__(self, catalog: TwinCatalog, predictions: Predictions, updates: Updates, admission: Admission) -> None:
+        self.catalog, self.predictions, self.updates, self.admission = catalog, predictions, updates, admission
+        self.limits = catalog.config.limits
 
     def ListSubjects(self, request: twin_service_pb2.ListSubjectsRequest, context: grpc.ServicerContext) -> twin_service_pb2.ListSubjectsResponse:
         page = self.catalog.list_subjects(request.page_size, request.page_token)
@@ -55,14 +60,17 @@ class TwinServicer(twin_service_pb2_grpc.TwinServiceServicer):
         return twin_service_pb2.GetTwinResponse(twin=convert.twin_version_pb(meta), sessions_since_training=later)
 
     def Predict(self, request: twin_service_pb2.PredictRequest, context: grpc.ServicerContext) -> twin_service_pb2.PredictResponse:
-        selector, history = convert.predict_request(request)
-        return convert.predict_response(self.predictions.predict(selector, history, _deadline(context)))
+        deadline = _deadline(context)
+        with deadline.scope("reading the trials"):  # 100,000 supplied trials take a while to convert
+            selector, history = convert.predict_request(request, self.limits)
+        return convert.predict_response(self.predictions.predict(selector, history, deadline))
 
     def Forecast(self, request: twin_service_pb2.ForecastRequest, context: grpc.ServicerContext) -> twin_service_pb2.ForecastResponse:
-        r = self.predictions.forecast(convert.forecast_request(request), _deadline(context))
+        r = self.predictions.forecast(convert.forecast_request(request, self.limits), _deadline(context))
         return twin_service_pb2.ForecastResponse(twin=convert.twin_version_pb(r.twin), forecast=convert.forecast_pb(r.forecast), protocol=convert.protocol_pb(r.protocol))
 
     def UploadSession(self, request: twin_service_pb2.UploadSessionRequest, context: grpc.ServicerContext) -> twin_service_pb2.UploadSessionResponse:
+        self.admission.upload(request.subject, len(request.trials), request.label, request.skip_twin_update)
         trials = convert.trials_frame(request.trials, "trials", with_session=False)
         out = self.updates.upload_session(request.subject, trials, request.label or None, request.skip_twin_update, request_id=request.request_id)
         rec = out.record
@@ -74,7 +82,9 @@ class TwinServicer(twin_service_pb2_grpc.TwinServiceServicer):
         return resp
 
     def FitCohort(self, request: twin_service_pb2.FitCohortRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.updates.fit_cohort(convert.fit_cohort_request(request), request_id=request.request_id))
+        req = convert.fit_cohort_request(request)
+        self.admission.fit_cohort(req)
+        return convert.operation_pb(self.updates.fit_cohort(req, request_id=request.request_id))
 
 
 class CurriculumServicer(curriculum_service_pb2_grpc.CurriculumServiceServicer):
@@ -105,23 +115,30 @@ class OperationsServicer(operations_service_pb2_grpc.OperationsServiceServicer):
             re-watches on another instance).
     """
 
-    def __init__(self, operations: Operations, stopping: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, operations: Operations, stopping: Callable[[], bool] = lambda: False, limits: Limits = Limits()) -> None:
         self.operations = operations
         self.stopping = stopping
+        self.limits = limits
+
+    def _id(self, op_id: str) -> str:
+        raise_invalid([self.limits.name("id", op_id)])
+        return op_id
 
     def GetOperation(self, request: operations_service_pb2.GetOperationRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.operations.get_operation(request.id))
+        return convert.operation_pb(self.operations.get_operation(self._id(request.id)))
 
     def ListOperations(self, request: operations_service_pb2.ListOperationsRequest, context: grpc.ServicerContext) -> operations_service_pb2.ListOperationsResponse:
+        raise_invalid([self.limits.name("subject", request.subject, required=False)])
+        check_page(request.page_size, request.page_token, self.limits)
         kind, state = convert.operation_filters(request)
         page = self.operations.list_operations(kind, state, request.subject, request.page_size, request.page_token)
         return operations_service_pb2.ListOperationsResponse(operations=[convert.operation_pb(s) for s in page.items], next_page_token=page.next_page_token)
 
     def CancelOperation(self, request: operations_service_pb2.CancelOperationRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.operations.cancel_operation(request.id))
+        return convert.operation_pb(self.operations.cancel_operation(self._id(request.id)))
 
     def WatchOperation(self, request: operations_service_pb2.WatchOperationRequest, context: grpc.ServicerContext) -> Iterator[operation_pb2.Operation]:
-        for snap in self.operations.watch_operation(request.id, lambda: context.is_active() and not self.stopping()):
+        for snap in self.operations.watch_operation(self._id(request.id), lambda: context.is_active() and not self.stopping()):
             yield convert.operation_pb(snap)
 
 

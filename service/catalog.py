@@ -22,7 +22,8 @@ from twin.persist.store import Twin, TwinNotFoundError, TwinStore, TwinVersion
 
 from service.cache import TwinCache
 from service.config import DataPlaneConfig
-from service.errors import InvalidArgumentError, NoTwinError, SubjectNotFoundError
+from service.errors import FieldViolation, NoTwinError, SubjectNotFoundError
+from service.limits import Limits, raise_invalid
 from service.paging import Key, Page, paginate
 
 T = TypeVar("T")
@@ -125,8 +126,7 @@ class TwinCatalog:
         Aliases are resolved on a metadata snapshot (see :meth:`view`): when the ``serving``
         alias moves, the next request loads the new version (the twin cache is keyed by version).
         """
-        if not sel.subject:
-            raise InvalidArgumentError.field(f"{field}.subject", "required")
+        self.check_selector(sel, field)
         meta = None if fresh else sel_meta(self.view(sel.subject), sel)
         meta = meta or sel_meta(self.view(sel.subject, fresh=True), sel)
         if meta is None:
@@ -139,6 +139,21 @@ class TwinCatalog:
             raise TwinNotFoundError(f"subject {sel.subject!r} has no twin {what}")
         twin = self.cache.get(sel.subject, meta.version)
         return twin if meta == twin.meta else replace(twin, meta=meta)  # aliases move: use the snapshot's metadata
+
+    def check_selector(self, sel: TwinSelector, field: str = "twin") -> None:
+        """A selector's subject and alias are names within the limits (so no error echoes an
+        unbounded string), its version positive.
+
+        Raises:
+            InvalidArgumentError: they are not.
+        """
+        limits = self.config.limits
+        bad = [limits.name(f"{field}.subject", sel.subject)]
+        if sel.alias is not None:
+            bad.append(limits.name(f"{field}.alias", sel.alias))
+        if sel.version is not None and sel.version < 1:
+            bad.append(FieldViolation(f"{field}.version", "must be >= 1"))
+        raise_invalid(bad)
 
     def state(self, twin: Twin) -> TwinState:
         """Where the twin continues from (computed from the stored sessions if not stored)."""
@@ -154,6 +169,7 @@ class TwinCatalog:
     def page(self, items: Sequence[T], key: Callable[[T], Key], page_size: int, page_token: str) -> Page[T]:
         """The page of ``items`` (sorted by ``key``) after ``page_token``, within the configured sizes."""
         c = self.config
+        check_page(page_size, page_token, c.limits)
         return paginate(items, key, page_size, page_token, c.default_page_size, c.max_page_size)
 
     def list_subjects(self, page_size: int = 0, page_token: str = "") -> Page[SubjectInfo]:
@@ -178,6 +194,7 @@ class TwinCatalog:
             SubjectNotFoundError: ``subject`` is not known.
         """
         if subject:
+            raise_invalid([self.config.limits.name("subject", subject)])
             if not self.known(subject):
                 raise SubjectNotFoundError(subject)
             versions = self.store.versions(subject)
@@ -193,4 +210,19 @@ class TwinCatalog:
         return twin.meta, len(later)
 
 
-__all__ = ["SubjectInfo", "SubjectView", "TwinCatalog", "TwinSelector", "sel_meta"]
+def check_page(page_size: int, page_token: str, limits: Limits) -> None:
+    """A listing's page request: a non-negative size (larger than ``limits.max_page_size`` is
+    cut to it) and a token no longer than ``limits.max_page_token_chars``.
+
+    Raises:
+        InvalidArgumentError: a negative size or an overlong token.
+    """
+    raise_invalid(
+        [
+            None if page_size >= 0 else FieldViolation("page_size", "must be >= 0 (0: the default)"),
+            None if len(page_token) <= limits.max_page_token_chars else FieldViolation("page_token", "not a page token issued by this server"),
+        ]
+    )
+
+
+__all__ = ["check_page", "SubjectInfo", "SubjectView", "TwinCatalog", "TwinSelector", "sel_meta"]

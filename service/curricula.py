@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twin.cancel import cancellable
 from twin.fit.cohort import last_phase
 from twin.models.state import TwinState
 from twin.persist.store import Twin
@@ -24,7 +25,8 @@ from optimizer.planning import (
 from service.catalog import TwinCatalog, TwinSelector
 from service.config import NO_DEADLINE, Deadline
 from service.errors import FeatureUnavailableError, FieldViolation, InvalidArgumentError
-from service.jobs import JobContext, JobKind, JobManager, JobSnapshot
+from service.jobs import JobContext, JobKind, JobManager, JobSnapshot, JobState
+from service.limits import MAX_SEED, raise_invalid
 
 
 @dataclass(frozen=True)
@@ -66,48 +68,91 @@ class Curricula:
 
         A subject the server has never seen gets the default protocol from its first phase
         (a new animal), flagged as a fallback for want of a twin.
+
+        Raises:
+            LimitExceededError: more rollouts, a longer session or more rollouts x trials than
+                the limits allow (checked before any work, on the longest session the plan can
+                have: ``constraints.min_trials`` or the lab protocol's longest session).
+            DeadlineExceededError, OperationCancelledError: the client's deadline passed, or
+                it went away, while planning.
         """
-        if not req.subject:
-            raise InvalidArgumentError.field("subject", "required")
         c = self.catalog.config
+        limits = c.limits
         n_rollouts = req.n_rollouts or c.default_rollouts
-        if n_rollouts > c.max_rollouts:
-            raise InvalidArgumentError.field("n_rollouts", f"at most {c.max_rollouts}")
-        twin = state = None
-        phase0 = 0
-        if self.store.versions(req.subject):
-            twin = self.catalog.resolve(TwinSelector(req.subject))
-            state = self.catalog.state(twin)
-        elif self.sessions.sessions(req.subject):
-            phase0 = last_phase(self.sessions.trials(req.subject), self.lab.protocol)
+        k = req.constraints
+        raise_invalid(
+            [
+                limits.name("subject", req.subject),
+                None if n_rollouts >= 1 else FieldViolation("n_rollouts", "must be >= 1"),
+                None if 0 <= req.seed <= MAX_SEED else FieldViolation("seed", f"must be in [0, {MAX_SEED}]"),
+                None if k.min_trials is None or k.min_trials >= 1 else FieldViolation("constraints.min_trials", "must be >= 1 (0: no limit)"),
+                None if k.max_trials is None or k.max_trials >= 1 else FieldViolation("constraints.max_trials", "must be >= 1 (0: no limit)"),
+            ]
+        )
+        limits.check(
+            limits.over("constraints.min_trials", k.min_trials or 0, "max_session_trials", "trials"),
+            limits.over("constraints.max_trials", k.max_trials or 0, "max_session_trials", "trials"),
+        )
+        longest = k.trials(self.lab.protocol.session_trials[1])
+        by_min = bool(k.min_trials) and longest == k.min_trials
+        limits.check_forecast(n_rollouts, longest, "constraints.min_trials" if by_min else "constraints.max_trials", product_field="constraints.min_trials" if by_min else "n_rollouts")
+        with deadline.scope("planning the session"):
+            twin = state = None
+            phase0 = 0
+            if self.store.versions(req.subject):
+                twin = self.catalog.resolve(TwinSelector(req.subject))
+                state = self.catalog.state(twin)
+            elif self.sessions.sessions(req.subject):
+                phase0 = last_phase(self.sessions.trials(req.subject), self.lab.protocol)
 
-        def forecast(tw: Twin, st: TwinState, p: Proposal) -> SessionForecast:
-            deadline.check("forecasting the plan")
-            return forecast_session(tw.model, st, p.protocol, p.n_trials, n_rollouts, req.seed, start_phase=p.start_phase, interval_level=c.interval_level)
+            def forecast(tw: Twin, st: TwinState, p: Proposal) -> SessionForecast:
+                deadline.check("forecasting the plan")
+                limits.check_forecast(n_rollouts, p.n_trials)  # a proposer's session may be longer than the lab's
+                return forecast_session(tw.model, st, p.protocol, p.n_trials, n_rollouts, req.seed, start_phase=p.start_phase, interval_level=c.interval_level)
 
-        return plan_next_session(req.subject, twin, state, req.constraints, forecast, self.propose, self.lab, phase_without_twin=phase0)
+            return plan_next_session(req.subject, twin, state, req.constraints, forecast, self.propose, self.lab, phase_without_twin=phase0)
 
     def search_curricula(self, req: CurriculumSearchRequest) -> JobSnapshot:
         """Start a curriculum search through the twins (long-running).
 
         Raises:
             FeatureUnavailableError: no search is configured in this build.
+            LimitExceededError: more twins, candidates or simulated trials than the limits
+                allow (unset sizes count as the search's defaults, :data:`SEARCH_DEFAULTS`), or
+                ``limits.max_pending_operations`` operations already waiting.
         """
         search = self.search
         if search is None:
             raise FeatureUnavailableError("curriculum_search", "curriculum search not available in this build (the optimizer is not installed or configured)")
+        limits = self.catalog.config.limits
+        raise_invalid(
+            [
+                *limits.subjects("subjects", req.subjects, "max_search_subjects"),
+                None if 0 <= req.seed <= MAX_SEED else FieldViolation("seed", f"must be in [0, {MAX_SEED}]"),
+                None if req.n_candidates is None or req.n_candidates >= 1 else FieldViolation("n_candidates", "must be >= 1 (0: the default)"),
+                None if req.horizon_trials is None or req.horizon_trials >= 1 else FieldViolation("horizon_trials", "must be >= 1 (0: the default)"),
+            ]
+        )
         subjects = req.subjects or tuple(self.store.subjects())
+        limits.check_search(len(subjects), req.n_candidates or SEARCH_DEFAULTS[0], req.horizon_trials or SEARCH_DEFAULTS[1])
         bad = [FieldViolation(f"subjects[{i}]", f"subject {s!r} has no twin") for i, s in enumerate(req.subjects) if not self.store.versions(s)]
         if not subjects:
             bad.append(FieldViolation("subjects", "no subject has a twin"))
         if bad:
-            raise InvalidArgumentError(*bad)
+            raise InvalidArgumentError(*bad[:20])
+        limits.check_queue(len(self.jobs.list(state=JobState.PENDING)))
         full = CurriculumSearchRequest(tuple(subjects), req.n_candidates, req.horizon_trials, req.seed)
 
         def run(ctx: JobContext) -> CurriculumSearchOutcome:
-            return search(full, self.store, ctx)
+            with cancellable(ctx.check_cancelled):  # CancelOperation stops the simulations within a trial
+                return search(full, self.store, ctx)
 
         return self.jobs.submit(JobKind.CURRICULUM_SEARCH, run, subject=subjects[0] if len(subjects) == 1 else "")
 
 
-__all__ = ["Curricula", "NextSessionRequest"]
+#: What an unset ``n_candidates`` and ``horizon_trials`` cost as: the optimizer search's own
+#: defaults (32 candidates; 40 sessions of the IBL default's 550 trials).
+SEARCH_DEFAULTS = (32, 40 * 550)
+
+
+__all__ = ["Curricula", "NextSessionRequest", "SEARCH_DEFAULTS"]

@@ -21,6 +21,7 @@ from service.cache import ResultCache
 from service.catalog import TwinCatalog, TwinSelector
 from service.config import NO_DEADLINE, Deadline
 from service.errors import FieldViolation, InvalidArgumentError, InvalidTrialsError, NoTwinError
+from service.limits import MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -123,20 +124,41 @@ class Predictions:
         self.cache = ResultCache(catalog.config.prediction_cache_trials)
 
     def predict(self, sel: TwinSelector, history: StoredHistory | SuppliedHistory, deadline: Deadline = NO_DEADLINE) -> PredictResult:
-        """Run the twin teacher-forced along a stored or supplied history."""
+        """Run the twin teacher-forced along a stored or supplied history.
+
+        Raises:
+            LimitExceededError: more trials than ``limits.max_supplied_trials`` (supplied) or
+                ``limits.max_history_trials`` (stored) allow.
+            DeadlineExceededError, OperationCancelledError: the client's deadline passed, or
+                it went away, while the twin ran.
+        """
+        limits = self.catalog.config.limits
+        if isinstance(history, SuppliedHistory):
+            limits.check_supplied_trials(len(history.trials), history.field)
+        else:
+            bad = []
+            if history.through_session is not None and history.through_session < 1:
+                bad.append(FieldViolation("stored.through_session", "must be >= 1"))
+            if history.from_session is not None and history.from_session < 1:
+                bad.append(FieldViolation("stored.from_session", "must be >= 1"))
+            if history.from_session is not None and history.through_session is not None and history.from_session > history.through_session:
+                bad.append(FieldViolation("stored.from_session", "must be <= stored.through_session"))
+            if bad:
+                raise InvalidArgumentError(*bad)
         twin = self.catalog.resolve(sel)
         if isinstance(history, StoredHistory):
             recs = self.catalog.view(sel.subject).sessions
             if not recs:
                 raise NoTwinError(sel.subject, "no stored sessions to predict along; send the trials with the request")
-            if history.through_session is not None and history.through_session < 1:
-                raise InvalidArgumentError.field("stored.through_session", "must be >= 1")
+            used_recs = [r for r in recs if history.through_session is None or r.session <= history.through_session]
+            limits.check_history_trials(sum(r.n_trials for r in used_recs))
             # stored sessions never change once written: same twin version + same sessions = same result
-            used = tuple((r.session, r.data_hash) for r in recs if history.through_session is None or r.session <= history.through_session)
+            used = tuple((r.session, r.data_hash) for r in used_recs)
             key = (sel.subject, twin.meta.version, twin.meta.weights_sha256, used, history.from_session)
             cached = self.cache.get(key)
             if isinstance(cached, PredictResult):
                 return replace(cached, twin=twin.meta)
+            deadline.check("reading the stored sessions")
             result = self._predict_frame(twin, self.catalog.sessions.trials(sel.subject, through_session=history.through_session), None, history.from_session, deadline)
             self.cache.put(key, result, result.n_trials)
             return result
@@ -144,17 +166,20 @@ class Predictions:
         df["subject"] = sel.subject
         if "trial" in df.columns and len(df) and bool((df["trial"] == 0).all()):
             df["trial"] = df.groupby("session", sort=False).cumcount() + 1
+        deadline.check("validating the trials")
         try:
             df = validate_trials(df, source=history.field)
         except TrialDataError as exc:
             raise InvalidTrialsError(history.field, exc) from None
-        start = self.catalog.state(twin) if history.continue_from_twin else None
+        with deadline.scope("running the twin"):
+            start = self.catalog.state(twin) if history.continue_from_twin else None
         return self._predict_frame(twin, df, start, None, deadline)
 
     def _predict_frame(self, twin: Twin, df: pd.DataFrame, start: TwinState | None, from_session: int | None, deadline: Deadline) -> PredictResult:
         """Run the twin along a validated one-subject table; keep sessions >= ``from_session``."""
         deadline.check("running the twin")
-        pred = predict(twin.model, df, start=start)
+        with deadline.scope("running the twin"):
+            pred = predict(twin.model, df, start=start)
         session = df["session"].to_numpy(np.int64)
         trial = df["trial"].to_numpy(np.int64)
         p, w, ll = pred.p_right, pred.weights, pred.log_likelihood
@@ -167,27 +192,37 @@ class Predictions:
         return PredictResult(twin.meta, session, trial, p, w, pred.feature_names, float(ll))
 
     def forecast(self, req: ForecastRequest, deadline: Deadline = NO_DEADLINE) -> ForecastResult:
-        """Simulate the twin's next session under a planned protocol."""
+        """Simulate the twin's next session under a planned protocol.
+
+        Raises:
+            LimitExceededError: more rollouts, trials or rollouts x trials than the limits allow.
+            DeadlineExceededError, OperationCancelledError: the client's deadline passed, or
+                it went away, during the simulation.
+        """
         c = self.catalog.config
         protocol = req.protocol or self.lab.protocol
         n_trials = req.n_trials or LabDefault(protocol).n_trials
         n_rollouts = req.n_rollouts or c.default_rollouts
         level = req.interval_level or c.interval_level
         bad: list[FieldViolation] = []
-        if n_rollouts > c.max_rollouts:
-            bad.append(FieldViolation("n_rollouts", f"at most {c.max_rollouts}"))
-        if n_rollouts * n_trials > c.max_forecast_trial_steps:
-            bad.append(FieldViolation("n_trials", f"n_rollouts x n_trials must be at most {c.max_forecast_trial_steps}"))
+        if n_trials < 1:
+            bad.append(FieldViolation("n_trials", "must be >= 1"))
+        if n_rollouts < 1:
+            bad.append(FieldViolation("n_rollouts", "must be >= 1"))
         if not 0.0 < level < 1.0:
             bad.append(FieldViolation("interval_level", "must be in (0, 1)"))
+        if not 0 <= req.seed <= MAX_SEED:
+            bad.append(FieldViolation("seed", f"must be in [0, {MAX_SEED}]"))
         if req.start_phase is not None and not 0 <= req.start_phase < len(protocol.stimulus.phases):
             bad.append(FieldViolation("start_phase", f"must be in [0, {len(protocol.stimulus.phases) - 1}] for this protocol"))
         if bad:
             raise InvalidArgumentError(*bad)
+        c.limits.check_forecast(n_rollouts, n_trials)
         twin = self.catalog.resolve(req.twin)
-        state = self.catalog.state(twin)
         deadline.check("simulating the session")
-        fc = forecast_session(twin.model, state, protocol, n_trials, n_rollouts, req.seed, start_phase=req.start_phase, interval_level=level)
+        with deadline.scope("simulating the session"):
+            state = self.catalog.state(twin)
+            fc = forecast_session(twin.model, state, protocol, n_trials, n_rollouts, req.seed, start_phase=req.start_phase, interval_level=level)
         return ForecastResult(twin.meta, fc, protocol)
 
 

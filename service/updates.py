@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 import pandas as pd
 
+from twin.cancel import cancellable
 from twin.errors import TrialDataError
 from twin.models.params import Adaptation
 from twin.fit.cohort import CohortFitConfig, CohortFitReport, adapt_animals, animal_batches, fit_population, store_twins, update_twin
@@ -242,7 +243,8 @@ class Updates:
                 return latest
             ctx.report(0.1, f"warm-starting twin v{latest.version} on sessions 1..{int(df['session'].max())}")
             try:
-                version = update_twin(self.store, subject, df, self.catalog.config.update_fit, in_transaction=ctx.record_versions)
+                with cancellable(ctx.check_cancelled):  # CancelOperation (or shutdown) stops the fit within a trial
+                    version = update_twin(self.store, subject, df, self.catalog.config.update_fit, in_transaction=ctx.record_versions)
             finally:
                 self.catalog.invalidate(subject)
         self._follow_up(subject)
@@ -309,7 +311,8 @@ class Updates:
             df = pd.concat([self.sessions.trials(s) for s in subjects], ignore_index=True)
             ctx.check_cancelled()
             try:
-                return self.cohort_fit(df, self.store, config, ctx)
+                with cancellable(ctx.check_cancelled):  # CancelOperation (or shutdown) stops the fit within a trial
+                    return self.cohort_fit(df, self.store, config, ctx)
             finally:
                 for s in subjects:
                     self.catalog.invalidate(s)

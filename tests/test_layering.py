@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 #: Rank of each core subpackage (top-level core modules by their own name).
-CORE_RANK = {"errors": 0, "progress": 0, "protocol": 1, "data": 2, "models": 3, "analysis": 4, "persist": 4, "baselines": 4, "sim": 5, "fit": 6}
+CORE_RANK = {"errors": 0, "progress": 0, "cancel": 0, "protocol": 1, "data": 2, "models": 3, "analysis": 4, "persist": 4, "baselines": 4, "sim": 5, "fit": 6}
 
 #: Arrows that still point the wrong way: (importing file, imported module) -> why it is still here.
 KNOWN: dict[tuple[str, str], str] = {

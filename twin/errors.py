@@ -41,3 +41,8 @@ class UnknownRuleError(TwinError, KeyError):
 
 class ModelFileError(TwinError, ValueError):
     """A stored model that cannot be read (missing file, bad metadata, shape mismatch)."""
+
+
+class StoredDataError(TwinError):
+    """Stored data that cannot be read back as it was written: a session file that is missing,
+    unreadable or no longer matches the checksum recorded when it was stored."""

@@ -62,11 +62,19 @@ ServeFn = Callable[..., RunningServer]
 
 @pytest.fixture
 def serve(store_dir) -> Iterator[ServeFn]:
-    """Start servers over the test's store: ``serve(auth=..., local_demo=..., **plane_kw)``."""
+    """Start servers over the test's store: ``serve(auth=..., local_demo=..., config=ServerConfig,
+    plane_config=DataPlaneConfig, **plane_kw)``."""
     started: list[RunningServer] = []
 
-    def start(*, auth: AuthConfig | None = AuthConfig.from_tokens(TOKENS), local_demo: bool = False, config: ServerConfig | None = None, **plane_kw: object) -> RunningServer:
-        plane_kw.setdefault("config", FAST_UPDATE)
+    def start(
+        *,
+        auth: AuthConfig | None = AuthConfig.from_tokens(TOKENS),
+        local_demo: bool = False,
+        config: ServerConfig | None = None,
+        plane_config: DataPlaneConfig | None = None,
+        **plane_kw: object,
+    ) -> RunningServer:
+        plane_kw["config"] = plane_config or FAST_UPDATE
         plane = build_plane(store_dir, **plane_kw)  # type: ignore[arg-type]
         cfg = config or ServerConfig(address="127.0.0.1:0", auth=auth, local_demo=local_demo, grace_s=5.0, max_workers=8)
         running = start_server(cfg, plane)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from twin.progress import progress_bar
 
+from twin.cancel import checkpoint
 from twin.data.batch import TrialBatch
 from twin.errors import TwinError
 from twin.models.learner import LearnerModel, ModelSpec
@@ -334,6 +335,7 @@ def fit(
     steps = 0
     bar = progress_bar(range(1, config.epochs + 1), desc=description or f"fit {spec.rule}", disable=not progress, leave=False)
     for epoch in bar:
+        checkpoint()  # a caller's deadline or cancellation stops the fit between epochs too
         t0 = time.perf_counter()
         total_ll = 0.0
         if opt is not None:

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pyarrow import ArrowException
 from sqlalchemy import DateTime, Integer, String, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from twin.persist.atomic import atomic_write
-from twin.errors import TrialDataError
+from twin.errors import StoredDataError, TrialDataError
 from twin.persist.store import TwinNotFoundError, TwinStore, hash_trials
 from twin.persist.tables import _Base, _safe_name, retry_version_race
 from twin.data.trials import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, validate_trials
@@ -168,19 +169,36 @@ class SessionStore:
             return [_record(r) for r in rows]
 
     def trials(self, subject: str, through_session: int | None = None) -> pd.DataFrame:
-        """The subject's sessions ``1..through_session`` (default all) as one canonical table.
+        """The subject's sessions ``1..through_session`` (default all) as one canonical table;
+        every session file is checked against the row count and ``data_hash`` recorded when it
+        was stored.
 
         Raises:
             TwinNotFoundError: the subject has no stored sessions.
+            StoredDataError: a session file is missing, unreadable or changed since it was stored.
         """
         with Session(self.store.engine) as s:
-            q = select(_SessionRow.file).where(_SessionRow.subject == subject).order_by(_SessionRow.session)
+            q = select(_SessionRow).where(_SessionRow.subject == subject).order_by(_SessionRow.session)
             if through_session is not None:
                 q = q.where(_SessionRow.session <= through_session)
-            files = list(s.scalars(q))
-        if not files:
+            rows = [(r.session, r.file, r.n_trials, r.data_hash) for r in s.scalars(q)]
+        if not rows:
             raise TwinNotFoundError(f"no stored sessions for subject {subject!r}")
-        return pd.concat([pd.read_parquet(self.store.root / f) for f in files], ignore_index=True)
+        return pd.concat([self._read(subject, *row) for row in rows], ignore_index=True)
+
+    def _read(self, subject: str, session: int, rel: str, n_trials: int, data_hash: str) -> pd.DataFrame:
+        """One stored session's trials, verified (see :meth:`trials`)."""
+        what = f"stored session {session} of subject {subject!r} ({rel})"
+        path = self.store.root / rel
+        if not path.is_file():
+            raise StoredDataError(f"{what} is missing")
+        try:
+            df = pd.read_parquet(path)
+        except (OSError, ValueError, ArrowException) as exc:
+            raise StoredDataError(f"{what} is unreadable ({type(exc).__name__})") from None
+        if len(df) != n_trials or hash_trials(df) != data_hash:
+            raise StoredDataError(f"{what} does not match the checksum recorded when it was stored")
+        return df
 
 
 __all__ = ["SESSION_COLUMNS", "SessionRecord", "SessionStore"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from twin.cancel import checkpoint
 from twin.models.learner import LearnerModel
 from twin.models.policy import p_right
 from twin.models.rules import UpdateInputs
@@ -189,6 +190,7 @@ def run_trials(
     actives = None if schedule.active is None else schedule.active.t().contiguous()
     masked = [False] * n if actives is None else (~actives.all(1)).tolist()
     for t in range(n):
+        checkpoint()  # a caller's deadline or cancellation stops the loop here
         ss = starts[t]
         active = actives[t] if masked[t] else None  # type: ignore[index]
         phase = env.phase

@@ -4,6 +4,9 @@ trials file, and model files scored on trials."""
 from __future__ import annotations
 
 import argparse
+import gzip
+import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +15,90 @@ from twin.errors import TwinError
 from twin_cli.commands.common import FAMILIES, load_trials_input, show_progress, trials_args
 from twin_cli.tables import format_table
 
+#: Default of ``--max-trials``: rows of a trials file read into memory.
+MAX_INPUT_TRIALS = 5_000_000
+#: Memory a loaded trial costs, about (measured: the 1.39M-trial IBL export takes 1.15 GB).
+BYTES_PER_TRIAL = 850
+#: Fewest bytes a CSV row of trials takes (an upper bound of the rows from the file size).
+MIN_CSV_ROW_BYTES = 16
+
+
+def check_output(path: Path, flag: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can be written: its folder exists (it is not
+    created silently) and is writable, and ``path`` is not a folder.
+
+    Raises:
+        TwinError: it cannot.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise TwinError(f"{flag} {path} is a folder; name a file")
+    if not folder.is_dir():
+        raise TwinError(f"{flag} {path}: folder {folder} does not exist (create it first)")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise TwinError(f"{flag} {path}: cannot write to folder {folder} ({exc.strerror or exc})") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise TwinError(f"{flag} {path}: the file exists and is not writable")
+    return path
+
+
+def _gzip_size(path: Path) -> int:
+    """Uncompressed size of a gzip file from its trailer (exact below 4 GiB), at least its own size."""
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(fh.read(4), "little")
+    return max(isize, path.stat().st_size)
+
+
+def _count_lines(path: Path) -> int:
+    opener = gzip.open if path.suffix == ".gz" else open
+    n = 0
+    with opener(path, "rb") as fh:  # type: ignore[operator]
+        while chunk := fh.read(1 << 22):
+            n += chunk.count(b"\n")
+    return n
+
+
+def trials_in(path: Path, cap: int = MAX_INPUT_TRIALS) -> int | None:
+    """Rows of a trials file, found without reading it into memory: parquet from its metadata;
+    CSV from its lines, counted in a stream, unless its size alone shows it has at most ``cap``
+    (then that bound is returned). None for a folder or an unknown format (left to the reader)."""
+    if not path.is_file():
+        return None
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pqt")):
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by the reader, with its location
+            return None
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+        size = _gzip_size(path) if name.endswith(".gz") else path.stat().st_size
+        if size // MIN_CSV_ROW_BYTES <= cap:
+            return size // MIN_CSV_ROW_BYTES  # at most this many: small enough either way
+        return max(_count_lines(path) - 1, 0)
+    return None
+
+
+def check_input(path: Path, max_trials: int) -> None:
+    """Refuse, before reading it, a trials file with more than ``max_trials`` rows.
+
+    Raises:
+        TwinError: it has more.
+    """
+    n = trials_in(path, max_trials)
+    if n is not None and n > max_trials:
+        need = n * BYTES_PER_TRIAL / 1e9
+        size = f"{need:.1f} GB" if need >= 1 else f"{need * 1000:.0f} MB"
+        raise TwinError(
+            f"{path}: {n:,} trials, more than --max-trials {max_trials:,} allows (reading it takes about {size} of memory); "
+            "raise --max-trials if the machine has the memory, or split the file by subject"
+        )
+
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from twin.sim.agents import DEFAULT_TRUTHS, Family
@@ -19,6 +106,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from twin.sim.simulate import simulate
     from twin.protocol import IBL_DEFAULT
 
+    check_output(args.out)
     gt = DEFAULT_TRUTHS[Family(args.family)]
     sim = simulate(gt.build(), IBL_DEFAULT, args.animals, args.trials, seed=args.seed, subject_prefix=args.family)
     path = write_trials(sim.trials, args.out)
@@ -37,6 +125,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from twin.persist.model_files import save_model
 
     get_rule(args.rule)  # fail early on a bad name
+    check_output(args.out)  # before training, not after it
+    if args.data is not None:
+        check_input(args.data, args.max_trials)
     df, report = load_trials_input(args)
     print(report.summary())
     feats = FeatureSpec(stimulus=StimulusCoding(args.stimulus), bias=not args.no_bias, history=args.history)
@@ -84,6 +175,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.one_cache is not None and args.data is not None:
         args.models, args.data = [args.data, *args.models], None  # with --one-cache every positional is a model
+    if args.out:
+        check_output(args.out)
+    if args.data is not None:
+        check_input(args.data, args.max_trials)
     df, report = load_trials_input(args)
     print(report.summary())
     start = None
@@ -165,6 +260,7 @@ def add_fit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--no-bias", action="store_true", help="drop the bias regressor")
     f.add_argument("--history", action="store_true", help="add previous-choice and previous-reward-side regressors")
     f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    f.add_argument("--max-trials", type=int, default=MAX_INPUT_TRIALS, help=f"refuse a trials file with more rows, before reading it (default {MAX_INPUT_TRIALS:,})")
     f.add_argument("--seed", type=int, default=0)
     f.set_defaults(func=cmd_fit)
 
@@ -180,7 +276,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "(ALF's 0-based session number, YYYY-MM-DD/NNN, the export's endtrain-3; the session number for tables without labels)",
     )
     e.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
+    e.add_argument("--max-trials", type=int, default=MAX_INPUT_TRIALS, help=f"refuse a trials file with more rows, before reading it (default {MAX_INPUT_TRIALS:,})")
     e.set_defaults(func=cmd_evaluate)
 
 
-__all__ = ["add_evaluate", "add_fit", "add_simulate"]
+__all__ = ["add_evaluate", "add_fit", "add_simulate", "check_input", "check_output", "trials_in"]

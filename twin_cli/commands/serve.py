@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twin_cli.commands.common import store_args
+
+if TYPE_CHECKING:
+    from service.limits import Limits
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -16,8 +20,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import ServerConfig, TlsConfig, build_plane, serve
     from server.auth import TOKENS_ENV, AuthConfig
     from server.logs import configure_logging
+    from service.config import DataPlaneConfig
 
     try:
+        limits = read_limits(args.limits, args.limit, args.max_message_mb)
+        if args.show_limits:
+            import yaml
+
+            print(yaml.safe_dump(limits.as_dict(), sort_keys=False), end="")
+            return 0
         auth = None
         if not args.local_demo:
             auth = AuthConfig.from_env()
@@ -36,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             local_demo=args.local_demo,
             tls=tls,
             max_workers=args.max_workers,
-            max_receive_bytes=int(args.max_message_mb * 1024 * 1024),
+            max_receive_bytes=limits.max_request_bytes,
             grace_s=args.grace,
         )
     except (ValueError, OSError) as exc:
@@ -48,9 +59,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from service.optimizer_bridge import optimizer_proposer, optimizer_search
 
         propose, search = optimizer_proposer(), optimizer_search()
-    plane = build_plane(args.store, args.db_url, job_workers=args.job_workers, cache_size=args.cache_size, propose=propose, search=search)
+    plane = build_plane(
+        args.store, args.db_url, job_workers=args.job_workers, cache_size=args.cache_size, config=DataPlaneConfig(limits=limits), propose=propose, search=search
+    )
     port_file: Path | None = args.port_file
     return serve(config, plane, on_started=None if port_file is None else lambda running: port_file.write_text(f"{running.port}\n"))
+
+
+def read_limits(path: Path | None, pairs: list[str], max_message_mb: float | None) -> Limits:
+    """The service's limits: the defaults, then the YAML file ``path`` (a mapping of limit
+    names to values), then ``NAME=VALUE`` pairs, then ``--max-message-mb``.
+
+    Raises:
+        ValueError: an unknown limit, a value that is not a positive integer, a bad file.
+    """
+    import yaml
+
+    from service.limits import Limits
+
+    limits = Limits()
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not YAML ({exc.__class__.__name__})") from None
+        data = data.get("limits", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of limit names to values")
+        limits = limits.replace(data)
+    values: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--limit {pair!r}: expected NAME=VALUE")
+        values[name.strip().replace("-", "_")] = value
+    limits = limits.replace(values)
+    if max_message_mb is not None:
+        if not max_message_mb > 0:
+            raise ValueError("--max-message-mb must be positive")
+        limits = limits.replace({"max_request_bytes": int(max_message_mb * 1024 * 1024)})
+    return limits
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -65,7 +113,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     sv.add_argument("--max-workers", type=int, default=16, help="threads serving calls")
     sv.add_argument("--job-workers", type=int, default=1, help="long-running operations (fits) run at once")
     sv.add_argument("--cache-size", type=int, default=256, help="twins kept loaded in memory (LRU)")
-    sv.add_argument("--max-message-mb", type=float, default=32.0, help="largest request accepted, MiB")
+    sv.add_argument("--max-message-mb", type=float, default=None, help="largest request accepted, MiB (default 8; the limit max_request_bytes)")
+    sv.add_argument(
+        "--limits", type=Path, default=None, metavar="FILE",
+        help="YAML mapping of limit names to values (max_supplied_trials: 50000, ...); see --show-limits and server/README.md",
+    )
+    sv.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE", help="set one limit (repeatable; after --limits), e.g. --limit max_rollouts=1000")
+    sv.add_argument("--show-limits", action="store_true", help="print the effective limits as YAML and exit")
     sv.add_argument("--grace", type=float, default=20.0, help="seconds in-flight calls get at shutdown (SIGTERM)")
     sv.add_argument("--port-file", type=Path, default=None, help="write the bound port to this file once serving")
     sv.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -74,4 +128,4 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     sv.set_defaults(func=cmd_serve)
 
 
-__all__ = ["add_serve"]
+__all__ = ["add_serve", "read_limits"]

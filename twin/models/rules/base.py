@@ -21,6 +21,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from twin.cancel import checkpoint
 from twin.data.features import Mirror
 
 
@@ -190,6 +191,7 @@ class LearningRule(nn.Module, abc.ABC):
         # unbind, not pre[t]: the backward of T separate index ops would each allocate and
         # zero a full [T, B, D] gradient; unbind's backward stacks the slices' gradients once
         for pre_t in pre.unbind(0):
+            checkpoint()  # a caller's deadline or cancellation stops the rollout here
             w_next, h = self.step(w, h, pre_t, ctx)
             w = w_next if rate is None else w + rate * (w_next - w)
             out.append(w)

@@ -1,0 +1,106 @@
+"""CLI checks before any work: output paths of ``twin fit``/``evaluate``/``simulate`` (the folder
+must exist and be writable; nothing is created silently), trials files too large to read into
+memory (``--max-trials``, counted without reading the file), and ``twin serve``'s limits
+(``--limits``, ``--limit``, ``--show-limits``)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import time
+
+import pytest
+import yaml
+
+from twin_cli.cli import main
+from twin_cli.commands.models import trials_in
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    d = tmp_path_factory.mktemp("checks")
+    data = d / "cohort.parquet"
+    assert run(["simulate", "--animals", "2", "--trials", "300", "--out", str(data)])[0] == 0
+    return data
+
+
+def _refused_fast(argv: list[str], words: str) -> str:
+    t0 = time.perf_counter()
+    rc, _, err = run(argv)
+    assert rc == 2 and words in err, err
+    assert time.perf_counter() - t0 < 5  # refused before reading or fitting anything
+    return err
+
+
+def test_fit_refuses_an_output_folder_that_does_not_exist(cohort, tmp_path):
+    out = tmp_path / "no" / "such" / "folder" / "m.safetensors"
+    _refused_fast(["fit", str(cohort), "--rule", "static", "--out", str(out)], "does not exist (create it first)")
+    assert not (tmp_path / "no").exists()  # nothing created silently
+
+
+def test_fit_refuses_outputs_it_cannot_write(cohort, tmp_path):
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    _refused_fast(["fit", str(cohort), "--rule", "static", "--out", str(a_file / "m.safetensors")], "does not exist")
+    _refused_fast(["fit", str(cohort), "--rule", "static", "--out", str(tmp_path)], "is a folder")
+    _refused_fast(["evaluate", str(cohort), "m.safetensors", "--out", str(tmp_path / "gone" / "t.csv")], "does not exist")
+    _refused_fast(["simulate", "--out", str(tmp_path / "gone" / "c.parquet")], "does not exist")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write to any folder")
+def test_fit_refuses_an_unwritable_folder(cohort, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        _refused_fast(["fit", str(cohort), "--rule", "static", "--out", str(ro / "m.safetensors")], "cannot write to folder")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_trials_file_over_max_trials_is_refused_before_reading(cohort, tmp_path):
+    err = _refused_fast(["evaluate", str(cohort), "m.safetensors", "--max-trials", "100"], "600 trials, more than --max-trials 100")
+    assert "raise --max-trials" in err
+    _refused_fast(["fit", str(cohort), "--rule", "static", "--max-trials", "599", "--out", str(tmp_path / "m.safetensors")], "--max-trials 599")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_rows_are_counted_without_reading_the_file(tmp_path, cohort):
+    assert trials_in(cohort) == 600
+    rows = 40_000
+    body = "subject,session,trial,contrast_left,contrast_right,choice,feedback,correct_side,prob_left\n" + "m,1,1,0.5,0,0,1,0,0.5\n" * rows
+    csv = tmp_path / "t.csv"
+    csv.write_text(body)
+    gz = tmp_path / "t.csv.gz"
+    with gzip.open(gz, "wt") as fh:
+        fh.write(body)
+    assert trials_in(csv, cap=1000) == rows and trials_in(gz, cap=1000) == rows  # the size cannot rule it out: lines counted
+    assert rows <= trials_in(csv) <= csv.stat().st_size  # the size shows it is small: a bound from it
+    assert trials_in(tmp_path) is None  # folders are left to the reader
+
+
+def test_serve_reads_limits_from_yaml_and_flags(tmp_path):
+    cfg = tmp_path / "limits.yaml"
+    cfg.write_text(yaml.safe_dump({"limits": {"max_supplied_trials": 50_000, "max_rollouts": "1_000"}}))
+    rc, out, err = run(["serve", "--limits", str(cfg), "--limit", "max_rollouts=500", "--max-message-mb", "4", "--show-limits"])
+    assert rc == 0, err
+    shown = yaml.safe_load(out)
+    assert shown["max_supplied_trials"] == 50_000 and shown["max_rollouts"] == 500 and shown["max_request_bytes"] == 4 * 2**20
+    assert shown["max_session_trials"] == 5000  # untouched ones keep their defaults
+    for argv, words in (
+        (["--limit", "max_rollouts=0"], "positive integer"),
+        (["--limit", "no_such_limit=3"], "unknown limit"),
+        (["--limit", "max_rollouts"], "NAME=VALUE"),
+        (["--limits", str(tmp_path / "missing.yaml")], "missing.yaml"),
+    ):
+        rc, _, err = run(["serve", *argv, "--show-limits"])
+        assert rc == 2 and words in err, (argv, err)

@@ -144,14 +144,16 @@ def run_chaos(root: Path, tmp: Path, chunks: dict[str, pd.DataFrame], kills: int
     for round_ in range(kills + 1):
         proc, target = _start(root, tmp)
         last = round_ == kills
-        stop_at = time.monotonic() + rng.uniform(0.2, 4.0)
+        fit_round = round_ % fit_every == 1
+        # a fit waits behind the resumed updates: its rounds last longer, so kills land in fits too
+        stop_at = time.monotonic() + (rng.uniform(3.0, 10.0) if fit_round else rng.uniform(0.2, 4.0))
         killer = None
         if not last:
             killer = threading.Timer(max(0.0, stop_at - time.monotonic()), lambda p=proc: p.send_signal(signal.SIGKILL))
             killer.start()
         with TwinClient(target, None, timeout_s=30) as c:
             todo = list(unacked)
-            if round_ % fit_every == 1:
+            if fit_round:
                 try:
                     c.fit_cohort(subjects, rule="reinforce", epochs=2, patience=2, adaptation=twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS, request_id=f"fit-{round_}")
                     report.fits_started += 1

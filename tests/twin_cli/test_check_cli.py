@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import pandas as pd
 
-from twin_cli.cli import main
-
-
-def run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
+from cli_runner import run
 
 
 def test_check_on_a_family_writes_tables_and_figures(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 
 import pandas as pd
 import pytest
@@ -11,13 +9,7 @@ import pytest
 from twin_cli.cli import main
 from twin.models.rules import rule_names
 from twin.persist.model_files import load_model
-
-
-def run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
+from cli_runner import run
 
 
 @pytest.fixture(scope="module")

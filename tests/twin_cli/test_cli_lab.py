@@ -6,7 +6,6 @@ never create a store, plain numbers in errors, sessions named by the data's own 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import subprocess
@@ -17,16 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twin_cli.cli import EXIT_BROKEN_PIPE, build_parser, main
+from cli_runner import run
+from twin_cli.cli import EXIT_BROKEN_PIPE, build_parser
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def leaf_parsers(p: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:

@@ -5,24 +5,15 @@ memory (``--max-trials``, counted without reading the file), and ``twin serve``'
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import os
 import time
 
 import pytest
 import yaml
 
-from twin_cli.cli import main
 from twin_cli.commands.models import trials_in
-
-
-def run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
+from cli_runner import run
 
 
 @pytest.fixture(scope="module")

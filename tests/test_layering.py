@@ -3,7 +3,8 @@
 Top level (lowest first): ``twin`` (the pure core) ← ``optimizer`` ← ``service`` ←
 {``server``, ``cluster``, ``twin_cli``}; ``twin_proto`` (generated stubs) and ``twin_client``
 (the gRPC client) stand apart from the core: the client installs on a rig with grpcio and
-protobuf only. Inside the core the subpackages are ranked too (``errors`` and ``protocol`` at
+protobuf only. ``twin_interop`` (adapters to other labs' data libraries, each an optional
+extra) sits on the core alone, beside ``optimizer``; only the CLI imports it. Inside the core the subpackages are ranked too (``errors`` and ``protocol`` at
 the bottom, ``fit`` at the top); a module may import its own subpackage or a lower rank only.
 
 ``KNOWN`` lists the arrows that still run the wrong way, each with the issue that removes it;
@@ -22,12 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Third-party edges no package below the edges may import.
 EDGE_LIBS = {"ray", "grpc", "grpc_health", "grpc_reflection", "grpc_status", "google", "optuna"}
 #: Project packages.
-PROJECT = {"twin", "optimizer", "service", "server", "cluster", "twin_cli", "twin_proto", "twin_client", "experiments", "bench"}
+PROJECT = {"twin", "optimizer", "service", "server", "cluster", "twin_cli", "twin_proto", "twin_client", "twin_interop", "experiments", "bench"}
 
 #: What each package may import, of the project's packages and the edge libraries.
 ALLOWED: dict[str, set[str]] = {
     "twin": {"twin"},
     "optimizer": {"twin", "optimizer", "optuna"},
+    "twin_interop": {"twin", "twin_interop"},
     "service": {"twin", "optimizer", "service"},
     "twin_proto": {"twin_proto", "grpc", "google"},
     "twin_client": {"twin_client", "twin_proto", "grpc", "grpc_health", "grpc_status", "google"},

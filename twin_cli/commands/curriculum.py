@@ -30,14 +30,37 @@ def _constraints(path: Path | None):  # type: ignore[no-untyped-def]
     return Constraints(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
+def _is_aind(path: Path) -> bool:
+    """Whether ``path`` is an AIND curriculum's JSON (``graph`` and ``pkg_location`` at the top;
+    a twin curriculum file has neither)."""
+    if path.suffix != ".json" or not path.is_file():
+        return False
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False  # Curriculum.load says what is wrong
+    return isinstance(raw, dict) and "graph" in raw and "pkg_location" in raw
+
+
 def _base(path: Path | None) -> Curriculum:
-    return IBL_DEFAULT if path is None else Curriculum.load(path)
+    """The IBL default, a twin curriculum file (JSON/YAML) or an AIND curriculum's JSON."""
+    if path is None:
+        return IBL_DEFAULT
+    if _is_aind(path):
+        from twin_interop.aind import from_aind_json
+
+        return from_aind_json(path.read_text(), source=str(path))
+    return Curriculum.load(path)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     cur = _base(args.curriculum)
     if args.format == "iblrig":
         text = yaml.safe_dump(cur.to_iblrig(args.phase, args.trials), sort_keys=False)
+    elif args.format == "aind":
+        from twin_interop.aind import to_aind_json
+
+        text = to_aind_json(cur)
     elif args.format == "yaml":
         text = cur.to_yaml()
     else:
@@ -129,9 +152,14 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     cp = sub.add_parser("curriculum", help="training curricula: export, search through twins, propose an animal's next session")
     csub = cp.add_subparsers(dest="curriculum_command", required=True, metavar="ACTION")
 
-    ex = csub.add_parser("export", help="write a curriculum as JSON, YAML or iblrig task parameters")
-    ex.add_argument("--curriculum", type=Path, default=None, help="curriculum file (default: the IBL default)")
-    ex.add_argument("--format", choices=["json", "yaml", "iblrig"], default="yaml")
+    ex = csub.add_parser(
+        "export",
+        help="write a curriculum as JSON, YAML, iblrig task parameters or an AIND curriculum (aind-behavior-curriculum JSON)",
+        description="Write a curriculum in another format. An AIND curriculum JSON given as --curriculum is read "
+        "(imported) too: `--curriculum aind.json --format yaml` turns it into a twin curriculum file.",
+    )
+    ex.add_argument("--curriculum", type=Path, default=None, help="curriculum file: twin JSON/YAML or an AIND curriculum JSON (default: the IBL default)")
+    ex.add_argument("--format", choices=["json", "yaml", "iblrig", "aind"], default="yaml", help="aind needs the aind extra: pip install 'learning-twins[aind]'")
     ex.add_argument("--phase", type=int, default=0, help="starting phase (iblrig format)")
     ex.add_argument("--trials", type=int, default=None, help="session trials (iblrig format)")
     ex.add_argument("--out", type=Path, default=None)
@@ -141,7 +169,7 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         store_args(q)
         q.add_argument("--alias", default="serving", help="twin alias to use (default: serving)")
         q.add_argument("--constraints", type=Path, default=None, help="YAML file of the lab's constraints (optimizer.space.Constraints fields)")
-        q.add_argument("--base", type=Path, default=None, help="the lab's base curriculum file (default: the IBL default)")
+        q.add_argument("--base", type=Path, default=None, help="the lab's base curriculum file, twin JSON/YAML or AIND JSON (default: the IBL default)")
         q.add_argument("--rollouts", type=int, default=4, help="simulated runs per twin and candidate")
         q.add_argument("--seed", type=int, default=0)
 

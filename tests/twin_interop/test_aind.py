@@ -201,3 +201,23 @@ def test_without_the_extra_the_import_says_what_to_install(monkeypatch):
     with pytest.raises(OptionalDependencyError, match=r"pip install 'learning-twins\[aind\]'"):
         importlib.import_module("twin_interop.aind")
 
+
+
+def test_every_curriculum_the_optimizer_proposes_round_trips():
+    from optimizer.space import Constraints, CurriculumSpace, ParamKind
+
+    space = CurriculumSpace(Constraints(allow_no_debias=True))
+    rng = np.random.default_rng(7)
+    for i in range(40):
+        values = {}
+        for p in space.params:
+            if p.kind is ParamKind.BOOL:
+                values[p.name] = bool(rng.random() < 0.5)
+            elif p.kind is ParamKind.INT:
+                values[p.name] = int(rng.integers(p.low, p.high + 1))
+            elif p.kind is ParamKind.LOG_FLOAT:
+                values[p.name] = float(np.exp(rng.uniform(np.log(p.low), np.log(p.high))))
+            else:
+                values[p.name] = float(rng.uniform(p.low, p.high))
+        cur = space.build(values, name=f"candidate-{i}")
+        assert aind.from_aind_json(aind.to_aind_json(cur)) == cur, values

@@ -47,7 +47,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             local_demo=args.local_demo,
             tls=tls,
             max_workers=args.max_workers,
-            max_receive_bytes=limits.max_request_bytes,
             grace_s=args.grace,
         )
     except (ValueError, OSError) as exc:

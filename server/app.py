@@ -82,8 +82,9 @@ class ServerConfig:
         local_demo: run without authentication (loopback addresses only).
         tls: TLS settings (None: plaintext).
         max_workers: threads serving calls (streams hold one each).
-        max_receive_bytes: largest request accepted (None: the data plane's
-            ``limits.max_request_bytes``).
+        max_receive_bytes: largest request gRPC receives at all (None:
+            :func:`receive_ceiling` of the data plane's ``limits.max_request_bytes``); requests
+            over ``max_request_bytes`` and up to it are refused by the service unparsed.
         max_send_bytes: largest response sent.
         grace_s: seconds in-flight calls and running operations get at shutdown.
         reflection: serve the reflection service (``grpcurl list``).
@@ -108,6 +109,19 @@ class ServerConfig:
             raise ValueError(f"local demo mode (no authentication) listens on loopback only, not {self.address!r}")
         if self.max_workers < 1 or (self.max_receive_bytes is not None and self.max_receive_bytes < 1) or self.max_send_bytes < 1:
             raise ValueError("max_workers and message size limits must be positive")
+
+
+def receive_ceiling(max_request_bytes: int) -> int:
+    """gRPC's own receive limit for a service limit of ``max_request_bytes``: twice it.
+
+    A request over ``max_request_bytes`` and up to this ceiling reaches the service, which
+    refuses it (RESOURCE_EXHAUSTED naming ``max_request_bytes``) without parsing it: within a few
+    milliseconds of its arrival. gRPC refuses one over the ceiling itself, but grpcio 1.85 then
+    writes the status only after a delay of 100-1000 ms (measured, ``bench/oversized_requests.py``):
+    the ceiling keeps that delay for requests far over the limit, and bounds what one call
+    buffers.
+    """
+    return 2 * max_request_bytes
 
 
 def _is_loopback(address: str) -> bool:
@@ -201,7 +215,7 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
     """
     state = ServerState()
     limits = plane.config.limits
-    max_receive = config.max_receive_bytes or limits.max_request_bytes
+    max_receive = config.max_receive_bytes or receive_ceiling(limits.max_request_bytes)
     quotas = CallQuotas(limits)
     if quotas.threads_held() >= config.max_workers:
         log.warning(
@@ -210,7 +224,7 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
         )
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="twin-rpc"),
-        interceptors=[ApiInterceptor(config.auth, state, quotas)],
+        interceptors=[ApiInterceptor(config.auth, state, quotas, limits.max_request_bytes)],
         maximum_concurrent_rpcs=limits.max_queued_calls,
         options=[
             ("grpc.max_receive_message_length", max_receive),
@@ -246,7 +260,8 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
             "tls": config.tls is not None,
             "auth": "off (local demo)" if config.auth is None else f"{len(config.auth.principals)} tokens",
             "store": str(plane.store.root),
-            "max_request_bytes": max_receive,
+            "max_request_bytes": limits.max_request_bytes,
+            "max_receive_bytes": max_receive,
             "limits": limits.as_dict(),
         },
     )
@@ -281,4 +296,4 @@ def serve(config: ServerConfig, plane: TwinDataPlane, on_started: Callable[[Runn
     return 0
 
 
-__all__ = ["RunningServer", "ServerConfig", "TlsConfig", "build_plane", "serve", "start_server"]
+__all__ = ["RunningServer", "ServerConfig", "TlsConfig", "build_plane", "receive_ceiling", "serve", "start_server"]

@@ -5,7 +5,10 @@ Every twin.v1 call goes through :class:`ApiInterceptor`, which wraps the method'
 1. while the server drains, new calls fail with UNAVAILABLE (in-flight ones finish);
 2. the bearer token is checked against the method's role (UNAUTHENTICATED without a valid
    token, PERMISSION_DENIED for a role that is too low), unless auth is off (local demo);
-3. a request that is not a valid message is INVALID_ARGUMENT (gRPC itself would say INTERNAL);
+3. a request over ``max_request_bytes`` is RESOURCE_EXHAUSTED before it is parsed (gRPC's own
+   receive limit sits above it, see :func:`server.app.receive_ceiling`: gRPC's refusal takes
+   100-1000 ms to reach the client, the service's a few ms); a request that is not a valid
+   message is INVALID_ARGUMENT (gRPC itself would say INTERNAL);
    any exception the servicer raises becomes a ``google.rpc.Status`` through
    :func:`server.status.to_rpc_status`: this is the one place exceptions meet status codes;
 4. costly calls and Watch streams count against their role's quota (:mod:`server.quotas`):
@@ -30,6 +33,7 @@ from server.auth import AuthConfig, PermissionDeniedError, Principal, Unauthenti
 from server.quotas import CallQuotas
 from server.status import code_and_reason, to_rpc_status
 from service.errors import FieldViolation, InvalidArgumentError, ServiceError, UnavailableError
+from service.limits import LimitExceededError, LimitViolation
 
 access_log = logging.getLogger("server.access")
 
@@ -89,12 +93,14 @@ class ApiInterceptor(grpc.ServerInterceptor):
             refuses to start that way unless told so explicitly).
         state: the server's draining flag and in-flight counter.
         quotas: concurrent calls per role (None: no quotas).
+        max_request_bytes: largest request the service parses (None: any gRPC lets through).
     """
 
-    def __init__(self, auth: AuthConfig | None, state: ServerState, quotas: CallQuotas | None = None) -> None:
+    def __init__(self, auth: AuthConfig | None, state: ServerState, quotas: CallQuotas | None = None, max_request_bytes: int | None = None) -> None:
         self.auth = auth
         self.state = state
         self.quotas = quotas
+        self.max_request_bytes = max_request_bytes
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(details)
@@ -107,7 +113,7 @@ class ApiInterceptor(grpc.ServerInterceptor):
         def hold(principal: Principal | None) -> contextlib.AbstractContextManager[None]:
             return contextlib.nullcontext() if quotas is None else quotas.hold(method, principal)
 
-        return _wrap(handler, lambda: self._admit(method, metadata), self.state.track, method, hold)
+        return _wrap(handler, lambda: self._admit(method, metadata), self.state.track, method, hold, self.max_request_bytes)
 
     def _admit(self, method: str, metadata: tuple[tuple[str, str | bytes], ...]) -> Principal | None:
         """Checks run at the start of every call; returns the caller (None with auth off)."""
@@ -164,11 +170,26 @@ class _Undecodable:
         self.error = error
 
 
-def _tolerant(deserialize: Callable[[bytes], object] | None) -> Callable[[bytes], object] | None:
+class _Oversized:
+    """What a request over ``max_request_bytes`` deserialises to (unparsed): the call then fails
+    with RESOURCE_EXHAUSTED (after authentication).
+
+    Attributes:
+        n_bytes: the request's size.
+        limit: ``max_request_bytes``.
+    """
+
+    def __init__(self, n_bytes: int, limit: int) -> None:
+        self.n_bytes, self.limit = n_bytes, limit
+
+
+def _tolerant(deserialize: Callable[[bytes], object] | None, max_bytes: int | None = None) -> Callable[[bytes], object] | None:
     if deserialize is None:
         return None
 
     def parse(data: bytes) -> object:
+        if max_bytes is not None and len(data) > max_bytes:
+            return _Oversized(len(data), max_bytes)
         try:
             return deserialize(data)
         except Exception as exc:  # noqa: BLE001 - any parse failure is the client's bad bytes
@@ -178,6 +199,8 @@ def _tolerant(deserialize: Callable[[bytes], object] | None) -> Callable[[bytes]
 
 
 def _check_decoded(request: object, method: str) -> None:
+    if isinstance(request, _Oversized):
+        raise LimitExceededError(LimitViolation("", "max_request_bytes", request.limit, request.n_bytes, "bytes"))
     if isinstance(request, _Undecodable):
         raise InvalidArgumentError(FieldViolation("", f"the request is not a valid message of {method.rsplit('/', 1)[-1]} ({request.error})"))
 
@@ -188,6 +211,7 @@ def _wrap(
     track: Callable[[], contextlib.AbstractContextManager[None]],
     method: str,
     hold: Callable[[Principal | None], contextlib.AbstractContextManager[None]] = lambda _: contextlib.nullcontext(),
+    max_bytes: int | None = None,
 ) -> grpc.RpcMethodHandler:
     """The same handler with its behaviour wrapped in admission, error mapping and logging."""
 
@@ -227,7 +251,7 @@ def _wrap(
 
         return run
 
-    parse = _tolerant(handler.request_deserializer)
+    parse = _tolerant(handler.request_deserializer, max_bytes)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), parse, handler.response_serializer)
     if handler.unary_stream:

@@ -103,7 +103,7 @@ class CurriculumServicer(curriculum_service_pb2_grpc.CurriculumServiceServicer):
         return curriculum_service_pb2.NextSessionResponse(plan=convert.plan_pb(self.curricula.next_session(req, _deadline(context))))
 
     def SearchCurricula(self, request: curriculum_service_pb2.SearchCurriculaRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.curricula.search_curricula(convert.search_request(request)))
+        return convert.operation_pb(self.curricula.search_curricula(convert.search_request(request), request_id=request.request_id))
 
 
 class OperationsServicer(operations_service_pb2_grpc.OperationsServiceServicer):

@@ -3,15 +3,19 @@ fallback) and curriculum searches through the twins, as long-running operations.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from twin.cancel import cancellable
 from twin.fit.cohort import last_phase
 from twin.models.state import TwinState
 from twin.persist.store import Twin
-from twin.sim.forecast import SessionForecast, forecast_session
+from twin.protocol import Curriculum
+from twin.sim.forecast import Interval, SessionForecast, forecast_session
 
 from optimizer.planning import (
+    CurriculumCandidate,
     CurriculumSearchFn,
     CurriculumSearchOutcome,
     CurriculumSearchRequest,
@@ -112,11 +116,14 @@ class Curricula:
 
             return plan_next_session(req.subject, twin, state, req.constraints, forecast, self.propose, self.lab, phase_without_twin=phase0)
 
-    def search_curricula(self, req: CurriculumSearchRequest) -> JobSnapshot:
-        """Start a curriculum search through the twins (long-running).
+    def search_curricula(self, req: CurriculumSearchRequest, request_id: str = "") -> JobSnapshot:
+        """Start a curriculum search through the twins (long-running); a request id seen before
+        returns that search's operation (nothing new is started).
 
         Raises:
             FeatureUnavailableError: no search is configured in this build.
+            InvalidArgumentError: a bad field, or ``request_id`` used before by a different
+                request.
             LimitExceededError: more twins, candidates or simulated trials than the limits
                 allow (unset sizes count as the search's defaults, :data:`SEARCH_DEFAULTS`), or
                 ``limits.max_pending_operations`` operations already waiting.
@@ -125,6 +132,11 @@ class Curricula:
         if search is None:
             raise FeatureUnavailableError("curriculum_search", "curriculum search not available in this build (the optimizer is not installed or configured)")
         limits = self.catalog.config.limits
+        raise_invalid([limits.name("request_id", request_id, required=False)])
+        as_sent = {"subjects": list(req.subjects), "n_candidates": req.n_candidates or 0, "horizon_trials": req.horizon_trials or 0, "seed": req.seed}
+        seen = self.jobs.seen(JobKind.CURRICULUM_SEARCH, request_id, as_sent)
+        if seen is not None:  # a retry: the first answer, whatever the queue holds now
+            return seen
         raise_invalid(
             [
                 *limits.subjects("subjects", req.subjects, "max_search_subjects"),
@@ -147,7 +159,39 @@ class Curricula:
             with cancellable(ctx.check_cancelled):  # CancelOperation stops the simulations within a trial
                 return search(full, self.store, ctx)
 
-        return self.jobs.submit(JobKind.CURRICULUM_SEARCH, run, subject=subjects[0] if len(subjects) == 1 else "")
+        return self.jobs.submit(JobKind.CURRICULUM_SEARCH, run, subject=subjects[0] if len(subjects) == 1 else "", request_id=request_id, request=as_sent)
+
+
+def _number(x: float) -> float | str:
+    """A float as JSON (non-finite ones as their name: PostgreSQL's JSON has no NaN)."""
+    return float(x) if math.isfinite(x) else repr(float(x))
+
+
+def _candidate_json(c: CurriculumCandidate) -> dict[str, object]:
+    t = c.trials_to_criterion
+    return {"protocol": c.protocol.to_dict(), "trials_to_criterion": [_number(t.mean), _number(t.lo), _number(t.hi)], "reached_criterion": _number(c.reached_criterion)}
+
+
+def _candidate(d: Mapping[str, object]) -> CurriculumCandidate:
+    mean, lo, hi = (float(x) for x in d["trials_to_criterion"])  # type: ignore[union-attr]
+    return CurriculumCandidate(Curriculum.from_dict(dict(d["protocol"])), Interval(mean, lo, hi), float(d["reached_criterion"]))  # type: ignore[arg-type, call-overload]
+
+
+def search_outcome_json(outcome: object) -> dict[str, object]:
+    """A finished search's outcome as JSON, for its operation's row: every candidate (curriculum,
+    trials to criterion, fraction reaching it) and the baseline ({} for anything else a search
+    function returned)."""
+    if not isinstance(outcome, CurriculumSearchOutcome):
+        return {}
+    return {"candidates": [_candidate_json(c) for c in outcome.candidates], "baseline": None if outcome.baseline is None else _candidate_json(outcome.baseline)}
+
+
+def search_outcome(d: Mapping[str, object]) -> CurriculumSearchOutcome | None:
+    """The outcome :func:`search_outcome_json` wrote (None for {})."""
+    if "candidates" not in d:
+        return None
+    base = d.get("baseline")
+    return CurriculumSearchOutcome(tuple(_candidate(c) for c in d.get("candidates", ())), None if base is None else _candidate(base))  # type: ignore[union-attr, arg-type]
 
 
 #: What an unset ``n_candidates`` and ``horizon_trials`` cost as: the optimizer search's own
@@ -155,4 +199,4 @@ class Curricula:
 SEARCH_DEFAULTS = (32, 40 * 550)
 
 
-__all__ = ["Curricula", "NextSessionRequest", "SEARCH_DEFAULTS"]
+__all__ = ["Curricula", "NextSessionRequest", "SEARCH_DEFAULTS", "search_outcome", "search_outcome_json"]

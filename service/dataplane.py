@@ -27,7 +27,7 @@ from optimizer.planning import CurriculumSearchFn, LabDefault, ProposeFn
 from service.cache import TwinCache
 from service.catalog import TwinCatalog
 from service.config import DataPlaneConfig
-from service.curricula import Curricula
+from service.curricula import Curricula, search_outcome, search_outcome_json
 from service.jobs import JobKind, JobManager, JobType
 from service.operations import Operations
 from service.predictions import Predictions
@@ -74,9 +74,10 @@ class TwinDataPlane:
         self.updates = Updates(self.catalog, jobs, cohort_fit)
         self.curricula = Curricula(self.catalog, jobs, lab, propose, search)
         self.operations = Operations(jobs, config)
-        # a search's candidates are not kept in the log: after a restart its result reads empty,
-        # and an interrupted search is marked failed (it is cheap to start again)
-        jobs.register(JobKind.CURRICULUM_SEARCH, JobType(lambda result: {}, lambda d: None))
+        # a finished search's candidates are kept in its operation's row (written with its
+        # SUCCEEDED state, in one transaction); an interrupted search is marked failed after a
+        # restart (it is cheap to start again)
+        jobs.register(JobKind.CURRICULUM_SEARCH, JobType(search_outcome_json, search_outcome))
 
     def recover(self, leftover_min_age_s: float = 300.0) -> list[str]:
         """Take over from a previous server over the same store (call before serving): remove

@@ -10,7 +10,8 @@ With an :class:`~twin.persist.oplog.OperationLog` every job is a row of the stor
 written when it is queued and on every change: its id, state and result outlive the process.
 :meth:`JobManager.recover` (at the next start) resumes the unfinished jobs of the kinds that
 registered a resume function (:class:`JobType`) and marks the others failed; a request id finds
-the job a retried request started; shutdown leaves queued jobs queued, and records running ones
+the job a retried request started (and a different request under the same id is refused, when
+the request was recorded with it); shutdown leaves queued jobs queued, and records running ones
 that outlast the grace period as queued again, for the next start to resume.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import logging
 import threading
 import time
@@ -34,7 +36,7 @@ from twin.persist.oplog import OperationKind as JobKind
 from twin.persist.oplog import OperationLog, OperationRecord
 from twin.persist.oplog import OperationState as JobState
 
-from service.errors import DomainError, OperationCancelledError, OperationNotFoundError, UnavailableError, as_domain_error, public_message
+from service.errors import DomainError, InvalidArgumentError, OperationCancelledError, OperationNotFoundError, UnavailableError, as_domain_error, public_message
 from service.job_records import decode_error, encode_error
 
 log = logging.getLogger("service.jobs")
@@ -149,6 +151,11 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _json(value: Mapping[str, object]) -> dict[str, object]:
+    """``value`` as the operation log reads it back (tuples as lists)."""
+    return json.loads(json.dumps(dict(value)))
+
+
 class JobManager:
     """Runs jobs on a thread pool and keeps their state (in the store's database when given an
     operation log).
@@ -200,30 +207,71 @@ class JobManager:
         return OperationRecord(uuid.uuid4().hex, kind, JobState.PENDING, subject, request_id, dict(params or {}), 0.0, message, _now())
 
     def submit(
-        self, kind: JobKind, fn: JobFn, subject: str = "", message: str = "queued", request_id: str = "", params: Mapping[str, object] | None = None
+        self,
+        kind: JobKind,
+        fn: JobFn,
+        subject: str = "",
+        message: str = "queued",
+        request_id: str = "",
+        params: Mapping[str, object] | None = None,
+        request: Mapping[str, object] | None = None,
     ) -> JobSnapshot:
         """Queue ``fn`` as a new job and return its first snapshot; a request id the manager
         has seen for ``kind`` returns that job instead (nothing new is queued).
 
+        Args:
+            kind: what the job does.
+            fn: the job.
+            subject: the subject concerned ("" for several).
+            message: its first note.
+            request_id: the client's id of the request ("" when none).
+            params: what resuming it needs (JSON).
+            request: the request as the client sent it (JSON), kept in ``params["request"]``:
+                a retry under the same request id must send the same (see :meth:`seen`).
+
         Raises:
+            InvalidArgumentError: the request id was used by a different request.
             UnavailableError: the manager is shutting down, or its queue is full.
         """
+        if request is not None:
+            params = {**(params or {}), "request": _json(request)}
         with self._cond:
-            if request_id and self.oplog is not None:
-                seen = self.oplog.by_request(kind, request_id)
-                if seen is not None:
-                    return self._snapshot(seen)
+            seen = self.seen(kind, request_id, request)
+            if seen is not None:
+                return seen
             self._check_capacity_locked()
             rec = self.new_record(kind, subject, request_id, params, message)
             if self.oplog is not None:
                 try:
                     rec = self.oplog.add(rec)
                 except IntegrityError:  # the same request id, at the same moment
-                    seen = self.oplog.by_request(kind, request_id)
+                    seen = self.seen(kind, request_id, request)
                     if seen is None:
                         raise
-                    return self._snapshot(seen)
+                    return seen
             return self._schedule_locked(rec, fn)
+
+    def seen(self, kind: JobKind, request_id: str, request: Mapping[str, object] | None = None) -> JobSnapshot | None:
+        """The job a request with ``request_id`` started before (None: none, or no id or no
+        operation log to remember it by).
+
+        Raises:
+            InvalidArgumentError: that job was started by a different request (both recorded
+                with the job: ``request``).
+        """
+        if not request_id or self.oplog is None:
+            return None
+        rec = self.oplog.by_request(kind, request_id)
+        if rec is None:
+            return None
+        first = rec.params.get("request")
+        if request is not None and isinstance(first, Mapping):
+            now = _json(request)
+            differ = sorted(k for k in set(first) | set(now) if first.get(k) != now.get(k))
+            if differ:
+                why = f"already used by a different request (operation {rec.id}; it differs in {', '.join(differ)})"
+                raise InvalidArgumentError.field("request_id", why)
+        return self._snapshot(rec)
 
     def adopt(self, op_id: str, fn: JobFn) -> JobSnapshot:
         """Queue ``fn`` for a job already recorded in the operation log (by a caller's

@@ -22,7 +22,7 @@ SearchCurricula           subjects (``max_search_subjects``), candidates
                           (``max_search_candidates``), horizon (``max_search_horizon_trials``),
                           candidates x twins x horizon (``max_search_trial_steps``)
 List*                     page sizes (larger ones are cut to ``max_page_size``), page tokens
-every request             its size in bytes (``max_request_bytes``, enforced by gRPC), its
+every request             its size in bytes (``max_request_bytes``, checked before parsing), its
                           strings (``max_name_chars``) and lists (``max_request_subjects``)
 ========================  =====================================================================
 
@@ -66,8 +66,8 @@ class Limits:
     """The limits of the service (one frozen config; see the module docstring for the model).
 
     Attributes:
-        max_request_bytes: largest request message accepted (gRPC refuses bigger ones before
-            reading them).
+        max_request_bytes: largest request message accepted (bigger ones are refused before
+            they are parsed; gRPC itself refuses those over twice it).
         max_name_chars: longest subject name, alias, label, rule name, operation id.
         max_page_token_chars: longest page token.
         max_request_subjects: most subjects named in one request.

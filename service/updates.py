@@ -279,7 +279,7 @@ class Updates:
 
     def fit_cohort(self, req: FitCohortRequest, request_id: str = "") -> JobSnapshot:
         """Start a cohort fit over stored sessions (long-running); a request id seen before
-        returns that fit's operation."""
+        returns that fit's operation (the same id with a different request: INVALID_ARGUMENT)."""
         if len(request_id) > MAX_ID_CHARS:
             raise InvalidArgumentError.field("request_id", f"at most {MAX_ID_CHARS} characters")
         get_rule(req.rule)  # UnknownRuleError → INVALID_ARGUMENT on `rule`
@@ -301,7 +301,8 @@ class Updates:
         if bad:
             raise InvalidArgumentError(*bad)
         subject = subjects[0] if len(subjects) == 1 else ""
-        return self.jobs.submit(JobKind.FIT_COHORT, self._cohort_job(req, subjects), subject=subject, request_id=request_id, params=cohort_params(req, subjects))
+        as_sent = cohort_params(req, list(req.subjects))
+        return self.jobs.submit(JobKind.FIT_COHORT, self._cohort_job(req, subjects), subject=subject, request_id=request_id, params=cohort_params(req, subjects), request=as_sent)
 
     def _cohort_job(self, req: FitCohortRequest, subjects: list[str]) -> JobFn:
         config = CohortFitConfig(spec=ModelSpec(req.rule), fit=FitConfig(epochs=req.epochs, patience=req.patience, seed=req.seed), adaptation=req.adaptation)

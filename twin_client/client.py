@@ -282,9 +282,10 @@ class TwinClient:
         req = curriculum_service_pb2.NextSessionRequest(subject=subject, constraints=c, n_rollouts=n_rollouts, seed=seed)
         return self.curricula.NextSession(req, **self._kw()).plan
 
-    def search_curricula(self, subjects: Sequence[str] = (), n_candidates: int = 0, horizon_trials: int = 0, seed: int = 0) -> operation_pb2.Operation:
-        """Start a curriculum search (admin)."""
-        req = curriculum_service_pb2.SearchCurriculaRequest(subjects=list(subjects), n_candidates=n_candidates, horizon_trials=horizon_trials, seed=seed)
+    def search_curricula(self, subjects: Sequence[str] = (), n_candidates: int = 0, horizon_trials: int = 0, seed: int = 0, request_id: str = "") -> operation_pb2.Operation:
+        """Start a curriculum search (admin); a retry with the same ``request_id`` returns the
+        same operation."""
+        req = curriculum_service_pb2.SearchCurriculaRequest(subjects=list(subjects), n_candidates=n_candidates, horizon_trials=horizon_trials, seed=seed, request_id=request_id)
         return self.curricula.SearchCurricula(req, **self._kw())
 
     # -- operations -----------------------------------------------------------------------------

@@ -42,6 +42,25 @@ def test_ids_results_and_errors_survive_a_restart(tmp_path):
     again.shutdown(1.0)
 
 
+def test_a_request_id_is_refused_for_a_different_request_even_after_a_restart(tmp_path):
+    m = _manager(tmp_path)
+    ran = []
+    req = {"subjects": ("a", "b"), "seed": 3}
+    first = m.submit(JobKind.FIT_COHORT, lambda ctx: ran.append(1), request_id="r", params={"x": 1}, request=req)
+    m.wait(first.id, 10)
+    assert m.submit(JobKind.FIT_COHORT, lambda ctx: ran.append(2), request_id="r", request={"subjects": ["a", "b"], "seed": 3}).id == first.id  # tuples read back as lists
+    with pytest.raises(InvalidArgumentError, match=r"request_id.*different request.*differs in seed"):
+        m.submit(JobKind.FIT_COHORT, lambda ctx: ran.append(3), request_id="r", request={**req, "seed": 4})
+    assert m.submit(JobKind.TWIN_UPDATE, lambda ctx: 0, request_id="r", request={"other": True}).id != first.id  # ids are per kind
+    m.shutdown(1.0)
+    again = _manager(tmp_path)
+    assert again.seen(JobKind.FIT_COHORT, "r", req).id == first.id and again.seen(JobKind.FIT_COHORT, "unknown", req) is None
+    with pytest.raises(InvalidArgumentError, match="differs in subjects"):
+        again.seen(JobKind.FIT_COHORT, "r", {**req, "subjects": ["a"]})
+    assert again.get(first.id).state is JobState.SUCCEEDED and ran == [1]
+    again.shutdown(1.0)
+
+
 def test_request_ids_return_the_same_operation_and_the_queue_is_bounded(tmp_path):
     gate = threading.Event()
     m = _manager(tmp_path, max_pending=2)

@@ -13,7 +13,7 @@ from server_env import RIG, TOKENS, TWIN_SUBJECTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.app import RunningServer, ServerConfig, build_plane, start_server
+from server.app import RunningServer, ServerConfig, build_plane, receive_ceiling, start_server
 from server.auth import AuthConfig
 from twin_client.client import TwinClient, trials_to_pb
 from twin_proto.pb import common_pb2, twin_service_pb2
@@ -185,11 +185,18 @@ ALLOWED = {
     grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
     grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
 }  # fmt: skip
-#: Slowest answer an oversized request may get.
+#: Slowest answer an oversized request may get. Measured on the client, from sending the
+#: (already serialised) request to its status: the transfer of its bytes over loopback (a few
+#: ms for 8 MiB) plus the server's answer. What the server controls is the answer, so the
+#: client's figure bounds it from above.
 OVERSIZED_MS = 100.0
-#: A request over ``max_request_bytes``: gRPC refuses it once it has arrived, so its answer
-#: takes the transfer of its 8 MiB, which is the client's (reported apart, held to 2 s).
+#: A request over ``max_request_bytes`` (up to gRPC's receive limit, twice it): the service
+#: refuses it unparsed, an oversized case like the others.
 OVER_BYTES = "UploadSession>max_request_bytes"
+#: A request over gRPC's own receive limit (:func:`server.app.receive_ceiling`): gRPC refuses it
+#: before the service sees it, and grpcio writes that status only after 100-1000 ms (its own
+#: delay, not the server's work: ``bench/oversized_requests.py``); reported apart, held to 2 s.
+OVER_CEILING = "UploadSession>receive_ceiling"
 
 
 def _rss_mib() -> float:
@@ -221,7 +228,8 @@ class Tally:
     per_rpc_role: Counter = field(default_factory=Counter)
     oversized_ms: list[float] = field(default_factory=list)
     slowest: dict[str, float] = field(default_factory=dict)
-    over_bytes_ms: list[float] = field(default_factory=list)
+    over_ceiling_ms: list[float] = field(default_factory=list)
+    remeasured: int = 0
     bad: list[tuple[str, str, str]] = field(default_factory=list)
 
 
@@ -363,8 +371,10 @@ class Generator:
         k = self.rng.random()
         if k < 0.08:
             return Case("/twin.v1.TwinService/UploadSession", role, self.big["upload_over_limit"], oversized=True)
-        if k < 0.12:  # refused by gRPC once received: the time is the transfer's (reported apart)
+        if k < 0.14:  # over max_request_bytes: refused unparsed by the service
             return Case("/twin.v1.TwinService/UploadSession", role, self.big["over_request_bytes"], oversized=True, label=OVER_BYTES)
+        if k < 0.15:  # over gRPC's receive limit: refused by gRPC (reported apart)
+            return Case("/twin.v1.TwinService/UploadSession", role, self.big["over_receive_ceiling"], oversized=True, label=OVER_CEILING)
         trials, _ = self.trials()
         req = twin_service_pb2.UploadSessionRequest(subject=self.subject(), trials=trials, label=self.pick(["", "2026-01-01", "x" * 5000]), skip_twin_update=self.rng.random() < 0.5)
         return Case("/twin.v1.TwinService/UploadSession", role, req.SerializeToString())
@@ -453,8 +463,14 @@ def big_requests(cohort_trials) -> dict[str, bytes]:
     over = twin_service_pb2.PredictRequest(twin=ref, supplied=twin_service_pb2.SuppliedHistory(trials=trials))
     upload = twin_service_pb2.UploadSessionRequest(subject=S, trials=trials_to_pb(df.head(LIMITS.max_session_trials + 1), with_session=False))
     huge = twin_service_pb2.UploadSessionRequest(subject=S, trials=[trials[0]] * (LIMITS.max_request_bytes // trials[0].ByteSize() + 10))
-    out = {"predict_at_limit": at.SerializeToString(), "predict_over_limit": over.SerializeToString(), "upload_over_limit": upload.SerializeToString(), "over_request_bytes": huge.SerializeToString()}
-    assert len(out["over_request_bytes"]) > LIMITS.max_request_bytes > len(out["predict_over_limit"])
+    ceiling = receive_ceiling(LIMITS.max_request_bytes)
+    huger = twin_service_pb2.UploadSessionRequest(subject=S, trials=[trials[0]] * (ceiling // trials[0].ByteSize() + 10))
+    out = {
+        "predict_at_limit": at.SerializeToString(), "predict_over_limit": over.SerializeToString(), "upload_over_limit": upload.SerializeToString(),
+        "over_request_bytes": huge.SerializeToString(), "over_receive_ceiling": huger.SerializeToString(),
+    }  # fmt: skip
+    assert ceiling > len(out["over_request_bytes"]) > LIMITS.max_request_bytes > len(out["predict_over_limit"])
+    assert len(out["over_receive_ceiling"]) > ceiling
     return out
 
 
@@ -497,7 +513,11 @@ def _remember(gen: Generator, case: Case, channel: grpc.Channel) -> None:
             cancel(operations_service_pb2.CancelOperationRequest(id=o.id).SerializeToString(), metadata=md, timeout=5)
 
 
-def _fuzz_rpcs(server: RunningServer, big: dict[str, bytes], session: list[common_pb2.Trial], n: int, seed: int) -> dict[str, object]:
+def _fuzz_rpcs(server: RunningServer, big: dict[str, bytes], session: list[common_pb2.Trial], n: int, seed: int, remeasure: bool = False) -> dict[str, object]:
+    """Send ``n`` requests drawn with ``seed``; with ``remeasure``, an oversized case answered
+    slower than :data:`OVERSIZED_MS` is sent twice more and its fastest answer counts (what
+    varies between the repeats is the machine's other load: the request is refused before any
+    work, so it changes nothing)."""
     gen = Generator(random.Random(seed), big, session)
     tally = Tally()
     codes = _Codes()
@@ -534,11 +554,17 @@ def _fuzz_rpcs(server: RunningServer, big: dict[str, bytes], session: list[commo
             start = time.perf_counter()
             code = _send(channel, case)
             ms = (time.perf_counter() - start) * 1000
+            if remeasure and case.oversized and ms >= OVERSIZED_MS and case.rpc != OVER_CEILING:
+                tally.remeasured += 1
+                for _ in range(2):
+                    start = time.perf_counter()
+                    if _send(channel, case) is code:
+                        ms = min(ms, (time.perf_counter() - start) * 1000)
             tally.codes[code.name] += 1
-            tally.per_rpc_role[(case.method.rsplit("/", 1)[1] if case.rpc == OVER_BYTES else case.rpc, case.role)] += 1
+            tally.per_rpc_role[(case.method.rsplit("/", 1)[1] if case.rpc in (OVER_BYTES, OVER_CEILING) else case.rpc, case.role)] += 1
             if case.oversized and code is not grpc.StatusCode.DEADLINE_EXCEEDED:
-                if case.rpc == OVER_BYTES:
-                    tally.over_bytes_ms.append(ms)
+                if case.rpc == OVER_CEILING:
+                    tally.over_ceiling_ms.append(ms)
                 else:
                     tally.oversized_ms.append(ms)
                 tally.slowest[case.rpc] = max(ms, tally.slowest.get(case.rpc, 0.0))
@@ -571,10 +597,11 @@ def _fuzz_rpcs(server: RunningServer, big: dict[str, bytes], session: list[commo
         "oversized_ms_p99": round(ms[int(len(ms) * 0.99)], 1) if ms else None,
         "oversized_ms_max": round(ms[-1], 1) if ms else None,
         "oversized_slowest_ms": {k: round(v, 1) for k, v in sorted(tally.slowest.items())},
-        "over_request_bytes": len(tally.over_bytes_ms),
-        "over_request_bytes_ms_max": round(max(tally.over_bytes_ms), 1) if tally.over_bytes_ms else None,
+        "over_receive_ceiling": len(tally.over_ceiling_ms),
+        "over_receive_ceiling_ms_max": round(max(tally.over_ceiling_ms), 1) if tally.over_ceiling_ms else None,
         "health_checks": health_n[0],
         "health_not_serving": len(health_bad),
+        "oversized_remeasured": tally.remeasured,
     }
     print("\nRPC fuzz:", report)
     assert not tally.bad, tally.bad[:20]
@@ -584,13 +611,15 @@ def _fuzz_rpcs(server: RunningServer, big: dict[str, bytes], session: list[commo
     rpcs = {m for m, _ in tally.per_rpc_role}
     assert rpcs == set(RPCS), set(RPCS) - rpcs
     assert all(tally.per_rpc_role[(m, r)] for m in RPCS for r in ROLES) or n < 2000  # every RPC from every caller
-    return {**report, "oversized_ms": ms, "over_bytes_ms": sorted(tally.over_bytes_ms), "rss_growth": rss1 - rss0}
+    return {**report, "oversized_ms": ms, "over_ceiling_ms": sorted(tally.over_ceiling_ms), "slowest": tally.slowest, "rss_growth": rss1 - rss0}
 
 
 def test_fuzz_every_rpc_and_role(rpc_fuzz_server, big_requests, good_session):
-    """~1,000 requests, part of the default run."""
-    rep = _fuzz_rpcs(rpc_fuzz_server, big_requests, good_session, 1000, seed=1)
-    assert rep["oversized"] >= 20 and rep["oversized_ms"][len(rep["oversized_ms"]) // 2] < OVERSIZED_MS
+    """~1,000 requests, part of the default run: every oversized request answered within 100 ms
+    (an outlier re-measured, see :func:`_fuzz_rpcs`; the slow variant counts every first answer)."""
+    rep = _fuzz_rpcs(rpc_fuzz_server, big_requests, good_session, 1000, seed=1, remeasure=True)
+    assert rep["oversized"] >= 20 and rep["oversized_ms"][-1] < OVERSIZED_MS, rep["slowest"]
+    assert rep["slowest"][OVER_BYTES] < OVERSIZED_MS  # over max_request_bytes: was 100-1000 ms when gRPC refused it
     assert rep["rss_growth"] < 1500
 
 
@@ -600,5 +629,5 @@ def test_fuzz_10000_requests_every_rpc_and_role(rpc_fuzz_server, big_requests, g
     health SERVING throughout, RSS bounded, every oversized request answered within 100 ms."""
     rep = _fuzz_rpcs(rpc_fuzz_server, big_requests, good_session, 10_000, seed=18)
     assert rep["oversized"] >= 200 and rep["oversized_ms"][-1] < OVERSIZED_MS
-    assert rep["over_bytes_ms"][-1] < 2000
+    assert rep["over_ceiling_ms"][-1] < 2000
     assert rep["rss_growth"] < 1500

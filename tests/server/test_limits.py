@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from server_env import ADMIN, FAST_UPDATE, READER, RIG, TWIN_SUBJECTS
 
 from optimizer.planning import CurriculumSearchOutcome, SearchProgress
+from server.app import receive_ceiling
 from server.status import MAX_MESSAGE_CHARS, MAX_STATUS_BYTES, scrub_paths, to_rpc_status
 from service.config import DataPlaneConfig
 from service.errors import FieldViolation, InvalidArgumentError
@@ -135,6 +136,37 @@ def test_a_request_over_a_limit_is_refused_before_work_naming_field_and_limit(sm
     assert ms < 1000  # refused before any work (the fuzz test holds it to 100 ms)
     assert [(r.session, r.data_hash) for r in SessionStore(TwinStore(store_dir)).sessions(S)] == before  # nothing stored
     assert small.plane.jobs.list() == []  # nothing queued
+
+
+def test_a_request_over_max_request_bytes_is_refused_unparsed_within_100_ms(serve, store_dir):
+    """Over ``max_request_bytes`` (and up to gRPC's receive limit, twice it) the service refuses
+    the request without parsing it, naming the limit; over gRPC's limit gRPC refuses it."""
+    cap = 64 * 1024
+    running = serve(plane_config=_plane(Limits(max_request_bytes=cap)))
+    before = [(r.session, r.data_hash) for r in SessionStore(TwinStore(store_dir)).sessions(S)]
+    over = twin_service_pb2.UploadSessionRequest(subject=S, trials=_trials(cap // 20)).SerializeToString()
+    beyond = twin_service_pb2.UploadSessionRequest(subject=S, trials=_trials(cap // 8)).SerializeToString()
+    assert cap < len(over) <= receive_ceiling(cap) < len(beyond)
+    with TwinClient(running.target, RIG) as c:
+        call = c.channel.unary_unary("/twin.v1.TwinService/UploadSession")
+        ms = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            with pytest.raises(grpc.RpcError) as e:
+                call(over, metadata=c._metadata, timeout=10)
+            ms.append((time.perf_counter() - t0) * 1000)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            info = _info(e.value)
+            assert info.metadata["limit"] == "max_request_bytes" and int(info.metadata["requested"]) == len(over) and int(info.metadata["maximum"]) == cap
+        assert min(ms) < 100, ms  # gRPC's own refusal took 100-1000 ms
+        with pytest.raises(grpc.RpcError) as e:
+            call(beyond, metadata=c._metadata, timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in e.value.details()
+        assert c.get_twin(S).twin.version == 1
+    with TwinClient(running.target, None) as anon, pytest.raises(grpc.RpcError) as e:  # authentication still comes first
+        anon.channel.unary_unary("/twin.v1.TwinService/UploadSession")(over, timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert [(r.session, r.data_hash) for r in SessionStore(TwinStore(store_dir)).sessions(S)] == before
 
 
 def test_requests_at_the_limits_are_served(small):

@@ -42,3 +42,6 @@ def test_search_curricula_runs_the_optimizer_and_stores_the_result(serve, store_
     assert res.candidates[0].protocol.phases and 0 <= res.baseline.reached_criterion <= 1
     stored = TwinStore(store_dir).get_result(ResultKind.CURRICULUM_SEARCH, "grpc-5")
     assert stored.payload["default"]["curriculum"]["name"] == "ibl-default"
+    running.stop(grace_s=2.0)
+    with TwinClient(serve(search=search).target, ADMIN) as c:  # the optimizer's curricula survive a restart
+        assert c.get_operation(op.id).curriculum_search == res

@@ -1,12 +1,18 @@
-"""Request ids over the wire: a retried UploadSession or FitCohort returns what the first call
-did (same session, same operation), and operation ids outlive the server."""
+"""Request ids over the wire: a retried UploadSession, FitCohort or SearchCurricula returns what
+the first call did (same session, same operation), the same id with a different request is
+refused, and operation ids (and their results) outlive the server."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import grpc
 import pytest
 from server_env import ADMIN, RIG, TWIN_SUBJECTS
 
+from optimizer.planning import CurriculumCandidate, CurriculumSearchOutcome
+from twin.protocol import IBL_DEFAULT
+from twin.sim.forecast import Interval
 from twin_client.client import TwinClient
 from twin_proto.pb import operation_pb2, twin_service_pb2
 
@@ -27,6 +33,9 @@ def test_retried_upload_and_fit_return_the_first_answer_even_after_a_restart(ser
     with TwinClient(first_server.target, ADMIN) as c:
         fit = c.fit_cohort(TWIN_SUBJECTS[1:], rule="reinforce", epochs=2, patience=2, adaptation=twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS, request_id="nightly-1")
         assert c.fit_cohort(TWIN_SUBJECTS[1:], rule="reinforce", epochs=2, patience=2, adaptation=twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS, request_id="nightly-1").id == fit.id
+        with pytest.raises(grpc.RpcError) as e:  # the same id, another request
+            c.fit_cohort(TWIN_SUBJECTS[1:], rule="reinforce", epochs=3, patience=2, adaptation=twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS, request_id="nightly-1")
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in e.value.details() and "epochs" in e.value.details()
         assert c.wait_operation(fit.id, timeout_s=180).state == operation_pb2.OPERATION_STATE_SUCCEEDED
     first_server.stop(grace_s=5.0)
     second = serve()
@@ -37,3 +46,43 @@ def test_retried_upload_and_fit_return_the_first_answer_even_after_a_restart(ser
         assert sorted((t.subject, t.version) for t in fitted.fit_cohort.twins) == [(s, 2) for s in TWIN_SUBJECTS[1:]]
         assert c.upload_session(S, s3, request_id="rig-7/run-1").session == 3
         assert len(c.list_operations(kind=operation_pb2.OPERATION_KIND_TWIN_UPDATE)) == 1
+
+
+def test_retried_search_is_idempotent_and_its_result_survives_a_restart(serve):
+    calls: list[tuple[str, ...]] = []
+    shorter = dataclasses.replace(IBL_DEFAULT, name="shorter", session_trials=(300, 500))
+
+    def search(req, store, ctx):
+        calls.append(req.subjects)
+        best = CurriculumCandidate(shorter, Interval(4100.0, 3500.5, 5200.25), 0.75)
+        never = CurriculumCandidate(IBL_DEFAULT, Interval(float("inf"), 9000.0, float("inf")), 0.0)  # non-finite survives too
+        return CurriculumSearchOutcome(candidates=(best, never), baseline=CurriculumCandidate(IBL_DEFAULT, Interval(6000.0, 5000.0, 7000.0), 0.5))
+
+    first = serve(search=search)
+    with TwinClient(first.target, ADMIN) as c:
+        op = c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1")
+        assert c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1").id == op.id
+        done = c.wait_operation(op.id, timeout_s=60)
+        assert done.state == operation_pb2.OPERATION_STATE_SUCCEEDED and len(done.curriculum_search.candidates) == 2
+        assert c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1").id == op.id  # after it finished, too
+        with pytest.raises(grpc.RpcError) as e:
+            c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=8, request_id="lab/search-1")
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in e.value.details() and "seed" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            c.search_curricula(TWIN_SUBJECTS[:2], request_id="x" * 201)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in e.value.details()
+        other = c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7)  # no id: a new search
+        assert other.id != op.id
+        c.wait_operation(other.id, timeout_s=60)
+    assert len(calls) == 2
+    first.stop(grace_s=5.0)
+    second = serve(search=search)
+    with TwinClient(second.target, ADMIN) as c:
+        again = c.get_operation(op.id)
+        assert again.state == operation_pb2.OPERATION_STATE_SUCCEEDED
+        assert again.curriculum_search == done.curriculum_search  # every candidate, the baseline, the intervals
+        assert again.curriculum_search.candidates[1].trials_to_criterion.mean == float("inf")
+        assert c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1").id == op.id
+        listed = c.list_operations(kind=operation_pb2.OPERATION_KIND_CURRICULUM_SEARCH)
+        assert sorted(o.id for o in listed) == sorted([op.id, other.id])
+    assert len(calls) == 2  # no search ran again

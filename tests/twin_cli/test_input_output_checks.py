@@ -1,7 +1,8 @@
 """CLI checks before any work: output paths of ``twin fit``/``evaluate``/``simulate`` (the folder
-must exist and be writable; nothing is created silently), trials files too large to read into
-memory (``--max-trials``, counted without reading the file), and ``twin serve``'s limits
-(``--limits``, ``--limit``, ``--show-limits``)."""
+must exist and be writable; nothing is created silently) and the store of ``fit-twins`` /
+``update-twin``, trials files too large to read into memory (``--max-trials``, counted without
+reading the file), and ``twin serve``'s limits and bounds (``--limits``, ``--limit``,
+``--show-limits``, ``--max-pending``, ``--leftover-age``; the README lists them all)."""
 
 from __future__ import annotations
 
@@ -95,3 +96,113 @@ def test_serve_reads_limits_from_yaml_and_flags(tmp_path):
     ):
         rc, _, err = run(["serve", *argv, "--show-limits"])
         assert rc == 2 and words in err, (argv, err)
+
+
+# -- fit-twins and update-twin: the store and the trials file checked before any work ------------
+
+
+@pytest.fixture(scope="module")
+def twin_store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("twin-store")
+    store, data = d / "twins", d / "longer.parquet"
+    assert run(["simulate", "--animals", "2", "--trials", "1500", "--out", str(data)])[0] == 0
+    rc, _, err = run(["fit-twins", str(data), "--rule", "static", "--epochs", "2", "--adaptation", "w0", "--store", str(store), "--quiet"])
+    assert rc == 0, err
+    return store
+
+
+def test_fit_twins_refuses_a_store_it_cannot_create_before_reading(cohort, tmp_path):
+    nested = tmp_path / "no" / "such" / "twins"
+    _refused_fast(["fit-twins", str(cohort), "--rule", "static", "--store", str(nested)], "does not exist (create it first)")
+    assert not (tmp_path / "no").exists()  # no parent folder created silently
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    _refused_fast(["fit-twins", str(cohort), "--rule", "static", "--store", str(a_file)], "is not a folder")
+
+
+def test_fit_twins_and_update_twin_refuse_a_trials_file_over_max_trials(cohort, twin_store, tmp_path):
+    fresh = tmp_path / "twins"
+    err = _refused_fast(["fit-twins", str(cohort), "--rule", "static", "--store", str(fresh), "--max-trials", "599"], "600 trials, more than --max-trials 599")
+    assert "Traceback" not in err and not fresh.exists()  # refused before the store was made
+    _refused_fast(["update-twin", str(cohort), "--subject", "reinforce-000", "--store", str(twin_store), "--max-trials", "100"], "--max-trials 100")
+
+
+def test_update_twin_checks_the_subject_before_reading_the_trials(twin_store, tmp_path):
+    missing = tmp_path / "not-read.parquet"  # never opened: the subject is refused first
+    _refused_fast(["update-twin", str(missing), "--subject", "nobody", "--store", str(twin_store)], "no twin stored for subject 'nobody'")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write to any folder")
+def test_fit_twins_and_update_twin_refuse_an_unwritable_store(cohort, twin_store, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    twin_store.chmod(0o555)
+    try:
+        err = _refused_fast(["fit-twins", str(cohort), "--rule", "static", "--store", str(ro / "twins")], "cannot write to folder")
+        assert "Traceback" not in err
+        _refused_fast(["update-twin", str(cohort), "--subject", "reinforce-000", "--store", str(twin_store)], "cannot write to folder")
+    finally:
+        ro.chmod(0o755)
+        twin_store.chmod(0o755)
+
+
+def test_an_unwritable_store_is_refused_before_reading_even_as_root(cohort, twin_store, tmp_path, monkeypatch):
+    """The same refusal, with the folder's write probe failing as it does for a non-root user."""
+    import twin_cli.commands.models as models
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(models.tempfile, "TemporaryFile", denied)
+    err = _refused_fast(["fit-twins", str(cohort), "--rule", "static", "--store", str(tmp_path / "twins")], "cannot write to folder")
+    assert "Permission denied" in err and "Traceback" not in err and not (tmp_path / "twins").exists()
+    _refused_fast(["update-twin", str(cohort), "--subject", "reinforce-000", "--store", str(twin_store)], f"--store {twin_store}: cannot write to folder")
+
+
+def test_serve_sets_the_operation_queue_bound_and_leftover_age(twin_store, monkeypatch):
+    import server.app as app
+
+    seen: dict[str, object] = {}
+    real_build = app.build_plane
+
+    def build(*args, **kwargs):
+        seen["leftover_min_age_s"] = kwargs.get("leftover_min_age_s")
+        return real_build(*args, **kwargs)
+
+    def serve(config, plane, on_started=None):
+        seen["max_pending"] = plane.jobs.max_pending
+        plane.jobs.shutdown(0.0)
+        plane.store.close()
+        return 0
+
+    monkeypatch.setattr(app, "build_plane", build)
+    monkeypatch.setattr(app, "serve", serve)
+    rc, _, err = run(["serve", "--store", str(twin_store), "--local-demo", "--no-optimizer", "--max-pending", "7", "--leftover-age", "12.5"])
+    assert rc == 0, err
+    assert seen == {"max_pending": 7, "leftover_min_age_s": 12.5}
+    for argv, words in (
+        (["--max-pending", "0"], "--max-pending must be at least 1"),
+        (["--leftover-age", "-1"], "--leftover-age must be a number of seconds >= 0"),
+        (["--leftover-age", "nan"], "--leftover-age"),
+    ):
+        rc, _, err = run(["serve", "--store", str(twin_store), "--local-demo", *argv])
+        assert rc == 2 and words in err and "Traceback" not in err, (argv, err)
+
+
+def test_readme_service_section_lists_every_limit_and_how_to_set_it():
+    """Issue 18, done-when 4: each limit of ``Limits`` and each bound ``twin serve`` sets by flag."""
+    from pathlib import Path
+
+    from service.limits import Limits
+    from twin_cli.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Service and reports") :]
+    section = section[: section.index("\n### ", 1)]
+    missing = [name for name in Limits.names() if f"`{name}`" not in section]
+    assert not missing, missing
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # noqa: SLF001
+    flags = {o for a in serve._actions for o in a.option_strings if o.startswith("--")}  # noqa: SLF001
+    for flag in ("--limits", "--limit", "--max-message-mb", "--max-pending", "--leftover-age", "--max-workers", "--job-workers", "--cache-size", "--grace"):
+        assert flag in flags and f"`{flag}" in section, flag

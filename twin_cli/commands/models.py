@@ -30,19 +30,45 @@ def check_output(path: Path, flag: str = "--out") -> Path:
     Raises:
         TwinError: it cannot.
     """
-    folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise TwinError(f"{flag} {path} is a folder; name a file")
+    _check_folder(path.parent if str(path.parent) else Path("."), f"{flag} {path}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise TwinError(f"{flag} {path}: the file exists and is not writable")
+    return path
+
+
+def check_store_output(root: Path, flag: str = "--store") -> Path:
+    """Check, before any work, that a command can write the twin store in folder ``root``: an
+    existing store folder (and its database file) must be writable; a new one is created only
+    in an existing, writable folder (missing parent folders are not created silently).
+
+    Raises:
+        TwinError: it cannot.
+    """
+    from twin_cli.commands.common import STORE_DB
+
+    if root.exists():
+        if not root.is_dir():
+            raise TwinError(f"{flag} {root} is not a folder")
+        _check_folder(root, f"{flag} {root}")
+        db = root / STORE_DB
+        if db.exists() and not os.access(db, os.W_OK):
+            raise TwinError(f"{flag} {root}: its database {db} is not writable")
+        return root
+    _check_folder(root.parent if str(root.parent) else Path("."), f"{flag} {root}")
+    return root
+
+
+def _check_folder(folder: Path, what: str) -> None:
+    """Raise unless ``folder`` exists and a file can be created in it."""
     if not folder.is_dir():
-        raise TwinError(f"{flag} {path}: folder {folder} does not exist (create it first)")
+        raise TwinError(f"{what}: folder {folder} does not exist (create it first)")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise TwinError(f"{flag} {path}: cannot write to folder {folder} ({exc.strerror or exc})") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise TwinError(f"{flag} {path}: the file exists and is not writable")
-    return path
+        raise TwinError(f"{what}: cannot write to folder {folder} ({exc.strerror or exc})") from None
 
 
 def _gzip_size(path: Path) -> int:
@@ -98,6 +124,11 @@ def check_input(path: Path, max_trials: int) -> None:
             f"{path}: {n:,} trials, more than --max-trials {max_trials:,} allows (reading it takes about {size} of memory); "
             "raise --max-trials if the machine has the memory, or split the file by subject"
         )
+
+
+def max_trials_arg(q: argparse.ArgumentParser) -> None:
+    """Add ``--max-trials`` (see :func:`check_input`) to ``q``."""
+    q.add_argument("--max-trials", type=int, default=MAX_INPUT_TRIALS, help=f"refuse a trials file with more rows, before reading it (default {MAX_INPUT_TRIALS:,})")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -260,7 +291,7 @@ def add_fit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--no-bias", action="store_true", help="drop the bias regressor")
     f.add_argument("--history", action="store_true", help="add previous-choice and previous-reward-side regressors")
     f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    f.add_argument("--max-trials", type=int, default=MAX_INPUT_TRIALS, help=f"refuse a trials file with more rows, before reading it (default {MAX_INPUT_TRIALS:,})")
+    max_trials_arg(f)
     f.add_argument("--seed", type=int, default=0)
     f.set_defaults(func=cmd_fit)
 
@@ -276,8 +307,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "(ALF's 0-based session number, YYYY-MM-DD/NNN, the export's endtrain-3; the session number for tables without labels)",
     )
     e.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
-    e.add_argument("--max-trials", type=int, default=MAX_INPUT_TRIALS, help=f"refuse a trials file with more rows, before reading it (default {MAX_INPUT_TRIALS:,})")
+    max_trials_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
 
-__all__ = ["add_evaluate", "add_fit", "add_simulate", "check_input", "check_output", "trials_in"]
+__all__ = ["add_evaluate", "add_fit", "add_simulate", "check_input", "check_output", "check_store_output", "max_trials_arg", "trials_in"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         limits = read_limits(args.limits, args.limit, args.max_message_mb)
+        check_queue_flags(args.max_pending, args.leftover_age)
         if args.show_limits:
             import yaml
 
@@ -47,7 +49,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             local_demo=args.local_demo,
             tls=tls,
             max_workers=args.max_workers,
-            max_receive_bytes=limits.max_request_bytes,
             grace_s=args.grace,
         )
     except (ValueError, OSError) as exc:
@@ -60,10 +61,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         propose, search = optimizer_proposer(), optimizer_search()
     plane = build_plane(
-        args.store, args.db_url, job_workers=args.job_workers, cache_size=args.cache_size, config=DataPlaneConfig(limits=limits), propose=propose, search=search
-    )
+        args.store, args.db_url, job_workers=args.job_workers, cache_size=args.cache_size, config=DataPlaneConfig(limits=limits), propose=propose, search=search,
+        max_pending=args.max_pending, leftover_min_age_s=args.leftover_age,
+    )  # fmt: skip
     port_file: Path | None = args.port_file
     return serve(config, plane, on_started=None if port_file is None else lambda running: port_file.write_text(f"{running.port}\n"))
+
+
+def check_queue_flags(max_pending: int, leftover_age_s: float) -> None:
+    """Validate ``--max-pending`` and ``--leftover-age``.
+
+    Raises:
+        ValueError: a value out of range (the message names the flag).
+    """
+    if max_pending < 1:
+        raise ValueError(f"--max-pending must be at least 1 (operations the queue holds), got {max_pending}")
+    if not (math.isfinite(leftover_age_s) and leftover_age_s >= 0):
+        raise ValueError(f"--leftover-age must be a number of seconds >= 0, got {leftover_age_s}")
 
 
 def read_limits(path: Path | None, pairs: list[str], max_message_mb: float | None) -> Limits:
@@ -113,6 +127,14 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     sv.add_argument("--max-workers", type=int, default=16, help="threads serving calls")
     sv.add_argument("--job-workers", type=int, default=1, help="long-running operations (fits) run at once")
     sv.add_argument("--cache-size", type=int, default=256, help="twins kept loaded in memory (LRU)")
+    sv.add_argument(
+        "--max-pending", type=int, default=1000,
+        help="operations the queue holds at most, the server's own follow-up updates included (default 1000; requests stop queueing at the limit max_pending_operations)",
+    )
+    sv.add_argument(
+        "--leftover-age", type=float, default=300.0, metavar="SECONDS",
+        help="at start, remove temporary and orphan store files older than this (default 300; younger ones may belong to a writer still running)",
+    )
     sv.add_argument("--max-message-mb", type=float, default=None, help="largest request accepted, MiB (default 8; the limit max_request_bytes)")
     sv.add_argument(
         "--limits", type=Path, default=None, metavar="FILE",
@@ -128,4 +150,4 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     sv.set_defaults(func=cmd_serve)
 
 
-__all__ = ["add_serve", "read_limits"]
+__all__ = ["add_serve", "check_queue_flags", "read_limits"]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from twin.errors import TwinError
 from twin_cli.commands.common import load_trials_input, open_store, show_progress, store_args, trials_args
+from twin_cli.commands.models import check_input, check_store_output, max_trials_arg
 from twin_cli.tables import format_table
 
 if TYPE_CHECKING:
@@ -26,6 +27,9 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     from twin.models.params import Adaptation
 
     get_rule(args.rule)
+    check_store_output(args.store)  # before reading and fitting, not after
+    if args.data is not None:
+        check_input(args.data, args.max_trials)
     df, report = load_trials_input(args)
     print(report.summary())
     store = open_store(args, create=True)
@@ -80,9 +84,13 @@ def store_sessions(store: "TwinStore", df: pd.DataFrame) -> int:
 def cmd_update_twin(args: argparse.Namespace) -> int:
     from twin.fit.cohort import update_twin
 
+    store = open_store(args)  # before reading the trials: the store, its writability and the twin
+    check_store_output(args.store)
+    store.get(args.subject)
+    if args.data is not None:
+        check_input(args.data, args.max_trials)
     df, report = load_trials_input(args)
     print(report.summary())
-    store = open_store(args)
     v = update_twin(store, args.subject, df)
     n_new = store_sessions(store, df[df["subject"] == args.subject])
     if n_new:
@@ -131,6 +139,7 @@ def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ft.add_argument("--ray", action="store_true", help="adapt the twins in Ray tasks on a local Ray (loopback)")
     ft.add_argument("--ray-address", default=None, help="join this Ray cluster instead (implies --ray)")
     ft.add_argument("--animals-per-task", type=int, default=16, help="animals per Ray task (batched fit)")
+    max_trials_arg(ft)
     store_args(ft)
     ft.set_defaults(func=cmd_fit_twins)
 
@@ -140,6 +149,7 @@ def add_update_twin(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ut = sub.add_parser("update-twin", help="update one animal's twin with its new sessions (new version)")
     trials_args(ut, what="the animal's trials, new sessions included")
     ut.add_argument("--subject", required=True)
+    max_trials_arg(ut)
     store_args(ut)
     ut.set_defaults(func=cmd_update_twin)
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from twin_client.client import DONE_STATES, TwinClient, error_reason, field_violations, message_dict
+from twin_client.client import TwinClient, error_reason, field_violations, message_dict, operation_metadata, operation_result, operation_state_name
 from twin_proto.pb import curriculum_service_pb2, operation_pb2
 
 if TYPE_CHECKING:
@@ -77,17 +77,19 @@ def cmd_upload(client: TwinClient, args: argparse.Namespace) -> int:
         print(f"no twin update: {resp.update_skipped_reason}")
         return 0
     op = resp.twin_update
-    print(f"twin update started: operation {op.id}")
+    print(f"twin update started: {op.name}")
     if args.wait:
-        for update in client.watch_operation(resp.twin_update.id, timeout_s=args.wait_timeout):
+        for update in client.watch_operation(op.name, timeout_s=args.wait_timeout):
             op = update
-            print(f"  {operation_pb2.OperationState.Name(op.state)} {op.progress:.0%} {op.message}")
-            if op.state in DONE_STATES:
+            meta = operation_metadata(op)
+            print(f"  {operation_state_name(op)} {meta.progress:.0%} {meta.message}")
+            if op.done:
                 break
-        if op.state == operation_pb2.OPERATION_STATE_SUCCEEDED:
-            print(f"twin v{op.twin_update.twin.version} now serves {resp.subject}")
-        elif op.state in DONE_STATES:
-            print(f"twin update {operation_pb2.OperationState.Name(op.state)}: {op.error.message}", file=sys.stderr)
+        result = operation_result(op)
+        if isinstance(result, operation_pb2.TwinUpdateResult):
+            print(f"twin v{result.twin.version} now serves {resp.subject}")
+        elif op.done:
+            print(f"twin update {operation_state_name(op)}: {op.error.message}", file=sys.stderr)
             return 1
     return 0
 

@@ -103,7 +103,15 @@ def is_stale(out_dir: Path = DEFAULT_OUT_DIR, proto_root: Path = DEFAULT_PROTO_R
 
 
 def _include_dirs() -> list[Path]:
-    """protoc include folders for the well-known types and ``google/rpc/*.proto``."""
+    """protoc include folders: the well-known types (grpcio-tools), googleapis-common-protos'
+    ``google/api``, ``google/rpc`` and ``google/longrunning`` protos, and a folder that holds
+    ``google/longrunning/operations.proto``.
+
+    googleapis-common-protos ships that file as ``operations_proto.proto`` (its generated module
+    registers it under the canonical name ``google/longrunning/operations.proto``); the copy
+    under the canonical name lets our imports use it, and our stubs then import
+    ``google.longrunning.operations_pb2``, which the package provides.
+    """
     try:
         import grpc_tools
     except ImportError as exc:  # pragma: no cover - exercised only without grpcio-tools
@@ -116,6 +124,19 @@ def _include_dirs() -> list[Path]:
             break
     else:
         raise CodegenError("google/rpc/status.proto not found: install googleapis-common-protos (a dependency of grpcio-status)")
+    longrunning = dirs[-1] / "google" / "longrunning"
+    if not (longrunning / "operations.proto").is_file():
+        source = longrunning / "operations_proto.proto"
+        if not source.is_file():
+            raise CodegenError(f"{source} not found: install googleapis-common-protos")
+        shim = Path(tempfile.gettempdir()) / f"twin-proto-include-{hashlib.sha256(source.read_bytes()).hexdigest()[:16]}"
+        target = shim / "google" / "longrunning" / "operations.proto"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(f".operations.proto.{os.getpid()}")
+            part.write_bytes(source.read_bytes())
+            os.replace(part, target)
+        dirs.append(shim)
     return dirs
 
 

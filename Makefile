@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-all bench recovery clean
+.PHONY: setup demo test test-all lint-proto bench recovery clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)  ## the default test suite (slow tests excluded)
 
 test-all: $(STAMP)  ## every test, slow ones included
 	$(VENV)/bin/python -m pytest -q
+
+lint-proto: $(STAMP)  ## buf lint of proto/ (buf from npm: bash .ci/buf.sh; or BUF=path/to/buf)
+	$(VENV)/bin/python -m twin_proto.codegen --deps build/proto-deps
+	$${BUF:-$$(bash .ci/buf.sh)} lint
 
 bench: $(STAMP)  ## fit-throughput benchmark (writes bench/results/)
 	$(VENV)/bin/python bench/fit_throughput.py

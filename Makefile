@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-all bench recovery clean
+.PHONY: setup demo test test-all lint-proto client-dist test-client-dist bench recovery clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,16 @@ test: $(STAMP)  ## the default test suite (slow tests excluded)
 test-all: $(STAMP)  ## every test, slow ones included
 	$(VENV)/bin/python -m pytest -q
 
+lint-proto: $(STAMP)  ## buf lint of proto/ (buf from npm: bash .ci/buf.sh; or BUF=path/to/buf)
+	$(VENV)/bin/python -m twin_proto.codegen --deps build/proto-deps
+	$${BUF:-$$(bash .ci/buf.sh)} lint
+
+client-dist: $(STAMP)  ## the rig client wheel (clients/python: client + stubs, Python >= 3.9) into dist/
+	$(VENV)/bin/pip wheel --quiet --disable-pip-version-check --no-deps clients/python -w dist/
+
+test-client-dist: $(STAMP)  ## the rig client wheel in a fresh venv with its oldest claimed dependencies (PyPI, ~2 min)
+	$(VENV)/bin/python -m pytest -q -m slow tests/server/test_client_dist.py
+
 bench: $(STAMP)  ## fit-throughput benchmark (writes bench/results/)
 	$(VENV)/bin/python bench/fit_throughput.py
 
@@ -31,4 +41,4 @@ recovery: $(STAMP)  ## the committed rule-recovery table, ~3 h on 2 cores (write
 	$(VENV)/bin/python experiments/recovery.py --families asymmetric --no-slow --update --animals 500 --lbfgs-rounds 12
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache dist clients/python/build clients/python/*.egg-info

@@ -17,26 +17,36 @@ rig's bearer token from ``$TWIN_TOKEN``; ``--tls`` (with ``--ca`` for a private 
 Exit status: 0 on success, 1 when the server refused the request (the message names the bad
 fields), 2 on usage errors.
 
-It needs the client package (:mod:`twin_client`, with the generated stubs of :mod:`twin_proto`:
-grpcio and protobuf) and, to read the trials for ``upload``, pandas.
+It needs the rig client distribution only (``learning-twins-client``: :mod:`twin_client` and the
+stubs of :mod:`twin_proto`, on Python >= 3.9 with grpcio, protobuf and googleapis-common-protos;
+``make client-dist`` builds its wheel, ``pip install learning_twins_client-*.whl`` installs it on
+the rig). CSV trials are read with the standard library; parquet needs pandas (the
+distribution's ``tables`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 
-from twin_client.client import DONE_STATES, TwinClient, error_reason, field_violations, message_dict
-from twin_proto.pb import curriculum_service_pb2, operation_pb2
-
-if TYPE_CHECKING:
-    import pandas as pd
+from twin_client.client import (
+    TwinClient,
+    error_reason,
+    field_violations,
+    message_dict,
+    operation_metadata,
+    operation_result,
+    operation_state_name,
+    trial_pb,
+    trials_to_pb,
+)
+from twin_proto.pb import common_pb2, curriculum_service_pb2, operation_pb2
 
 
 def _plan_summary(plan: curriculum_service_pb2.SessionPlan) -> str:
@@ -63,10 +73,14 @@ def cmd_plan(client: TwinClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(path: Path) -> pd.DataFrame:
-    import pandas as pd  # only uploads read a table
+def _read(path: Path) -> list[common_pb2.Trial]:
+    """The session's trials as messages: CSV through the standard library, parquet through pandas."""
+    if path.suffix in (".parquet", ".pqt"):
+        import pandas as pd  # only parquet needs it
 
-    return pd.read_parquet(path) if path.suffix in (".parquet", ".pqt") else pd.read_csv(path)
+        return trials_to_pb(pd.read_parquet(path), with_session=False)
+    with path.open(newline="") as f:
+        return [trial_pb(row, with_session=False) for row in csv.DictReader(f)]
 
 
 def cmd_upload(client: TwinClient, args: argparse.Namespace) -> int:
@@ -77,17 +91,19 @@ def cmd_upload(client: TwinClient, args: argparse.Namespace) -> int:
         print(f"no twin update: {resp.update_skipped_reason}")
         return 0
     op = resp.twin_update
-    print(f"twin update started: operation {op.id}")
+    print(f"twin update started: {op.name}")
     if args.wait:
-        for update in client.watch_operation(resp.twin_update.id, timeout_s=args.wait_timeout):
+        for update in client.watch_operation(op.name, timeout_s=args.wait_timeout):
             op = update
-            print(f"  {operation_pb2.OperationState.Name(op.state)} {op.progress:.0%} {op.message}")
-            if op.state in DONE_STATES:
+            meta = operation_metadata(op)
+            print(f"  {operation_state_name(op)} {meta.progress:.0%} {meta.message}")
+            if op.done:
                 break
-        if op.state == operation_pb2.OPERATION_STATE_SUCCEEDED:
-            print(f"twin v{op.twin_update.twin.version} now serves {resp.subject}")
-        elif op.state in DONE_STATES:
-            print(f"twin update {operation_pb2.OperationState.Name(op.state)}: {op.error.message}", file=sys.stderr)
+        result = operation_result(op)
+        if isinstance(result, operation_pb2.TwinUpdateResult):
+            print(f"twin v{result.twin.version} now serves {resp.subject}")
+        elif op.done:
+            print(f"twin update {operation_state_name(op)}: {op.error.message}", file=sys.stderr)
             return 1
     return 0
 

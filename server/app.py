@@ -21,7 +21,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from twin.persist.oplog import OperationLog
 from twin.persist.sessions import SessionStore
@@ -31,6 +30,7 @@ from optimizer.planning import CurriculumSearchFn, LabDefault, ProposeFn
 from server.auth import AuthConfig
 from server.interceptors import ApiInterceptor, ServerState
 from server.quotas import CallQuotas
+from server.reflection import enable_reflection
 from server.servicers import CurriculumServicer, OperationsServicer, TwinServicer
 from service.admission import Admission
 from service.cache import TwinCache
@@ -238,8 +238,7 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
-        names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     try:
         if config.tls is not None:
             port = server.add_secure_port(config.address, config.tls.credentials())

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from google.longrunning import operations_pb2
+from google.protobuf.any_pb2 import Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -66,7 +68,9 @@ STATE_TO_PB = {
 }
 _KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
 _STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
-_ADAPTATION_FROM_PB = {
+_ADAPTATION_FROM_PB: dict[int, Adaptation | None] = {
+    twin_service_pb2.ADAPTATION_UNSPECIFIED: None,  # unset: as ADAPTATION_AUTO
+    twin_service_pb2.ADAPTATION_AUTO: None,
     twin_service_pb2.ADAPTATION_NONE: Adaptation.NONE,
     twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS: Adaptation.INITIAL_WEIGHTS,
     twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS_AND_RATE: Adaptation.INITIAL_WEIGHTS_AND_RATE,
@@ -78,6 +82,10 @@ _FALLBACK_TO_PB = {
     FallbackReason.LOW_CONFIDENCE: curriculum_service_pb2.FALLBACK_REASON_LOW_CONFIDENCE,
     FallbackReason.NO_PROPOSAL: curriculum_service_pb2.FALLBACK_REASON_NO_PROPOSAL,
 }
+
+
+#: Prefix of operation resource names (``operations/{id}``).
+OPERATIONS_PREFIX = "operations/"
 
 
 def _enum_name(enum_type: object, value: int) -> str:
@@ -267,7 +275,7 @@ def forecast_request(req: twin_service_pb2.ForecastRequest, limits: Limits = Lim
 
 def fit_cohort_request(req: twin_service_pb2.FitCohortRequest) -> FitCohortRequest:
     """The data plane's cohort-fit request."""
-    if req.adaptation != twin_service_pb2.ADAPTATION_UNSPECIFIED and req.adaptation not in _ADAPTATION_FROM_PB:
+    if req.adaptation not in _ADAPTATION_FROM_PB:
         raise InvalidArgumentError.field("adaptation", f"unknown value {req.adaptation}")
     return FitCohortRequest(
         subjects=tuple(req.subjects),
@@ -297,12 +305,24 @@ def next_session_request(req: curriculum_service_pb2.NextSessionRequest, default
         max_reward_volume_ul=float(c.max_reward_volume_ul) or None,
         max_interval_width=float(width),
     )
-    return NextSessionRequest(req.subject, constraints, int(req.n_rollouts) or None, int(req.seed))
+    return NextSessionRequest(twin_selector(req.twin), constraints, int(req.n_rollouts) or None, int(req.seed))
 
 
 def search_request(req: curriculum_service_pb2.SearchCurriculaRequest) -> CurriculumSearchRequest:
     """The data plane's curriculum-search request."""
     return CurriculumSearchRequest(tuple(req.subjects), int(req.n_candidates) or None, int(req.horizon_trials) or None, int(req.seed))
+
+
+def operation_id(name: str, field: str = "name") -> str:
+    """The operation id of a resource name ``operations/{id}``.
+
+    Raises:
+        InvalidArgumentError: a name without the ``operations/`` prefix or with an empty id.
+    """
+    if not name.startswith(OPERATIONS_PREFIX) or len(name) == len(OPERATIONS_PREFIX):
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise InvalidArgumentError.field(field, f"must be an operation name 'operations/{{id}}', got {shown!r}")
+    return name[len(OPERATIONS_PREFIX) :]
 
 
 def operation_filters(req: object) -> tuple[JobKind | None, JobState | None]:
@@ -339,6 +359,7 @@ def _feature_names(meta: TwinVersion) -> list[str]:
 def twin_version_pb(meta: TwinVersion) -> common_pb2.TwinVersion:
     """A TwinVersion message."""
     return common_pb2.TwinVersion(
+        name=f"subjects/{meta.subject}/twins/{meta.version}",
         subject=meta.subject,
         version=meta.version,
         rule=meta.rule,
@@ -355,7 +376,7 @@ def twin_version_pb(meta: TwinVersion) -> common_pb2.TwinVersion:
 def subject_pb(s: SubjectInfo) -> twin_service_pb2.Subject:
     """A Subject message."""
     return twin_service_pb2.Subject(
-        name=s.name, n_sessions=s.n_sessions, n_trials=s.n_trials, serving_version=s.serving_version or 0, last_session_at=timestamp(s.last_session_at)
+        name=f"subjects/{s.name}", subject=s.name, n_sessions=s.n_sessions, n_trials=s.n_trials, serving_version=s.serving_version or 0, last_session_at=timestamp(s.last_session_at)
     )
 
 
@@ -425,7 +446,7 @@ def plan_pb(p: SessionPlan) -> curriculum_service_pb2.SessionPlan:
         rig=rig_pb(p.protocol),
         source=_SOURCE_TO_PB[p.source],
         fallback=p.fallback,
-        fallback_reason=_FALLBACK_TO_PB[p.fallback_reason] if p.fallback_reason else curriculum_service_pb2.FALLBACK_REASON_UNSPECIFIED,
+        fallback_reason=_FALLBACK_TO_PB[p.fallback_reason] if p.fallback_reason else curriculum_service_pb2.FALLBACK_REASON_NONE,
         explanation=p.explanation,
     )
     if p.forecast is not None:
@@ -441,10 +462,9 @@ def _candidate_pb(c: CurriculumCandidate) -> operation_pb2.CurriculumCandidate:
     )
 
 
-def operation_pb(s: JobSnapshot) -> operation_pb2.Operation:
-    """An Operation message (result set once succeeded, error once failed or cancelled)."""
-    op = operation_pb2.Operation(
-        id=s.id,
+def operation_metadata_pb(s: JobSnapshot) -> operation_pb2.OperationMetadata:
+    """The OperationMetadata message of an operation."""
+    return operation_pb2.OperationMetadata(
         kind=KIND_TO_PB[s.kind],
         state=STATE_TO_PB[s.state],
         progress=s.progress,
@@ -454,21 +474,39 @@ def operation_pb(s: JobSnapshot) -> operation_pb2.Operation:
         started_at=timestamp(s.started_at),
         finished_at=timestamp(s.finished_at),
     )
+
+
+def _packed(message: object) -> Any:
+    out = Any()
+    out.Pack(message)  # type: ignore[arg-type]
+    return out
+
+
+def operation_result_pb(r: object) -> operation_pb2.TwinUpdateResult | operation_pb2.FitCohortResult | operation_pb2.CurriculumSearchResult | None:
+    """The typed result message of a succeeded operation's result (None for an unknown one)."""
+    if isinstance(r, TwinVersion):
+        return operation_pb2.TwinUpdateResult(twin=twin_version_pb(r))
+    if isinstance(r, CohortFitReport):
+        return operation_pb2.FitCohortResult(twins=[twin_version_pb(v) for v in r.versions], adaptation=r.adaptation.value, population_val_ll=r.population_val_ll)
+    if isinstance(r, CurriculumSearchOutcome):
+        res = operation_pb2.CurriculumSearchResult(candidates=[_candidate_pb(c) for c in r.candidates])
+        if r.baseline is not None:
+            res.baseline.CopyFrom(_candidate_pb(r.baseline))
+        return res
+    return None
+
+
+def operation_pb(s: JobSnapshot) -> operations_pb2.Operation:
+    """A google.longrunning.Operation: ``name`` ``operations/{id}``, OperationMetadata packed in
+    ``metadata``, ``done`` once finished, the typed result packed in ``response`` once
+    succeeded, ``error`` once failed or cancelled."""
+    op = operations_pb2.Operation(name=OPERATIONS_PREFIX + s.id, metadata=_packed(operation_metadata_pb(s)), done=s.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED))
     if s.error is not None:
         op.error.CopyFrom(to_rpc_status(s.error))
-    r = s.result
-    if s.state is JobState.SUCCEEDED and r is not None:
-        if isinstance(r, TwinVersion):
-            op.twin_update.twin.CopyFrom(twin_version_pb(r))
-        elif isinstance(r, CohortFitReport):
-            op.fit_cohort.CopyFrom(
-                operation_pb2.FitCohortResult(twins=[twin_version_pb(v) for v in r.versions], adaptation=r.adaptation.value, population_val_ll=r.population_val_ll)
-            )
-        elif isinstance(r, CurriculumSearchOutcome):
-            res = operation_pb2.CurriculumSearchResult(candidates=[_candidate_pb(c) for c in r.candidates])
-            if r.baseline is not None:
-                res.baseline.CopyFrom(_candidate_pb(r.baseline))
-            op.curriculum_search.CopyFrom(res)
+    elif s.state is JobState.SUCCEEDED and s.result is not None:
+        result = operation_result_pb(s.result)
+        if result is not None:
+            op.response.Pack(result)
     return op
 
 
@@ -481,8 +519,12 @@ __all__ = [
     "forecast_request",
     "interval_pb",
     "next_session_request",
+    "OPERATIONS_PREFIX",
     "operation_filters",
+    "operation_id",
+    "operation_metadata_pb",
     "operation_pb",
+    "operation_result_pb",
     "plan_pb",
     "predict_request",
     "predict_response",

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import grpc
+from google.longrunning import operations_pb2
 
 from server import convert
 from service.admission import Admission
@@ -20,7 +21,6 @@ from service.updates import Updates
 from twin_proto.pb import (
     curriculum_service_pb2,
     curriculum_service_pb2_grpc,
-    operation_pb2,
     operations_service_pb2,
     operations_service_pb2_grpc,
     twin_service_pb2,
@@ -81,7 +81,7 @@ class TwinServicer(twin_service_pb2_grpc.TwinServiceServicer):
             resp.twin_update.CopyFrom(convert.operation_pb(out.operation))
         return resp
 
-    def FitCohort(self, request: twin_service_pb2.FitCohortRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
+    def FitCohort(self, request: twin_service_pb2.FitCohortRequest, context: grpc.ServicerContext) -> operations_pb2.Operation:
         req = convert.fit_cohort_request(request)
         self.admission.fit_cohort(req)
         return convert.operation_pb(self.updates.fit_cohort(req, request_id=request.request_id))
@@ -102,7 +102,7 @@ class CurriculumServicer(curriculum_service_pb2_grpc.CurriculumServiceServicer):
         req = convert.next_session_request(request, self.default_width)
         return curriculum_service_pb2.NextSessionResponse(plan=convert.plan_pb(self.curricula.next_session(req, _deadline(context))))
 
-    def SearchCurricula(self, request: curriculum_service_pb2.SearchCurriculaRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
+    def SearchCurricula(self, request: curriculum_service_pb2.SearchCurriculaRequest, context: grpc.ServicerContext) -> operations_pb2.Operation:
         return convert.operation_pb(self.curricula.search_curricula(convert.search_request(request), request_id=request.request_id))
 
 
@@ -120,12 +120,14 @@ class OperationsServicer(operations_service_pb2_grpc.OperationsServiceServicer):
         self.stopping = stopping
         self.limits = limits
 
-    def _id(self, op_id: str) -> str:
-        raise_invalid([self.limits.name("id", op_id)])
+    def _id(self, name: str) -> str:
+        """The operation id of a request's ``name`` (``operations/{id}``)."""
+        op_id = convert.operation_id(name)
+        raise_invalid([self.limits.name("name", op_id)])
         return op_id
 
-    def GetOperation(self, request: operations_service_pb2.GetOperationRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.operations.get_operation(self._id(request.id)))
+    def GetOperation(self, request: operations_service_pb2.GetOperationRequest, context: grpc.ServicerContext) -> operations_pb2.Operation:
+        return convert.operation_pb(self.operations.get_operation(self._id(request.name)))
 
     def ListOperations(self, request: operations_service_pb2.ListOperationsRequest, context: grpc.ServicerContext) -> operations_service_pb2.ListOperationsResponse:
         raise_invalid([self.limits.name("subject", request.subject, required=False)])
@@ -134,11 +136,11 @@ class OperationsServicer(operations_service_pb2_grpc.OperationsServiceServicer):
         page = self.operations.list_operations(kind, state, request.subject, request.page_size, request.page_token)
         return operations_service_pb2.ListOperationsResponse(operations=[convert.operation_pb(s) for s in page.items], next_page_token=page.next_page_token)
 
-    def CancelOperation(self, request: operations_service_pb2.CancelOperationRequest, context: grpc.ServicerContext) -> operation_pb2.Operation:
-        return convert.operation_pb(self.operations.cancel_operation(self._id(request.id)))
+    def CancelOperation(self, request: operations_service_pb2.CancelOperationRequest, context: grpc.ServicerContext) -> operations_pb2.Operation:
+        return convert.operation_pb(self.operations.cancel_operation(self._id(request.name)))
 
-    def WatchOperation(self, request: operations_service_pb2.WatchOperationRequest, context: grpc.ServicerContext) -> Iterator[operation_pb2.Operation]:
-        for snap in self.operations.watch_operation(self._id(request.id), lambda: context.is_active() and not self.stopping()):
+    def WatchOperation(self, request: operations_service_pb2.WatchOperationRequest, context: grpc.ServicerContext) -> Iterator[operations_pb2.Operation]:
+        for snap in self.operations.watch_operation(self._id(request.name), lambda: context.is_active() and not self.stopping()):
             yield convert.operation_pb(snap)
 
 

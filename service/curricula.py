@@ -38,13 +38,15 @@ class NextSessionRequest:
     """A next-session plan request.
 
     Attributes:
-        subject: the animal.
+        twin: the animal and which of its twin versions plans (no version or alias: the one it
+            serves). A subject without twins is planned without one (the lab default), unless
+            the selector names a version or alias, which must then exist.
         constraints: limits of the plan.
         n_rollouts: simulated copies for the forecast (None: the server's default).
         seed: seeds the forecast.
     """
 
-    subject: str
+    twin: TwinSelector
     constraints: PlanConstraints = PlanConstraints()
     n_rollouts: int | None = None
     seed: int = 0
@@ -86,7 +88,7 @@ class Curricula:
         k = req.constraints
         raise_invalid(
             [
-                limits.name("subject", req.subject),
+                limits.name("twin.subject", req.twin.subject),
                 None if n_rollouts >= 1 else FieldViolation("n_rollouts", "must be >= 1"),
                 None if 0 <= req.seed <= MAX_SEED else FieldViolation("seed", f"must be in [0, {MAX_SEED}]"),
                 None if k.min_trials is None or k.min_trials >= 1 else FieldViolation("constraints.min_trials", "must be >= 1 (0: no limit)"),
@@ -103,18 +105,19 @@ class Curricula:
         with deadline.scope("planning the session"):
             twin = state = None
             phase0 = 0
-            if self.store.versions(req.subject):
-                twin = self.catalog.resolve(TwinSelector(req.subject))
+            subject = req.twin.subject
+            if req.twin.version is not None or req.twin.alias is not None or self.store.versions(subject):
+                twin = self.catalog.resolve(req.twin)
                 state = self.catalog.state(twin)
-            elif self.sessions.sessions(req.subject):
-                phase0 = last_phase(self.sessions.trials(req.subject), self.lab.protocol)
+            elif self.sessions.sessions(subject):
+                phase0 = last_phase(self.sessions.trials(subject), self.lab.protocol)
 
             def forecast(tw: Twin, st: TwinState, p: Proposal) -> SessionForecast:
                 deadline.check("forecasting the plan")
                 limits.check_forecast(n_rollouts, p.n_trials)  # a proposer's session may be longer than the lab's
                 return forecast_session(tw.model, st, p.protocol, p.n_trials, n_rollouts, req.seed, start_phase=p.start_phase, interval_level=c.interval_level)
 
-            return plan_next_session(req.subject, twin, state, req.constraints, forecast, self.propose, self.lab, phase_without_twin=phase0)
+            return plan_next_session(subject, twin, state, req.constraints, forecast, self.propose, self.lab, phase_without_twin=phase0)
 
     def search_curricula(self, req: CurriculumSearchRequest, request_id: str = "") -> JobSnapshot:
         """Start a curriculum search through the twins (long-running); a request id seen before

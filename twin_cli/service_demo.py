@@ -20,7 +20,7 @@ from twin.persist.store import TwinStore
 from twin.models.params import Adaptation
 
 from server.app import ServerConfig, build_plane, start_server
-from twin_client.client import TwinClient
+from twin_client.client import TwinClient, operation_result
 from service.config import DataPlaneConfig
 from twin_proto.pb import curriculum_service_pb2, operation_pb2
 from optimizer.planning import ProposeFn
@@ -93,10 +93,11 @@ def service_roundtrip(
             pred = client.predict(subject)
             plan = client.next_session(subject)
             up = client.upload_session(subject, final[final["subject"] == subject].drop(columns=["subject", "session"]), label="demo")
-            op = client.wait_operation(up.twin_update.id, timeout_s=300) if up.HasField("twin_update") else None
+            op = client.wait_operation(up.twin_update.name, timeout_s=300) if up.HasField("twin_update") else None
     finally:
         running.stop()
-    updated = op.twin_update.twin.version if op is not None and op.state == operation_pb2.OPERATION_STATE_SUCCEEDED else 1
+    result = operation_result(op) if op is not None else None
+    updated = result.twin.version if isinstance(result, operation_pb2.TwinUpdateResult) else 1
     fc = plan.forecast.accuracy
     return RoundtripReport(
         subject=subject,

@@ -1,1 +1,1 @@
-"""A Python client of the ``twin.v1`` gRPC API (grpcio and protobuf only)."""
+"""Python client of the twin.v1 gRPC service (grpcio, protobuf and googleapis-common-protos only); with :mod:`twin_proto` also the rig client distribution ``learning-twins-client`` built from ``clients/python`` (Python >= 3.9)."""

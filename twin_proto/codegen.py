@@ -17,6 +17,7 @@ Usage::
 
     python -m twin_proto.codegen            # (re)generate twin_proto/gen/
     python -m twin_proto.codegen --check    # exit 1 if twin_proto/gen/ is missing or stale
+    python -m twin_proto.codegen --deps build/proto-deps   # the googleapis protos, for buf
 """
 
 from __future__ import annotations
@@ -103,7 +104,15 @@ def is_stale(out_dir: Path = DEFAULT_OUT_DIR, proto_root: Path = DEFAULT_PROTO_R
 
 
 def _include_dirs() -> list[Path]:
-    """protoc include folders for the well-known types and ``google/rpc/*.proto``."""
+    """protoc include folders: the well-known types (grpcio-tools), googleapis-common-protos'
+    ``google/api``, ``google/rpc`` and ``google/longrunning`` protos, and a folder that holds
+    ``google/longrunning/operations.proto``.
+
+    googleapis-common-protos ships that file as ``operations_proto.proto`` (its generated module
+    registers it under the canonical name ``google/longrunning/operations.proto``); the copy
+    under the canonical name lets our imports use it, and our stubs then import
+    ``google.longrunning.operations_pb2``, which the package provides.
+    """
     try:
         import grpc_tools
     except ImportError as exc:  # pragma: no cover - exercised only without grpcio-tools
@@ -116,7 +125,49 @@ def _include_dirs() -> list[Path]:
             break
     else:
         raise CodegenError("google/rpc/status.proto not found: install googleapis-common-protos (a dependency of grpcio-status)")
+    longrunning = dirs[-1] / "google" / "longrunning"
+    if not (longrunning / "operations.proto").is_file():
+        source = longrunning / "operations_proto.proto"
+        if not source.is_file():
+            raise CodegenError(f"{source} not found: install googleapis-common-protos")
+        shim = Path(tempfile.gettempdir()) / f"twin-proto-include-{hashlib.sha256(source.read_bytes()).hexdigest()[:16]}"
+        target = shim / "google" / "longrunning" / "operations.proto"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(f".operations.proto.{os.getpid()}")
+            part.write_bytes(source.read_bytes())
+            os.replace(part, target)
+        dirs.append(shim)
     return dirs
+
+
+#: Folders of googleapis-common-protos whose protos ours import (directly or through each other).
+GOOGLEAPIS_FOLDERS = ("google/api", "google/rpc", "google/longrunning")
+
+
+def write_dependency_protos(dest: Path) -> list[Path]:
+    """Copy the non-well-known protos ours import into ``dest`` (``google/api``, ``google/rpc``,
+    ``google/longrunning``, the latter under its canonical name), for tools such as ``buf`` that
+    read a folder of protos rather than protoc include paths. The well-known types
+    (``google/protobuf``) are left out: buf has them built in.
+
+    Returns:
+        The files written.
+
+    Raises:
+        CodegenError: googleapis-common-protos or grpcio-tools is not installed.
+    """
+    written = []
+    for folder in GOOGLEAPIS_FOLDERS:
+        for inc in _include_dirs()[1:]:
+            for src in sorted((inc / folder).glob("*.proto")):
+                if src.name == "operations_proto.proto":
+                    continue  # the same file as operations.proto, under the package's own name
+                target = Path(dest) / folder / src.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(src.read_bytes())
+                written.append(target)
+    return written
 
 
 def _grpc_tools_version() -> str:
@@ -227,7 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help=f"output folder (default {DEFAULT_OUT_DIR})")
     p.add_argument("--proto-root", type=Path, default=DEFAULT_PROTO_ROOT, help="folder holding twin/v1/*.proto")
     p.add_argument("--check", action="store_true", help="exit 1 if the stubs are missing or stale; generate nothing")
+    p.add_argument("--deps", type=Path, default=None, metavar="DIR", help="only copy the googleapis protos ours import into DIR (for buf), generate nothing")
     args = p.parse_args(argv)
+    if args.deps is not None:
+        try:
+            written = write_dependency_protos(args.deps)
+        except CodegenError as exc:
+            print(f"codegen: error: {exc}", file=sys.stderr)
+            return 1
+        print(f"copied {len(written)} dependency protos into {args.deps}")
+        return 0
     if args.check:
         stale = is_stale(args.out, args.proto_root)
         print(f"{args.out}: {'stale or missing' if stale else 'up to date'}")

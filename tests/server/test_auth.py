@@ -46,9 +46,9 @@ def test_roles(connect, cohort_trials):
     assert _code(lambda: reader.fit_cohort()) == grpc.StatusCode.PERMISSION_DENIED
     assert _code(lambda: rig.fit_cohort()) == grpc.StatusCode.PERMISSION_DENIED
     assert _code(lambda: rig.search_curricula()) == grpc.StatusCode.PERMISSION_DENIED
-    assert _code(lambda: rig.cancel_operation("x")) == grpc.StatusCode.PERMISSION_DENIED
+    assert _code(lambda: rig.cancel_operation("operations/x")) == grpc.StatusCode.PERMISSION_DENIED
     assert _code(lambda: rig.upload_session(S, s3, skip_twin_update=True)) is None
-    assert _code(lambda: admin.cancel_operation("x")) == grpc.StatusCode.NOT_FOUND  # allowed, then not found
+    assert _code(lambda: admin.cancel_operation("operations/x")) == grpc.StatusCode.NOT_FOUND  # allowed, then not found
     try:
         reader.upload_session(S, s3)
     except grpc.RpcError as e:

@@ -21,7 +21,7 @@ import pytest
 from server_env import ADMIN, READER, TWIN_SUBJECTS
 
 from service.optimizer_bridge import optimizer_proposer, optimizer_search
-from twin_client.client import TwinClient, trials_to_pb
+from twin_client.client import TwinClient, operation_metadata, trials_to_pb
 from twin_proto.pb import common_pb2, curriculum_service_pb2, operation_pb2, twin_service_pb2
 
 S = TWIN_SUBJECTS[0]
@@ -103,7 +103,7 @@ def test_work_stops_within_a_second_of_the_client_giving_up(slow_server, access_
     c = TwinClient(slow_server.target, READER)
     lags = {}
     try:
-        plan = curriculum_service_pb2.NextSessionRequest(subject=S)
+        plan = curriculum_service_pb2.NextSessionRequest(twin=common_pb2.TwinRef(subject=S))
         started, gave_up = _gave_up(lambda t: c.curricula.NextSession(plan, metadata=c._metadata, timeout=t), 1.0)
         lags["NextSession"] = _stops(access_log, "NextSession", started, gave_up)
 
@@ -133,13 +133,13 @@ def test_a_cancelled_operation_stops_within_a_second(slow_server):
     with TwinClient(slow_server.target, ADMIN) as c:
         op = c.search_curricula(list(TWIN_SUBJECTS), seed=3)
         deadline = time.monotonic() + 60
-        while c.get_operation(op.id).state != operation_pb2.OPERATION_STATE_RUNNING:
+        while operation_metadata(c.get_operation(op.name)).state != operation_pb2.OPERATION_STATE_RUNNING:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         time.sleep(1.0)  # well into the simulations
         asked = time.monotonic()
-        c.cancel_operation(op.id)
-        done = c.wait_operation(op.id, timeout_s=30)
+        c.cancel_operation(op.name)
+        done = c.wait_operation(op.name, timeout_s=30)
         stopped = time.monotonic()
-    assert done.state == operation_pb2.OPERATION_STATE_CANCELLED
+    assert operation_metadata(done).state == operation_pb2.OPERATION_STATE_CANCELLED
     assert stopped - asked < STOP_WITHIN_S, f"the search ran on for {stopped - asked:.2f} s after CancelOperation"

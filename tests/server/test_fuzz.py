@@ -253,7 +253,7 @@ class Generator:
 
     def __init__(self, rng: random.Random, big: dict[str, bytes], session: list[common_pb2.Trial]) -> None:
         self.rng, self.big, self.session = rng, big, session
-        self.op_ids: list[str] = ["", "no-such-operation", "x" * 5000]
+        self.op_ids: list[str] = ["", "operations/no-such-operation", "operations/" + "x" * 5000]
         self.page_tokens: list[str] = ["", "garbage!", "eyJ4IjoxfQ", "x" * 5000]
 
     def pick(self, xs):  # noqa: ANN001, ANN201
@@ -396,7 +396,7 @@ class Generator:
                 max_reward_volume_ul=self.pick([0.0, 1.0, 1.5, 3.0, *FLOATS]), max_accuracy_interval_width=self.pick([0.0, 0.3, *FLOATS]),
             )  # fmt: skip
         n_rollouts = self.count(LIMITS.max_rollouts)
-        req = curriculum_service_pb2.NextSessionRequest(subject=self.subject(), constraints=c, n_rollouts=n_rollouts, seed=self.seed())
+        req = curriculum_service_pb2.NextSessionRequest(twin=common_pb2.TwinRef(subject=self.subject()), constraints=c, n_rollouts=n_rollouts, seed=self.seed())
         over = c.min_trials > LIMITS.max_session_trials or n_rollouts > LIMITS.max_rollouts
         return Case("/twin.v1.CurriculumService/NextSession", role, req.SerializeToString(), timeout=self.pick([0.05, 0.2, 0.5]), oversized=over)
 
@@ -408,7 +408,7 @@ class Generator:
         return Case("/twin.v1.CurriculumService/SearchCurricula", role, req.SerializeToString(), oversized=over)
 
     def _GetOperation(self, role: str) -> Case:
-        return Case("/twin.v1.OperationsService/GetOperation", role, operations_service_pb2.GetOperationRequest(id=self.pick(self.op_ids)).SerializeToString())
+        return Case("/twin.v1.OperationsService/GetOperation", role, operations_service_pb2.GetOperationRequest(name=self.pick(self.op_ids)).SerializeToString())
 
     def _ListOperations(self, role: str) -> Case:
         req = operations_service_pb2.ListOperationsRequest(
@@ -418,10 +418,10 @@ class Generator:
         return Case("/twin.v1.OperationsService/ListOperations", role, req.SerializeToString())
 
     def _CancelOperation(self, role: str) -> Case:
-        return Case("/twin.v1.OperationsService/CancelOperation", role, operations_service_pb2.CancelOperationRequest(id=self.pick(self.op_ids)).SerializeToString())
+        return Case("/twin.v1.OperationsService/CancelOperation", role, operations_service_pb2.CancelOperationRequest(name=self.pick(self.op_ids)).SerializeToString())
 
     def _WatchOperation(self, role: str) -> Case:
-        req = operations_service_pb2.WatchOperationRequest(id=self.pick(self.op_ids))
+        req = operations_service_pb2.WatchOperationRequest(name=self.pick(self.op_ids))
         return Case("/twin.v1.OperationsService/WatchOperation", role, req.SerializeToString(), timeout=0.3, stream=True)
 
     def _Bytes(self, role: str) -> Case:
@@ -504,13 +504,13 @@ def _remember(gen: Generator, case: Case, channel: grpc.Channel) -> None:
     )
     resp = lst(operations_service_pb2.ListOperationsRequest(page_size=5), metadata=md, timeout=5)
     ops = resp.operations
-    gen.op_ids[3:] = [o.id for o in ops]
+    gen.op_ids[3:] = [o.name for o in ops]
     if resp.next_page_token and len(gen.page_tokens) < 8:
         gen.page_tokens.append(resp.next_page_token)
     cancel = channel.unary_unary("/twin.v1.OperationsService/CancelOperation")
     for o in ops:
-        if o.state in (1, 2) and gen.rng.random() < 0.9:
-            cancel(operations_service_pb2.CancelOperationRequest(id=o.id).SerializeToString(), metadata=md, timeout=5)
+        if not o.done and gen.rng.random() < 0.9:
+            cancel(operations_service_pb2.CancelOperationRequest(name=o.name).SerializeToString(), metadata=md, timeout=5)
 
 
 def _fuzz_rpcs(server: RunningServer, big: dict[str, bytes], session: list[common_pb2.Trial], n: int, seed: int, remeasure: bool = False) -> dict[str, object]:

@@ -23,7 +23,7 @@ from service.limits import Limits, LimitExceededError, LimitViolation
 from twin.errors import ModelFileError
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
-from twin_client.client import TwinClient, error_reason, field_violations, trials_to_pb
+from twin_client.client import TwinClient, error_reason, field_violations, operation_metadata, trials_to_pb
 from twin_proto.pb import common_pb2, curriculum_service_pb2, operations_service_pb2, protocol_pb2, twin_service_pb2
 
 S = TWIN_SUBJECTS[0]
@@ -101,10 +101,10 @@ OVER_LIMIT = [
     (READER, "Forecast", twin_service_pb2.ForecastRequest(twin=_ref(), n_rollouts=101), "n_rollouts", "max_rollouts"),
     (READER, "Forecast", twin_service_pb2.ForecastRequest(twin=_ref(), n_rollouts=100, n_trials=600), "n_trials", "max_forecast_trial_steps"),
     (READER, "Forecast", twin_service_pb2.ForecastRequest(twin=_ref(), protocol=protocol_pb2.TaskProtocol(phases=[protocol_pb2.ContrastPhase(contrasts=[1.0])] * 9)), "protocol.phases", "max_protocol_phases"),
-    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(subject=S, n_rollouts=101), "n_rollouts", "max_rollouts"),
-    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(subject=S, constraints=curriculum_service_pb2.SessionConstraints(min_trials=1001)), "constraints.min_trials", "max_session_trials"),
-    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(subject=S, n_rollouts=80), "n_rollouts", "max_forecast_trial_steps"),
-    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(subject=S, n_rollouts=60, constraints=curriculum_service_pb2.SessionConstraints(min_trials=900)), "constraints.min_trials", "max_forecast_trial_steps"),
+    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(twin=_ref(S), n_rollouts=101), "n_rollouts", "max_rollouts"),
+    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(twin=_ref(S), constraints=curriculum_service_pb2.SessionConstraints(min_trials=1001)), "constraints.min_trials", "max_session_trials"),
+    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(twin=_ref(S), n_rollouts=80), "n_rollouts", "max_forecast_trial_steps"),
+    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(twin=_ref(S), n_rollouts=60, constraints=curriculum_service_pb2.SessionConstraints(min_trials=900)), "constraints.min_trials", "max_forecast_trial_steps"),
     (RIG, "UploadSession", twin_service_pb2.UploadSessionRequest(subject=S, trials=_trials(1001)), "trials", "max_session_trials"),
     (ADMIN, "FitCohort", twin_service_pb2.FitCohortRequest(epochs=51, adaptation=twin_service_pb2.ADAPTATION_NONE), "epochs", "max_fit_epochs"),
     (ADMIN, "FitCohort", twin_service_pb2.FitCohortRequest(epochs=40, adaptation=twin_service_pb2.ADAPTATION_NONE), "epochs", "max_fit_trial_epochs"),
@@ -211,7 +211,7 @@ def test_the_operation_queue_is_bounded(serve):
             c.twins.FitCohort(twin_service_pb2.FitCohortRequest(epochs=2, adaptation=twin_service_pb2.ADAPTATION_NONE), metadata=c._metadata)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         release.set()
-        assert c.wait_operation(first.id, 30).state == c.wait_operation(second.id, 30).state
+        assert operation_metadata(c.wait_operation(first.name, 30)).state == operation_metadata(c.wait_operation(second.name, 30)).state
 
 
 def test_costly_calls_have_per_role_quotas(serve):
@@ -253,13 +253,13 @@ def test_open_watch_streams_are_bounded(serve):
     running = serve(plane_config=_plane(Limits(max_concurrent_watches=1)), search=blocking)
     with TwinClient(running.target, ADMIN) as c:
         op = c.search_curricula()
-        stream = c.operations.WatchOperation(operations_service_pb2.WatchOperationRequest(id=op.id), metadata=c._metadata, timeout=30)
+        stream = c.operations.WatchOperation(operations_service_pb2.WatchOperationRequest(name=op.name), metadata=c._metadata, timeout=30)
         next(stream)
         with pytest.raises(grpc.RpcError) as e:
-            next(c.operations.WatchOperation(operations_service_pb2.WatchOperationRequest(id=op.id), metadata=c._metadata, timeout=30))
+            next(c.operations.WatchOperation(operations_service_pb2.WatchOperationRequest(name=op.name), metadata=c._metadata, timeout=30))
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and _info(e.value).metadata["limit"] == "max_concurrent_watches"
         release.set()
-        assert list(stream)[-1].state == c.wait_operation(op.id, 30).state
+        assert operation_metadata(list(stream)[-1]).state == operation_metadata(c.wait_operation(op.name, 30)).state
 
 
 # -- ranges ---------------------------------------------------------------------------------------
@@ -269,20 +269,20 @@ BIG = "x" * 5000
 #: (role, method, request, violated field) of requests with a value no limit could make valid
 INVALID = [
     (READER, "Forecast", twin_service_pb2.ForecastRequest(twin=_ref(), seed=2**32), "seed"),
-    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(subject=S, seed=2**40), "seed"),
+    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(twin=_ref(S), seed=2**40), "seed"),
     (ADMIN, "SearchCurricula", curriculum_service_pb2.SearchCurriculaRequest(subjects=[S], seed=2**32), "seed"),
     (ADMIN, "FitCohort", twin_service_pb2.FitCohortRequest(seed=2**63, adaptation=twin_service_pb2.ADAPTATION_NONE), "seed"),
     (READER, "Forecast", twin_service_pb2.ForecastRequest(twin=_ref(), interval_level=math.nan), "interval_level"),
     (READER, "Forecast", twin_service_pb2.ForecastRequest(twin=_ref(), protocol=protocol_pb2.TaskProtocol(blocks=protocol_pb2.BlockSettings(enabled=True, probabilities=[0.2, 0.8], min_length=20, max_length=100, mean_length=math.inf))), "protocol.blocks.mean_length"),
     (READER, "Forecast", twin_service_pb2.ForecastRequest(twin=_ref(), protocol=protocol_pb2.TaskProtocol(phases=[protocol_pb2.ContrastPhase(contrasts=[math.nan])])), "protocol"),
     (READER, "Predict", twin_service_pb2.PredictRequest(twin=_ref(), stored=twin_service_pb2.StoredHistory(through_session=1, from_session=2)), "stored.from_session"),
-    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(subject=S, constraints=curriculum_service_pb2.SessionConstraints(max_reward_volume_ul=math.nan)), "constraints.max_reward_volume_ul"),
-    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(subject=S, constraints=curriculum_service_pb2.SessionConstraints(max_accuracy_interval_width=math.nan)), "constraints.max_accuracy_interval_width"),
+    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(twin=_ref(S), constraints=curriculum_service_pb2.SessionConstraints(max_reward_volume_ul=math.nan)), "constraints.max_reward_volume_ul"),
+    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(twin=_ref(S), constraints=curriculum_service_pb2.SessionConstraints(max_accuracy_interval_width=math.nan)), "constraints.max_accuracy_interval_width"),
     (READER, "GetTwin", twin_service_pb2.GetTwinRequest(twin=_ref(BIG)), "twin.subject"),
     (READER, "GetTwin", twin_service_pb2.GetTwinRequest(twin=common_pb2.TwinRef(subject=S, alias=BIG)), "twin.alias"),
     (READER, "Predict", twin_service_pb2.PredictRequest(twin=_ref(BIG)), "twin.subject"),
     (READER, "Forecast", twin_service_pb2.ForecastRequest(twin=_ref(BIG)), "twin.subject"),
-    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(subject=BIG), "subject"),
+    (READER, "NextSession", curriculum_service_pb2.NextSessionRequest(twin=_ref(BIG)), "twin.subject"),
     (READER, "ListTwins", twin_service_pb2.ListTwinsRequest(subject=BIG), "subject"),
     (READER, "ListSubjects", twin_service_pb2.ListSubjectsRequest(page_token=BIG), "page_token"),
     (RIG, "UploadSession", twin_service_pb2.UploadSessionRequest(subject=BIG, trials=_trials(3)), "subject"),
@@ -316,10 +316,13 @@ def test_operation_ids_are_bounded(connect):
     c = connect(ADMIN)
     for rpc in (c.operations.GetOperation, c.operations.CancelOperation):
         with pytest.raises(grpc.RpcError) as e:
-            rpc(operations_service_pb2.GetOperationRequest(id=BIG) if rpc is c.operations.GetOperation else operations_service_pb2.CancelOperationRequest(id=BIG), metadata=c._metadata)
+            rpc(operations_service_pb2.GetOperationRequest(name="operations/" + BIG) if rpc is c.operations.GetOperation else operations_service_pb2.CancelOperationRequest(name="operations/" + BIG), metadata=c._metadata)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and len(e.value.details()) < 200
+    with pytest.raises(grpc.RpcError) as e:  # not a name: INVALID_ARGUMENT, the value cut short
+        c.get_operation(BIG)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and len(e.value.details()) < 200
     with pytest.raises(grpc.RpcError) as e:
-        c.get_operation("no-such-op")
+        c.get_operation("operations/no-such-op")
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 

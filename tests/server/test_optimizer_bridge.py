@@ -11,7 +11,7 @@ from server_env import ADMIN, RIG, TWIN_SUBJECTS  # noqa: E402
 from optimizer.propose import ProposalConfig  # noqa: E402
 from optimizer.search import SearchConfig  # noqa: E402
 from optimizer.space import Constraints, CurriculumSpace  # noqa: E402
-from twin_client.client import TwinClient  # noqa: E402
+from twin_client.client import TwinClient, operation_metadata, operation_result  # noqa: E402
 from service.optimizer_bridge import optimizer_proposer, optimizer_search  # noqa: E402
 from twin_proto.pb import curriculum_service_pb2, operation_pb2  # noqa: E402
 from twin.persist.store import ResultKind, TwinStore  # noqa: E402
@@ -35,13 +35,13 @@ def test_search_curricula_runs_the_optimizer_and_stores_the_result(serve, store_
     running = serve(search=search)
     with TwinClient(running.target, ADMIN) as c:
         op = c.search_curricula(list(TWIN_SUBJECTS[:2]), seed=5)
-        done = c.wait_operation(op.id, timeout_s=300)
-    assert done.state == operation_pb2.OPERATION_STATE_SUCCEEDED, done
-    res = done.curriculum_search
+        done = c.wait_operation(op.name, timeout_s=300)
+    assert operation_metadata(done).state == operation_pb2.OPERATION_STATE_SUCCEEDED, done
+    res = operation_result(done)
     assert len(res.candidates) == 1 and res.baseline.trials_to_criterion.mean > 0
     assert res.candidates[0].protocol.phases and 0 <= res.baseline.reached_criterion <= 1
     stored = TwinStore(store_dir).get_result(ResultKind.CURRICULUM_SEARCH, "grpc-5")
     assert stored.payload["default"]["curriculum"]["name"] == "ibl-default"
     running.stop(grace_s=2.0)
     with TwinClient(serve(search=search).target, ADMIN) as c:  # the optimizer's curricula survive a restart
-        assert c.get_operation(op.id).curriculum_search == res
+        assert operation_result(c.get_operation(op.name)) == res

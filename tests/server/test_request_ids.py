@@ -13,7 +13,7 @@ from server_env import ADMIN, RIG, TWIN_SUBJECTS
 from optimizer.planning import CurriculumCandidate, CurriculumSearchOutcome
 from twin.protocol import IBL_DEFAULT
 from twin.sim.forecast import Interval
-from twin_client.client import TwinClient
+from twin_client.client import TwinClient, operation_metadata, operation_result
 from twin_proto.pb import operation_pb2, twin_service_pb2
 
 S = TWIN_SUBJECTS[0]
@@ -25,25 +25,25 @@ def test_retried_upload_and_fit_return_the_first_answer_even_after_a_restart(ser
     with TwinClient(first_server.target, RIG) as c:
         up = c.upload_session(S, s3, request_id="rig-7/run-1")
         again = c.upload_session(S, s3, request_id="rig-7/run-1")
-        assert (again.session, again.twin_update.id) == (up.session, up.twin_update.id) and up.session == 3
+        assert (again.session, again.twin_update.name) == (up.session, up.twin_update.name) and up.session == 3
         with pytest.raises(grpc.RpcError) as e:
             c.upload_session(S, s3, request_id="x" * 201)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in e.value.details()
-        assert c.wait_operation(up.twin_update.id, timeout_s=120).state == operation_pb2.OPERATION_STATE_SUCCEEDED
+        assert operation_metadata(c.wait_operation(up.twin_update.name, timeout_s=120)).state == operation_pb2.OPERATION_STATE_SUCCEEDED
     with TwinClient(first_server.target, ADMIN) as c:
         fit = c.fit_cohort(TWIN_SUBJECTS[1:], rule="reinforce", epochs=2, patience=2, adaptation=twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS, request_id="nightly-1")
-        assert c.fit_cohort(TWIN_SUBJECTS[1:], rule="reinforce", epochs=2, patience=2, adaptation=twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS, request_id="nightly-1").id == fit.id
+        assert c.fit_cohort(TWIN_SUBJECTS[1:], rule="reinforce", epochs=2, patience=2, adaptation=twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS, request_id="nightly-1").name == fit.name
         with pytest.raises(grpc.RpcError) as e:  # the same id, another request
             c.fit_cohort(TWIN_SUBJECTS[1:], rule="reinforce", epochs=3, patience=2, adaptation=twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS, request_id="nightly-1")
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in e.value.details() and "epochs" in e.value.details()
-        assert c.wait_operation(fit.id, timeout_s=180).state == operation_pb2.OPERATION_STATE_SUCCEEDED
+        assert operation_metadata(c.wait_operation(fit.name, timeout_s=180)).state == operation_pb2.OPERATION_STATE_SUCCEEDED
     first_server.stop(grace_s=5.0)
     second = serve()
     with TwinClient(second.target, ADMIN) as c:
-        update = c.get_operation(up.twin_update.id)  # ids survive the restart, results included
-        assert update.state == operation_pb2.OPERATION_STATE_SUCCEEDED and update.twin_update.twin.version == 2
-        fitted = c.get_operation(fit.id)
-        assert sorted((t.subject, t.version) for t in fitted.fit_cohort.twins) == [(s, 2) for s in TWIN_SUBJECTS[1:]]
+        update = c.get_operation(up.twin_update.name)  # ids survive the restart, results included
+        assert operation_metadata(update).state == operation_pb2.OPERATION_STATE_SUCCEEDED and operation_result(update).twin.version == 2
+        fitted = c.get_operation(fit.name)
+        assert sorted((t.subject, t.version) for t in operation_result(fitted).twins) == [(s, 2) for s in TWIN_SUBJECTS[1:]]
         assert c.upload_session(S, s3, request_id="rig-7/run-1").session == 3
         assert len(c.list_operations(kind=operation_pb2.OPERATION_KIND_TWIN_UPDATE)) == 1
 
@@ -61,10 +61,10 @@ def test_retried_search_is_idempotent_and_its_result_survives_a_restart(serve):
     first = serve(search=search)
     with TwinClient(first.target, ADMIN) as c:
         op = c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1")
-        assert c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1").id == op.id
-        done = c.wait_operation(op.id, timeout_s=60)
-        assert done.state == operation_pb2.OPERATION_STATE_SUCCEEDED and len(done.curriculum_search.candidates) == 2
-        assert c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1").id == op.id  # after it finished, too
+        assert c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1").name == op.name
+        done = c.wait_operation(op.name, timeout_s=60)
+        assert operation_metadata(done).state == operation_pb2.OPERATION_STATE_SUCCEEDED and len(operation_result(done).candidates) == 2
+        assert c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1").name == op.name  # after it finished, too
         with pytest.raises(grpc.RpcError) as e:
             c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=8, request_id="lab/search-1")
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in e.value.details() and "seed" in e.value.details()
@@ -72,17 +72,17 @@ def test_retried_search_is_idempotent_and_its_result_survives_a_restart(serve):
             c.search_curricula(TWIN_SUBJECTS[:2], request_id="x" * 201)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in e.value.details()
         other = c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7)  # no id: a new search
-        assert other.id != op.id
-        c.wait_operation(other.id, timeout_s=60)
+        assert other.name != op.name
+        c.wait_operation(other.name, timeout_s=60)
     assert len(calls) == 2
     first.stop(grace_s=5.0)
     second = serve(search=search)
     with TwinClient(second.target, ADMIN) as c:
-        again = c.get_operation(op.id)
-        assert again.state == operation_pb2.OPERATION_STATE_SUCCEEDED
-        assert again.curriculum_search == done.curriculum_search  # every candidate, the baseline, the intervals
-        assert again.curriculum_search.candidates[1].trials_to_criterion.mean == float("inf")
-        assert c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1").id == op.id
+        again = c.get_operation(op.name)
+        assert operation_metadata(again).state == operation_pb2.OPERATION_STATE_SUCCEEDED
+        assert operation_result(again) == operation_result(done)  # every candidate, the baseline, the intervals
+        assert operation_result(again).candidates[1].trials_to_criterion.mean == float("inf")
+        assert c.search_curricula(TWIN_SUBJECTS[:2], n_candidates=8, seed=7, request_id="lab/search-1").name == op.name
         listed = c.list_operations(kind=operation_pb2.OPERATION_KIND_CURRICULUM_SEARCH)
-        assert sorted(o.id for o in listed) == sorted([op.id, other.id])
+        assert sorted(o.name for o in listed) == sorted([op.name, other.name])
     assert len(calls) == 2  # no search ran again

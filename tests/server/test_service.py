@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from server.app import ServerConfig
 from server.auth import AuthConfig
-from twin_client.client import TwinClient, error_reason, field_violations, prediction_frame
+from twin_client.client import TwinClient, error_reason, field_violations, operation_metadata, operation_result, prediction_frame
 from twin_proto.pb import (
     SERVICE_NAMES,
     common_pb2,
@@ -64,10 +64,10 @@ def test_reflection_lists_every_service_without_a_token(server):
 def test_list_subjects_paged(connect):
     c = connect(READER)
     first = c.twins.ListSubjects(twin_service_pb2.ListSubjectsRequest(page_size=3), metadata=c._metadata)
-    assert [s.name for s in first.subjects] == ["sim-000", "sim-001", "sim-002"] and first.next_page_token
+    assert [s.subject for s in first.subjects] == ["sim-000", "sim-001", "sim-002"] and first.subjects[0].name == "subjects/sim-000" and first.next_page_token
     rest = c.twins.ListSubjects(twin_service_pb2.ListSubjectsRequest(page_size=3, page_token=first.next_page_token), metadata=c._metadata)
-    assert [s.name for s in rest.subjects] == [NO_TWIN] and rest.next_page_token == ""
-    subjects = {s.name: s for s in c.list_subjects(page_size=1)}
+    assert [s.subject for s in rest.subjects] == [NO_TWIN] and rest.next_page_token == ""
+    subjects = {s.subject: s for s in c.list_subjects(page_size=1)}
     assert len(subjects) == 4
     assert subjects[S].serving_version == 1 and subjects[S].n_sessions == 2 and subjects[S].n_trials > 0
     assert subjects[NO_TWIN].serving_version == 0 and subjects[NO_TWIN].HasField("last_session_at")
@@ -191,10 +191,14 @@ def test_upload_session_updates_the_twin_and_the_cache_follows_the_alias(connect
     s3 = cohort_trials[(cohort_trials.subject == S) & (cohort_trials.session == 3)]
     up = c.upload_session(S, s3.drop(columns=["subject", "session"]), label="2024-05-03")
     assert (up.subject, up.session, up.n_trials) == (S, 3, len(s3)) and up.update_skipped_reason == ""
-    assert up.twin_update.kind == operation_pb2.OPERATION_KIND_TWIN_UPDATE and up.twin_update.subject == S
-    op = c.wait_operation(up.twin_update.id, timeout_s=120)
-    assert op.state == operation_pb2.OPERATION_STATE_SUCCEEDED, op.error
-    assert op.progress == 1.0 and op.twin_update.twin.version == 2 and op.twin_update.twin.trained_through_session == 3
+    started = operation_metadata(up.twin_update)
+    assert started.kind == operation_pb2.OPERATION_KIND_TWIN_UPDATE and started.subject == S and up.twin_update.name.startswith("operations/")
+    op = c.wait_operation(up.twin_update.name, timeout_s=120)
+    assert op.done and operation_metadata(op).state == operation_pb2.OPERATION_STATE_SUCCEEDED, op.error
+    result = operation_result(op)
+    assert isinstance(result, operation_pb2.TwinUpdateResult) and op.response.type_url.endswith("/twin.v1.TwinUpdateResult")
+    assert operation_metadata(op).progress == 1.0 and result.twin.version == 2 and result.twin.trained_through_session == 3
+    assert result.twin.name == f"subjects/{S}/twins/2"
     got = c.get_twin(S)
     assert got.twin.version == 2 and got.twin.aliases == ["serving"] and got.sessions_since_training == 0
     after = c.predict(S)  # the serving alias moved: the cache loads v2
@@ -213,7 +217,7 @@ def test_upload_session_without_twin_or_with_skip_starts_no_update(connect, coho
     s3b = cohort_trials[(cohort_trials.subject == S) & (cohort_trials.session == 3)]
     skipped = c.upload_session(S, s3b, skip_twin_update=True)
     assert skipped.session == 3 and not skipped.HasField("twin_update") and "skipped" in skipped.update_skipped_reason
-    assert {s.name for s in c.list_subjects()} >= {"new-mouse", NO_TWIN}
+    assert {s.subject for s in c.list_subjects()} >= {"new-mouse", NO_TWIN}
 
 
 def test_fit_cohort_long_running(connect):
@@ -221,11 +225,15 @@ def test_fit_cohort_long_running(connect):
     with pytest.raises(grpc.RpcError) as e:
         c.fit_cohort([NO_TWIN], rule="reinforce")  # two sessions: too few to choose the adaptation
     assert field_violations(e.value)[0][0] == "adaptation"
+    with pytest.raises(grpc.RpcError) as e:  # ADAPTATION_AUTO is what unset means
+        c.fit_cohort([NO_TWIN], rule="reinforce", adaptation=twin_service_pb2.ADAPTATION_AUTO)
+    assert field_violations(e.value)[0][0] == "adaptation"
     op = c.fit_cohort([NO_TWIN, TWIN_SUBJECTS[1]], rule="reinforce", epochs=2, patience=2, adaptation=twin_service_pb2.ADAPTATION_INITIAL_WEIGHTS)
-    assert op.kind == operation_pb2.OPERATION_KIND_FIT_COHORT and op.state in (operation_pb2.OPERATION_STATE_PENDING, operation_pb2.OPERATION_STATE_RUNNING)
-    done = c.wait_operation(op.id, timeout_s=180)
-    assert done.state == operation_pb2.OPERATION_STATE_SUCCEEDED, done.error
-    assert sorted((t.subject, t.version) for t in done.fit_cohort.twins) == [(TWIN_SUBJECTS[1], 2), (NO_TWIN, 1)]
+    assert operation_metadata(op).kind == operation_pb2.OPERATION_KIND_FIT_COHORT and not op.done
+    assert operation_metadata(op).state in (operation_pb2.OPERATION_STATE_PENDING, operation_pb2.OPERATION_STATE_RUNNING)
+    done = c.wait_operation(op.name, timeout_s=180)
+    assert operation_metadata(done).state == operation_pb2.OPERATION_STATE_SUCCEEDED, done.error
+    assert sorted((t.subject, t.version) for t in operation_result(done).twins) == [(TWIN_SUBJECTS[1], 2), (NO_TWIN, 1)]
     assert c.get_twin(NO_TWIN).twin.rule == "reinforce"
     with pytest.raises(grpc.RpcError) as e:
         c.fit_cohort(rule="no-such-rule")
@@ -241,12 +249,25 @@ def test_fit_cohort_long_running(connect):
 def test_next_session_plan_with_twin(connect):
     plan = connect(RIG).next_session(S, n_rollouts=40)
     assert plan.subject == S and plan.twin.version == 1 and plan.source == curriculum_service_pb2.PLAN_SOURCE_DEFAULT_PROTOCOL
-    assert not plan.fallback and plan.fallback_reason == curriculum_service_pb2.FALLBACK_REASON_UNSPECIFIED
+    assert not plan.fallback and plan.fallback_reason == curriculum_service_pb2.FALLBACK_REASON_NONE
     assert plan.rig.reward_volume_ul == 3.0 and plan.rig.error_timeout.seconds == 2
     assert plan.n_trials == 550 and plan.protocol.debias.enabled and plan.protocol.advancement.threshold == pytest.approx(0.8)
     assert sum(c.proportion for c in plan.contrasts) == pytest.approx(1.0)
     assert [c.contrast for c in plan.contrasts] == list(plan.protocol.phases[plan.start_phase].contrasts)
     assert plan.HasField("forecast") and plan.forecast.accuracy.hi - plan.forecast.accuracy.lo <= 0.3
+
+
+def test_next_session_takes_a_twin_ref(connect):
+    c = connect(READER)
+    assert c.next_session(S, version=1, n_rollouts=20).twin.version == 1
+    assert c.next_session(S, alias="serving", n_rollouts=20).twin.name == f"subjects/{S}/twins/1"
+    for kw, code, reason in (({"version": 9}, grpc.StatusCode.NOT_FOUND, "TWIN_NOT_FOUND"), ({"alias": "nope"}, grpc.StatusCode.NOT_FOUND, "TWIN_NOT_FOUND")):
+        with pytest.raises(grpc.RpcError) as e:
+            c.next_session(S, n_rollouts=20, **kw)  # a named version must exist: no silent fallback
+        assert _code(e) == code and error_reason(e.value) == reason
+    with pytest.raises(grpc.RpcError) as e:
+        c.curricula.NextSession(curriculum_service_pb2.NextSessionRequest(), metadata=c._metadata)
+    assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT and field_violations(e.value)[0][0] == "twin.subject"
 
 
 def test_next_session_fallbacks_and_constraints(connect):
@@ -284,9 +305,10 @@ def test_search_curricula_with_an_injected_search(serve):
     running = serve(search=_fake_search)
     with TwinClient(running.target, ADMIN) as c:
         op = c.search_curricula(seed=3)
-        done = c.wait_operation(op.id, timeout_s=30)
-        assert done.state == operation_pb2.OPERATION_STATE_SUCCEEDED
-        res = done.curriculum_search
+        done = c.wait_operation(op.name, timeout_s=30)
+        assert operation_metadata(done).state == operation_pb2.OPERATION_STATE_SUCCEEDED
+        res = operation_result(done)
+        assert isinstance(res, operation_pb2.CurriculumSearchResult)
         assert res.candidates[0].trials_to_criterion.mean == 5000.0 and res.baseline.reached_criterion == pytest.approx(0.9)
         with pytest.raises(grpc.RpcError) as e:
             c.search_curricula([NO_TWIN])
@@ -315,34 +337,39 @@ def test_operations_get_list_cancel_watch(serve):
         first = c.search_curricula()
         second = c.search_curricula()  # queued behind the first (one job worker)
         assert started.wait(10)
-        assert c.get_operation(second.id).state == operation_pb2.OPERATION_STATE_PENDING
-        cancelled = c.cancel_operation(second.id)
-        assert cancelled.state == operation_pb2.OPERATION_STATE_CANCELLED and cancelled.error.code == grpc.StatusCode.CANCELLED.value[0]
+        assert operation_metadata(c.get_operation(second.name)).state == operation_pb2.OPERATION_STATE_PENDING
+        cancelled = c.cancel_operation(second.name)
+        assert operation_metadata(cancelled).state == operation_pb2.OPERATION_STATE_CANCELLED and cancelled.done
+        assert cancelled.error.code == grpc.StatusCode.CANCELLED.value[0] and operation_result(cancelled) is None
         ops = c.list_operations()
-        assert [o.id for o in ops] == [second.id, first.id]  # newest first
-        assert [o.id for o in c.list_operations(state=operation_pb2.OPERATION_STATE_CANCELLED)] == [second.id]
+        assert [o.name for o in ops] == [second.name, first.name]  # newest first
+        assert [o.name for o in c.list_operations(state=operation_pb2.OPERATION_STATE_CANCELLED)] == [second.name]
         assert c.list_operations(kind=operation_pb2.OPERATION_KIND_TWIN_UPDATE) == []
         page = c.operations.ListOperations(operations_service_pb2.ListOperationsRequest(page_size=1), metadata=c._metadata)
         assert len(page.operations) == 1 and page.next_page_token
         seen = []
-        stream = c.watch_operation(first.id, timeout_s=30)
+        stream = c.watch_operation(first.name, timeout_s=30)
         for op in stream:
             seen.append(op)
             if len(seen) == 3:
                 release.set()
-        assert seen[-1].state == operation_pb2.OPERATION_STATE_SUCCEEDED
-        progress = [o.progress for o in seen]
+        assert operation_metadata(seen[-1]).state == operation_pb2.OPERATION_STATE_SUCCEEDED and seen[-1].done
+        assert not any(o.done for o in seen[:-1])
+        progress = [operation_metadata(o).progress for o in seen]
         assert progress == sorted(progress) and progress[-1] == 1.0 and len(seen) >= 3
         # cancelling a running operation takes effect at its next checkpoint
         release.clear()
         started.clear()
         third = c.search_curricula()
         assert started.wait(10)
-        c.cancel_operation(third.id)
-        assert c.wait_operation(third.id, timeout_s=30).state == operation_pb2.OPERATION_STATE_CANCELLED
+        c.cancel_operation(third.name)
+        assert operation_metadata(c.wait_operation(third.name, timeout_s=30)).state == operation_pb2.OPERATION_STATE_CANCELLED
         with pytest.raises(grpc.RpcError) as e:
-            c.get_operation("no-such-op")
+            c.get_operation("operations/no-such-op")
         assert _code(e) == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as e:
+            c.get_operation(third.name.removeprefix("operations/"))  # a bare id is not a name
+        assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT and field_violations(e.value)[0][0] == "name"
 
 
 # -- deadlines, limits, draining ------------------------------------------------------------------

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from server_env import ADMIN, NO_TWIN, READER, TWIN_SUBJECTS
 
-from twin_client.client import TwinClient, error_reason
+from twin_client.client import TwinClient, error_reason, operation_metadata
 from twin_proto.pb import operation_pb2
 
 S, OTHER = TWIN_SUBJECTS[0], TWIN_SUBJECTS[1]
@@ -63,8 +63,8 @@ def test_a_cohort_fit_over_a_damaged_session_fails_with_data_loss(serve, store_d
     running = serve()
     with TwinClient(running.target, ADMIN) as c:
         op = c.fit_cohort(epochs=2, adaptation=1)
-        done = c.wait_operation(op.id, timeout_s=60)
-    assert done.state == operation_pb2.OPERATION_STATE_FAILED
+        done = c.wait_operation(op.name, timeout_s=60)
+    assert operation_metadata(done).state == operation_pb2.OPERATION_STATE_FAILED and done.done
     assert done.error.code == grpc.StatusCode.DATA_LOSS.value[0] and str(store_dir) not in done.error.message
 
 

@@ -239,3 +239,19 @@ def test_fit_exposes_the_hyperparameters_and_reports_convergence(workdir, tmp_pa
     # one epoch of one allowed: the best epoch is at the cap, said in the output and the file
     assert meta["warnings"] and "raise --epochs" in meta["warnings"][0]
     assert "warning: best epoch 1 is the epoch cap 1" in out
+
+
+def test_families_offered_are_the_ground_truth_families():
+    from twin.sim.agents import Family
+    from twin_cli.commands.common import FAMILIES
+
+    assert FAMILIES == [f.value for f in Family]
+
+
+@pytest.mark.parametrize("family", ["perseveration", "plateau", "forgetting"])
+def test_simulate_each_new_family(tmp_path, family):
+    data = tmp_path / f"{family}.csv"
+    rc, out, err = run(["simulate", "--family", family, "--animals", "2", "--trials", "300", "--seed", "1", "--out", str(data)])
+    assert rc == 0, err
+    df = pd.read_csv(data)
+    assert len(df) == 600 and df["subject"].str.startswith(f"{family}-").all()

@@ -63,5 +63,6 @@ def test_check_on_a_new_family(tmp_path):
     assert rc == 0, err
     summary = json.loads((out / "check_summary.json").read_text())
     assert set(summary) == {"plateau/reinforce", "plateau/truth"}
+    assert "warning: " in text and "epoch cap 2" in text  # two epochs: the fit's convergence warning is printed
     # the true rule plateaus below the criterion: its held-out animals and rollouts never train
     assert summary["plateau/truth"]["obs_frac_trained_1a"] == 0.0

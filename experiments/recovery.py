@@ -37,10 +37,22 @@ DEFAULT_RULES = {
     Family.REINFORCE: ("static", "reinforce", "dnn", "dnn_delta"),
     Family.ASYMMETRIC: ("static", "reinforce", "dnn", "dnn_delta"),
     Family.HISTORY: ("static", "reinforce", "dnn", "rnn"),
+    Family.PERSEVERATION: ("static", "reinforce", "dnn", "rnn"),
+    Family.PLATEAU: ("static", "reinforce", "dnn", "dnn_delta"),
+    Family.FORGETTING: ("static", "reinforce", "dnn", "dnn_delta"),
 }
-"""Rules fitted per family: the Markovian DNNs on the Markovian truths, the RNN where history matters."""
+"""Rules fitted per family: the Markovian DNNs on the Markovian truths (``forgetting`` is Markovian:
+the DNNs see the session-start flag), the RNN where history matters (``perseveration``'s choice
+trace is history)."""
 
-MATCHING_RULES = {Family.REINFORCE: ("dnn", "dnn_delta"), Family.ASYMMETRIC: ("dnn", "dnn_delta"), Family.HISTORY: ("rnn",)}
+MATCHING_RULES = {
+    Family.REINFORCE: ("dnn", "dnn_delta"),
+    Family.ASYMMETRIC: ("dnn", "dnn_delta"),
+    Family.HISTORY: ("rnn",),
+    Family.PERSEVERATION: ("rnn",),
+    Family.PLATEAU: ("dnn", "dnn_delta"),
+    Family.FORGETTING: ("dnn", "dnn_delta"),
+}
 """The flexible rules meant to recover each family (Markovian DNNs for the Markovian truths)."""
 
 
@@ -48,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small cohort and few epochs (smoke test)")
     ap.add_argument("--out", type=Path, default=Path("experiments/results"))
-    ap.add_argument("--families", nargs="+", default=[f.value for f in Family])
+    ap.add_argument("--families", nargs="+", default=[f.value for f in Family], choices=[f.value for f in Family])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--animals", type=int, default=RecoveryConfig.n_animals,

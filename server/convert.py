@@ -366,7 +366,7 @@ def twin_version_pb(meta: TwinVersion) -> common_pb2.TwinVersion:
         trained_through_session=meta.trained_through_session,
         data_hash=meta.data_hash,
         code_version=meta.code_version,
-        metrics=meta.metrics.to_json(),
+        metrics=meta.metrics.scores(),
         aliases=list(meta.aliases),
         created_at=timestamp(meta.created_at),
         feature_names=_feature_names(meta),

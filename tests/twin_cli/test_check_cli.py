@@ -55,3 +55,14 @@ def test_check_on_a_store_starts_each_twin_after_its_trained_through_session(tmp
     sessions = pd.read_csv(tmp_path / "o" / "check_sessions.csv")
     # one free session per animal: the one after its twin's training
     assert sessions.groupby("subject")["session"].apply(list).to_dict() == {s: [int(m)] for s, m in trials.groupby("subject")["session"].max().items()}
+
+
+def test_check_on_a_new_family(tmp_path):
+    out = tmp_path / "chk"
+    rc, text, err = run(["check", "--family", "plateau", "--animals", "5", "--test", "2", "--trials", "1000", "--epochs", "2", "--rollouts", "4", "--quiet", "--out", str(out)])
+    assert rc == 0, err
+    summary = json.loads((out / "check_summary.json").read_text())
+    assert set(summary) == {"plateau/reinforce", "plateau/truth"}
+    assert "warning: " in text and "epoch cap 2" in text  # two epochs: the fit's convergence warning is printed
+    # the true rule plateaus below the criterion: its held-out animals and rollouts never train
+    assert summary["plateau/truth"]["obs_frac_trained_1a"] == 0.0

@@ -239,3 +239,42 @@ def test_fit_exposes_the_hyperparameters_and_reports_convergence(workdir, tmp_pa
     # one epoch of one allowed: the best epoch is at the cap, said in the output and the file
     assert meta["warnings"] and "raise --epochs" in meta["warnings"][0]
     assert "warning: best epoch 1 is the epoch cap 1" in out
+
+
+def test_families_offered_are_the_ground_truth_families():
+    from twin.sim.agents import Family
+    from twin_cli.commands.common import FAMILIES
+
+    assert FAMILIES == [f.value for f in Family]
+
+
+@pytest.mark.parametrize("family", ["perseveration", "plateau", "forgetting"])
+def test_simulate_each_new_family(tmp_path, family):
+    data = tmp_path / f"{family}.csv"
+    rc, out, err = run(["simulate", "--family", family, "--animals", "2", "--trials", "300", "--seed", "1", "--out", str(data)])
+    assert rc == 0, err
+    df = pd.read_csv(data)
+    assert len(df) == 600 and df["subject"].str.startswith(f"{family}-").all()
+
+
+def test_fit_twins_twins_and_update_twin_report_convergence_warnings(tmp_path, capsys):
+    from twin_cli.cli import main as cli_main
+
+    data, before, store = tmp_path / "c.parquet", tmp_path / "before.parquet", tmp_path / "store"
+    assert cli_main(["simulate", "--animals", "2", "--trials", "1500", "--seed", "0", "--out", str(data)]) == 0
+    df = pd.read_parquet(data)
+    last = df.groupby("subject")["session"].transform("max")
+    df[~((df["subject"] == "reinforce-000") & (df["session"] == last))].to_parquet(before)
+    capsys.readouterr()
+    # one epoch: the population fit stops at its cap while improving
+    assert cli_main(["fit-twins", str(before), "--rule", "reinforce", "--epochs", "1", "--adaptation", "w0", "--store", str(store), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    cap = "population fit: best epoch 1 is the epoch cap 1: the fit was still improving (raise --epochs)"
+    assert f"warning: every twin: {cap}" in out
+    assert "warnings" in out.splitlines()[next(i for i, line in enumerate(out.splitlines()) if "subject" in line)]
+    assert cli_main(["twins", "--store", str(store)]) == 0
+    listing = capsys.readouterr().out
+    assert "warnings" in listing and f"warning: every twin: {cap}" in listing
+    assert cli_main(["update-twin", str(data), "--subject", "reinforce-000", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: reinforce-000 v2: {cap}" in out  # the update keeps the rule, and its warning

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -27,7 +27,7 @@ import torch
 from twin.data.batch import TrialBatch
 from twin.analysis.evaluate import score
 from twin.data.splits import split_sessions
-from twin.fit.train import FitConfig, fit, resolve_device, train_epoch, _inputs
+from twin.fit.train import ConvergenceIssue, EpochRecord, FitConfig, convergence_warnings, fit, resolve_device, train_epoch, _inputs
 from twin.models.learner import LearnerModel
 from twin.models.params import Adaptation, TwinModel, TwinParams, rule_ref
 
@@ -42,12 +42,16 @@ class TwinFitResult:
         adaptation: what was adapted.
         val_ll: mean validation log-likelihood per trial at the kept epoch (nats).
         seconds: wall time.
+        warnings: subject → convergence warnings of the fit that made its twin
+            (:func:`twin.fit.train.convergence_warnings`; a batched adaptation's apply to every
+            animal of the batch); subjects without any are left out.
     """
 
     twins: dict[str, TwinModel]
     adaptation: Adaptation
     val_ll: float
     seconds: float
+    warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 BATCHED_ADAPT_CONFIG = FitConfig(learning_rate=0.02, epochs=100, patience=10)
@@ -103,16 +107,49 @@ def adapt_batched(
 
     best, best_epoch = val_ll(), 0
     best_params = (w0.detach().clone(), log_rate.detach().clone())
+    history: list[EpochRecord] = []
     for epoch in range(1, config.epochs + 1):
-        train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip, w0=w0, log_rate=log_rate)
+        t_epoch = time.perf_counter()
+        train_ll, _ = train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip, w0=w0, log_rate=log_rate)
         v = val_ll()
+        history.append(EpochRecord(epoch, train_ll, v, time.perf_counter() - t_epoch, config.learning_rate or 0.02))
         if v > best + 1e-7:
             best, best_epoch, best_params = v, epoch, (w0.detach().clone(), log_rate.detach().clone())
         if epoch - best_epoch >= config.patience:
             break
+    warnings = _batch_warnings(model, val_d, best_params, history, best_epoch, best, config)  # before the model leaves the device
     shared, ref = model.cpu().eval().requires_grad_(False), rule_ref(population)  # the twins' one copy of the rule
     twins = {s: TwinModel(shared, TwinParams(best_params[0][i].cpu(), best_params[1][i].cpu(), ref)) for i, s in enumerate(train.subjects)}
-    return TwinFitResult(twins=twins, adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE if fit_rate else Adaptation.INITIAL_WEIGHTS, val_ll=best, seconds=time.perf_counter() - t0)
+    return TwinFitResult(
+        twins=twins,
+        adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE if fit_rate else Adaptation.INITIAL_WEIGHTS,
+        val_ll=best,
+        seconds=time.perf_counter() - t0,
+        warnings=warnings,
+    )
+
+
+def _batch_warnings(
+    model: LearnerModel,
+    val: TrialBatch,
+    params: tuple[torch.Tensor, torch.Tensor],
+    history: list[EpochRecord],
+    best_epoch: int,
+    best_ll: float,
+    config: FitConfig,
+) -> dict[str, tuple[str, ...]]:
+    """Each animal's convergence warnings of a batched adaptation: the batch's epoch-cap warnings,
+    and a worse-than-chance warning where the animal's own validation LL (at the kept ``params``,
+    ``([B, K], [B, K])``) is below a coin flip's."""
+    batch = tuple(w.message for w in convergence_warnings(history, best_epoch, best_ll, config) if w.issue is not ConvergenceIssue.WORSE_THAN_CHANCE)
+    with torch.no_grad():
+        ll = model.log_likelihood(val, params[0], params[1]).sum(1) / val.mask.sum(1).clamp(min=1)
+    out = {}
+    for s, v in zip(val.subjects, ll.tolist()):
+        own = tuple(w.message for w in convergence_warnings((), best_epoch, v, config) if w.issue is ConvergenceIssue.WORSE_THAN_CHANCE)
+        if batch + own:
+            out[s] = batch + own
+    return out
 
 
 def adapt(
@@ -134,13 +171,15 @@ def adapt(
         return adapt_batched(population, train, val, adaptation is Adaptation.INITIAL_WEIGHTS_AND_RATE, cfg)
     # full fine-tuning: one warm-started fit per animal (each animal its own parameters)
     cfg = config or FULL_ADAPT_CONFIG
-    twins, tot_ll, tot_n = {}, 0.0, 0.0
+    twins, tot_ll, tot_n, warnings = {}, 0.0, 0.0, {}
     for i, s in enumerate(train.subjects):
         res = fit(population.spec, train.select([i]), val.select([i]), cfg, init=population, progress=False)
         twins[s] = TwinModel.of(res.model)  # the animal's own rule
+        if res.warnings:
+            warnings[s] = tuple(res.warning_messages)
         n = float(val.select([i]).mask.sum().item())
         tot_ll, tot_n = tot_ll + res.best_val_ll * n, tot_n + n
-    return TwinFitResult(twins, adaptation, tot_ll / max(tot_n, 1.0), time.perf_counter() - t0)
+    return TwinFitResult(twins, adaptation, tot_ll / max(tot_n, 1.0), time.perf_counter() - t0, warnings)
 
 
 def forecast_ll(twins: dict[str, TwinModel], test: TrialBatch) -> pd.DataFrame:

@@ -57,12 +57,21 @@ class CohortFitReport:
 
 @dataclass(frozen=True)
 class PopulationFit:
-    """The cohort-level step of a twin fit: population model and the chosen adaptation."""
+    """The cohort-level step of a twin fit: population model and the chosen adaptation.
+
+    Attributes:
+        model: the population model.
+        val_ll: its validation log-likelihood per trial (nats).
+        adaptation: the per-animal adaptation.
+        adaptation_table: how the adaptation was chosen (None when the config fixed it).
+        warnings: the population fit's convergence warnings; empty when it converged.
+    """
 
     model: LearnerModel
     val_ll: float
     adaptation: Adaptation
     adaptation_table: pd.DataFrame | None
+    warnings: tuple[str, ...] = ()
 
 
 def fit_population(df: pd.DataFrame, config: CohortFitConfig = CohortFitConfig(), progress: bool = True) -> PopulationFit:
@@ -75,7 +84,7 @@ def fit_population(df: pd.DataFrame, config: CohortFitConfig = CohortFitConfig()
     if adaptation is None:
         k = config.choose_at or max(2, int(batch.session.max(1).values.min().item()) // 2)
         adaptation, table = choose_adaptation(pop.model, batch, k)
-    return PopulationFit(pop.model, pop.best_val_ll, adaptation, table)
+    return PopulationFit(pop.model, pop.best_val_ll, adaptation, table, tuple(pop.warning_messages))
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class AnimalTwin:
         data_hash: hash of the animal's trials.
         val_ll: mean log-likelihood per trial on its validation session (nats).
         state: where it continues from.
+        warnings: convergence warnings of its adaptation; empty when it converged.
     """
 
     subject: str
@@ -98,6 +108,7 @@ class AnimalTwin:
     data_hash: str
     val_ll: float
     state: TwinState | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def model(self) -> LearnerModel:
@@ -132,7 +143,8 @@ def adapt_animals(population: PopulationFit, df: pd.DataFrame, device: str = "cp
         val_i = val.select([i])
         with torch.no_grad():
             v_ll = float(twin.model.log_likelihood(val_i).sum().item() / max(float(val_i.mask.sum().item()), 1.0))
-        out.append(AnimalTwin(subject, twin, int(sub["session"].max()), hash_trials(sub), v_ll, twin_end_state(twin.model, sub)))
+        warnings = res.warnings.get(subject, ())
+        out.append(AnimalTwin(subject, twin, int(sub["session"].max()), hash_trials(sub), v_ll, twin_end_state(twin.model, sub), warnings))
     return out
 
 
@@ -156,7 +168,7 @@ def store_twins(
     transaction (see :meth:`~twin.persist.store.TwinStore.put_many`).
     """
     hyper = TwinHyperparameters(spec=config.spec, fit=asdict(config.fit), adaptation=population.adaptation, cohort=uuid.uuid4().hex)
-    metrics = [TwinMetrics(val_ll=t.val_ll, population_val_ll=population.val_ll) for t in twins]
+    metrics = [TwinMetrics(t.val_ll, population.val_ll, population.warnings, t.warnings) for t in twins]
     items = [NewVersion(t.subject, t.twin, t.trained_through_session, t.data_hash, m, hyper, t.state) for t, m in zip(twins, metrics)]
     return store.put_many(items, alias=SERVING_ALIAS, in_transaction=in_transaction)
 
@@ -209,7 +221,9 @@ def update_twin(
         twin,
         trained_through_session=int(sub["session"].max()),
         data_hash=hash_trials(sub),
-        metrics=TwinMetrics(val_ll=res.val_ll),
+        metrics=TwinMetrics(
+            val_ll=res.val_ll, population_warnings=meta.metrics.population_warnings, adaptation_warnings=res.warnings.get(subject, ())
+        ),
         hyperparameters=replace(meta.hyperparameters, adaptation=adaptation, warm_start_from=meta.version),
         alias=SERVING_ALIAS,
         state=twin_end_state(twin.model, sub),

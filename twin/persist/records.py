@@ -67,25 +67,57 @@ class TwinHyperparameters:
 
 @dataclass(frozen=True)
 class TwinMetrics:
-    """How well a twin version fitted (mean log-likelihood per trial, nats).
+    """How well a twin version fitted (mean log-likelihood per trial, nats), and whether the fits
+    that made it converged.
 
     Attributes:
         val_ll: on the animal's validation session(s).
         population_val_ll: the population model's, on every animal's validation sessions.
+        population_warnings: convergence warnings of the population fit the twin rests on
+            (:func:`twin.fit.train.convergence_warnings`; an update keeps them, the rule being the
+            same); empty when it converged.
+        adaptation_warnings: convergence warnings of the fit that adapted the twin to its animal.
     """
 
     val_ll: float | None = None
     population_val_ll: float | None = None
+    population_warnings: tuple[str, ...] = ()
+    adaptation_warnings: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, float]:
-        """The JSON object stored in the database (the metrics that are set)."""
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every convergence warning, labelled ``population fit: ...`` or ``adaptation: ...``."""
+        return tuple(f"population fit: {m}" for m in self.population_warnings) + tuple(f"adaptation: {m}" for m in self.adaptation_warnings)
+
+    def scores(self) -> dict[str, float]:
+        """The numeric metrics that are set, by name (the service's ``metrics`` map)."""
         return {k: float(v) for k, v in (("val_ll", self.val_ll), ("population_val_ll", self.population_val_ll)) if v is not None}
+
+    def to_json(self) -> dict[str, object]:
+        """The JSON object stored in the database (the metrics that are set, and the warnings
+        when there are any)."""
+        out: dict[str, object] = dict(self.scores())
+        for key in ("population_warnings", "adaptation_warnings"):
+            if getattr(self, key):
+                out[key] = list(getattr(self, key))
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> "TwinMetrics":
-        """Read a stored JSON object (unknown keys are ignored)."""
+        """Read a stored JSON object (unknown keys are ignored; rows stored before warnings were
+        recorded read as having none)."""
         val, pop = d.get("val_ll"), d.get("population_val_ll")
-        return cls(float(val) if val is not None else None, float(pop) if pop is not None else None)  # type: ignore[arg-type]
+
+        def messages(key: str) -> tuple[str, ...]:
+            got = d.get(key)
+            return tuple(str(m) for m in got) if isinstance(got, list) else ()
+
+        return cls(
+            float(val) if val is not None else None,  # type: ignore[arg-type]
+            float(pop) if pop is not None else None,  # type: ignore[arg-type]
+            messages("population_warnings"),
+            messages("adaptation_warnings"),
+        )
 
 
 __all__ = ["JSONScalar", "TwinHyperparameters", "TwinMetrics"]

@@ -108,6 +108,8 @@ def _checks_from_family(args: argparse.Namespace) -> dict[str, object]:
     res = check_family(Family(args.family), cfg, progress=show_progress(args))
     f = res.fit
     print(f"{args.family}: fitted {args.rule} on {args.animals - args.test} animals (best epoch {f.best_epoch}/{len(f.history)}, validation LL {f.best_val_ll:.4f})")
+    for message in f.warning_messages:
+        print(f"warning: {message}")
     return {f"{args.family}/{k.replace('twin', args.rule)}": v for k, v in res.checks.items()}
 
 

@@ -52,8 +52,10 @@ def show_progress(args: argparse.Namespace) -> bool:
     return verbosity(args) is not Verbosity.QUIET
 
 
-FAMILIES = ["reinforce", "asymmetric", "history"]
-"""Ground-truth learner families a command may simulate."""
+FAMILIES = ["reinforce", "asymmetric", "history", "perseveration", "plateau", "forgetting"]
+"""Ground-truth learner families a command may simulate (the values of
+:class:`twin.sim.agents.Family`, kept here so that parsing arguments imports no torch; a test pins
+them to the enum)."""
 
 #: the default SQLite database file of a store folder.
 STORE_DB = "twins.db"

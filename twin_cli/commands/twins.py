@@ -16,7 +16,19 @@ from twin_cli.commands.models import check_input, check_store_output, max_trials
 from twin_cli.tables import format_table
 
 if TYPE_CHECKING:
-    from twin.persist.store import TwinStore
+    from twin.persist.store import TwinStore, TwinVersion
+
+
+def print_warnings(versions: "list[TwinVersion] | tuple[TwinVersion, ...]") -> None:
+    """One line per convergence warning a version records, ``warning: SUBJECT vN: ...``; a
+    warning every listed version shares (the population fit's, say) is printed once."""
+    shared = set.intersection(*(set(v.metrics.warnings) for v in versions)) if len(versions) > 1 else set()
+    for message in dict.fromkeys(m for v in versions for m in v.metrics.warnings if m in shared):
+        print(f"warning: every twin: {message}")
+    for v in versions:
+        for message in v.metrics.warnings:
+            if message not in shared:
+                print(f"warning: {v.subject} v{v.version}: {message}")
 
 
 def cmd_fit_twins(args: argparse.Namespace) -> int:
@@ -51,8 +63,9 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     if rep.adaptation_table is not None:
         print("adaptation chosen on held-out future sessions:")
         print(format_table(rep.adaptation_table))
-    rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll} for v in rep.versions]
+    rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll, "warnings": len(v.metrics.warnings)} for v in rep.versions]
     print(format_table(pd.DataFrame(rows)))
+    print_warnings(rep.versions)
     n_new = store_sessions(store, df)
     print(f"stored {len(rep.versions)} twins ({rep.adaptation.value}) and {n_new} new session(s) in {args.store} in {rep.seconds:.0f} s")
     return 0
@@ -96,17 +109,23 @@ def cmd_update_twin(args: argparse.Namespace) -> int:
     if n_new:
         print(f"{v.subject}: stored {n_new} new session(s)")
     print(f"{v.subject}: stored version {v.version} (through session {v.trained_through_session}, validation LL {v.metrics.val_ll:.4f})")
+    print_warnings([v])
     return 0
 
 
 def cmd_twins(args: argparse.Namespace) -> int:
     store = open_store(args)
+    versions = [v for s in store.subjects() for v in store.versions(s)]
     rows = [
-        {"subject": v.subject, "version": v.version, "rule": v.rule, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll, "aliases": ",".join(v.aliases), "created": v.created_at.isoformat(timespec="seconds")}
-        for s in store.subjects()
-        for v in store.versions(s)
+        {
+            "subject": v.subject, "version": v.version, "rule": v.rule, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll,
+            "warnings": len(v.metrics.warnings), "aliases": ",".join(v.aliases), "created": v.created_at.isoformat(timespec="seconds"),
+        }
+        for v in versions
     ]
     print(format_table(pd.DataFrame(rows)) if rows else f"no twins in {args.store}")
+    if versions:
+        print_warnings(versions)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,27 @@ def test_a_new_animals_start_is_inferred_from_its_first_trials_not_the_populatio
     assert all(torch.isfinite(t.params.log_rate).all() and float(t.params.log_rate.abs().max()) > 0 for t in with_rate.values())
     with pytest.raises(ValueError, match="two"):
         StartPrior.from_params([TwinParams(w0[0], torch.zeros(2), ref)])
+
+
+def test_batched_adaptation_warns_per_animal():
+    """The epoch cap concerns every animal of the batch; worse than chance only the animals whose
+    own validation LL is below a coin flip's."""
+    from twin.data.splits import split_last_sessions
+    from twin.fit.adapt import adapt_batched
+    from twin.fit.train import FitConfig
+
+    truth = DEFAULT_TRUTHS[Family.REINFORCE].build()
+    sim = simulate(truth, IBL_DEFAULT, 3, 1600, seed=5)
+    train, val = split_last_sessions(make_batch(sim.trials))
+    res = adapt_batched(truth, train, val, fit_rate=False, config=FitConfig(learning_rate=0.02, epochs=1, patience=5))
+    assert set(res.warnings) == set(train.subjects)
+    assert all(any("epoch cap 1" in m for m in msgs) for msgs in res.warnings.values())
+    # the true rule predicts better than a coin flip on every animal: no such warning
+    assert not any("coin flip" in m for msgs in res.warnings.values() for m in msgs)
+    # the first animal errs on every validation trial: only its twin is worse than chance
+    y, reward = val.y.clone(), val.reward.clone()
+    y[0] = torch.where(val.mask[0], 1 - val.answer[0], y[0])
+    reward[0] = torch.where(val.mask[0], torch.zeros_like(reward[0]), reward[0])
+    bad = adapt_batched(truth, train, dataclasses.replace(val, y=y, reward=reward), fit_rate=False, config=FitConfig(learning_rate=0.02, epochs=1, patience=5))
+    chance = {s for s, msgs in bad.warnings.items() if any("coin flip" in m for m in msgs)}
+    assert chance == {train.subjects[0]}

@@ -60,3 +60,23 @@ def test_new_session_updates_twin_as_new_version(trials, tmp_path):
     assert torch.equal(again.w0, old_model.w0)
     with pytest.raises(TwinError, match="up to date"):
         update_twin(store, subject, trials)
+
+
+def test_convergence_warnings_reach_the_stored_versions(trials, tmp_path):
+    """A population fit and an adaptation stopped at their epoch caps while improving: every
+    version records both, labelled, and keeps them in the store; an update records its own."""
+    store = TwinStore(tmp_path)
+    subject = trials["subject"].iloc[0]
+    last = int(trials.loc[trials.subject == subject, "session"].max())
+    before = trials[~((trials.subject == subject) & (trials.session == last))]
+    cfg = CohortFitConfig(spec=ModelSpec("reinforce"), fit=FitConfig(epochs=1, patience=3), adaptation=Adaptation.INITIAL_WEIGHTS)
+    rep = fit_cohort(before, store, cfg, progress=False)
+    for v in rep.versions:
+        assert "population fit: best epoch 1 is the epoch cap 1: the fit was still improving (raise --epochs)" in v.metrics.warnings
+        stored = store.get(v.subject)
+        assert stored.metrics.warnings == v.metrics.warnings
+    v2 = update_twin(store, subject, trials, FitConfig(learning_rate=0.02, epochs=1, patience=3))
+    # the same population rule: its warnings stay; the update's own adaptation warns too
+    assert v2.metrics.population_warnings == rep.versions[0].metrics.population_warnings
+    assert any("epoch cap 1" in m for m in v2.metrics.adaptation_warnings)
+    assert store.get(subject).metrics.warnings == v2.metrics.warnings

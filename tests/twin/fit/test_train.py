@@ -196,3 +196,16 @@ def test_a_fit_stopped_by_its_epoch_cap_says_so(cohort):
     _, batch = cohort
     res = fit(ModelSpec("reinforce"), batch, None, FitConfig(epochs=2, patience=30, seed=0), progress=False)
     assert res.warnings and "raise --epochs" in res.warning_messages[0]
+
+
+@pytest.mark.parametrize("family", [Family.PERSEVERATION, Family.PLATEAU, Family.FORGETTING])
+def test_recovery_runs_on_the_new_families(family):
+    """Tiny recovery runs (not a recovery claim): every new family's truth simulates, scores and
+    beats the population static rule on held-out animals."""
+    cfg = RecoveryConfig(
+        n_animals=6, n_test=2, val_fraction=0.25, n_trials=1200, rules=("static", "reinforce"), fit=FitConfig(epochs=3, patience=2), seed=1, dw_states=50
+    )
+    tab = run_recovery(family, cfg, progress=False).table.set_index("model")
+    assert set(tab.index) == {"truth", "static_own", "static", "reinforce"}
+    assert tab["test_ll_nats"].map(math.isfinite).all()
+    assert tab.loc["truth", "test_ll_nats"] > tab.loc["static", "test_ll_nats"]

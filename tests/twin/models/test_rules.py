@@ -24,6 +24,7 @@ from twin.models.rules import (
     rule_names,
 )
 from twin.models.rules.reinforce import AsymmetricPredictionErrorRule, ReinforceRule, RewardHistoryReinforceRule
+from twin.models.rules.reinforce_variants import BoundedReinforceRule, ForgettingReinforceRule, PerseverationReinforceRule
 
 ALL_RULES = rule_names()
 LEARNING_RULES = tuple(r for r in ALL_RULES if r != "static")
@@ -54,7 +55,10 @@ def make(name: str, k: int = K, seed: int = 0, **options: object):
 
 
 def test_registry_lists_every_builtin_rule():
-    assert set(ALL_RULES) == {"static", "reinforce", "dnn", "dnn_delta", "rnn", "pe_asymmetric", "reinforce_history"}
+    assert set(ALL_RULES) == {
+        "static", "reinforce", "dnn", "dnn_delta", "rnn", "pe_asymmetric", "reinforce_history",
+        "reinforce_perseveration", "reinforce_bounded", "reinforce_forgetting",
+    }
     assert list(ALL_RULES) == sorted(ALL_RULES)
     assert set(MODEL_RULES) <= set(ALL_RULES)
     for name in ALL_RULES:
@@ -83,6 +87,9 @@ def test_markovian_flags():
         "dnn_delta": True,
         "rnn": False,
         "reinforce_history": False,
+        "reinforce_perseveration": False,
+        "reinforce_bounded": True,
+        "reinforce_forgetting": True,
     }
     assert get_rule("static").learns is False
     assert all(get_rule(n).learns for n in LEARNING_RULES)
@@ -101,7 +108,7 @@ def test_rule_config_rejects_bad_values(config_type, bad):
 def test_each_rule_has_its_own_config_type():
     families = {
         RuleConfig: ("static",),
-        ReinforceConfig: ("reinforce", "pe_asymmetric", "reinforce_history"),
+        ReinforceConfig: ("reinforce", "pe_asymmetric", "reinforce_history", "reinforce_perseveration", "reinforce_bounded", "reinforce_forgetting"),
         NetworkConfig: ("dnn", "rnn"),
         DNNDeltaConfig: ("dnn_delta",),
     }
@@ -136,7 +143,7 @@ def test_a_rule_refuses_another_rules_config():
 @pytest.mark.parametrize("name", ALL_RULES)
 def test_state_size_and_initial_state(name):
     rule = make(name, hidden_size=7)
-    expected = {"rnn": 7, "reinforce_history": 1}.get(name, 0)
+    expected = {"rnn": 7, "reinforce_history": 1, "reinforce_perseveration": 1}.get(name, 0)
     assert rule.state_size == expected
     h = rule.initial_state(5)
     assert h.shape == (5, expected)
@@ -288,6 +295,68 @@ def test_reinforce_history_gain_grows_along_rewards_and_resets_after_error():
     assert gains[5] > gains[4]  # ...and the error that ends it is scaled up the most
     assert gains[6] == pytest.approx(1.0, abs=1e-5)  # after an error a new run starts from scratch
     assert gains[5] < 1 + kappa
+
+
+def test_perseveration_adds_the_change_of_an_exponential_choice_trace():
+    """w_t = u_t + φ c_t: the kernel part of the update is φ (c_{t+1} − c_t), c an exponential
+    trace of the choices (±1); with the same REINFORCE part, the difference to plain REINFORCE
+    after a run of right choices is φ c."""
+    alpha, base, phi, eta = [0.05, 0.02], [0.4, 0.7], [0.0, 1.5], 0.25
+    rule = PerseverationReinforceRule(K).set_parameters(alpha, base).set_kernel(phi, eta)
+    plain = ReinforceRule(K).set_parameters(alpha, base)
+    w, h = torch.tensor([[0.3, -0.2]]), rule.initial_state(1)
+    choices = [1.0, 1.0, 1.0, 0.0, 1.0]
+    c = 0.0
+    for y in choices:
+        inp = one_trial([0.8, 1.0], y, 1.0, answer=y)
+        w_new, h = rule.step(w, h, rule.precompute(inp)[0], rule.context())
+        w_plain, _ = plain.step(w, plain.initial_state(1), plain.precompute(inp)[0], plain.context())
+        c_next = c + eta * ((2 * y - 1) - c)
+        torch.testing.assert_close(w_new - w_plain, torch.tensor([[0.0, phi[1] * (c_next - c)]]), rtol=0, atol=1e-6)
+        assert float(h[0, 0].detach()) == pytest.approx(c_next, abs=1e-6)
+        w, c = w_new, c_next
+    assert 0 < c < 1  # three rights, a left, a right
+
+
+@pytest.mark.parametrize("w, y, r", [([0.5, 0.1], 1.0, 1.0), ([0.5, 0.1], 0.0, 0.0), ([1.2, -0.3], 1.0, 1.0), ([-0.5, 0.2], 0.0, 1.0)])
+def test_bounded_step_matches_closed_form(w, y, r):
+    alpha, base, bound = [0.2, 0.1], [0.3, 0.5], [1.0, 2.0]
+    rule = BoundedReinforceRule(K).set_parameters(alpha, base).set_bound(bound)
+    x = [0.9, 1.0]
+    inp = one_trial(x, y, r, answer=y if r else 1 - y)
+    w_new, _ = rule.step(torch.tensor([w]), rule.initial_state(1), rule.precompute(inp)[0], rule.context())
+    p = sigmoid(sum(wi * xi for wi, xi in zip(w, x)))
+    expected = []
+    for i in range(K):
+        d = alpha[i] * (r - base[i]) * (y - p) * x[i]
+        sign = (d > 0) - (d < 0)
+        expected.append(w[i] + d * max(0.0, 1 - sign * w[i] / bound[i]))
+    torch.testing.assert_close(w_new[0], torch.tensor(expected), rtol=0, atol=1e-6)
+
+
+def test_bounded_weights_plateau_at_the_bound():
+    rule = BoundedReinforceRule(K).set_parameters([0.5, 0.5], [0.0, 0.0]).set_bound([0.6, 100.0])
+    n = 400
+    x = torch.tensor([[[1.0, 0.0]] * n])
+    y = torch.ones(1, n)
+    inp = UpdateInputs(x=x, y=y, reward=torch.ones(1, n), answer=y, next_session_start=torch.zeros(1, n))
+    ws, _ = rule.rollout(torch.zeros(1, K), rule.initial_state(1), rule.precompute(inp))
+    assert 0.55 < float(ws[-1, 0, 0].detach()) <= 0.6  # always rewarded, and still never past the bound
+    assert (ws[1:, 0, 0] >= ws[:-1, 0, 0]).all()
+
+
+def test_forgetting_shrinks_the_weights_only_into_a_new_session():
+    alpha, base, f = [0.05, 0.02], [0.4, 0.7], [0.3, 0.0]
+    rule = ForgettingReinforceRule(K).set_parameters(alpha, base).set_forgetting(f)
+    plain = ReinforceRule(K).set_parameters(alpha, base)
+    w = torch.tensor([[1.0, -0.4]])
+    for boundary in (0.0, 1.0):
+        inp = one_trial([0.8, 1.0], 1.0, 1.0, 1.0)
+        inp = UpdateInputs(inp.x, inp.y, inp.reward, inp.answer, torch.full((1, 1), boundary))
+        w_new, _ = rule.step(w, rule.initial_state(1), rule.precompute(inp)[0], rule.context())
+        w_plain, _ = plain.step(w, plain.initial_state(1), plain.precompute(inp)[0], plain.context())
+        keep = torch.tensor([1 - f[0] * boundary, 1.0])
+        torch.testing.assert_close(w_new, w_plain * keep, rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,3 +20,14 @@ def test_metrics_round_trip():
     m = TwinMetrics(val_ll=-0.5, population_val_ll=-0.6)
     assert m.to_json() == {"val_ll": -0.5, "population_val_ll": -0.6} and TwinMetrics.from_json(m.to_json()) == m
     assert TwinMetrics(val_ll=-0.5).to_json() == {"val_ll": -0.5} and TwinMetrics.from_json({}) == TwinMetrics()
+
+
+def test_metrics_keep_convergence_warnings_apart_from_the_scores():
+    m = TwinMetrics(val_ll=-0.5, population_warnings=("best epoch 3 is the epoch cap 3",), adaptation_warnings=("worse than a coin flip",))
+    js = m.to_json()
+    assert js == {"val_ll": -0.5, "population_warnings": ["best epoch 3 is the epoch cap 3"], "adaptation_warnings": ["worse than a coin flip"]}
+    assert TwinMetrics.from_json(js) == m
+    assert m.warnings == ("population fit: best epoch 3 is the epoch cap 3", "adaptation: worse than a coin flip")
+    assert m.scores() == {"val_ll": -0.5}  # numbers only: the service's metrics map
+    assert TwinMetrics(val_ll=-0.5).to_json() == {"val_ll": -0.5}  # no key when the fits converged
+    assert TwinMetrics.from_json({"val_ll": -0.5}).warnings == ()  # rows stored before warnings existed

@@ -1,10 +1,11 @@
 """Learning rules, found by name in a registry, each with its own config type.
 
 Importing this package registers every built-in rule: ``static``, ``reinforce``, ``dnn``, ``dnn_delta``,
-``rnn`` and the ground-truth families ``pe_asymmetric`` and ``reinforce_history``.
+``rnn`` and the ground-truth families ``pe_asymmetric``, ``reinforce_history``,
+``reinforce_perseveration``, ``reinforce_bounded`` and ``reinforce_forgetting``.
 """
 
-from twin.models.rules import dnn, dnn_delta, reinforce, rnn, static  # noqa: F401  (registration side effect)
+from twin.models.rules import dnn, dnn_delta, reinforce, reinforce_variants, rnn, static  # noqa: F401  (registration side effect)
 from twin.models.rules.base import LearningRule, NetworkConfig, RuleConfig, UpdateInputs
 from twin.models.rules.dnn_delta import DNNDeltaConfig
 from twin.models.rules.registry import config_fields, get_rule, make_config, make_rule, register, rule_names

@@ -268,6 +268,9 @@ def test_an_ensemble_version_round_trips_with_its_rules_stored_once(store):
         assert torch.equal(s1.w, s0.w) and s1.through_session == 4
         for k, t in c0.population.rule.state_dict().items():
             assert torch.equal(c1.population.rule.state_dict()[k], t)
-    # a single twin stored after it still loads as before
+    # a single twin stored after it still loads as before, and the store verifies clean
     v = store.put("A", _model("dnn"), trained_through_session=5, data_hash="x")
     assert store.load_twin("A", version=v.version).ensemble is None
+    from twin.persist.integrity import verify_store
+
+    assert verify_store(store, min_age_s=0.0).clean

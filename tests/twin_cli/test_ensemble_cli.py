@@ -31,6 +31,10 @@ def test_fit_twins_ensemble_then_list_and_check(cohort, tmp_path):
     rc, out, err = run(["check", str(cohort), "--store", str(store), "--rollouts", "4", "--out", str(tmp_path / "check")])
     assert rc == 0, err  # each animal's ensemble runs free from session 4 on
     assert "store-ensemble" in out and (tmp_path / "check" / "check_summary.json").is_file()
+    subject = str(df["subject"].iloc[0])
+    rc, out, err = run(["report", subject, "--store", str(store), "--trials", str(cohort), "--rollouts", "8", "--out", str(tmp_path / "r.html")])
+    assert rc == 0, err
+    assert "is an ensemble" in (tmp_path / "r.html").read_text()
 
 
 def test_fit_twins_ensemble_errors(cohort, tmp_path):

@@ -42,3 +42,10 @@ def test_fit_twins_ensemble_errors(cohort, tmp_path):
     assert rc == 2 and "nosuchrule" in err
     rc, _, err = run(["fit-twins", str(cohort), "--ensemble", "--ray", "--store", str(tmp_path / "t")])
     assert rc == 2 and "--ray" in err
+    import pandas as pd
+
+    short = tmp_path / "short.parquet"
+    df = pd.read_parquet(cohort)
+    df[df["session"] <= 2].to_parquet(short)
+    rc, _, err = run(["fit-twins", str(short), "--ensemble", "static", "--epochs", "1", "--store", str(tmp_path / "t")])
+    assert rc == 2 and "--ensemble" in err and "sessions" in err, err

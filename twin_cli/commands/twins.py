@@ -86,7 +86,10 @@ def fit_ensemble_twins(args: argparse.Namespace) -> int:
     df, report = load_trials_input(args)
     print(report.summary())
     store = open_store(args, create=True)
-    res, versions = fit_ensemble_cohort(df, store, cfg, progress=show_progress(args))
+    try:
+        res, versions = fit_ensemble_cohort(df, store, cfg, progress=show_progress(args))
+    except ValueError as exc:  # e.g. an animal with too few sessions for the stacking split
+        raise TwinError(f"--ensemble: {exc}") from None
     print(f"ensemble weights stacked on held-out sessions after {res.choose_at} (cohort; per animal shrunk toward them):")
     print(format_table(res.table()))
     for c in res.components:

@@ -3,9 +3,11 @@
 Every candidate curriculum is run by every twin of a :class:`TwinPool` (each ensemble member,
 several rollouts each) in one tensor batch per member (see :func:`twin.sim.training.simulate_training`).
 A run that does not reach the criterion within ``max_sessions`` counts the trials it did (the
-cap). The score of a curriculum is the mean over twins of each twin's mean capped trials, with a
-bootstrap interval over twins (the animals are the sampling unit); speed-ups against the default
-are paired by twin.
+cap). The score of a curriculum is the mean over twins of each twin's expected capped trials, with
+a bootstrap interval over twins (the animals are the sampling unit); speed-ups against the default
+are paired by twin. An animal's twin that is an ensemble (:class:`~twin.models.ensemble.TwinEnsemble`)
+runs every component (above a weight floor) and weights their rollouts by the ensemble's weights:
+the expectation that drawing one component per rollout estimates, without that draw's noise.
 
 Twins are only trusted within the inputs they were fitted on: a result carries warnings when a
 curriculum shows contrasts or session lengths the twins never saw, or drives their weights well
@@ -14,7 +16,7 @@ outside the range visited on their own data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,7 @@ from twin.protocol import Curriculum
 from twin.data.batch import make_batch
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig
 from twin.sim.forecast import Interval
+from twin.models.ensemble import TwinEnsemble
 from twin.models.learner import LearnerModel
 from twin.models.params import TwinModel, stack_params
 from twin.sim.training import simulate_training
@@ -39,12 +42,15 @@ class TwinMember:
         index: ``[N]`` positions of these twins in the pool's subject list.
         w0: ``[N, K]`` initial weights.
         log_rate: ``[N, K]`` log learning-rate multipliers.
+        weight: ``[N]`` float64 weight of each twin within its animal's ensemble (an animal's
+            weights over all members sum to 1).
     """
 
     model: LearnerModel
     index: torch.Tensor
     w0: torch.Tensor
     log_rate: torch.Tensor
+    weight: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -98,20 +104,44 @@ class TwinPool:
     fit_range: FitRange | None = None
 
     @classmethod
-    def from_twins(cls, twins: dict[str, Sequence[TwinModel]], fit_range: FitRange | None = None) -> "TwinPool":
-        """Group twins (``subject -> its ensemble of twins``) by the population rule they reference."""
+    def from_twins(
+        cls, twins: dict[str, Sequence[TwinModel]], fit_range: FitRange | None = None, weights: Mapping[str, Sequence[float]] | None = None
+    ) -> "TwinPool":
+        """Group twins (``subject -> its ensemble of twins``) by the population rule they reference.
+
+        Args:
+            twins: each animal's twins.
+            fit_range: what they were fitted on.
+            weights: each animal's weights of its twins (normalised per animal); None: equal.
+        """
         subjects = tuple(twins)
-        groups: dict[str, list[tuple[int, TwinModel]]] = {}
+        groups: dict[str, list[tuple[int, TwinModel, float]]] = {}
         for i, s in enumerate(subjects):
             if not twins[s]:
                 raise ValueError(f"subject {s!r} has no twin")
-            for t in twins[s]:
-                groups.setdefault(t.params.rule, []).append((i, t))
+            ws = [1.0] * len(twins[s]) if weights is None or s not in weights else [float(v) for v in weights[s]]
+            if len(ws) != len(twins[s]) or min(ws) < 0 or sum(ws) <= 0:
+                raise ValueError(f"subject {s!r}: {len(twins[s])} twins need as many non-negative weights with a positive sum")
+            for t, w in zip(twins[s], ws):
+                groups.setdefault(t.params.rule, []).append((i, t, w / sum(ws)))
         members = []
         for items in groups.values():
-            w0, log_rate = stack_params([t.params for _, t in items])
-            members.append(TwinMember(model=items[0][1].model, index=torch.tensor([i for i, _ in items]), w0=w0, log_rate=log_rate))
+            w0, log_rate = stack_params([t.params for _, t, _ in items])
+            weight = torch.tensor([w for _, _, w in items], dtype=torch.float64)
+            members.append(TwinMember(model=items[0][1].model, index=torch.tensor([i for i, _, _ in items]), w0=w0, log_rate=log_rate, weight=weight))
         return cls(subjects, tuple(members), fit_range)
+
+    @classmethod
+    def from_ensembles(cls, ensembles: dict[str, TwinEnsemble], fit_range: FitRange | None = None, min_weight: float = 0.01) -> "TwinPool":
+        """The pool of animals' ensemble twins: each component whose weight is at least
+        ``min_weight`` (the largest one always), weighted by its renormalised weight."""
+        twins: dict[str, list[TwinModel]] = {}
+        weights: dict[str, list[float]] = {}
+        for s, ens in ensembles.items():
+            keep = [k for k in range(ens.n_components) if float(ens.weights[k]) >= min_weight or k == ens.main]
+            twins[s] = [ens.components[k] for k in keep]
+            weights[s] = [float(ens.weights[k]) for k in keep]
+        return cls.from_twins(twins, fit_range, weights)
 
     @property
     def n_models(self) -> int:
@@ -139,6 +169,13 @@ class CurriculumScore:
     reached: float
     per_twin: np.ndarray
     warnings: tuple[str, ...]
+
+
+def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> float:
+    """The smallest value at which the cumulative weight reaches half the total (``[N]`` each)."""
+    order = torch.argsort(values)
+    cum = torch.cumsum(weights.double()[order], 0)
+    return float(values[order][int(torch.searchsorted(cum, 0.5 * cum[-1]))])
 
 
 def bootstrap_mean(values: np.ndarray, level: float, n_boot: int, seed: int) -> Interval:
@@ -194,7 +231,8 @@ def score_curricula(
         n_boot: bootstrap resamples.
 
     Returns:
-        One score per curriculum, in order.
+        One score per curriculum, in order (means, fractions and medians over an animal's
+        rollouts weighted by its twins' ensemble weights).
     """
     if not curricula:
         raise ValueError("no curricula to score")
@@ -202,6 +240,7 @@ def score_curricula(
     trials_sum = torch.zeros(c, n, dtype=torch.float64)
     counts = torch.zeros(c, n, dtype=torch.float64)
     all_trials: list[list[torch.Tensor]] = [[] for _ in range(c)]
+    all_weights: list[list[torch.Tensor]] = [[] for _ in range(c)]
     sessions = torch.zeros(c, dtype=torch.float64)
     reached = torch.zeros(c, dtype=torch.float64)
     rows_total = torch.zeros(c, dtype=torch.float64)
@@ -214,18 +253,21 @@ def score_curricula(
         lr = member.log_rate.repeat_interleave(r, 0).repeat(c, 1)
         run = simulate_training(member.model, rows, max_sessions, seed, w0=w0, log_rate=lr, criterion=criterion)
         ttc = run.trials_to_criterion.double().reshape(c, m, r)
-        trials_sum.index_add_(1, member.index, ttc.sum(2))
-        counts.index_add_(1, member.index, torch.full((c, m), float(r), dtype=torch.float64))
-        sess = run.sessions_to_criterion.double().reshape(c, m * r)
-        got = run.reached.double().reshape(c, m * r)
+        wm = member.weight.reshape(1, m)  # each model's weight in its animal's ensemble
+        trials_sum.index_add_(1, member.index, ttc.sum(2) * wm)
+        counts.index_add_(1, member.index, (r * wm).expand(c, m).contiguous())
+        row_w = member.weight.repeat_interleave(r).reshape(1, m * r)  # [1, M * R] per rollout
+        sess = run.sessions_to_criterion.double().reshape(c, m * r) * row_w
+        got = run.reached.double().reshape(c, m * r) * row_w
         for i in range(c):
             all_trials[i].append(ttc[i].reshape(-1))
+            all_weights[i].append(row_w[0])
             sl = slice(i * m * r, (i + 1) * m * r)
             w_min[i] = torch.minimum(w_min[i], run.w_min[sl].min(0).values) if w_min[i].numel() > 1 else run.w_min[sl].min(0).values
             w_max[i] = torch.maximum(w_max[i], run.w_max[sl].max(0).values) if w_max[i].numel() > 1 else run.w_max[sl].max(0).values
         sessions += sess.sum(1)
         reached += got.sum(1)
-        rows_total += m * r
+        rows_total += float(row_w.sum())
     per_twin = (trials_sum / counts).numpy()
     out = []
     for i, cur in enumerate(curricula):
@@ -233,7 +275,7 @@ def score_curricula(
             CurriculumScore(
                 curriculum=cur,
                 mean_trials=bootstrap_mean(per_twin[i], level, n_boot, seed),
-                median_trials=float(torch.cat(all_trials[i]).median()),
+                median_trials=weighted_median(torch.cat(all_trials[i]), torch.cat(all_weights[i])),
                 mean_sessions=float(sessions[i] / rows_total[i]),
                 reached=float(reached[i] / rows_total[i]),
                 per_twin=per_twin[i],
@@ -260,4 +302,4 @@ def speedup(default: CurriculumScore, other: CurriculumScore, level: float = 0.9
     return paired_reduction(default.per_twin, other.per_twin, level, n_boot, seed)
 
 
-__all__ = ["CurriculumScore", "FitRange", "TwinMember", "TwinPool", "bootstrap_mean", "paired_reduction", "range_warnings", "score_curricula", "speedup"]
+__all__ = ["CurriculumScore", "FitRange", "TwinMember", "TwinPool", "bootstrap_mean", "weighted_median", "paired_reduction", "range_warnings", "score_curricula", "speedup"]

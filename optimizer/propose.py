@@ -11,7 +11,7 @@ supports; otherwise the base curriculum is kept ("not confident enough to change
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -19,7 +19,8 @@ import torch
 from twin.protocol import Curriculum
 from optimizer.space import CurriculumSpace, ParamKind
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig
-from twin.sim.forecast import Interval, SessionForecast, forecast_session, interval
+from twin.sim.forecast import Interval, SessionForecast, forecast_ensemble_session, forecast_session, interval
+from twin.models.ensemble import TwinEnsemble
 from twin.models.learner import LearnerModel
 from twin.models.state import TwinState
 from twin.sim.training import simulate_training
@@ -114,6 +115,21 @@ def _simulate(model: LearnerModel, state: TwinState, cands: list[Curriculum], co
     return run.trials_to_criterion.double().reshape(len(cands), r).numpy()
 
 
+def _simulate_ensemble(ensemble: TwinEnsemble, cands: list[Curriculum], config: ProposalConfig, seed: int) -> np.ndarray:
+    """:func:`_simulate` of an ensemble twin: rollout ``r`` of every candidate runs the component
+    drawn for ``r`` (by the ensemble's weights) from that component's end state, so candidates
+    are compared on the same draws."""
+    assert ensemble.states is not None
+    r = config.n_rollouts
+    drawn = ensemble.sample(r, torch.Generator().manual_seed(seed))
+    out = np.zeros((len(cands), r))
+    for j, (comp, st) in enumerate(zip(ensemble.components, ensemble.states)):
+        idx = (drawn == j).nonzero().flatten().numpy()
+        if len(idx):
+            out[:, idx] = _simulate(comp.model, st, cands, replace(config, n_rollouts=len(idx)), seed + j)
+    return out
+
+
 def _ratio_gain(base: np.ndarray, other: np.ndarray, level: float, seed: int, n_boot: int = 2000) -> Interval:
     """``1 - mean(other) / mean(base)`` with a bootstrap interval (independent rollouts)."""
     rng = np.random.default_rng(seed)
@@ -126,7 +142,9 @@ def _ratio_gain(base: np.ndarray, other: np.ndarray, level: float, seed: int, n_
 
 
 @torch.no_grad()
-def propose_next_session(model: LearnerModel, state: TwinState, space: CurriculumSpace, config: ProposalConfig = ProposalConfig()) -> NextSessionProposal:
+def propose_next_session(
+    model: LearnerModel, state: TwinState, space: CurriculumSpace, config: ProposalConfig = ProposalConfig(), ensemble: TwinEnsemble | None = None
+) -> NextSessionProposal:
     """Choose the next session's curriculum for the animal of ``model`` at ``state``.
 
     Args:
@@ -134,13 +152,21 @@ def propose_next_session(model: LearnerModel, state: TwinState, space: Curriculu
         state: where it stands (end of its last session).
         space: the constrained space (its base is the lab's default).
         config: sizes and seeds.
+        ensemble: the animal's ensemble twin (with its components' states), used instead of
+            ``model``/``state``: every rollout runs one component drawn by weight.
     """
+    if ensemble is not None and ensemble.states is None:
+        raise ValueError("an ensemble proposal needs each component's end state")
+
+    def simulate(cands: list[Curriculum], seed: int) -> np.ndarray:
+        return _simulate(model, state, cands, config, seed) if ensemble is None else _simulate_ensemble(ensemble, cands, config, seed)
+
     base = space.build(space.base_values(), name=space.base.name)
     cands = [base] + sample_candidates(space, config.n_candidates, config.seed)
-    means = _simulate(model, state, cands, config, config.seed).mean(1)
+    means = simulate(cands, config.seed).mean(1)
     best = int(np.argmin(means))
     # the best of many noisy estimates is optimistic: judge it against the base on fresh runs
-    fresh = _simulate(model, state, [cands[0], cands[best]], config, config.seed + 1)
+    fresh = simulate([cands[0], cands[best]], config.seed + 1)
     gain = _ratio_gain(fresh[0], fresh[1], config.level, config.seed) if best else Interval(0.0, 0.0, 0.0)
     changed = best != 0 and gain.lo > 0
     pick = best if changed else 0
@@ -149,7 +175,10 @@ def propose_next_session(model: LearnerModel, state: TwinState, space: Curriculu
     start = min(state.phase, len(chosen.stimulus.phases) - 1)
     lo, hi = chosen.session_trials
     n_trials = (lo + hi) // 2
-    fc = forecast_session(model, state, chosen, n_trials, config.forecast_rollouts, config.seed, start_phase=start)
+    if ensemble is None:
+        fc = forecast_session(model, state, chosen, n_trials, config.forecast_rollouts, config.seed, start_phase=start)
+    else:
+        fc = forecast_ensemble_session(ensemble, chosen, n_trials, config.forecast_rollouts, config.seed, start_phase=start)
     if changed:
         why = f"{chosen.description}: {gain.mean:.0%} fewer expected trials to {config.criterion.name} than {base.name} (interval [{gain.lo:.0%}, {gain.hi:.0%}])"
     elif best:

@@ -30,6 +30,7 @@ from twin.progress import progress_bar
 from twin.protocol import CurriculumError
 from optimizer.hparams import HyperParamScore
 from optimizer.objective import CurriculumScore, FitRange, TwinPool, score_curricula, speedup
+from twin.models.ensemble import TwinEnsemble
 from optimizer.space import CurriculumSpace, Param, ParamKind
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig
 from twin.persist.sessions import SessionStore
@@ -236,15 +237,19 @@ def local_search(progress: bool = True, on_batch: Callable[[int, int], None] | N
     return lambda pool, space, config: search_curricula(pool, space, config, progress=progress, on_batch=on_batch)
 
 
-def load_pool(store: TwinStore, subjects: Sequence[str] | None = None, alias: str | None = "serving", fit_range: bool = True) -> TwinPool:
-    """The store's twins as a :class:`~optimizer.objective.TwinPool`.
+def load_pool(store: TwinStore, subjects: Sequence[str] | None = None, alias: str | None = "serving", fit_range: bool = True, min_weight: float = 0.01) -> TwinPool:
+    """The store's twins as a :class:`~optimizer.objective.TwinPool`; an ensemble twin brings
+    its components of weight ``>= min_weight``, weighted (see :meth:`TwinPool.from_ensembles`).
 
     Args:
         store: the twin store.
         subjects: twins to use (None or empty: every subject of the store).
         alias: the version of each twin (None: the latest).
         fit_range: check candidates against what the twins were fitted on: the range of the
-            stored sessions of the subjects that have some (none stored: no checks).
+            stored sessions of the subjects that have some (none stored: no checks; the weight
+            range is that of each ensemble's largest-weight component).
+        min_weight: components of smaller ensemble weight are left out (their cost is a full
+            simulation each, their effect on the expectation at most that weight).
 
     Raises:
         CurriculumError: the store holds no twins.
@@ -253,14 +258,16 @@ def load_pool(store: TwinStore, subjects: Sequence[str] | None = None, alias: st
     names = list(subjects or store.subjects())
     if not names:
         raise CurriculumError("--store", f"no twins in {store.root}")
-    twins = {s: store.load_twin(s, alias=alias).twin for s in names}
+    loaded = {s: store.load_twin(s, alias=alias) for s in names}
+    twins = {s: t.twin for s, t in loaded.items()}  # an ensemble's largest-weight component
     stored: FitRange | None = None
     if fit_range:
         sessions = SessionStore(store)
         have = [s for s in names if sessions.sessions(s)]
         if have:
             stored = FitRange.from_trials({s: twins[s].model for s in have}, pd.concat([sessions.trials(s) for s in have]))
-    return TwinPool.from_twins({s: [t] for s, t in twins.items()}, stored)
+    ensembles = {s: t.ensemble if t.ensemble is not None else TwinEnsemble.of([t.twin], [1.0], [t.meta.rule]) for s, t in loaded.items()}
+    return TwinPool.from_ensembles(ensembles, stored, min_weight)
 
 
 def search_store(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from twin.fit.cohort import SERVING_ALIAS, twin_end_state
+from twin.models.ensemble import TwinEnsemble
 from twin.models.state import TwinState
 from twin.persist.sessions import SessionRecord, SessionStore
 from twin.persist.store import Twin, TwinNotFoundError, TwinStore, TwinVersion
@@ -163,6 +164,18 @@ class TwinCatalog:
         if [r for r in self.sessions.sessions(subject) if r.session <= through]:
             return twin_end_state(twin.model, self.sessions.trials(subject, through_session=through))
         raise NoTwinError(subject, f"twin v{twin.meta.version} has no stored end state and its sessions are not stored")
+
+    def ensemble(self, twin: Twin) -> TwinEnsemble | None:
+        """An ensemble twin with every component's end state (computed from the stored sessions
+        when not stored); None for a single-rule twin."""
+        ens = twin.ensemble
+        if ens is None or ens.states is not None:
+            return ens
+        subject, through = twin.meta.subject, twin.meta.trained_through_session
+        if not [r for r in self.sessions.sessions(subject) if r.session <= through]:
+            raise NoTwinError(subject, f"twin v{twin.meta.version} has no stored end states and its sessions are not stored")
+        trials = self.sessions.trials(subject, through_session=through)
+        return replace(ens, states=tuple(twin_end_state(c.model, trials) for c in ens.components))
 
     # -- listing ---------------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ def optimizer_proposer(space: CurriculumSpace = CurriculumSpace(), config: Propo
     """A NextSession proposer backed by :func:`optimizer.propose.propose_next_session`."""
 
     def propose(twin: Twin, state: TwinState, constraints: PlanConstraints) -> Proposal | None:
-        p = propose_next_session(twin.model, state, space, config)
+        ens = twin.ensemble if twin.ensemble is not None and twin.ensemble.states is not None else None  # an ensemble twin: every component
+        p = propose_next_session(twin.model, state, space, config, ensemble=ens)
         g = p.gain
         why = p.explanation if p.changed else f"{p.explanation} (expected {p.expected_remaining.mean:.0f} trials to criterion)"
         if p.changed:

@@ -1,5 +1,6 @@
 """Predictions and forecasts: a twin run teacher-forced along a stored or supplied history, and
-simulated through a planned next session."""
+simulated through a planned next session. An ensemble twin (rule ``ensemble``) predicts its
+weighted mixture and forecasts with one component drawn by weight per rollout."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from twin.analysis.predict import predict
+from twin.analysis.predict import Prediction, predict, predict_ensemble
 from twin.data.trials import validate_trials
 from twin.errors import TrialDataError
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinVersion
-from twin.sim.forecast import SessionForecast, forecast_session
+from twin.sim.forecast import SessionForecast, forecast_ensemble_session, forecast_session
 from twin.protocol import Curriculum
 
 from optimizer.planning import LabDefault
@@ -176,10 +177,11 @@ class Predictions:
         return self._predict_frame(twin, df, start, None, deadline)
 
     def _predict_frame(self, twin: Twin, df: pd.DataFrame, start: TwinState | None, from_session: int | None, deadline: Deadline) -> PredictResult:
-        """Run the twin along a validated one-subject table; keep sessions >= ``from_session``."""
+        """Run the twin along a validated one-subject table; keep sessions >= ``from_session``.
+        An ensemble twin predicts its mixture (:meth:`_predict_ensemble`)."""
         deadline.check("running the twin")
         with deadline.scope("running the twin"):
-            pred = predict(twin.model, df, start=start)
+            pred = predict(twin.model, df, start=start) if twin.ensemble is None else self._predict_ensemble(twin, df, start is not None)
         session = df["session"].to_numpy(np.int64)
         trial = df["trial"].to_numpy(np.int64)
         p, w, ll = pred.p_right, pred.weights, pred.log_likelihood
@@ -190,6 +192,19 @@ class Predictions:
             ll = float(np.sum(np.where(y == 1, np.log(pk), np.log1p(-pk))))
             session, trial, p, w = session[keep], trial[keep], p[keep], w[keep]
         return PredictResult(twin.meta, session, trial, p, w, pred.feature_names, float(ll))
+
+    def _predict_ensemble(self, twin: Twin, df: pd.DataFrame, continue_from_twin: bool) -> Prediction:
+        """The ensemble's mixture prediction along ``df`` (from each component's end state when
+        the trials continue the twin's sessions)."""
+        ens = self.catalog.ensemble(twin) if continue_from_twin else twin.ensemble
+        assert ens is not None
+        return predict_ensemble(ens, df, ens.states if continue_from_twin else None)
+
+    def _forecast_ensemble(self, twin: Twin, protocol: Curriculum, n_trials: int, n_rollouts: int, req: ForecastRequest, level: float) -> SessionForecast:
+        """An ensemble twin's forecast: each rollout runs one component drawn by weight."""
+        ens = self.catalog.ensemble(twin)
+        assert ens is not None
+        return forecast_ensemble_session(ens, protocol, n_trials, n_rollouts, req.seed, start_phase=req.start_phase, interval_level=level)
 
     def forecast(self, req: ForecastRequest, deadline: Deadline = NO_DEADLINE) -> ForecastResult:
         """Simulate the twin's next session under a planned protocol.
@@ -221,8 +236,11 @@ class Predictions:
         twin = self.catalog.resolve(req.twin)
         deadline.check("simulating the session")
         with deadline.scope("simulating the session"):
-            state = self.catalog.state(twin)
-            fc = forecast_session(twin.model, state, protocol, n_trials, n_rollouts, req.seed, start_phase=req.start_phase, interval_level=level)
+            if twin.ensemble is not None:
+                fc = self._forecast_ensemble(twin, protocol, n_trials, n_rollouts, req, level)
+            else:
+                state = self.catalog.state(twin)
+                fc = forecast_session(twin.model, state, protocol, n_trials, n_rollouts, req.seed, start_phase=req.start_phase, interval_level=level)
         return ForecastResult(twin.meta, fc, protocol)
 
 

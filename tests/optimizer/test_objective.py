@@ -68,3 +68,24 @@ def test_a_curriculum_outside_the_fitted_range_is_flagged():
 def test_bootstrap_mean_interval():
     iv = bootstrap_mean(np.arange(100.0), 0.95, 2000, 0)
     assert iv.mean == 49.5 and 43 < iv.lo < 49.5 < iv.hi < 56
+
+
+def test_an_ensemble_twin_is_scored_by_its_weights():
+    """An animal whose ensemble is 70% an expert (trained in 3 sessions) and 30% a twin that never
+    learns (the 5-session cap) expects 0.7 * 1500 + 0.3 * 2500 trials; a 0.5% component is left out."""
+    from twin.models.ensemble import TwinEnsemble
+
+    never = TwinModel.of(LearnerModel(ModelSpec("static")).eval())  # w = 0: chance forever
+    lapsing = expert(rule="reinforce")
+    ens = TwinEnsemble.of([expert(), never, lapsing], [0.7, 0.295, 0.005], ["expert", "never", "tiny"])
+    pool = TwinPool.from_ensembles({"a": ens, "b": TwinEnsemble.of([expert()], [1.0], ["expert"])})
+    assert pool.n_models == 3  # the tiny component is not simulated
+    cur = Curriculum(name="long", stimulus=FULL, session_trials=(500, 500))
+    (score,) = score_curricula(pool, [cur], n_rollouts=4, max_sessions=5)
+    w_expert = 0.7 / 0.995
+    assert score.per_twin[0] == pytest.approx(w_expert * 1500 + (1 - w_expert) * 2500)
+    assert score.per_twin[1] == pytest.approx(1500.0)
+    assert score.reached == pytest.approx((w_expert + 1.0) / 2)
+    assert score.median_trials == pytest.approx(1500.0)
+    with pytest.raises(ValueError, match="weights"):
+        TwinPool.from_twins({"a": [expert(), never]}, weights={"a": [1.0]})

@@ -47,3 +47,23 @@ def test_the_base_is_kept_when_nothing_can_help():
     p = propose_next_session(model, state, space, ProposalConfig(n_candidates=4, n_rollouts=4, horizon_sessions=4, forecast_rollouts=16))
     assert not p.changed and p.curriculum.name == "lab" and p.gain.mean == 0.0
     assert p.n_trials == 300 and "kept lab" in p.explanation
+
+
+def test_an_ensemble_twin_proposes_through_every_component():
+    """Half expert, half a twin that never learns: the proposal's expectations and forecast mix both."""
+    from twin.models.ensemble import TwinEnsemble
+    from twin.models.params import TwinModel
+
+    model, state = expert()
+    never = LearnerModel(ModelSpec("static")).eval()
+    naive = TwinState(w=torch.zeros(2), h=torch.zeros(0), through_session=4, phase=1)
+    ens = TwinEnsemble.of([TwinModel.of(model), TwinModel.of(never)], [0.5, 0.5], ["expert", "never"], [state, naive])
+    base = Curriculum(name="lab", stimulus=FULL, session_trials=(600, 650))
+    space = CurriculumSpace(Constraints(session_trials=(600, 650)), base=base)
+    cfg = ProposalConfig(n_candidates=2, n_rollouts=16, horizon_sessions=6, forecast_rollouts=64)
+    alone = propose_next_session(model, state, space, cfg)
+    mixed = propose_next_session(model, state, space, cfg, ensemble=ens)
+    assert mixed.expected_remaining.mean > alone.expected_remaining.mean + 300  # the never-learner's capped runs
+    assert mixed.expected_remaining.hi >= 6 * 600  # some rollouts ran out the 6-session horizon
+    assert 0.6 < mixed.forecast.accuracy.mean < 0.9 < alone.forecast.accuracy.mean
+    assert mixed.forecast.accuracy.lo < 0.6  # the interval holds the never-learner's sessions

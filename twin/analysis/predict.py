@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from twin.data.batch import make_batch
 from twin.errors import TwinError
+from twin.models.ensemble import TwinEnsemble
 from twin.models.learner import LearnerModel
 from twin.models.state import TwinState
 
@@ -75,4 +77,34 @@ def predict(model: LearnerModel, trials: pd.DataFrame, start: TwinState | None =
     )
 
 
-__all__ = ["Prediction", "predict"]
+@torch.no_grad()
+def predict_ensemble(ensemble: TwinEnsemble, trials: pd.DataFrame, starts: Sequence[TwinState] | None = None) -> Prediction:
+    """Run an ensemble twin teacher-forced along one animal's trials: the mixture
+    ``p = Σ_k π_k p_k`` of its components' predictions (each run by :func:`predict`).
+
+    Args:
+        ensemble: the twin.
+        trials: canonical trials table of one subject.
+        starts: one state per component to continue from (see :func:`predict`), or None.
+
+    Returns:
+        The mixture's ``p_right`` and log-likelihood; ``weights`` are the components' weights
+        averaged with the mixture weights (the features are shared, so the average is the
+        ensemble's mean policy weight; the policy itself is the mixture, not ``sigmoid`` of it).
+
+    Raises:
+        TwinError: empty table, several subjects, or a wrong number of start states.
+    """
+    if starts is not None and len(starts) != ensemble.n_components:
+        raise TwinError(f"{ensemble.n_components} components need {ensemble.n_components} start states, got {len(starts)}")
+    preds = [predict(c.model, trials, None if starts is None else starts[i]) for i, c in enumerate(ensemble.components)]
+    pi = ensemble.weights.numpy()
+    p = np.einsum("k,kt->t", pi, np.stack([q.p_right for q in preds]))
+    w = np.einsum("k,ktj->tj", pi, np.stack([q.weights for q in preds]))
+    y = trials["choice"].to_numpy() == 1
+    pc = np.clip(p, 1e-12, 1 - 1e-12)
+    ll = float(np.sum(np.where(y, np.log(pc), np.log1p(-pc))))
+    return Prediction(p_right=p, weights=w, feature_names=preds[0].feature_names, log_likelihood=ll, n_trials=preds[0].n_trials)
+
+
+__all__ = ["Prediction", "predict", "predict_ensemble"]

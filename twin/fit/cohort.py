@@ -15,6 +15,7 @@ from twin.errors import TwinError
 from twin.data.splits import split_last_sessions
 
 from twin.fit.train import FitConfig, fit
+from twin.models.ensemble import ENSEMBLE_RULE
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.params import Adaptation, TwinModel
 from twin.models.state import TwinState, end_state
@@ -202,7 +203,14 @@ def update_twin(
         config: optimisation settings of the adaptation step.
         in_transaction: joins the transaction that stores the new version (see
             :meth:`~twin.persist.store.TwinStore.put_many`).
+
+    An ensemble twin is updated as one (every component warm-started, the weights kept:
+    :func:`twin.fit.ensemble_cohort.update_ensemble`).
     """
+    if store.get(subject).rule == ENSEMBLE_RULE:
+        from twin.fit.ensemble_cohort import update_ensemble  # it builds on this module
+
+        return update_ensemble(store, subject, trials, config, in_transaction)
     model, meta = store.load(subject)  # the animal's twin: adapting it warm-starts from its parameters
     sub = trials[trials["subject"] == subject]
     if sub.empty:

@@ -3,7 +3,8 @@
 A *model file* holds a whole :class:`LearnerModel` (spec in the header, every parameter); the
 twin store keeps each population rule in one. A *twin file* holds one animal's
 :class:`TwinParams` (``w0``, ``log_rate``, the reference of the rule they apply to) and its end
-state, a few hundred bytes. Neither ever holds pickled objects: tensors are stored by
+state, a few hundred bytes; an *ensemble file* holds several such components of one animal
+(each naming its rule), their labels and mixture weights. Neither ever holds pickled objects: tensors are stored by
 safetensors and everything else as JSON strings in the header, so loading a file from elsewhere
 runs no code. Both are written atomically (temp file in the same folder, then rename).
 """
@@ -11,6 +12,7 @@ runs no code. Both are written atomically (temp file in the same folder, then re
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,3 +199,87 @@ def load_twin_params(path: str | Path) -> StoredTwinParams:
     if tensors:
         raise ModelFileError(f"{path}: unexpected tensors in a twin file: {sorted(tensors)}")
     return StoredTwinParams(params=params, metadata=metadata, state=state)
+
+
+ENSEMBLE_FORMAT = "learning-twins/ensemble"
+"""Header ``format`` of an ensemble twin file."""
+
+
+@dataclass(frozen=True)
+class StoredEnsemble:
+    """An ensemble twin file read back: each component's parameters (naming its rule) and state,
+    the labels and the weights.
+
+    Attributes:
+        params: ``M`` components' parameters.
+        weights: ``[M]`` float64 mixture weights.
+        labels: ``M`` component names.
+        states: ``M`` end states, or None when none was saved.
+        metadata: free-form JSON metadata saved with them.
+    """
+
+    params: tuple[TwinParams, ...]
+    weights: torch.Tensor
+    labels: tuple[str, ...]
+    states: tuple[TwinState, ...] | None
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+def save_ensemble(
+    params: Sequence[TwinParams],
+    weights: torch.Tensor,
+    labels: Sequence[str],
+    path: str | Path,
+    states: Sequence[TwinState] | None = None,
+    metadata: dict[str, object] | None = None,
+) -> Path:
+    """Write an ensemble twin (``M`` components' parameters, weights, labels, optional end
+    states) to ``path`` atomically. Component ``i``'s tensors are ``c{i}.twin.*`` and
+    ``c{i}.state.*``; the rule references, labels and weights are JSON in the header."""
+    if not (len(params) == len(labels) == int(weights.numel())) or (states is not None and len(states) != len(params)):
+        raise ValueError("an ensemble file needs one weight, label (and state) per component")
+    tensors: dict[str, torch.Tensor] = {}
+    comps = []
+    for i, p in enumerate(params):
+        tensors.update({f"c{i}.{k}": v for k, v in p.tensors().items()})
+        comps.append({"rule": p.rule, "label": str(labels[i]), "weight": float(weights.reshape(-1)[i])})
+    header = {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "components": json.dumps(comps), "metadata": json.dumps(metadata or {})}
+    if states is not None:
+        for i, st in enumerate(states):
+            tensors.update({f"c{i}.{k}": v for k, v in st.tensors().items()})
+        header["states"] = json.dumps([{"through_session": st.through_session, "phase": st.phase} for st in states])
+    return atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def load_ensemble(path: str | Path) -> StoredEnsemble:
+    """Read an ensemble twin file written by :func:`save_ensemble`.
+
+    Raises:
+        ModelFileError: missing file, not an ensemble file, or bad tensors or header.
+    """
+    path = Path(path)
+    header, tensors = read_header_and_tensors(path)
+    if header.get("format") != ENSEMBLE_FORMAT:
+        raise ModelFileError(f"{path}: not a learning-twins ensemble file (header format {header.get('format')!r})")
+    try:
+        comps = json.loads(header["components"])
+        params = tuple(TwinParams(tensors.pop(f"c{i}.twin.w0"), tensors.pop(f"c{i}.twin.log_rate"), str(c["rule"])) for i, c in enumerate(comps))
+        weights = torch.tensor([float(c["weight"]) for c in comps], dtype=torch.float64)
+        labels = tuple(str(c["label"]) for c in comps)
+        states = None
+        if "states" in header:
+            info = json.loads(header["states"])
+            if len(info) != len(comps):
+                raise ValueError(f"{len(info)} states for {len(comps)} components")
+            states = tuple(
+                TwinState(w=tensors.pop(f"c{i}.state.w"), h=tensors.pop(f"c{i}.state.h"), through_session=int(s["through_session"]), phase=int(s.get("phase", 0)))
+                for i, s in enumerate(info)
+            )
+        metadata = json.loads(header.get("metadata", "{}"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: bad ensemble twin ({exc})") from None
+    if not comps:
+        raise ModelFileError(f"{path}: an ensemble file without components")
+    if tensors:
+        raise ModelFileError(f"{path}: unexpected tensors in an ensemble file: {sorted(tensors)}")
+    return StoredEnsemble(params, weights, labels, states, metadata)

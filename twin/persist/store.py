@@ -8,7 +8,9 @@ version; the server follows them.
 A twin is a population rule plus the animal's parameters (:class:`~twin.models.params.TwinModel`),
 and is stored that way: each rule once (a model file, one row in ``twin_rules`` keyed by its
 content reference), each version's parameters and end state in a small twin file that names the
-rule. Stores written before rules were shared (a whole model file per version) still load.
+rule. An ensemble version (rule ``ensemble``; :class:`~twin.models.ensemble.TwinEnsemble`) keeps
+every component's parameters, state and weight in one ensemble file that names each
+component's rule; its ``spec`` is that of its largest-weight component. Stores written before rules were shared (a whole model file per version) still load.
 
 The embedded default is SQLite (a file next to the weights folder); the same code runs on
 PostgreSQL given a ``postgresql+psycopg://`` URL. Writes are ordered so that a process killed at
@@ -37,10 +39,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twin.errors import ModelFileError, TwinError
+from twin.models.ensemble import ENSEMBLE_RULE, TwinEnsemble
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.params import TwinModel, TwinParams
 from twin.models.state import TwinState
-from twin.persist.model_files import MODEL_FORMAT, check_state, file_format, load_model, load_twin_params, save_model, save_twin_params
+from twin.persist.model_files import (
+    ENSEMBLE_FORMAT,
+    MODEL_FORMAT,
+    check_state,
+    file_format,
+    load_ensemble,
+    load_model,
+    load_twin_params,
+    save_ensemble,
+    save_model,
+    save_twin_params,
+)
 from twin.persist.records import TwinHyperparameters, TwinMetrics
 from twin.persist.tables import _AliasRow, _Base, _ResultRow, _RuleRow, _safe_name, _sha256, _sqlite_pragmas, _TwinRow, retry_version_race
 
@@ -86,16 +100,16 @@ class NewVersion:
 
     Attributes:
         subject: the animal.
-        twin: its twin.
+        twin: its twin, or its ensemble twin (whose components carry their own end states).
         trained_through_session: the last session it was fitted on.
         data_hash: hash of the trials it was fitted on.
         metrics: how well it fitted.
         hyperparameters: how it was made.
-        state: its end-of-session state.
+        state: its end-of-session state (single twins only).
     """
 
     subject: str
-    twin: TwinModel
+    twin: TwinModel | TwinEnsemble
     trained_through_session: int
     data_hash: str
     metrics: TwinMetrics | None = None
@@ -144,14 +158,17 @@ class Twin:
 
     Attributes:
         twin: the animal's twin (population rule and the animal's parameters; eval mode, no
-            gradients).
+            gradients); of an ensemble version, its largest-weight component.
         meta: its stored metadata.
-        state: where it continues from (end of its last trained session), if stored.
+        state: where it continues from (end of its last trained session), if stored; of an
+            ensemble version, that component's.
+        ensemble: of an ensemble version (rule ``ensemble``), every component, weight and state.
     """
 
     twin: TwinModel
     meta: TwinVersion
     state: TwinState | None
+    ensemble: TwinEnsemble | None = None
 
     @property
     def model(self) -> LearnerModel:
@@ -239,9 +256,15 @@ class TwinStore:
         files: list[tuple[Path, str]] = []
         try:
             for it in items:
-                self.put_rule(it.twin.population, it.twin.params.rule)
                 rel = Path("weights") / _safe_name(it.subject) / f"{uuid.uuid4().hex}.safetensors"
-                path = save_twin_params(it.twin.params, self.root / rel, {"subject": it.subject}, state=it.state)
+                if isinstance(it.twin, TwinEnsemble):
+                    for c in it.twin.components:
+                        self.put_rule(c.population, c.params.rule)
+                    ens = it.twin
+                    path = save_ensemble([c.params for c in ens.components], ens.weights, ens.labels, self.root / rel, ens.states, {"subject": it.subject})
+                else:
+                    self.put_rule(it.twin.population, it.twin.params.rule)
+                    path = save_twin_params(it.twin.params, self.root / rel, {"subject": it.subject}, state=it.state)
                 files.append((path, _sha256(path)))
 
             def insert() -> list[tuple[str, int]]:
@@ -260,11 +283,12 @@ class TwinStore:
 
     def _insert_row(self, s: Session, it: NewVersion, path: Path, digest: str, alias: str | None) -> tuple[str, int]:
         last = s.scalar(select(func.max(_TwinRow.version)).where(_TwinRow.subject == it.subject))
-        spec = it.twin.model.spec
+        ens = it.twin if isinstance(it.twin, TwinEnsemble) else None
+        spec = ens.components[ens.main].model.spec if ens is not None else it.twin.model.spec  # type: ignore[union-attr]
         row = _TwinRow(
             subject=it.subject,
             version=(last or 0) + 1,
-            rule=spec.rule,
+            rule=ENSEMBLE_RULE if ens is not None else spec.rule,
             spec=spec.to_dict(),
             hyperparameters=(it.hyperparameters or TwinHyperparameters()).to_json(),
             trained_through_session=int(it.trained_through_session),
@@ -364,16 +388,14 @@ class TwinStore:
         meta = self.get(subject, version, alias)
         what = f"{subject!r} v{meta.version}"
         path = self._verified(meta.weights_file, meta.weights_sha256, f"weights of {what}")
-        if file_format(path) == MODEL_FORMAT:  # a store from before shared rules
+        fmt = file_format(path)
+        if fmt == MODEL_FORMAT:  # a store from before shared rules
             old = load_model(path)
             return Twin(twin=TwinModel.of(old.model), meta=meta, state=old.state)
+        if fmt == ENSEMBLE_FORMAT:
+            return self._load_ensemble(path, meta, what)
         stored = load_twin_params(path)
-        with Session(self.engine) as s:
-            rule = s.get(_RuleRow, stored.params.rule)
-            if rule is None:
-                raise ModelFileError(f"{path}: the rule of {what} ({stored.params.rule[:12]}...) is not in the store")
-            rule_file, rule_sha = rule.file, rule.sha256
-        population = load_model(self._verified(rule_file, rule_sha, f"rule of {what}")).model
+        population = self._rule(stored.params.rule, path, what)
         if population.spec != meta.spec:
             raise ModelFileError(f"{path}: the rule of {what} does not have the version's spec")
         if stored.state is not None:
@@ -383,6 +405,35 @@ class TwinStore:
         except ValueError as exc:
             raise ModelFileError(f"{path}: {exc}") from None
         return Twin(twin=twin, meta=meta, state=stored.state)
+
+    def _rule(self, ref: str, path: Path, what: str) -> LearnerModel:
+        """The stored population model of rule ``ref`` (checksum verified)."""
+        with Session(self.engine) as s:
+            rule = s.get(_RuleRow, ref)
+            if rule is None:
+                raise ModelFileError(f"{path}: the rule of {what} ({ref[:12]}...) is not in the store")
+            rule_file, rule_sha = rule.file, rule.sha256
+        return load_model(self._verified(rule_file, rule_sha, f"rule of {what}")).model
+
+    def _load_ensemble(self, path: Path, meta: TwinVersion, what: str) -> Twin:
+        """An ensemble version: every component over its stored rule (each rule loaded once)."""
+        stored = load_ensemble(path)
+        rules: dict[str, LearnerModel] = {}
+        comps = []
+        try:
+            for i, p in enumerate(stored.params):
+                if p.rule not in rules:
+                    rules[p.rule] = self._rule(p.rule, path, what)
+                comps.append(TwinModel(rules[p.rule], p))
+                if stored.states is not None:
+                    check_state(path, stored.states[i], rules[p.rule])
+            ens = TwinEnsemble(tuple(comps), stored.weights, stored.labels, stored.states)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: {exc}") from None
+        main = ens.main
+        if comps[main].population.spec != meta.spec:
+            raise ModelFileError(f"{path}: the main component of {what} does not have the version's spec")
+        return Twin(twin=comps[main], meta=meta, state=None if stored.states is None else stored.states[main], ensemble=ens)
 
     def _verified(self, rel: str, sha256: str, what: str) -> Path:
         """The path of stored file ``rel`` once its checksum matches ``sha256``."""

@@ -16,7 +16,8 @@ Everything runs through :func:`twin.sim.training.simulate_training` (animals x r
 one batch; its session plan carries the lengths and replayed protocols), which keeps per-session
 counts by contrast and side. The observed sessions before the cut-off are put in front of every
 rollout's counts, so criteria judged on a window that spans the cut-off see the animal's real
-sessions. Scoring is :func:`twin.analysis.generative.generative_check`.
+sessions. Scoring is :func:`twin.analysis.generative.generative_check`. Ensemble twins run by
+:func:`run_ensemble_check`: each rollout draws one component by the animal's weights.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 from twin.analysis.criteria import SessionStats
 from twin.analysis.psychometrics import DTYPE
 from twin.data.trials import validate_trials
+from twin.models.ensemble import TwinEnsemble
 from twin.models.learner import LearnerModel
 from twin.models.params import TwinModel, stack_params
 from twin.models.state import end_state
@@ -250,4 +252,55 @@ def run_check(
     return CheckRun(tuple(subjects), observed, predicted, start.cutoff.clone(), rr)
 
 
-__all__ = ["CheckRun", "CheckStart", "observed_counts", "repeat_trials", "replayed_protocol", "run_check", "twin_starts"]
+def run_ensemble_check(
+    ensembles: Sequence[TwinEnsemble],
+    trials: pd.DataFrame,
+    subjects: Sequence[str],
+    cutoff: Sequence[int],
+    protocol: Curriculum | None,
+    n_rollouts: int = 100,
+    seed: int = 0,
+) -> CheckRun:
+    """:func:`run_check` of ensemble twins: each of an animal's rollouts first draws one component
+    by the animal's weights, then runs that component free from its own state at the cut-off.
+
+    The ensembles come from one cohort fit: component ``j`` of every animal runs over the same
+    population rule, so each component drawn by some rollout runs as one batch over every animal
+    (:func:`run_check`), and each rollout keeps the run of the component it drew.
+
+    Args:
+        ensembles: one per subject, with the same component labels in the same order.
+        trials, subjects, cutoff, protocol, n_rollouts, seed: as :func:`twin_starts` and
+            :func:`run_check`.
+
+    Raises:
+        ValueError: ensembles with different components, or what :func:`run_check` raises.
+    """
+    if not ensembles or len(ensembles) != len(subjects):
+        raise ValueError("one ensemble per subject is needed")
+    labels = ensembles[0].labels
+    if any(e.labels != labels for e in ensembles):
+        raise ValueError("the ensembles have different components; check one cohort fit at a time")
+    if n_rollouts < 1:
+        raise ValueError("n_rollouts must be >= 1")
+    g = torch.Generator().manual_seed(int(seed))
+    drawn = torch.stack([e.sample(n_rollouts, g) for e in ensembles]).reshape(-1)  # [A * R], row a * R + r
+    out: CheckRun | None = None
+    n = n_right = None
+    for j in range(len(labels)):
+        rows = drawn == j
+        if not bool(rows.any()):
+            continue  # no rollout drew it: nothing to run
+        twins = [e.components[j] for e in ensembles]
+        run = run_check(twins[0].population, twin_starts(twins, trials, subjects, cutoff, protocol), trials, protocol, n_rollouts, seed)
+        if out is None:
+            out, n, n_right = run, run.predicted.n.clone(), run.predicted.n_right.clone()
+        elif run.predicted.n.shape != n.shape:  # type: ignore[union-attr]
+            raise ValueError("the components' runs differ in shape")
+        n[rows], n_right[rows] = run.predicted.n[rows], run.predicted.n_right[rows]  # type: ignore[index]
+    assert out is not None and n is not None and n_right is not None
+    predicted = SessionStats(out.predicted.contrast, out.predicted.side, n, n_right, out.predicted.n_sessions)
+    return CheckRun(out.subjects, out.observed, predicted, out.cutoff, n_rollouts)
+
+
+__all__ = ["CheckRun", "CheckStart", "run_ensemble_check", "observed_counts", "repeat_trials", "replayed_protocol", "run_check", "twin_starts"]

@@ -67,7 +67,7 @@ def _checks_from_file(args: argparse.Namespace) -> dict[str, object]:
         from twin.persist.store import TwinStore
 
         store = TwinStore(args.store, url=args.db_url)
-        twins, cut, keep = [], [], []
+        twins, ensembles, cut, keep = [], [], [], []
         for s in subjects:
             if s not in store.subjects():
                 continue
@@ -77,10 +77,13 @@ def _checks_from_file(args: argparse.Namespace) -> dict[str, object]:
             if c >= len(sessions):
                 continue
             twins.append(t.twin)
+            ensembles.append(t.ensemble)
             cut.append(c)
             keep.append(s)
         if not keep:
             raise TwinError(f"no animal of {args.data} has a twin in {args.store} and sessions after the one it was trained through")
+        if any(e is not None for e in ensembles):
+            return {"store-ensemble": _ensemble_check(ensembles, df[df["subject"].isin(keep)], keep, cut, protocol, args)}
         if len({t.params.rule for t in twins}) > 1:
             raise TwinError("the twins run over different population rules; check one cohort fit at a time")
         population, label = twins[0].population, "store"
@@ -94,6 +97,20 @@ def _checks_from_file(args: argparse.Namespace) -> dict[str, object]:
     except ValueError as exc:
         raise TwinError(str(exc)) from None
     return {label: generative_check(run.subjects, run.observed, run.predicted, run.cutoff, run.n_rollouts)}
+
+
+def _ensemble_check(ensembles: list, trials: pd.DataFrame, keep: list[str], cut: list[int], protocol: object, args: argparse.Namespace) -> object:  # type: ignore[type-arg]
+    """The generative check of a store's ensemble twins (each rollout draws a component)."""
+    from twin.analysis.generative import generative_check
+    from twin.sim.check import run_ensemble_check
+
+    if any(e is None for e in ensembles):
+        raise TwinError("some twins are ensembles and some are not; check one cohort fit at a time")
+    try:
+        run = run_ensemble_check(ensembles, trials, keep, cut, protocol, args.rollouts, seed=args.seed)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise TwinError(str(exc)) from None
+    return generative_check(run.subjects, run.observed, run.predicted, run.cutoff, run.n_rollouts)
 
 
 def _checks_from_family(args: argparse.Namespace) -> dict[str, object]:

@@ -42,6 +42,8 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     check_store_output(args.store)  # before reading and fitting, not after
     if args.data is not None:
         check_input(args.data, args.max_trials)
+    if args.ensemble is not None:
+        return fit_ensemble_twins(args)
     df, report = load_trials_input(args)
     print(report.summary())
     store = open_store(args, create=True)
@@ -68,6 +70,52 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     print_warnings(rep.versions)
     n_new = store_sessions(store, df)
     print(f"stored {len(rep.versions)} twins ({rep.adaptation.value}) and {n_new} new session(s) in {args.store} in {rep.seconds:.0f} s")
+    return 0
+
+
+def fit_ensemble_twins(args: argparse.Namespace) -> int:
+    """``twin fit-twins --ensemble``: several rules (and seeds/bootstraps) stacked per animal."""
+    from twin.fit.ensemble_cohort import EnsembleFitConfig, ensemble_components, fit_ensemble_cohort
+    from twin.fit.stacking import StackingConfig
+    from twin.fit.train import FitConfig
+    from twin.models.params import Adaptation
+    from twin.models.rules import get_rule
+
+    if args.ray or args.ray_address:
+        raise TwinError("--ensemble runs in this process; drop --ray/--ray-address")
+    if args.adaptation in ("auto", "full"):
+        adaptation = Adaptation.INITIAL_WEIGHTS_AND_RATE
+    else:
+        adaptation = Adaptation(args.adaptation)
+    rules = tuple(r.strip() for r in args.ensemble.split(",") if r.strip())
+    for r in rules:
+        get_rule(r)
+    try:
+        cfg = EnsembleFitConfig(
+            components=ensemble_components(rules, seeds=args.seeds, bootstraps=args.bootstraps, hidden_size=args.hidden),
+            fit=FitConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device),
+            adaptation=adaptation,
+            stacking=StackingConfig(shrinkage=None if args.shrinkage < 0 else args.shrinkage),
+            refit=not args.no_refit,
+        )
+    except ValueError as exc:
+        raise TwinError(f"--ensemble: {exc}") from None
+    df, report = load_trials_input(args)
+    print(report.summary())
+    store = open_store(args, create=True)
+    try:
+        res, versions = fit_ensemble_cohort(df, store, cfg, progress=show_progress(args))
+    except ValueError as exc:  # e.g. an animal with too few sessions for the stacking split
+        raise TwinError(f"--ensemble: {exc}") from None
+    print(f"ensemble weights stacked on held-out sessions after {res.choose_at} (cohort; per animal shrunk toward them):")
+    print(format_table(res.table()))
+    for c in res.components:
+        for w in c.warnings:
+            print(f"warning: {c.label}: {w}", file=sys.stderr)
+    rows = [{"subject": v.subject, "version": v.version, "through_session": v.trained_through_session, "val_ll": v.metrics.val_ll} for v in versions]
+    print(format_table(pd.DataFrame(rows)))
+    n_new = store_sessions(store, df)
+    print(f"stored {len(versions)} ensemble twins ({len(cfg.components)} components, {adaptation.value}) and {n_new} new session(s) in {args.store} in {res.seconds:.0f} s")
     return 0
 
 
@@ -144,11 +192,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``twin fit-twins``."""
+    from twin.fit.ensemble_cohort import DEFAULT_ENSEMBLE_RULES
     from twin.models.rules import rule_names
 
     ft = sub.add_parser("fit-twins", help="fit the population rule and one twin per animal into the twin store")
     trials_args(ft)
     ft.add_argument("--rule", default="dnn", help=f"learning rule: {', '.join(rule_names())}")
+    ft.add_argument(
+        "--ensemble", nargs="?", const=",".join(DEFAULT_ENSEMBLE_RULES), default=None, metavar="RULES",
+        help=f"fit an ensemble twin instead of one rule: the comma-separated rules (default {','.join(DEFAULT_ENSEMBLE_RULES)}), "
+        "weighted per animal by stacking on held-out future sessions",
+    )
+    ft.add_argument("--seeds", type=int, default=1, help="with --ensemble: seeds of each non-static rule")
+    ft.add_argument("--bootstraps", type=int, default=0, help="with --ensemble: bootstraps of the animals for each non-static rule")
+    ft.add_argument("--shrinkage", type=float, default=100.0, help="with --ensemble: pseudo-trials pulling each animal's weights to the cohort's (negative: cohort weights only)")
+    ft.add_argument("--no-refit", action="store_true", help="with --ensemble: keep the stacking split's population rules (half the cost) instead of refitting on all sessions")
     ft.add_argument("--adaptation", choices=["auto", "none", "w0", "w0+rate", "full"], default="auto", help="per-animal adaptation (auto: chosen on held-out future sessions)")
     ft.add_argument("--epochs", type=int, default=300)
     ft.add_argument("--patience", type=int, default=30)

@@ -6,22 +6,24 @@ computes everything on the page from the loaded objects.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from twin.analysis.criteria import criteria_sessions, training_criteria
-from twin.analysis.predict import predict
+from twin.analysis.predict import predict, predict_ensemble
 from twin.analysis.summary import session_psychometric_fits, session_table
 from twin.analysis.updates import delta_w_map, history_dependence
 from twin.errors import TrialDataError, TwinError
 from twin.fit.cohort import twin_end_state
+from twin.models.ensemble import TwinEnsemble
 from twin.models.state import TwinState
 from twin.persist.atomic import atomic_write
 from twin.persist.sessions import SessionStore
 from twin.persist.store import Twin, TwinStore
-from twin.sim.forecast import SessionForecast, forecast_session
+from twin.sim.forecast import SessionForecast, forecast_ensemble_session, forecast_session
 from twin.protocol import IBL_DEFAULT
 from twin_cli.figures import fig_check, fig_delta_w, fig_forecast, fig_history, fig_learning_curve, fig_psychometrics, fig_weights
 from twin_cli.report.content import CRITERIA as _CRITERIA
@@ -63,6 +65,17 @@ def resolve_trials(store: TwinStore, subject: str, trials: pd.DataFrame | str | 
         raise TwinError(f"{source}: no trials of subject {subject!r} (subjects there: {found[:10]}{' ...' if len(found) > 10 else ''})")
     return sub, source
 
+
+
+def _forecast_ensemble(twin: Twin, trials: pd.DataFrame) -> TwinEnsemble:
+    """An ensemble twin with each component's state at the animal's last session (the stored
+    ones when they are there, else each component run teacher-forced through the trials)."""
+    ens = twin.ensemble
+    assert ens is not None
+    last = int(trials["session"].max())
+    if ens.states is not None and all(st.through_session == last for st in ens.states):
+        return ens
+    return replace(ens, states=tuple(twin_end_state(c.model, trials) for c in ens.components))
 
 
 def _forecast_state(twin: Twin, trials: pd.DataFrame) -> TwinState:
@@ -134,7 +147,13 @@ def build_report(twin: Twin, trials: pd.DataFrame, config: ReportConfig = Report
     model = twin.model
     named = bool(model.spec.features.stimuli)
     notes: list[str] = []
-    prediction = predict(model, trials)
+    prediction = predict(model, trials) if twin.ensemble is None else predict_ensemble(twin.ensemble, trials)
+    if twin.ensemble is not None:
+        parts = ", ".join(f"{label} {float(w):.2f}" for label, w in zip(twin.ensemble.labels, twin.ensemble.weights))
+        notes.append(
+            f"The twin is an ensemble ({parts}): its predictions are the weighted mixture of its components' (weights shown: their weighted mean), "
+            f"its forecast draws one component per rollout; the update maps and history figures show its largest-weight component ({twin.ensemble.labels[twin.ensemble.main]})."
+        )
     trained_through = twin.meta.trained_through_session
     table = session_table(trials, prediction, trained_through)
     last_session = int(table["session"].max())
@@ -162,11 +181,12 @@ def build_report(twin: Twin, trials: pd.DataFrame, config: ReportConfig = Report
 
     forecast: SessionForecast | None = None
     if not named:
-        state = _forecast_state(twin, trials)
         n_trials = config.forecast_trials or _default_forecast_trials(trials)
-        forecast = forecast_session(
-            model, state, config.protocol, n_trials, n_rollouts=config.forecast_rollouts, seed=config.seed, interval_level=config.interval_level, bin_size=min(config.forecast_bin, n_trials)
-        )
+        sizes = dict(n_rollouts=config.forecast_rollouts, seed=config.seed, interval_level=config.interval_level, bin_size=min(config.forecast_bin, n_trials))
+        if twin.ensemble is None:
+            forecast = forecast_session(model, _forecast_state(twin, trials), config.protocol, n_trials, **sizes)  # type: ignore[arg-type]
+        else:
+            forecast = forecast_ensemble_session(_forecast_ensemble(twin, trials), config.protocol, n_trials, **sizes)  # type: ignore[arg-type]
 
     history = history_dependence(prediction, trials, config.max_run)
     figures: list[ReportFigure] = [

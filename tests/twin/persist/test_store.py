@@ -241,3 +241,36 @@ def test_a_store_of_whole_model_files_still_loads(store):
     assert back.state is not None and torch.equal(back.state.w, state.w) and back.state.phase == 1
     for (k1, t1), (k2, t2) in zip(model.state_dict().items(), back.model.state_dict().items()):
         assert k1 == k2 and torch.equal(t1, t2)
+
+
+def test_an_ensemble_version_round_trips_with_its_rules_stored_once(store):
+    from twin.models.ensemble import ENSEMBLE_RULE, TwinEnsemble
+    from twin.models.state import TwinState
+    from twin.persist.store import NewVersion
+    from twin.persist.tables import _RuleRow
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    ens = TwinEnsemble.of([_model("static", 0), _model("reinforce", 1), _model("dnn", 2)], [0.2, 0.5, 0.3], ["static/seed0", "reinforce/seed0", "dnn/seed0"])
+    states = tuple(TwinState(torch.randn(c.model.n_weights), torch.zeros(c.model.rule.state_size), 4, phase=i) for i, c in enumerate(ens.components))
+    ens = type(ens)(ens.components, ens.weights, ens.labels, states)
+    items = [NewVersion(s, ens, 4, "h") for s in ("A", "B")]  # two animals over the same three rules
+    va, vb = store.put_many(items, alias="serving")
+    assert va.rule == ENSEMBLE_RULE and va.spec == ens.components[1].model.spec  # the largest-weight component's
+    with Session(store.engine) as s:
+        assert s.scalar(select(func.count()).select_from(_RuleRow)) == 3
+    got = store.load_twin("A", alias="serving")
+    assert got.ensemble is not None and got.ensemble.labels == ens.labels
+    assert torch.allclose(got.ensemble.weights, ens.weights)
+    assert got.twin.params.rule == ens.components[1].params.rule and got.state.phase == 1
+    for c0, c1, s0, s1 in zip(ens.components, got.ensemble.components, states, got.ensemble.states):
+        assert c1.population.spec == c0.population.spec and torch.equal(c1.params.w0, c0.params.w0)
+        assert torch.equal(s1.w, s0.w) and s1.through_session == 4
+        for k, t in c0.population.rule.state_dict().items():
+            assert torch.equal(c1.population.rule.state_dict()[k], t)
+    # a single twin stored after it still loads as before, and the store verifies clean
+    v = store.put("A", _model("dnn"), trained_through_session=5, data_hash="x")
+    assert store.load_twin("A", version=v.version).ensemble is None
+    from twin.persist.integrity import verify_store
+
+    assert verify_store(store, min_age_s=0.0).clean

@@ -78,3 +78,29 @@ def test_replayed_future_sessions_keep_contrasts_only_shown_before_the_cutoff(co
     run = run_check(model, twin_starts(twins[:1], sub, subjects[:1], [cut]), sub, None, n_rollouts=4, seed=0)
     assert torch.equal(run.predicted.n[:, :cut], run.observed.n[:, :cut].expand(4, -1, -1))
     assert torch.equal(run.predicted.n_trials, run.observed.n_trials.expand(4, -1))
+
+
+def test_ensemble_rollouts_each_run_the_component_they_drew(cohort):
+    """Every rollout of an ensemble check is the free run of one component, drawn by weight."""
+    from twin.models.ensemble import TwinEnsemble
+    from twin.sim.check import run_ensemble_check
+
+    model, trials, subjects, twins = cohort
+    subjects, twins = subjects[:4], twins[:4]
+    trials = trials[trials["subject"].isin(subjects)]
+    bad_twins = [TwinModel(model, TwinParams(torch.tensor([0.0, 3.0]), t.params.log_rate - 1.5, "truth")) for t in twins]
+    r = 20
+    good = run_check(model, twin_starts(twins, trials, subjects, [2] * 4, IBL_DEFAULT), trials, IBL_DEFAULT, r, seed=4).predicted
+    bad = run_check(model, twin_starts(bad_twins, trials, subjects, [2] * 4, IBL_DEFAULT), trials, IBL_DEFAULT, r, seed=4).predicted
+    ens = [TwinEnsemble.of([g, b], [0.7, 0.3], ["good", "bad"]) for g, b in zip(twins, bad_twins)]
+    run = run_ensemble_check(ens, trials, subjects, [2] * 4, IBL_DEFAULT, r, seed=4)
+    pred = run.predicted
+    assert pred.n.shape == good.n.shape and run.n_rollouts == r
+    is_good = (pred.n_right == good.n_right).flatten(1).all(1)
+    is_bad = (pred.n_right == bad.n_right).flatten(1).all(1)
+    assert bool((is_good | is_bad).all()) and not bool((is_good & is_bad).any())
+    assert abs(float(is_good.double().mean()) - 0.7) < 0.15  # drawn in proportion (80 rollouts)
+    only_good = run_ensemble_check([TwinEnsemble.of([g, b], [1.0, 0.0], ["good", "bad"]) for g, b in zip(twins, bad_twins)], trials, subjects, [2] * 4, IBL_DEFAULT, r, seed=4)
+    assert torch.equal(only_good.predicted.n_right, good.n_right)
+    with pytest.raises(ValueError, match="different components"):
+        run_ensemble_check([ens[0], TwinEnsemble.of([twins[1]], [1.0], ["other"])] + ens[2:], trials, subjects, [2] * 4, IBL_DEFAULT, 2)

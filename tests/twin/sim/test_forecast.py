@@ -68,3 +68,29 @@ def test_interval_and_bad_arguments(truth_and_history):
     truth, hist = truth_and_history
     with pytest.raises(ValueError, match="interval_level"):
         forecast_session(truth, twin_end_state(truth, hist), IBL_DEFAULT, 10, interval_level=1.5)
+
+
+def test_an_ensemble_forecast_draws_components_in_proportion(truth_and_history):
+    from twin.models.ensemble import TwinEnsemble
+    from twin.models.params import TwinModel
+    from twin.sim.forecast import forecast_ensemble_session
+
+    truth, hist = truth_and_history
+    twin = TwinModel.of(truth)
+    naive = TwinState(w=torch.zeros(2), h=torch.zeros(0), through_session=0)
+    trained = twin_end_state(truth, hist)
+    alone = forecast_session(truth, trained, IBL_DEFAULT, 300, n_rollouts=400, seed=3)
+    ens = TwinEnsemble.of([twin, twin], [0.3, 0.7], ["naive", "trained"], [naive, trained])
+    f = forecast_ensemble_session(ens, IBL_DEFAULT, 300, n_rollouts=400, seed=3, interval_level=0.9)
+    assert f.n_rollouts == 400
+    # the mixture's mean accuracy is the weighted mean of its components', its interval holds both
+    assert f.accuracy.mean == pytest.approx(0.3 * 0.5 + 0.7 * alone.accuracy.mean, abs=0.03)
+    assert f.accuracy.lo < 0.6 < alone.accuracy.lo and f.accuracy.hi >= alone.accuracy.mean - 0.02
+    assert f.accuracy.width > 2 * alone.accuracy.width  # between-model spread, not only rollout noise
+    # every rollout ran one component: about 30% of them at chance
+    g = torch.Generator().manual_seed(3)
+    drawn = torch.bincount(ens.sample(400, g), minlength=2)
+    assert abs(int(drawn[0]) / 400 - 0.3) < 0.06
+    assert f == forecast_ensemble_session(ens, IBL_DEFAULT, 300, n_rollouts=400, seed=3, interval_level=0.9)  # seeded
+    with pytest.raises(ValueError, match="end state"):
+        forecast_ensemble_session(TwinEnsemble.of([twin], [1.0], ["x"]), IBL_DEFAULT, 100)

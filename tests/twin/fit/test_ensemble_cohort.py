@@ -1,0 +1,81 @@
+"""Cohort ensemble fits: components stacked on held-out future sessions, stored, updated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from twin.fit.cohort import SERVING_ALIAS, update_twin
+from twin.fit.ensemble_cohort import EnsembleFitConfig, bootstrap_animals, ensemble_components, fit_ensemble_cohort
+from twin.fit.train import FitConfig
+from twin.models.ensemble import ENSEMBLE_RULE
+from twin.persist.store import TwinStore
+from twin.protocol import IBL_DEFAULT
+from twin.sim.agents import DEFAULT_TRUTHS, Family
+from twin.sim.simulate import simulate
+
+
+@pytest.fixture(scope="module")
+def trials():
+    return simulate(DEFAULT_TRUTHS[Family.REINFORCE].build(), IBL_DEFAULT, 4, 2400, seed=4).trials
+
+
+def _fit(trials, tmp_path, components):
+    subject = trials["subject"].iloc[0]
+    last = int(trials.loc[trials.subject == subject, "session"].max())
+    before = trials[~((trials.subject == subject) & (trials.session == last))]
+    config = EnsembleFitConfig(components=components, fit=FitConfig(epochs=15, patience=3), refit=False)
+    store = TwinStore(tmp_path)
+    res, versions = fit_ensemble_cohort(before, store, config, progress=False)
+    return store, res, versions, subject, last
+
+
+def test_the_generating_rule_gets_most_of_the_weight_and_the_ensemble_is_stored(trials, tmp_path):
+    """REINFORCE data: stacking the static GLM against REINFORCE puts the weight on REINFORCE,
+    and the stored ensemble versions load as ensembles."""
+    comps = ensemble_components(("static", "reinforce"))
+    store, res, versions, subject, last = _fit(trials[trials["subject"].isin(sorted(trials["subject"].unique())[:3])], tmp_path, comps)
+    table = res.table()
+    assert list(table["component"]) == ["static/seed0", "reinforce/seed0", "ensemble"]
+    assert float(res.stacking.cohort[1]) > 0.8, table
+    assert res.stacking.ensemble_ll >= float(res.stacking.component_ll.max()) - 1e-9
+    assert all(v.rule == ENSEMBLE_RULE for v in versions) and len(versions) == 3
+    loaded = store.load_twin(subject, alias=SERVING_ALIAS)
+    assert loaded.ensemble is not None and loaded.ensemble.labels == ("static/seed0", "reinforce/seed0")
+    assert loaded.twin.population.spec.rule == "reinforce" and loaded.meta.metrics.val_ll is not None
+    assert all(st.through_session == last - 1 for st in loaded.ensemble.states)
+    # an update warm-starts every component on the new session and keeps the weights
+    v2 = update_twin(store, subject, trials, FitConfig(learning_rate=0.02, epochs=3, patience=3))
+    again = store.load_twin(subject)
+    assert v2.version == 2 and v2.rule == ENSEMBLE_RULE and again.ensemble is not None
+    assert torch.allclose(again.ensemble.weights, loaded.ensemble.weights)
+    assert all(st.through_session == last for st in again.ensemble.states)
+
+
+@pytest.mark.slow
+def test_a_bootstrap_component_and_an_update_of_the_ensemble(trials, tmp_path):
+    """Seeds and bootstraps of REINFORCE share the weight."""
+    comps = ensemble_components(("static", "reinforce"), seeds=1, bootstraps=1)
+    assert [c.label for c in comps] == ["static/seed0", "reinforce/seed0", "reinforce/boot0"]
+    store, res, versions, subject, last = _fit(trials, tmp_path, comps)
+    w = res.stacking.cohort
+    assert float(w[1] + w[2]) > 0.8, res.table()
+    assert {v.subject for v in versions} == set(trials["subject"])
+    assert store.load_twin(subject).ensemble.labels == tuple(c.label for c in comps)
+
+
+def test_bootstrap_resamples_whole_animals(trials):
+    boot = bootstrap_animals(trials, seed=1)
+    names = sorted(trials["subject"].unique())
+    assert boot["subject"].nunique() == len(names)
+    for s, g in boot.groupby("subject"):
+        orig = s.rsplit("#", 1)[0]
+        assert orig in names and len(g) == int((trials.subject == orig).sum())
+    assert bootstrap_animals(trials, seed=1).equals(boot)
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="duplicate"):
+        EnsembleFitConfig(components=ensemble_components(("static", "static")))
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble_components((), seeds=1)

@@ -1,0 +1,342 @@
+"""Cohort-level ensemble fits: several rules (and seeds or bootstraps of each) per animal, weighted
+by stacking on held-out future sessions, stored as one ensemble twin version per animal.
+
+The protocol, for each component (a rule's spec, a seed, optionally a bootstrap of the animals):
+
+1. **Stacking phase.** Split every animal at session ``k`` (:func:`twin.data.splits.split_sessions`):
+   fit the population rule on sessions ``< k`` (session ``k`` for early stopping), adapt each
+   animal's twin the same way, and score each twin teacher-forced on its animal's sessions
+   ``> k``: per-trial held-out log-likelihoods, the use a twin is for. Stacking
+   (:func:`twin.fit.stacking.stack`) turns them into cohort and per-animal weights.
+2. **Final phase.** Refit the population rule on all sessions (each animal's last session
+   validates), adapt every animal's twin and compute its end state (``refit=False`` keeps the
+   stacking phase's population rule and only re-adapts the animals: about half the cost).
+
+A bootstrap component fits its population rule on the animals resampled with replacement
+(seeded), so its spread across bootstraps is parameter uncertainty; every twin is then adapted to
+its own animal's real sessions.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from twin.data.batch import TrialBatch, make_batch
+from twin.data.features import FeatureSpec
+from twin.data.splits import split_last_sessions, split_sessions
+from twin.errors import TwinError
+from twin.fit.adapt import adapt, default_adapt_config
+from twin.fit.cohort import SERVING_ALIAS, CohortFitConfig, PopulationFit, adapt_animals, animal_batches, fit_population, twin_end_state
+from twin.fit.stacking import StackingConfig, StackingResult, stack
+from twin.fit.train import FitConfig, fit
+from twin.models.ensemble import TwinEnsemble, mixture_log_likelihood
+from twin.models.learner import ModelSpec
+from twin.models.params import Adaptation, TwinModel, stack_params
+from twin.models.rules import make_config
+from twin.persist.records import TwinHyperparameters, TwinMetrics
+from twin.persist.store import InTransaction, NewVersion, TwinStore, TwinVersion, hash_trials
+
+DEFAULT_ENSEMBLE_RULES = ("static", "reinforce", "dnn", "dnn_delta", "rnn")
+"""The rule families of the default ensemble."""
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    """One component of an ensemble fit.
+
+    Attributes:
+        spec: the population model's structure.
+        seed: seeds its initialisation (and, with ``bootstrap``, the resampling of animals).
+        bootstrap: fit the population rule on the animals resampled with replacement.
+    """
+
+    spec: ModelSpec
+    seed: int = 0
+    bootstrap: bool = False
+
+    @property
+    def label(self) -> str:
+        """``rule/seedN`` or ``rule/bootN``."""
+        return f"{self.spec.rule}/{'boot' if self.bootstrap else 'seed'}{self.seed}"
+
+
+def ensemble_components(
+    rules: Sequence[str] = DEFAULT_ENSEMBLE_RULES, features: FeatureSpec = FeatureSpec(), seeds: int = 1, bootstraps: int = 0, **rule_options: object
+) -> tuple[ComponentConfig, ...]:
+    """Components of ``rules``: ``seeds`` seeds and ``bootstraps`` bootstraps of each (``static``,
+    whose fit is convex, gets one component: its seeds would be copies).
+
+    Raises:
+        ValueError: no rules, or no seeds and no bootstraps.
+    """
+    if not rules or seeds + bootstraps < 1 or seeds < 0 or bootstraps < 0:
+        raise ValueError("an ensemble needs at least one rule and at least one seed or bootstrap of each")
+    out = []
+    for rule in rules:
+        spec = ModelSpec(rule, features, make_config(rule, **rule_options))
+        if rule == "static":
+            out.append(ComponentConfig(spec))
+            continue
+        out += [ComponentConfig(spec, s) for s in range(seeds)] + [ComponentConfig(spec, b, True) for b in range(bootstraps)]
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class EnsembleFitConfig:
+    """How a cohort's ensemble twins are made.
+
+    Attributes:
+        components: the ensemble's components (their specs must share the features).
+        fit: population optimisation settings (each component's ``seed`` replaces ``fit.seed``).
+        adaptation: what each component twin fits to its animal.
+        stacking: how the weights are fitted.
+        choose_at: session ``k`` of the stacking split (fit < k, validate k, score > k); None:
+            half the smallest animal's session count.
+        refit: refit each population rule on all sessions after stacking (else keep the
+            stacking phase's rule and re-adapt the animals only).
+    """
+
+    components: tuple[ComponentConfig, ...] = field(default_factory=ensemble_components)
+    fit: FitConfig = FitConfig()
+    adaptation: Adaptation = Adaptation.INITIAL_WEIGHTS_AND_RATE
+    stacking: StackingConfig = StackingConfig()
+    choose_at: int | None = None
+    refit: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.components:
+            raise ValueError("an ensemble needs at least one component")
+        if len({c.spec.features for c in self.components}) > 1:
+            raise ValueError("the components of an ensemble must share their policy features")
+        labels = [c.label for c in self.components]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"duplicate ensemble components: {labels}")
+
+    @property
+    def features(self) -> FeatureSpec:
+        return self.components[0].spec.features
+
+
+@dataclass(frozen=True)
+class ComponentReport:
+    """How one component did.
+
+    Attributes:
+        label: its name.
+        heldout_ll: teacher-forced log-likelihood per trial on the held-out future sessions (nats).
+        weight: its cohort stacking weight.
+        population_val_ll: the final population fit's validation log-likelihood per trial.
+        seconds: wall time of both phases.
+        warnings: convergence warnings of its population fits.
+    """
+
+    label: str
+    heldout_ll: float
+    weight: float
+    population_val_ll: float
+    seconds: float
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnimalEnsemble:
+    """One animal's ensemble twin and what the store records about it.
+
+    Attributes:
+        subject: the animal.
+        ensemble: its components (with their end states) and weights.
+        trained_through_session: the last session it was fitted on.
+        data_hash: hash of the animal's trials.
+        val_ll: the mixture's log-likelihood per trial on the animal's last session (nats).
+    """
+
+    subject: str
+    ensemble: TwinEnsemble
+    trained_through_session: int
+    data_hash: str
+    val_ll: float
+
+
+@dataclass(frozen=True)
+class EnsembleFit:
+    """A cohort's ensemble fit.
+
+    Attributes:
+        animals: one ensemble twin per animal, in the table's order.
+        stacking: the weights and held-out scores.
+        components: per-component reports, in the config's order.
+        choose_at: the stacking split's session ``k``.
+        seconds: wall time.
+    """
+
+    animals: tuple[AnimalEnsemble, ...]
+    stacking: StackingResult
+    components: tuple[ComponentReport, ...]
+    choose_at: int
+    seconds: float
+
+    def table(self) -> pd.DataFrame:
+        """One row per component (label, held-out LL, cohort weight, ...), then the ensemble's."""
+        rows = [{"component": c.label, "heldout_ll_nats": c.heldout_ll, "weight": c.weight, "population_val_ll": c.population_val_ll, "seconds": c.seconds} for c in self.components]
+        rows.append({"component": "ensemble", "heldout_ll_nats": self.stacking.ensemble_ll, "weight": 1.0, "population_val_ll": float("nan"), "seconds": self.seconds})
+        return pd.DataFrame(rows)
+
+
+def bootstrap_animals(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The cohort's animals resampled with replacement (as many as there are), each draw renamed
+    ``subject#i`` so repeated animals stay separate rows of a batch."""
+    names = list(dict.fromkeys(df["subject"]))
+    rng = np.random.default_rng(seed)
+    by = {s: g for s, g in df.groupby("subject", sort=False)}
+    parts = [by[names[j]].assign(subject=f"{names[j]}#{i}") for i, j in enumerate(rng.integers(0, len(names), len(names)))]
+    return pd.concat(parts, ignore_index=True)
+
+
+def component_log_likelihood(twins: Sequence[TwinModel], batch: TrialBatch) -> torch.Tensor:
+    """``[B, T]`` per-trial log-likelihood of each animal's twin (row ``i`` is ``twins[i]``) on its
+    own trials; one batched run when the twins share their population rule."""
+    if len({id(t.population) for t in twins}) == 1:
+        w0, log_rate = stack_params([t.params for t in twins])
+        with torch.no_grad():
+            return twins[0].population.log_likelihood(batch, w0, log_rate)
+    with torch.no_grad():
+        return torch.cat([t.model.log_likelihood(batch.select([i])) for i, t in enumerate(twins)])
+
+
+def _fit_split(comp: ComponentConfig, df: pd.DataFrame, batch: TrialBatch, k: int, config: EnsembleFitConfig, progress: bool) -> tuple[torch.Tensor, PopulationFit, list[str]]:
+    """The stacking phase of one component: ``[B, T]`` held-out LL of its twins, its population fit."""
+    cfg = replace(config.fit, seed=comp.seed)
+    split = split_sessions(batch, k)
+    fit_split = split_sessions(make_batch(bootstrap_animals(df, comp.seed), comp.spec.features), k) if comp.bootstrap else split
+    pop = fit(comp.spec, fit_split.train, fit_split.val, cfg, progress=progress, description=f"ensemble {comp.label} (sessions < {k})")
+    res = adapt(pop.model, split.train, split.val, config.adaptation, default_adapt_config(config.adaptation))
+    ll = component_log_likelihood([res.twins[s] for s in batch.subjects], split.test)
+    return ll, PopulationFit(pop.model, pop.best_val_ll, config.adaptation, None), [w.message for w in pop.warnings]
+
+
+def fit_ensemble(df: pd.DataFrame, config: EnsembleFitConfig = EnsembleFitConfig(), progress: bool = True, animals_per_batch: int = 32) -> EnsembleFit:
+    """Fit every component on the cohort, stack them on held-out future sessions, and make one
+    ensemble twin per animal (see the module docstring for the protocol).
+
+    Raises:
+        ValueError: an animal with too few sessions for the split (it needs more than ``k``).
+    """
+    t0 = time.perf_counter()
+    batch = make_batch(df, config.features)
+    k = config.choose_at or max(2, int(batch.session.max(1).values.min().item()) // 2)
+    split_mask = split_sessions(batch, k).test.mask
+    lls, finals, reports = [], [], []
+    for comp in config.components:
+        c0 = time.perf_counter()
+        ll, split_pop, warns = _fit_split(comp, df, batch, k, config, progress)
+        if config.refit:
+            fit_df = bootstrap_animals(df, comp.seed) if comp.bootstrap else df
+            cfg = CohortFitConfig(spec=comp.spec, fit=replace(config.fit, seed=comp.seed), adaptation=config.adaptation)
+            pop = fit_population(fit_df, cfg, progress)
+        else:
+            pop = split_pop
+        twins = [t for part in animal_batches(df, animals_per_batch) for t in adapt_animals(pop, part)]
+        lls.append(ll)
+        finals.append({t.subject: t for t in twins})
+        reports.append((comp.label, pop.val_ll, time.perf_counter() - c0, tuple(warns)))
+    weights = stack(torch.stack(lls), split_mask, config.stacking)
+    _, val = split_last_sessions(batch)
+    val_ll = torch.stack([component_log_likelihood([f[s].twin for s in batch.subjects], val) for f in finals])  # [M, B, T]
+    labels = tuple(c.label for c in config.components)
+    animals = []
+    for i, s in enumerate(batch.subjects):
+        members = [f[s] for f in finals]
+        ens = TwinEnsemble.of([m.twin for m in members], weights.per_animal[i], labels, [m.state for m in members])  # type: ignore[misc]
+        sel = val.mask[i]
+        v = float(mixture_log_likelihood(val_ll[:, i, sel], ens.weights).mean()) if bool(sel.any()) else float("nan")
+        animals.append(AnimalEnsemble(s, ens, members[0].trained_through_session, members[0].data_hash, v))
+    comps = tuple(
+        ComponentReport(label, float(weights.component_ll[j]), float(weights.cohort[j]), pv, sec, warns) for j, (label, pv, sec, warns) in enumerate(reports)
+    )
+    return EnsembleFit(tuple(animals), weights, comps, k, time.perf_counter() - t0)
+
+
+def ensemble_hyperparameters(config: EnsembleFitConfig, cohort: str | None = None) -> TwinHyperparameters:
+    """What an ensemble version records of how it was made (the components and weights are in
+    its twin file)."""
+    return TwinHyperparameters(spec=None, fit=asdict(config.fit), adaptation=config.adaptation, cohort=cohort)
+
+
+def store_ensembles(store: TwinStore, result: EnsembleFit, config: EnsembleFitConfig, in_transaction: InTransaction | None = None) -> tuple[TwinVersion, ...]:
+    """Store every animal's ensemble as a new version and move the ``serving`` alias to them,
+    in one transaction (each component's rule is stored once)."""
+    hyper = ensemble_hyperparameters(config, uuid.uuid4().hex)
+    items = [NewVersion(a.subject, a.ensemble, a.trained_through_session, a.data_hash, TwinMetrics(val_ll=a.val_ll), hyper) for a in result.animals]
+    return store.put_many(items, alias=SERVING_ALIAS, in_transaction=in_transaction)
+
+
+def fit_ensemble_cohort(
+    df: pd.DataFrame, store: TwinStore, config: EnsembleFitConfig = EnsembleFitConfig(), progress: bool = True, animals_per_batch: int = 32
+) -> tuple[EnsembleFit, tuple[TwinVersion, ...]]:
+    """:func:`fit_ensemble`, then :func:`store_ensembles`."""
+    result = fit_ensemble(df, config, progress, animals_per_batch)
+    return result, store_ensembles(store, result, config)
+
+
+def update_ensemble(
+    store: TwinStore, subject: str, trials: pd.DataFrame, config: FitConfig | None = None, in_transaction: InTransaction | None = None
+) -> TwinVersion:
+    """Warm-start every component of the subject's latest ensemble twin on all its sessions (the
+    newest validates), keep the weights, and store the result as a new ensemble version.
+
+    Raises:
+        TwinError: the latest twin is not an ensemble, the subject has no trials, or no session
+            after the twin's last one.
+    """
+    loaded = store.load_twin(subject)
+    ens, meta = loaded.ensemble, loaded.meta
+    if ens is None:
+        raise TwinError(f"subject {subject!r}: the latest twin is not an ensemble")
+    sub = trials[trials["subject"] == subject]
+    if sub.empty:
+        raise TwinError(f"no trials of subject {subject!r} in the update")
+    if int(sub["session"].max()) <= meta.trained_through_session:
+        raise TwinError(f"subject {subject!r}: no session after {meta.trained_through_session}, the twin is up to date")
+    batch = make_batch(sub, ens.features)
+    train, val = split_last_sessions(batch)
+    adaptation = meta.hyperparameters.adaptation or Adaptation.INITIAL_WEIGHTS_AND_RATE
+    if adaptation is Adaptation.NONE:
+        adaptation = Adaptation.INITIAL_WEIGHTS
+    twins, states, vals = [], [], []
+    for c in ens.components:
+        twin = adapt(c.model, train, val, adaptation, config).twins[subject]
+        twins.append(twin)
+        states.append(twin_end_state(twin.model, sub))
+        vals.append(component_log_likelihood([twin], val)[0, val.mask[0]])
+    new = TwinEnsemble.of(twins, ens.weights, ens.labels, states)
+    v = float(mixture_log_likelihood(torch.stack(vals), new.weights).mean()) if bool(val.mask.any()) else None
+    item = NewVersion(
+        subject, new, int(sub["session"].max()), hash_trials(sub), TwinMetrics(val_ll=v),
+        replace(meta.hyperparameters, adaptation=adaptation, warm_start_from=meta.version),
+    )
+    return store.put_many([item], alias=SERVING_ALIAS, in_transaction=in_transaction)[0]
+
+
+__all__ = [
+    "AnimalEnsemble",
+    "ComponentConfig",
+    "ComponentReport",
+    "DEFAULT_ENSEMBLE_RULES",
+    "EnsembleFit",
+    "EnsembleFitConfig",
+    "bootstrap_animals",
+    "component_log_likelihood",
+    "ensemble_components",
+    "ensemble_hyperparameters",
+    "fit_ensemble",
+    "fit_ensemble_cohort",
+    "store_ensembles",
+    "update_ensemble",
+]

@@ -695,15 +695,24 @@ def rig_profile(name: str) -> RigProfile:
 
 
 def phase_of_contrasts(protocol: Curriculum, contrasts: np.ndarray | list[float]) -> int:
-    """The first phase of ``protocol`` whose contrast set holds every contrast in ``contrasts``
-    (unsigned); the last phase when none does. Used to place an animal in a protocol from the
-    contrasts of its latest trials."""
-    seen = {round(float(c), 6) for c in np.asarray(contrasts, dtype=float).ravel()}
-    phases = protocol.stimulus.phases
-    for i, ph in enumerate(phases):
-        if seen <= {round(c, 6) for c in ph}:
-            return i
-    return len(phases) - 1
+    """The phase of ``protocol`` that best explains ``contrasts`` (unsigned, of an animal's latest
+    trials): the largest log-likelihood of the contrasts under each phase's proportions, a
+    contrast the phase never shows costing ``log(1e-3)`` (a phase change inside the window);
+    ties go to the earlier phase; the last phase when no phase shows any of them. A window of IBL phase 5 (phase 4's set without 0.5) is placed
+    in phase 5, one that still shows 0.5 in phase 4 or earlier."""
+    seen = np.round(np.asarray(contrasts, dtype=float).ravel(), 6)
+    s = protocol.stimulus
+    best, best_ll = len(s.phases) - 1, -np.inf
+    values, counts = np.unique(seen, return_counts=True)
+    if not {round(c, 6) for ph in s.phases for c in ph} & set(values.tolist()):
+        return best  # no phase shows any of them: the last
+    for i, ph in enumerate(s.phases):
+        w = np.asarray(s.weights(i), dtype=float)
+        prob = dict(zip(np.round(ph, 6).tolist(), (w / w.sum()).tolist()))
+        ll = float(sum(n * np.log(prob.get(float(v), 0.0) or 1e-3) for v, n in zip(values, counts)))
+        if ll > best_ll + 1e-9:
+            best, best_ll = i, ll
+    return best
 
 
 __all__ = [

@@ -213,7 +213,8 @@ def test_rig_profiles_name_what_stock_iblrig_cannot_run():
 def test_phase_of_contrasts():
     assert phase_of_contrasts(IBL_DEFAULT, [1.0, 0.5, 1.0]) == 0
     assert phase_of_contrasts(IBL_DEFAULT, [0.25, 0.125]) == 2
-    assert phase_of_contrasts(IBL_DEFAULT, [0.0, 1.0, 0.25]) == 4
+    assert phase_of_contrasts(IBL_DEFAULT, [0.0, 1.0, 0.25, 0.5]) == 4
+    assert phase_of_contrasts(IBL_DEFAULT, [0.0, 1.0, 0.25, 0.125, 0.0625]) == 5  # 0.5 dropped: phase 5, not 4
     assert phase_of_contrasts(IBL_DEFAULT, [0.3]) == 5  # no phase shows it: the last one
 
 

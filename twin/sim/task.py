@@ -60,7 +60,7 @@ def _stack(rows: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     return torch.stack(rows).to(device)
 
 
-_STATE = ("phase", "count", "perf_buf", "perf_ptr", "perf_n", "pending", "n_left", "n_resp", "debias_trial", "p_left", "block_left", "last_side", "last_contrast")
+_STATE = ("phase", "count", "perf_ptr", "perf_n", "perf_sum", "pending", "n_left", "n_resp", "debias_trial", "p_left", "block_left", "last_side", "last_contrast")
 """Per-row state; rows that are not active keep all of it."""
 
 _OBSERVED = ("pending", "n_left", "n_resp")
@@ -75,10 +75,12 @@ class TaskEnv:
     optional ``active`` mask: rows that are not active keep their state unchanged (used when
     rows run sessions of different lengths in lock step).
 
-    State (``L`` the contrasts any performance rule looks at, ``M`` the longest window):
-    ``phase`` ``[B]`` (of the trial last drawn), ``count`` ``[B]`` trials of the session started
-    in that phase, ``perf_buf`` ``[B, L, 2, M]`` the session's last outcomes per contrast and side
-    (ring buffers at ``perf_ptr``, ``perf_n`` filled), ``pending`` ``[B]`` an error calling for a
+    State (``L`` the contrasts any performance rule looks at, ``K = 2 L`` contrast-side pairs,
+    ``M`` the longest window): ``phase`` ``[B]`` (of the trial last drawn), ``count`` ``[B]``
+    trials of the session started in that phase, ``perf_buf`` ``[B, K, M]`` the session's last
+    outcomes per contrast and side (``k = 2 l + side``; ring buffers at ``perf_ptr``, ``perf_n``
+    filled), ``perf_sum`` ``[B, K]`` the correct ones among the last ``window`` (of the current
+    phase's rule; kept up to date trial by trial), ``pending`` ``[B]`` an error calling for a
     debiasing trial, ``n_left``/``n_resp`` ``[B]`` the session's left choices and choices,
     ``debias_trial`` ``[B]`` whether the trial last drawn was a debiasing one.
 
@@ -184,9 +186,10 @@ class TaskEnv:
         z = torch.zeros(n_animals, device=dev)
         n_lv, m = len(levels), self.window_max
         self.count = torch.zeros(n_animals, dtype=torch.long, device=dev)
-        self.perf_buf = torch.zeros(n_animals, n_lv, 2, m, device=dev)
-        self.perf_ptr = torch.zeros(n_animals, n_lv, 2, dtype=torch.long, device=dev)
-        self.perf_n = torch.zeros(n_animals, n_lv, 2, dtype=torch.long, device=dev)
+        self.perf_buf = torch.zeros(n_animals, 2 * n_lv, m, device=dev)
+        self.perf_ptr = torch.zeros(n_animals, 2 * n_lv, dtype=torch.long, device=dev)
+        self.perf_n = torch.zeros(n_animals, 2 * n_lv, dtype=torch.long, device=dev)
+        self.perf_sum = torch.zeros(n_animals, 2 * n_lv, device=dev)
         self.pending = torch.zeros(n_animals, dtype=torch.bool, device=dev)
         self.debias_trial = torch.zeros(n_animals, dtype=torch.bool, device=dev)
         self.n_left = z.clone()
@@ -221,28 +224,34 @@ class TaskEnv:
             a = active.view(-1, *([1] * (new.dim() - 1)))
             setattr(self, k, torch.where(a, new, o))
 
-    def window_correct(self) -> torch.Tensor:
-        """``[B, L, 2]``: correct trials among the session's last ``window`` trials (of the
-        current phase's rule) at each rule contrast and side (0 = left, 1 = right)."""
-        w = self.window[self.arange, self.phase].long()  # [B]
-        m = self.window_max
-        age = (self.perf_ptr.unsqueeze(-1) - 1 - self._age) % m  # [B, L, 2, M]: 0 = the newest
-        keep = (age < w.view(-1, 1, 1, 1)) & (age < self.perf_n.unsqueeze(-1))
-        return (self.perf_buf * keep).sum(-1)
+    def window_correct(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``[R, K]``: correct trials among the session's last ``window`` trials (of the current
+        phase's rule) at each rule contrast and side, recounted from the buffers, for ``rows``
+        (``[R]`` indices; None: every row). ``perf_sum`` holds the same, kept trial by trial."""
+        rows = self.arange if rows is None else rows
+        w = self.window[rows, self.phase[rows]].long()  # [R]
+        age = (self.perf_ptr[rows].unsqueeze(-1) - 1 - self._age) % self.window_max  # [R, K, M]: 0 = the newest
+        keep = (age < w.view(-1, 1, 1)) & (age < self.perf_n[rows].unsqueeze(-1))
+        return (self.perf_buf[rows] * keep).sum(-1)
 
     def _advance(self) -> None:
         """iblrig's ``check_training_phase``: at most one phase forward, before the draw."""
         ph = self.phase
         is_perf, is_count = self.is_perf[self.arange, ph], self.is_count[self.arange, ph]
         go = is_count & (self.count >= self.trials[self.arange, ph])
-        if self.levels.numel() and bool(is_perf.any()):
+        if self.levels.numel():
             w = self.window[self.arange, ph]
             thr = self.threshold[self.arange, ph]
-            passed = self.window_correct() > (thr * w).view(-1, 1, 1) + 1e-4  # [B, L, 2]
-            needs = self.needs[self.arange, ph].unsqueeze(-1)  # [B, L, 1]
-            go = go | (is_perf & (passed | ~needs).all(2).all(1))
-        self.phase = ph + go.long()
-        self.count = torch.where(go, torch.zeros_like(self.count), self.count)
+            passed = self.perf_sum > (thr * w).unsqueeze(1) + 1e-4  # [B, K]
+            needs = self.needs[self.arange, ph].repeat_interleave(2, 1)  # [B, K]
+            go = go | (is_perf & (passed | ~needs).all(1))
+        if bool(go.any()):
+            self.phase = ph + go.long()
+            self.count = torch.where(go, torch.zeros_like(self.count), self.count)
+            if self.levels.numel():  # the new phase's rule may look at another window
+                rows = torch.nonzero(go).squeeze(1)
+                self.perf_sum = self.perf_sum.clone()
+                self.perf_sum[rows] = self.window_correct(rows)
 
     def draw(
         self, session_start: torch.Tensor, active: torch.Tensor | None = None
@@ -261,9 +270,10 @@ class TaskEnv:
         ss = session_start
         # a session starts with a fresh trials table and phase counters (iblrig: one Session each)
         self.count = torch.where(ss, torch.zeros_like(self.count), self.count) + 1
-        fresh = ss.view(-1, 1, 1)
+        fresh = ss.view(-1, 1)
         self.perf_n = torch.where(fresh, torch.zeros_like(self.perf_n), self.perf_n)
         self.perf_ptr = torch.where(fresh, torch.zeros_like(self.perf_ptr), self.perf_ptr)
+        self.perf_sum = torch.where(fresh, torch.zeros_like(self.perf_sum), self.perf_sum)
         self.pending = self.pending & ~ss
         self.n_left = torch.where(ss, torch.zeros_like(self.n_left), self.n_left)
         self.n_resp = torch.where(ss, torch.zeros_like(self.n_resp), self.n_resp)
@@ -286,9 +296,11 @@ class TaskEnv:
         contrast = self.table[self.arange, self.phase, idx]
         rep = self.pending & self.debias_in[self.arange, self.phase]
         # against the bias: right when N(f_left, 0.5) >= 0.5
-        f_left = self.n_left / self.n_resp.clamp(min=1)
-        away = (f_left + 0.5 * torch.randn(self.b, generator=self.g, device=self.device) >= 0.5).float()
-        rep_side = torch.where(self.against_bias, away, self.last_side)
+        rep_side = self.last_side
+        if bool((rep & self.against_bias).any()):
+            f_left = self.n_left / self.n_resp.clamp(min=1)
+            away = (f_left + 0.5 * torch.randn(self.b, generator=self.g, device=self.device) >= 0.5).float()
+            rep_side = torch.where(self.against_bias, away, self.last_side)
         # P(left) as the rig records it: iblrig v8 keeps PROBABILITY_LEFT; a repeat's side is certain
         rep_p_left = torch.where(self.against_bias, self.p_left, 1.0 - self.last_side)
         side = torch.where(rep, rep_side, side)
@@ -313,14 +325,17 @@ class TaskEnv:
         self.n_resp = self.n_resp + 1
         if self.levels.numel():
             hit = torch.isclose(self.last_contrast.unsqueeze(1), self.levels)  # [B, L]
-            lvl = hit.float().argmax(1)
             on = hit.any(1) if active is None else hit.any(1) & active  # buffers are written in place, active rows only
-            s = self.last_side.long()
-            ptr = self.perf_ptr[self.arange, lvl, s]
-            row = self.arange[on]
-            self.perf_buf[row, lvl[on], s[on], ptr[on]] = correct[on].float()
-            self.perf_ptr = self.perf_ptr.clone()
-            self.perf_n = self.perf_n.clone()
-            self.perf_ptr[row, lvl[on], s[on]] = (ptr[on] + 1) % self.window_max
-            self.perf_n[row, lvl[on], s[on]] = (self.perf_n[row, lvl[on], s[on]] + 1).clamp(max=self.window_max)
+            row = torch.nonzero(on).squeeze(1)
+            n_k, m = self.perf_sum.shape[1], self.window_max
+            cell = row * n_k + 2 * hit[row].byte().argmax(1) + self.last_side[row].long()  # flat [B * K] index
+            ptr_v, n_v, sum_v, buf_v = self.perf_ptr.view(-1), self.perf_n.view(-1), self.perf_sum.view(-1), self.perf_buf.view(-1)
+            ptr, n = ptr_v[cell], n_v[cell]
+            w = self.window[row, self.phase[row]].long()
+            leaving = buf_v[cell * m + (ptr - w) % m] * (n >= w)
+            new = correct[row].float()
+            buf_v[cell * m + ptr] = new
+            ptr_v[cell] = (ptr + 1) % m
+            n_v[cell] = (n + 1).clamp(max=m)
+            sum_v[cell] += new - leaving
         self._keep_inactive(old, active)

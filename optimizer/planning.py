@@ -26,7 +26,7 @@ from typing import Protocol
 from twin.sim.forecast import Interval, SessionForecast
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinStore, TwinVersion
-from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum
+from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum, RigProfile
 
 
 @dataclass(frozen=True)
@@ -245,12 +245,15 @@ class CurriculumSearchRequest:
         n_candidates: candidates to evaluate (None: the search's default).
         horizon_trials: simulated trials per animal and candidate (None: the search's default).
         seed: seeds the search.
+        rig_profile: what the rig runs: the search space is cut to it and every candidate runs
+            on it (None: the profile of the search's own space, a custom task by default).
     """
 
     subjects: tuple[str, ...]
     n_candidates: int | None
     horizon_trials: int | None
     seed: int
+    rig_profile: RigProfile | None = None
 
 
 @dataclass(frozen=True)

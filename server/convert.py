@@ -24,7 +24,7 @@ from twin.cancel import checkpoint
 from twin.fit.cohort import CohortFitReport
 from twin.sim.forecast import Interval, SessionForecast
 from twin.persist.store import TwinVersion
-from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum, FeedbackPolicy, StimulusSchedule
+from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, AdvanceKind, AdvanceRule, Curriculum, DebiasSide, FeedbackPolicy, StimulusSchedule, ZeroContrastSide
 from twin.models.params import Adaptation
 
 from service.catalog import SubjectInfo, TwinSelector
@@ -199,9 +199,49 @@ def predict_request(req: twin_service_pb2.PredictRequest, limits: Limits = Limit
 REQUEST_PROTOCOL_NAME = "request"
 
 
+_DEBIAS_SIDE = {protocol_pb2.DEBIAS_SIDE_REPEAT: DebiasSide.REPEAT, protocol_pb2.DEBIAS_SIDE_AGAINST_BIAS: DebiasSide.AGAINST_BIAS}
+_ZERO_SIDE = {protocol_pb2.ZERO_CONTRAST_SIDE_RANDOM: ZeroContrastSide.RANDOM, protocol_pb2.ZERO_CONTRAST_SIDE_LEFT: ZeroContrastSide.LEFT}
+
+
+def _rule_from_pb(a: protocol_pb2.AdvancementRule, phase: tuple[float, ...]) -> AdvanceRule:
+    """A performance rule; as the protocol-wide (legacy) rule its contrasts are cut to the
+    phase's, and a phase that shows none of them ends after ``window`` trials."""
+    shown = {round(c, 6) for c in phase}
+    wanted = tuple(float(c) for c in a.easy_contrasts) or IBL_DEFAULT.stimulus.advance[0].contrasts
+    contrasts = tuple(c for c in wanted if round(c, 6) in shown)
+    if not contrasts:
+        return AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=max(1, int(a.window)))
+    return AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=contrasts, window=int(a.window), threshold=float(a.threshold))
+
+
+def _advance_from_pb(p: protocol_pb2.TaskProtocol, phases: tuple[tuple[float, ...], ...], field: str) -> tuple[AdvanceRule, ...]:
+    rules = []
+    ibl = IBL_DEFAULT.stimulus
+    for i, ph in enumerate(p.phases[:-1]):
+        if ph.HasField("advance"):
+            a = ph.advance
+            if a.WhichOneof("rule") == "after_trials":
+                rules.append(AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=int(a.after_trials)))
+            elif a.WhichOneof("rule") == "performance":
+                r = a.performance
+                rules.append(AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=tuple(float(c) for c in r.easy_contrasts), window=int(r.window), threshold=float(r.threshold)))
+            else:
+                raise InvalidArgumentError.field(f"{field}.phases[{i}].advance", "set performance or after_trials")
+        elif p.HasField("advancement"):
+            rules.append(_rule_from_pb(p.advancement, phases[i]))
+        elif i < len(ibl.advance) and phases[i] == ibl.phases[i]:
+            rules.append(ibl.advance[i])
+        else:
+            raise InvalidArgumentError.field(f"{field}.phases[{i}].advance", "needed: the phase is not the last and not the IBL default's")
+    return tuple(rules)
+
+
 def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol", limits: Limits = Limits()) -> Curriculum:
     """The protocol of a TaskProtocol message; unset parts (and the rig settings, which the
-    message does not carry) take the IBL defaults.
+    message does not carry) take the IBL defaults: no phases, IBL's schedule; a phase without
+    proportions, uniform (IBL's when the phases are IBL's); a phase without its advance rule,
+    the protocol-wide ``advancement`` or the IBL rule of that phase; no debias message, IBL's
+    debiasing (in the phases that exist).
 
     Raises:
         InvalidArgumentError: values the protocol's validation rejects, located under ``field``.
@@ -210,7 +250,10 @@ def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol", limi
     limits.check(
         limits.over(f"{field}.phases", len(p.phases), "max_protocol_phases", "phases"),
         *(limits.over(f"{field}.phases[{i}].contrasts", len(ph.contrasts), "max_phase_contrasts", "contrasts") for i, ph in enumerate(p.phases[: limits.max_protocol_phases])),
+        *(limits.over(f"{field}.phases[{i}].proportions", len(ph.proportions), "max_phase_contrasts", "proportions") for i, ph in enumerate(p.phases[: limits.max_protocol_phases])),
+        *(limits.over(f"{field}.phases[{i}].advance.performance.easy_contrasts", len(ph.advance.performance.easy_contrasts), "max_phase_contrasts", "contrasts") for i, ph in enumerate(p.phases[: limits.max_protocol_phases])),
         limits.over(f"{field}.advancement.easy_contrasts", len(p.advancement.easy_contrasts), "max_phase_contrasts", "contrasts"),
+        limits.over(f"{field}.debias.phases", len(p.debias.phases), "max_protocol_phases", "phases"),
         limits.over(f"{field}.blocks.probabilities", len(p.blocks.probabilities), "max_phase_contrasts", "probabilities"),
     )
     b = p.blocks
@@ -224,14 +267,28 @@ def protocol_from_pb(p: protocol_pb2.TaskProtocol, field: str = "protocol", limi
             ]
         )
     d = IBL_DEFAULT.stimulus
-    phases = tuple(tuple(float(c) for c in ph.contrasts) for ph in p.phases) or d.phases
-    stim: dict[str, object] = {"phases": phases}
+    stim: dict[str, object] = {}
+    if p.phases:
+        phases = tuple(tuple(float(c) for c in ph.contrasts) for ph in p.phases)
+        if any(ph.proportions for ph in p.phases):
+            stim["proportions"] = tuple(tuple(float(w) for w in ph.proportions) or (1.0,) * len(ph.contrasts) for ph in p.phases)
+        elif phases != d.phases:
+            stim["proportions"] = None
+        stim.update(phases=phases, advance=_advance_from_pb(p, phases, field))
+    if p.zero_contrast_side in _ZERO_SIDE:
+        stim["zero_contrast_side"] = _ZERO_SIDE[p.zero_contrast_side]
+    n_phases = len(p.phases) or len(d.phases)
     fb: dict[str, object] = {}
-    if p.HasField("advancement"):
-        a = p.advancement
-        stim.update(advance_window=int(a.window), advance_threshold=float(a.threshold), easy_contrasts=tuple(float(c) for c in a.easy_contrasts) or d.easy_contrasts)
     if p.HasField("debias"):
-        fb.update(debias=bool(p.debias.enabled), debias_min_contrast=float(p.debias.min_contrast) if p.debias.enabled else IBL_DEFAULT.feedback.debias_min_contrast)
+        db = p.debias
+        fb.update(
+            debias=bool(db.enabled),
+            debias_min_contrast=float(db.min_contrast) if db.enabled else IBL_DEFAULT.feedback.debias_min_contrast,
+            debias_phases=tuple(int(i) for i in db.phases) or None,
+            debias_side=_DEBIAS_SIDE.get(db.side, IBL_DEFAULT.feedback.debias_side),
+        )
+    else:
+        fb.update(debias_phases=tuple(i for i in IBL_DEFAULT.feedback.debias_phases or () if i < n_phases))
     if p.HasField("blocks"):
         b = p.blocks
         if b.enabled:
@@ -393,13 +450,28 @@ def predict_response(r: PredictResult) -> twin_service_pb2.PredictResponse:
     )
 
 
+def _advance_pb(r: AdvanceRule) -> protocol_pb2.PhaseAdvance:
+    if r.kind is AdvanceKind.TRIAL_COUNT:
+        return protocol_pb2.PhaseAdvance(after_trials=r.trials)
+    return protocol_pb2.PhaseAdvance(performance=protocol_pb2.AdvancementRule(window=r.window, threshold=r.threshold, easy_contrasts=list(r.contrasts)))
+
+
 def protocol_pb(p: Curriculum) -> protocol_pb2.TaskProtocol:
-    """The TaskProtocol message of a protocol's mechanics (the message has no proportions)."""
+    """The TaskProtocol message of a protocol's mechanics (every phase with its proportions and
+    rule; the protocol-wide ``advancement`` is left unset)."""
     s, f = p.stimulus, p.feedback
     return protocol_pb2.TaskProtocol(
-        phases=[protocol_pb2.ContrastPhase(contrasts=list(ph)) for ph in s.phases],
-        advancement=protocol_pb2.AdvancementRule(window=s.advance_window, threshold=s.advance_threshold, easy_contrasts=list(s.easy_contrasts)),
-        debias=protocol_pb2.DebiasRule(enabled=f.debias, min_contrast=f.debias_min_contrast),
+        phases=[
+            protocol_pb2.ContrastPhase(contrasts=list(ph), proportions=list(s.proportions[i]) if s.proportions is not None else [], advance=_advance_pb(s.advance[i]) if i < len(s.advance) else None)
+            for i, ph in enumerate(s.phases)
+        ],
+        debias=protocol_pb2.DebiasRule(
+            enabled=f.debias,
+            min_contrast=f.debias_min_contrast,
+            phases=list(f.debias_phases or ()),
+            side={v: k for k, v in _DEBIAS_SIDE.items()}[f.debias_side],
+        ),
+        zero_contrast_side={v: k for k, v in _ZERO_SIDE.items()}[s.zero_contrast_side],
         blocks=protocol_pb2.BlockSettings(
             enabled=f.biased_blocks,
             probabilities=list(f.block_probs),

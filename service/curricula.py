@@ -156,7 +156,7 @@ class Curricula:
         if bad:
             raise InvalidArgumentError(*bad[:20])
         limits.check_queue(len(self.jobs.list(state=JobState.PENDING)))
-        full = CurriculumSearchRequest(tuple(subjects), req.n_candidates, req.horizon_trials, req.seed)
+        full = CurriculumSearchRequest(tuple(subjects), req.n_candidates, req.horizon_trials, req.seed, req.rig_profile)
 
         def run(ctx: JobContext) -> CurriculumSearchOutcome:
             with cancellable(ctx.check_cancelled):  # CancelOperation stops the simulations within a trial

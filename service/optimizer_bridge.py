@@ -54,12 +54,18 @@ def _candidate(score: CurriculumScore) -> CurriculumCandidate:
 
 def optimizer_search(space: CurriculumSpace = CurriculumSpace(), config: SearchConfig = SearchConfig(n_trials=32, batch_size=8)) -> CurriculumSearchFn:
     """A SearchCurricula backend: Optuna search through the serving twins of the requested
-    subjects; the outcome is also kept in the store's results."""
+    subjects, in ``space`` cut to the request's rig profile; the outcome is also kept in the
+    store's results.
+
+    Raises (in the search's operation):
+        CurriculumError: ``space``'s base curriculum does not run on the request's rig profile.
+    """
 
     def search(req: CurriculumSearchRequest, store: TwinStore, ctx: SearchProgress) -> CurriculumSearchOutcome:
+        cut = space if req.rig_profile in (None, space.profile) else replace(space, profile=req.rig_profile)
         cfg = replace(config, seed=req.seed, n_trials=req.n_candidates or config.n_trials)
         if req.horizon_trials:
-            lo, hi = space.base.session_trials
+            lo, hi = cut.base.session_trials
             cfg = replace(cfg, max_sessions=max(3, -(-req.horizon_trials // ((lo + hi) // 2))))
 
         def started(pool: TwinPool) -> None:
@@ -69,7 +75,7 @@ def optimizer_search(space: CurriculumSpace = CurriculumSpace(), config: SearchC
             ctx.report(0.9 * done / max(total, 1), f"batch {done}/{total}")
 
         backend = local_search(progress=False, on_batch=searched)
-        res, _ = search_store(store, space, cfg, subjects=req.subjects, fit_range=False, result_name=f"grpc-{req.seed}", backend=backend, on_pool=started)
+        res, _ = search_store(store, cut, cfg, subjects=req.subjects, fit_range=False, result_name=f"grpc-{req.seed}", backend=backend, on_pool=started)
         ctx.report(0.95, "re-scored the best candidates")
         ranked = sorted(res.rescored[1:], key=lambda s: s.mean_trials.mean)
         return CurriculumSearchOutcome(candidates=tuple(_candidate(s) for s in ranked), baseline=_candidate(res.default))

@@ -24,7 +24,7 @@ def test_tune_search_evaluates_several_candidates_per_trial(tmp_path):
         with torch.no_grad():
             m.w0.copy_(torch.tensor([12.0, 0.05 * i]))
         twins[f"s{i}"] = [TwinModel.of(m.eval())]
-    base = Curriculum(name="lab", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),)), session_trials=(500, 520))
+    base = Curriculum(name="lab", stimulus=StimulusSchedule.single((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)), session_trials=(500, 520))
     space = CurriculumSpace(Constraints(session_trials=(210, 520)), base=base)
     cfg = SearchConfig(n_trials=6, n_rollouts=1, max_sessions=4, rescore_top=2, rescore_rollouts=1)
     res = search_curricula_tune(TwinPool.from_twins(twins), space, cfg, tmp_path / "tune", candidates_per_trial=3, max_concurrent=2)

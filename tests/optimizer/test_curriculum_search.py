@@ -11,7 +11,7 @@ from optimizer.space import Constraints, CurriculumSpace
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.params import TwinModel
 
-BASE = Curriculum(name="lab-default", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),)), session_trials=(500, 520))
+BASE = Curriculum(name="lab-default", stimulus=StimulusSchedule.single((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)), session_trials=(500, 520))
 
 
 def _expert_models() -> list[LearnerModel]:

@@ -14,7 +14,7 @@ from optimizer.objective import FitRange, TwinPool, bootstrap_mean, score_curric
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.params import TwinModel
 
-FULL = StimulusSchedule(phases=((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0),))
+FULL = StimulusSchedule.single((1.0, 0.5, 0.25, 0.125, 0.0625, 0.0))
 
 
 def expert_model(bias: float = 0.0, rule: str = "static") -> LearnerModel:
@@ -59,7 +59,7 @@ def test_a_curriculum_outside_the_fitted_range_is_flagged():
     fr = FitRange.from_trials({"a": twin.model}, df)
     assert fr.contrasts == (1.0, 0.5, 0.25) and fr.session_trials == (300, 300)
     pool = TwinPool.from_twins({"a": [twin]}, fr)
-    inside = Curriculum(name="in", stimulus=StimulusSchedule(phases=((1.0, 0.5, 0.25),)), session_trials=(300, 300))
+    inside = Curriculum(name="in", stimulus=StimulusSchedule.single((1.0, 0.5, 0.25)), session_trials=(300, 300))
     (s_in, s_out) = score_curricula(pool, [inside, IBL_DEFAULT], n_rollouts=1, max_sessions=3)
     assert s_in.warnings == ()
     assert any("never shown" in w for w in s_out.warnings) and any("session lengths" in w for w in s_out.warnings)

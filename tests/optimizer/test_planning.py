@@ -22,7 +22,7 @@ class _Twin:
 
 
 STATE = TwinState(w=None, h=None, through_session=5, phase=2)  # type: ignore[arg-type]
-EASY = Curriculum(name="easy", stimulus=StimulusSchedule(phases=((1.0,),)), feedback=FeedbackPolicy(debias=False, reward_volume_ul=2.5, error_timeout_s=1.0))
+EASY = Curriculum(name="easy", stimulus=StimulusSchedule.single((1.0,)), feedback=FeedbackPolicy(debias=False, reward_volume_ul=2.5, error_timeout_s=1.0))
 
 
 def _fc(width: float, n: int = 550):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from twin.protocol import Curriculum, StimulusSchedule
+from twin.protocol import AdvanceRule, Curriculum, StimulusSchedule
 from optimizer.propose import ProposalConfig, propose_next_session, sample_candidates
 from optimizer.space import Constraints, CurriculumSpace
 from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.state import TwinState
 
-FULL = StimulusSchedule(phases=((1.0, 0.5), (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)))
+FULL = StimulusSchedule(phases=((1.0, 0.5), (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)), proportions=None, advance=(AdvanceRule(contrasts=(1.0, 0.5), window=50, threshold=0.8),))
 
 
 def expert() -> tuple[LearnerModel, TwinState]:

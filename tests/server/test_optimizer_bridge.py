@@ -45,3 +45,22 @@ def test_search_curricula_runs_the_optimizer_and_stores_the_result(serve, store_
     running.stop(grace_s=2.0)
     with TwinClient(serve(search=search).target, ADMIN) as c:  # the optimizer's curricula survive a restart
         assert operation_result(c.get_operation(op.name)) == res
+
+
+class _Quiet:
+    def report(self, fraction: float, message: str) -> None:
+        pass
+
+
+def test_a_search_for_a_stock_iblrig_rig_proposes_only_what_it_runs(store_dir):
+    from optimizer.planning import CurriculumSearchRequest
+    from server.convert import protocol_from_pb, protocol_pb
+    from twin.protocol import IBLRIG_TRAINING
+
+    search = optimizer_search(SPACE, SearchConfig(n_trials=3, batch_size=3, n_rollouts=1, max_sessions=3, rescore_top=2, rescore_rollouts=1))
+    req = CurriculumSearchRequest(tuple(TWIN_SUBJECTS[:2]), 3, None, 7, IBLRIG_TRAINING)
+    out = search(req, TwinStore(store_dir), _Quiet())
+    assert out.candidates
+    for cand in out.candidates:
+        IBLRIG_TRAINING.check(cand.protocol)  # raises naming the field it cannot run
+        assert protocol_from_pb(protocol_pb(cand.protocol)).stimulus == cand.protocol.stimulus

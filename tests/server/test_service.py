@@ -167,7 +167,13 @@ def test_forecast_default_and_custom_protocol(connect):
     easy = protocol_pb2.TaskProtocol(phases=[protocol_pb2.ContrastPhase(contrasts=[1.0])], debias=protocol_pb2.DebiasRule(enabled=False))
     r2 = c.forecast(S, easy, n_trials=100, n_rollouts=20)
     assert [b.contrast for b in r2.forecast.by_contrast] == [1.0] and r2.protocol.debias.enabled is False
-    assert r2.protocol.advancement.window == IBL_DEFAULT.stimulus.advance_window  # unset parts: the IBL defaults
+    assert len(r2.protocol.phases) == 1 and not r2.protocol.phases[0].HasField("advance")  # one phase: no advancement
+    # every phase carries its rule and proportions: iblrig's
+    ph = r.protocol.phases
+    assert [p.advance.WhichOneof("rule") for p in ph[:5]] == ["performance"] * 2 + ["after_trials"] * 3 and not ph[5].HasField("advance")
+    assert list(ph[1].advance.performance.easy_contrasts) == [0.25] and ph[2].advance.after_trials == 200
+    assert list(ph[4].proportions) == [1.0, 1.0, 1.0, 1.0, 1.0, 0.5] and r.protocol.zero_contrast_side == protocol_pb2.ZERO_CONTRAST_SIDE_LEFT
+    assert list(r.protocol.debias.phases) == [0, 1, 2, 3, 4] and r.protocol.debias.side == protocol_pb2.DEBIAS_SIDE_AGAINST_BIAS
 
 
 def test_forecast_bad_requests(connect):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from trial_tables import random_trials_table
-from twin.protocol import Curriculum
+from twin.protocol import IBLRIG_TRAINING, Curriculum
 from twin_cli.cli import main
 from twin.fit.cohort import CohortFitConfig, fit_cohort
 from twin.fit.train import FitConfig
@@ -33,8 +33,24 @@ def test_export_formats(tmp_path, capsys):
     assert Curriculum.load(tmp_path / "c.yaml").name == "ibl-default"
     capsys.readouterr()
     assert main(["curriculum", "export", "--format", "iblrig", "--phase", "2", "--trials", "500"]) == 0
-    params = yaml.safe_load(capsys.readouterr().out)
-    assert params["CONTRAST_SET"] == [1.0, 0.5, 0.25, 0.125] and params["NTRIALS"] == 500
+    text = capsys.readouterr().out
+    params = yaml.safe_load(text)  # what iblrig's loader does with the file
+    assert params["NTRIALS"] == 500 and params["DEBIAS"] is True and params["REWARD_AMOUNT_UL"] == 3.0
+    assert "ADAPTIVE_PHASES" not in params and "REPEAT_ON_ERROR" not in params
+    assert "_iblrig_tasks_trainingChoiceWorld" in text and "--training_phase 2 --adaptive_reward 3.0" in text
+    # a curriculum stock iblrig cannot run: refused as iblrig, exported only as a custom task
+    cur = tmp_path / "fast.yaml"
+    d = Curriculum.load(tmp_path / "c.yaml").to_dict()
+    d["stimulus"]["advance"][0]["window"] = 20
+    cur.write_text(yaml.safe_dump(d))
+    assert main(["curriculum", "export", "--curriculum", str(cur), "--format", "iblrig"]) == 2
+    err = capsys.readouterr().err
+    assert "stimulus.advance[0]" in err and "--format custom-task" in err
+    assert main(["curriculum", "export", "--curriculum", str(cur), "--format", "custom-task", "--phase", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# NOT a stock iblrig file")
+    doc = yaml.safe_load(text)
+    assert doc["profile"] == "custom" and doc["start_phase"] == 1 and Curriculum.from_dict(doc["curriculum"]).stimulus.advance[0].window == 20
 
 
 def test_search_stores_its_result_and_propose_plans_a_session(store_dir, tmp_path, capsys):
@@ -50,7 +66,14 @@ def test_search_stores_its_result_and_propose_plans_a_session(store_dir, tmp_pat
     assert main(["curriculum", "propose", "m1", "--store", str(store_dir), "--candidates", "2", "--rollouts", "2", "--out", str(plan)]) == 0
     p = json.loads(plan.read_text())
     assert p["subject"] == "m1" and p["twin_version"] == 1 and 0 <= p["predicted_accuracy"]["mean"] <= 1
-    assert p["iblrig"]["REWARD_AMOUNT_UL"] == 3.0
+    assert p["rig_profile"] == "custom" and p["rig_export"]["profile"] == "custom" and "custom task" in p["rig_export"]["requires"]
+    # on a stock iblrig rig: only what trainingChoiceWorld runs, exported as its parameters
+    assert main(["curriculum", "propose", "m1", "--store", str(store_dir), "--candidates", "2", "--rollouts", "2", "--rig-profile", "iblrig-training", "--out", str(plan)]) == 0
+    p = json.loads(plan.read_text())
+    ex = p["rig_export"]
+    assert p["rig_profile"] == "iblrig-training" and ex["task"] == "_iblrig_tasks_trainingChoiceWorld"
+    assert ex["task_parameters"]["REWARD_AMOUNT_UL"] == 3.0 and 0 <= ex["session_arguments"]["training_phase"] <= 5
+    assert IBLRIG_TRAINING.runs(Curriculum.from_dict(p["curriculum"]))
 
 
 def test_bad_constraints_are_a_clean_error(store_dir, tmp_path, capsys):

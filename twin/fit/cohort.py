@@ -117,9 +117,10 @@ class AnimalTwin:
         return self.twin.model
 
 
-def last_phase(trials: pd.DataFrame, protocol: Curriculum = IBL_DEFAULT, window: int = 100) -> int:
+def last_phase(trials: pd.DataFrame, protocol: Curriculum = IBL_DEFAULT, window: int = 40) -> int:
     """The protocol phase one animal was in at the end of its last session (from the contrasts of
-    its last ``window`` trials)."""
+    its last ``window`` trials, :func:`twin.protocol.phase_of_contrasts`; iblrig v8 phases can
+    change every 200 trials, so the window is short)."""
     last = trials[trials["session"] == trials["session"].max()].tail(window)
     return phase_of_contrasts(protocol, (last["contrast_left"] + last["contrast_right"]).to_numpy())
 

@@ -36,7 +36,7 @@ from twin.models.ensemble import TwinEnsemble
 from twin.models.learner import LearnerModel
 from twin.models.params import TwinModel, stack_params
 from twin.models.state import end_state
-from twin.protocol import Curriculum, FeedbackPolicy, StimulusSchedule, phase_of_contrasts
+from twin.protocol import Curriculum, DebiasSide, FeedbackPolicy, StimulusSchedule, ZeroContrastSide, phase_of_contrasts
 from twin.sim.training import SessionPlan, contrast_bins, simulate_training
 
 
@@ -100,7 +100,7 @@ def repeat_trials(session: pd.DataFrame, debias_min_contrast: float = 0.5) -> np
 
 def replayed_protocol(session: pd.DataFrame, name: str, debias_min_contrast: float = 0.5) -> Curriculum:
     """One session's protocol as the animal had it: its contrast set in the proportions shown
-    (repeats left out), repeat-on-error debiasing, biased blocks if most trials had P(left) != 0.5."""
+    (repeats left out), repeat-on-error debiasing on the same side (what the data's repeats are), biased blocks if most trials had P(left) != 0.5."""
     rep = repeat_trials(session, debias_min_contrast)
     c = np.round((session["contrast_left"] + session["contrast_right"]).to_numpy(), 6)
     fresh = c[~rep] if (~rep).any() else c
@@ -110,8 +110,8 @@ def replayed_protocol(session: pd.DataFrame, name: str, debias_min_contrast: flo
     n = len(session)
     return Curriculum(
         name=name[:100],
-        stimulus=StimulusSchedule(phases=(tuple(float(v) for v in levels),), proportions=(tuple(float(v) for v in counts),), easy_contrasts=(1.0, 0.5)),
-        feedback=FeedbackPolicy(debias=not biased, debias_min_contrast=debias_min_contrast, biased_blocks=biased),
+        stimulus=StimulusSchedule(phases=(tuple(float(v) for v in levels),), proportions=(tuple(float(v) for v in counts),), advance=(), zero_contrast_side=ZeroContrastSide.RANDOM),
+        feedback=FeedbackPolicy(debias=not biased, debias_min_contrast=debias_min_contrast, debias_side=DebiasSide.REPEAT, biased_blocks=biased),
         session_trials=(n, n),
     )
 

@@ -30,7 +30,7 @@ class Environment(typing.Protocol):
     """
 
     phase: torch.Tensor
-    """``[B]`` current protocol phase."""
+    """``[B]`` protocol phase of the trial last drawn (``draw`` may advance it first)."""
 
     def draw(
         self, session_start: torch.Tensor, active: torch.Tensor | None = None
@@ -193,8 +193,8 @@ def run_trials(
         checkpoint()  # a caller's deadline or cancellation stops the loop here
         ss = starts[t]
         active = actives[t] if masked[t] else None  # type: ignore[index]
-        phase = env.phase
         cl, cr, ans, pl = env.draw(ss, active)
+        phase = env.phase  # the phase this trial was drawn in (advancement is checked before the draw)
         if history:
             prev_choice = torch.where(ss, torch.zeros_like(prev_choice), prev_choice)
         x = feats.compute(cl, cr, prev_choice, prev_reward)

@@ -1,16 +1,23 @@
 """The IBL visual decision task as a vectorised environment (many animals in one batch), running
 the mechanics of a :class:`~twin.protocol.Curriculum`.
 
-Mechanics (the IBL training protocol, ``trainingChoiceWorld``, by default):
+Mechanics (iblrig v8 ``trainingChoiceWorld`` by default, :data:`twin.protocol.IBL_DEFAULT`):
 
-* contrast phases: the set of contrasts shown grows as the animal improves; the default phases are
-  ``{1, .5}``, then ``.25``, ``.125``, ``.0625`` and ``0`` are added in turn, and finally ``.5`` is dropped;
-* advancement within and across sessions: once the last ``advance_window`` trials of the current
-  phase reach ``advance_threshold`` accuracy on every easy contrast shown, the next phase starts;
-* repeat-on-error debiasing: after an error at a contrast ``>= debias_min_contrast``, the same side
-  and contrast are shown again;
-* biased blocks (optional): after 90 unbiased trials, blocks with P(left) 0.2 or 0.8 alternate,
-  lengths drawn from a truncated exponential;
+* contrast phases: the set of contrasts shown grows as the animal improves, each contrast with
+  its phase's proportion; the default phases are ``{1, .5}``, then ``.25``, ``.125``, ``.0625`` and
+  ``0`` (at half weight) added in turn, and finally ``.5`` dropped;
+* advancement (:class:`~twin.protocol.AdvanceRule`, one per phase), checked at the start of every
+  trial before its stimulus is drawn, on the current session's trials: a performance rule needs
+  ``correct / window > threshold`` over the last ``window`` trials of each of its contrasts on each
+  side; a trial-count rule passes on the ``trials``-th trial of the session in the phase. Each
+  session starts in the phase the previous one ended in, with fresh counts;
+* debiasing: after an error at a contrast ``>= debias_min_contrast``, when the next trial's phase
+  has debiasing, it repeats the contrast, on the same side (``REPEAT``) or on the right with
+  probability ``Φ((f_left − 0.5) / 0.5)`` (``AGAINST_BIAS``, ``f_left`` the session's fraction of
+  left choices); never on a session's first trial;
+* zero-contrast trials rewarded on the left (``ZeroContrastSide.LEFT``) or on a random side;
+* biased blocks (optional): after ``unbiased_trials`` unbiased trials, blocks with P(left) 0.2 or
+  0.8 alternate, lengths drawn from a truncated exponential;
 * sessions of a random length in ``session_trials``.
 """
 
@@ -21,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from twin.protocol import Curriculum
+from twin.protocol import AdvanceKind, Curriculum, DebiasSide, ZeroContrastSide
 
 def session_schedule(n_animals: int, n_trials: int, protocol: Curriculum, rng: np.random.Generator) -> np.ndarray:
     """``[B, T]`` bool: True on the first trial of each session, lengths drawn per session."""
@@ -53,6 +60,13 @@ def _stack(rows: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     return torch.stack(rows).to(device)
 
 
+_STATE = ("phase", "count", "perf_ptr", "perf_n", "perf_sum", "pending", "n_left", "n_resp", "debias_trial", "p_left", "block_left", "last_side", "last_contrast")
+"""Per-row state; rows that are not active keep all of it."""
+
+_OBSERVED = ("pending", "n_left", "n_resp")
+"""What ``observe`` replaces (its buffer writes touch active rows only)."""
+
+
 class TaskEnv:
     """Batched task state for ``B`` animals, each following its own protocol (or one for all).
 
@@ -60,6 +74,15 @@ class TaskEnv:
     one batch and one set of tensor operations per trial. ``draw`` and ``observe`` take an
     optional ``active`` mask: rows that are not active keep their state unchanged (used when
     rows run sessions of different lengths in lock step).
+
+    State (``L`` the contrasts any performance rule looks at, ``K = 2 L`` contrast-side pairs,
+    ``M`` the longest window): ``phase`` ``[B]`` (of the trial last drawn), ``count`` ``[B]``
+    trials of the session started in that phase, ``perf_buf`` ``[B, K, M]`` the session's last
+    outcomes per contrast and side (``k = 2 l + side``; ring buffers at ``perf_ptr``, ``perf_n``
+    filled), ``perf_sum`` ``[B, K]`` the correct ones among the last ``window`` (of the current
+    phase's rule; kept up to date trial by trial), ``pending`` ``[B]`` an error calling for a
+    debiasing trial, ``n_left``/``n_resp`` ``[B]`` the session's left choices and choices,
+    ``debias_trial`` ``[B]`` whether the trial last drawn was a debiasing one.
 
     Args:
         protocol: the mechanics, one for every row or a sequence of ``B`` (one per row).
@@ -89,29 +112,50 @@ class TaskEnv:
         which = torch.tensor(rows, dtype=torch.long)
         n_ph = max(len(p.stimulus.phases) for p in uniq)
         width = max(len(ph) for p in uniq for ph in p.stimulus.phases)
-        easy = sorted({c for p in uniq for c in p.stimulus.easy_contrasts})
-        self.window_max = max(p.stimulus.advance_window for p in uniq)
+        perf = [r for p in uniq for r in p.stimulus.advance if r.kind is AdvanceKind.PERFORMANCE]
+        levels = sorted({round(c, 6) for r in perf for c in r.contrasts})
+        self.window_max = max([r.window for r in perf], default=1)
 
         def per_protocol(p: Curriculum) -> dict[str, torch.Tensor]:
             s, f = p.stimulus, p.feedback
             table = torch.zeros(n_ph, width)
             cum = torch.ones(n_ph, width)
             counts = torch.ones(n_ph, dtype=torch.long)
+            is_perf = torch.zeros(n_ph, dtype=torch.bool)
+            is_count = torch.zeros(n_ph, dtype=torch.bool)
+            window = torch.ones(n_ph)
+            threshold = torch.zeros(n_ph)
+            trials = torch.zeros(n_ph, dtype=torch.long)
+            needs = torch.zeros(n_ph, max(len(levels), 1), dtype=torch.bool)
+            debias_in = torch.zeros(n_ph, dtype=torch.bool)
             for i, ph in enumerate(s.phases):
                 table[i, : len(ph)] = torch.tensor(ph)
-                weights = torch.tensor(s.proportions[i] if s.proportions else [1.0] * len(ph), dtype=torch.float64)
+                weights = torch.tensor(s.weights(i), dtype=torch.float64)
                 cum[i, : len(ph)] = (weights.cumsum(0) / weights.sum()).float()
                 counts[i] = len(ph)
+                debias_in[i] = f.debias_in(i)
+            for i, r in enumerate(s.advance):
+                is_perf[i] = r.kind is AdvanceKind.PERFORMANCE
+                is_count[i] = r.kind is AdvanceKind.TRIAL_COUNT
+                window[i], threshold[i], trials[i] = float(r.window), r.threshold, r.trials
+                if is_perf[i]:
+                    for c in r.contrasts:
+                        needs[i, levels.index(round(c, 6))] = True
             return {
                 "table": table,
                 "cum": cum,
                 "counts": counts,
                 "n_phases": torch.tensor(len(s.phases)),
-                "easy": torch.tensor([c in s.easy_contrasts for c in easy]),
-                "window": torch.tensor(s.advance_window),
-                "threshold": torch.tensor(s.advance_threshold),
-                "debias": torch.tensor(f.debias),
+                "is_perf": is_perf,
+                "is_count": is_count,
+                "window": window,
+                "threshold": threshold,
+                "trials": trials,
+                "needs": needs,
+                "debias_in": debias_in,
                 "debias_min": torch.tensor(f.debias_min_contrast),
+                "against_bias": torch.tensor(f.debias_side is DebiasSide.AGAINST_BIAS),
+                "zero_left": torch.tensor(s.zero_contrast_side is ZeroContrastSide.LEFT),
                 "biased": torch.tensor(f.biased_blocks),
                 "p0": torch.tensor(f.block_probs[0]),
                 "p1": torch.tensor(f.block_probs[1]),
@@ -125,34 +169,37 @@ class TaskEnv:
         par = {k: _stack([d[k] for d in parts], dev)[which.to(dev)] for k in parts[0]}
         self.table, self.cum, self.counts = par["table"], par["cum"], par["counts"]  # [B, P, W], [B, P, W], [B, P]
         self.n_phases = par["n_phases"]
-        self.easy_values = torch.tensor(easy, device=dev)
-        self.easy_on = par["easy"]  # [B, E]
-        self.window, self.threshold = par["window"], par["threshold"]
-        self.debias, self.debias_min = par["debias"], par["debias_min"]
+        self.is_perf, self.is_count = par["is_perf"], par["is_count"]  # [B, P]: the rule that leaves phase p
+        self.window, self.threshold, self.trials = par["window"], par["threshold"], par["trials"]  # [B, P]
+        self.needs = par["needs"]  # [B, P, L]: contrast level l is looked at when leaving phase p
+        self.debias_in, self.debias_min = par["debias_in"], par["debias_min"]  # [B, P], [B]
+        self.against_bias, self.zero_left = par["against_bias"], par["zero_left"]
         self.biased = par["biased"]
         self.any_biased = bool(self.biased.any())
         self.p0, self.p1 = par["p0"], par["p1"]
         self.blo, self.bhi, self.bmean, self.unbiased = par["blo"], par["bhi"], par["bmean"], par["unbiased"]
+        self.levels = torch.tensor(levels, device=dev)  # [L]
         start = torch.as_tensor(start_phase, dtype=torch.long, device=dev).expand(n_animals).clone()
         if bool((start < 0).any()) or bool((start >= self.n_phases).any()):
             raise ValueError(f"start_phase must be in [0, n_phases - 1] of each row's protocol, got {start_phase}")
         self.phase = start
         z = torch.zeros(n_animals, device=dev)
-        self.buf_c = torch.full((n_animals, self.window_max), -1.0, device=dev)
-        self.buf_ok = torch.zeros(n_animals, self.window_max, device=dev)
-        self.ptr = torch.zeros(n_animals, dtype=torch.long, device=dev)
-        self.n_in_phase = torch.zeros(n_animals, dtype=torch.long, device=dev)
-        self.repeat = torch.zeros(n_animals, dtype=torch.bool, device=dev)
+        n_lv, m = len(levels), self.window_max
+        self.count = torch.zeros(n_animals, dtype=torch.long, device=dev)
+        self.perf_buf = torch.zeros(n_animals, 2 * n_lv, m, device=dev)
+        self.perf_ptr = torch.zeros(n_animals, 2 * n_lv, dtype=torch.long, device=dev)
+        self.perf_n = torch.zeros(n_animals, 2 * n_lv, dtype=torch.long, device=dev)
+        self.perf_sum = torch.zeros(n_animals, 2 * n_lv, device=dev)
+        self.pending = torch.zeros(n_animals, dtype=torch.bool, device=dev)
+        self.debias_trial = torch.zeros(n_animals, dtype=torch.bool, device=dev)
+        self.n_left = z.clone()
+        self.n_resp = z.clone()
         self.last_side = z.clone()
         self.last_contrast = z.clone()
         self.p_left = torch.full((n_animals,), 0.5, device=dev)
         self.block_left = self.unbiased.clone()
         self.arange = torch.arange(n_animals, device=dev)
-        col = torch.arange(width, device=dev)
-        shown = (self.table.unsqueeze(-1) == self.easy_values.view(1, 1, 1, -1)) & (col.view(1, 1, -1, 1) < self.counts.unsqueeze(-1).unsqueeze(-1))
-        self.easy_in_phase = shown.any(2) & self.easy_on.unsqueeze(1)  # [B, P, E]: easy contrast e is shown in phase p
-        self.easy_n = torch.zeros(n_animals, len(easy), device=dev)
-        self.easy_ok = torch.zeros(n_animals, len(easy), device=dev)
+        self._age = torch.arange(m, device=dev)
 
     @property
     def p(self) -> Curriculum:
@@ -166,10 +213,50 @@ class TaskEnv:
         u = self._rand()
         return torch.minimum(torch.maximum(-self.bmean * torch.log1p(-u), self.blo), self.bhi).round()
 
+    def _snapshot(self, names: tuple[str, ...] = _STATE) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in names}
+
+    def _keep_inactive(self, old: dict[str, torch.Tensor], active: torch.Tensor | None) -> None:
+        if active is None:
+            return
+        for k, o in old.items():
+            new = getattr(self, k)
+            a = active.view(-1, *([1] * (new.dim() - 1)))
+            setattr(self, k, torch.where(a, new, o))
+
+    def window_correct(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``[R, K]``: correct trials among the session's last ``window`` trials (of the current
+        phase's rule) at each rule contrast and side, recounted from the buffers, for ``rows``
+        (``[R]`` indices; None: every row). ``perf_sum`` holds the same, kept trial by trial."""
+        rows = self.arange if rows is None else rows
+        w = self.window[rows, self.phase[rows]].long()  # [R]
+        age = (self.perf_ptr[rows].unsqueeze(-1) - 1 - self._age) % self.window_max  # [R, K, M]: 0 = the newest
+        keep = (age < w.view(-1, 1, 1)) & (age < self.perf_n[rows].unsqueeze(-1))
+        return (self.perf_buf[rows] * keep).sum(-1)
+
+    def _advance(self) -> None:
+        """iblrig's ``check_training_phase``: at most one phase forward, before the draw."""
+        ph = self.phase
+        is_perf, is_count = self.is_perf[self.arange, ph], self.is_count[self.arange, ph]
+        go = is_count & (self.count >= self.trials[self.arange, ph])
+        if self.levels.numel():
+            w = self.window[self.arange, ph]
+            thr = self.threshold[self.arange, ph]
+            passed = self.perf_sum > (thr * w).unsqueeze(1) + 1e-4  # [B, K]
+            needs = self.needs[self.arange, ph].repeat_interleave(2, 1)  # [B, K]
+            go = go | (is_perf & (passed | ~needs).all(1))
+        if bool(go.any()):
+            self.phase = ph + go.long()
+            self.count = torch.where(go, torch.zeros_like(self.count), self.count)
+            if self.levels.numel():  # the new phase's rule may look at another window
+                rows = torch.nonzero(go).squeeze(1)
+                self.perf_sum = self.perf_sum.clone()
+                self.perf_sum[rows] = self.window_correct(rows)
+
     def draw(
         self, session_start: torch.Tensor, active: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stimuli of the next trial.
+        """Stimuli of the next trial: advancement check, then the draw (iblrig's ``next_trial``).
 
         Args:
             session_start: ``[B]`` bool, True where this trial opens a session.
@@ -177,14 +264,24 @@ class TaskEnv:
 
         Returns:
             ``(contrast_left, contrast_right, answer, prob_left)``, each ``[B]``; ``answer`` is the
-            rewarded side (1 = right).
+            rewarded side (1 = right). ``self.phase`` is then the phase the trial was drawn in.
         """
-        old = (self.repeat, self.p_left, self.block_left, self.last_side, self.last_contrast)
-        self.repeat = self.repeat & ~session_start
+        old = self._snapshot()
+        ss = session_start
+        # a session starts with a fresh trials table and phase counters (iblrig: one Session each)
+        self.count = torch.where(ss, torch.zeros_like(self.count), self.count) + 1
+        fresh = ss.view(-1, 1)
+        self.perf_n = torch.where(fresh, torch.zeros_like(self.perf_n), self.perf_n)
+        self.perf_ptr = torch.where(fresh, torch.zeros_like(self.perf_ptr), self.perf_ptr)
+        self.perf_sum = torch.where(fresh, torch.zeros_like(self.perf_sum), self.perf_sum)
+        self.pending = self.pending & ~ss
+        self.n_left = torch.where(ss, torch.zeros_like(self.n_left), self.n_left)
+        self.n_resp = torch.where(ss, torch.zeros_like(self.n_resp), self.n_resp)
+        self._advance()
         if self.any_biased:
-            ss = session_start & self.biased
-            self.p_left = torch.where(ss, torch.full_like(self.p_left, 0.5), self.p_left)
-            self.block_left = torch.where(ss, self.unbiased, self.block_left)
+            sb = ss & self.biased
+            self.p_left = torch.where(sb, torch.full_like(self.p_left, 0.5), self.p_left)
+            self.block_left = torch.where(sb, self.unbiased, self.block_left)
             switch = (self.block_left <= 0) & self.biased
             first = switch & (self.p_left == 0.5)
             pick = torch.where(self._rand() < 0.5, self.p0, self.p1)
@@ -197,54 +294,48 @@ class TaskEnv:
         idx = (self._rand().unsqueeze(1) >= cum).sum(1)
         idx = torch.minimum(idx, self.counts[self.arange, self.phase] - 1)
         contrast = self.table[self.arange, self.phase, idx]
-        side = torch.where(self.repeat, self.last_side, side)
-        contrast = torch.where(self.repeat, self.last_contrast, contrast)
-        prob_left = torch.where(self.repeat, 1.0 - self.last_side, self.p_left)
+        rep = self.pending & self.debias_in[self.arange, self.phase]
+        # against the bias: right when N(f_left, 0.5) >= 0.5
+        rep_side = self.last_side
+        if bool((rep & self.against_bias).any()):
+            f_left = self.n_left / self.n_resp.clamp(min=1)
+            away = (f_left + 0.5 * torch.randn(self.b, generator=self.g, device=self.device) >= 0.5).float()
+            rep_side = torch.where(self.against_bias, away, self.last_side)
+        # P(left) as the rig records it: iblrig v8 keeps PROBABILITY_LEFT; a repeat's side is certain
+        rep_p_left = torch.where(self.against_bias, self.p_left, 1.0 - self.last_side)
+        side = torch.where(rep, rep_side, side)
+        contrast = torch.where(rep, self.last_contrast, contrast)
+        prob_left = torch.where(rep, rep_p_left, self.p_left)
+        side = torch.where((contrast == 0) & self.zero_left, torch.zeros_like(side), side)
+        self.debias_trial = rep
         self.last_side, self.last_contrast = side, contrast
-        if active is not None:
-            new = (self.repeat, self.p_left, self.block_left, self.last_side, self.last_contrast)
-            self.repeat, self.p_left, self.block_left, self.last_side, self.last_contrast = (
-                torch.where(active, n, o) for n, o in zip(new, old)
-            )
+        self._keep_inactive(old, active)
         return contrast * (1 - side), contrast * side, side, prob_left
 
     def observe(self, correct: torch.Tensor, active: torch.Tensor | None = None) -> None:
-        """Update debiasing and advancement with the outcome ``correct`` (``[B]`` bool).
+        """Record the outcome ``correct`` (``[B]`` bool) of the trial just drawn.
 
         Args:
             correct: ``[B]`` bool outcome of the trial just drawn.
             active: optional ``[B]`` bool; inactive rows' state is left unchanged.
         """
-        rep = (~correct) & (self.last_contrast >= self.debias_min) & self.debias
-        slot = self.ptr.unsqueeze(1)
-        old_c, old_ok = self.buf_c.gather(1, slot), self.buf_ok.gather(1, slot)  # the outcome leaving the window
-        new_c, new_ok = self.last_contrast.unsqueeze(1), correct.float().unsqueeze(1)
-        if active is not None:
-            a = active.unsqueeze(1)
-            new_c, new_ok = torch.where(a, new_c, old_c), torch.where(a, new_ok, old_ok)
-            self.repeat = torch.where(active, rep, self.repeat)
-            self.ptr = torch.where(active, (self.ptr + 1) % self.window, self.ptr)
-            self.n_in_phase = self.n_in_phase + active.long()
-        else:
-            self.repeat = rep
-            self.ptr = (self.ptr + 1) % self.window
-            self.n_in_phase = self.n_in_phase + 1
-        self.buf_c.scatter_(1, slot, new_c)
-        self.buf_ok.scatter_(1, slot, new_ok)
-        # running counts, per easy contrast, of the window's trials and of its correct ones
-        e_new, e_old = (new_c == self.easy_values).float(), (old_c == self.easy_values).float()  # [B, E]
-        self.easy_n += e_new - e_old
-        self.easy_ok += e_new * new_ok - e_old * old_ok
-        in_phase = self.easy_in_phase[self.arange, self.phase]  # [B, E]
-        acc = self.easy_ok / self.easy_n.clamp(min=1)
-        ok = (~in_phase | ((self.easy_n > 0) & (acc >= self.threshold.unsqueeze(1) - 1e-6))).all(1)
-        advance = ok & (self.n_in_phase >= self.window) & (self.phase < self.n_phases - 1)
-        if active is not None:
-            advance &= active
-        if bool(advance.any()):
-            self.phase = self.phase + advance.long()
-            self.n_in_phase = torch.where(advance, torch.zeros_like(self.n_in_phase), self.n_in_phase)
-            self.buf_c[advance] = -1.0
-            self.buf_ok[advance] = 0.0
-            self.easy_n[advance] = 0.0
-            self.easy_ok[advance] = 0.0
+        old = self._snapshot(_OBSERVED)
+        self.pending = (~correct) & (self.last_contrast >= self.debias_min - 1e-9)
+        self.n_left = self.n_left + ((self.last_side == 0) == correct).float()
+        self.n_resp = self.n_resp + 1
+        if self.levels.numel():
+            hit = torch.isclose(self.last_contrast.unsqueeze(1), self.levels)  # [B, L]
+            on = hit.any(1) if active is None else hit.any(1) & active  # buffers are written in place, active rows only
+            row = torch.nonzero(on).squeeze(1)
+            n_k, m = self.perf_sum.shape[1], self.window_max
+            cell = row * n_k + 2 * hit[row].byte().argmax(1) + self.last_side[row].long()  # flat [B * K] index
+            ptr_v, n_v, sum_v, buf_v = self.perf_ptr.view(-1), self.perf_n.view(-1), self.perf_sum.view(-1), self.perf_buf.view(-1)
+            ptr, n = ptr_v[cell], n_v[cell]
+            w = self.window[row, self.phase[row]].long()
+            leaving = buf_v[cell * m + (ptr - w) % m] * (n >= w)
+            new = correct[row].float()
+            buf_v[cell * m + ptr] = new
+            ptr_v[cell] = (ptr + 1) % m
+            n_v[cell] = (n + 1).clamp(max=m)
+            sum_v[cell] += new - leaving
+        self._keep_inactive(old, active)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from twin.protocol import IBL_DEFAULT, Curriculum, CurriculumError
+from twin.protocol import IBL_DEFAULT, IBLRIG_TRAINING, RIG_PROFILES, Curriculum, CurriculumError, RigProfile, rig_profile
 from twin_cli.commands.common import open_store, store_args
 
 
@@ -53,10 +53,36 @@ def _base(path: Path | None) -> Curriculum:
     return Curriculum.load(path)
 
 
+def iblrig_file(cur: Curriculum, phase: int, n_trials: int | None) -> str:
+    """The task-parameter file of stock iblrig v8 trainingChoiceWorld (what its loader reads, with
+    the session's arguments in a comment); a curriculum stock iblrig cannot run is refused."""
+    try:
+        out = cur.to_iblrig(phase, n_trials)
+    except CurriculumError as exc:
+        if exc.field == "phase":
+            raise
+        raise CurriculumError(exc.field, f"{exc.reason}; stock iblrig cannot run this curriculum: export it with --format custom-task") from None
+    args = " ".join(f"--{k} {v}" for k, v in out["session_arguments"].items())
+    head = (
+        f"# iblrig v8 {out['task']} task parameters (rig profile {out['profile']}), curriculum {cur.name!r}\n"
+        f"# pass as the task's task_parameter_file and run the session with: {args}\n"
+    )
+    return head + yaml.safe_dump(out["task_parameters"], sort_keys=False)
+
+
+def custom_task_file(cur: Curriculum, phase: int, n_trials: int | None) -> str:
+    """The session as a custom-task document, labelled as such."""
+    out = cur.to_custom_task(phase, n_trials)
+    head = f"# NOT a stock iblrig file: this curriculum needs {out['requires']}\n"
+    return head + yaml.safe_dump(out, sort_keys=False)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     cur = _base(args.curriculum)
     if args.format == "iblrig":
-        text = yaml.safe_dump(cur.to_iblrig(args.phase, args.trials), sort_keys=False)
+        text = iblrig_file(cur, args.phase, args.trials)
+    elif args.format == "custom-task":
+        text = custom_task_file(cur, args.phase, args.trials)
     elif args.format == "aind":
         from twin_interop.aind import to_aind_json
 
@@ -73,12 +99,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from optimizer.search import SamplerKind, SearchConfig, search_store
+def _space(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from optimizer.space import CurriculumSpace
 
+    return CurriculumSpace(_constraints(args.constraints), _base(args.base), _profile(args))
+
+
+def _profile(args: argparse.Namespace) -> RigProfile:
+    return rig_profile(args.rig_profile)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from optimizer.search import SamplerKind, SearchConfig, search_store
+
     store = open_store(args)
-    space = CurriculumSpace(_constraints(args.constraints), _base(args.base))
+    space = _space(args)
     cfg = SearchConfig(
         n_trials=args.trials,
         batch_size=args.batch,
@@ -110,6 +145,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"default {d.curriculum.name}: {d.mean_trials.mean:.0f} trials to criterion [{d.mean_trials.lo:.0f}, {d.mean_trials.hi:.0f}]")
     print(f"proposed: {b.mean_trials.mean:.0f} [{b.mean_trials.lo:.0f}, {b.mean_trials.hi:.0f}], predicted speed-up {sp.mean:.1%} [{sp.lo:.1%}, {sp.hi:.1%}]")
     print(f"  {b.curriculum.description}")
+    print(f"  rig profile {space.profile.name}: runs on {space.profile.task}" + ("" if space.profile.stock_iblrig else f" (stock iblrig trainingChoiceWorld: {'yes' if IBLRIG_TRAINING.runs(b.curriculum) else 'no'})"))
     for w in b.warnings:
         print(f"  warning: {w}")
     print(f"wrote {args.out}/ and stored {stored.kind.value} {stored.name!r} v{stored.version}")
@@ -118,14 +154,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_propose(args: argparse.Namespace) -> int:
     from optimizer.propose import ProposalConfig, propose_next_session
-    from optimizer.space import CurriculumSpace
     from twin.errors import TwinError
 
     store = open_store(args)
     twin = store.load_twin(args.subject, alias=args.alias)
     if twin.state is None:
         raise TwinError(f"twin {args.subject!r} v{twin.meta.version} has no end-of-session state; refit or update it")
-    space = CurriculumSpace(_constraints(args.constraints), _base(args.base))
+    space = _space(args)
     p = propose_next_session(twin.model, twin.state, space, ProposalConfig(n_candidates=args.candidates, n_rollouts=args.rollouts, seed=args.seed))
     out = {
         "subject": args.subject,
@@ -135,9 +170,12 @@ def cmd_propose(args: argparse.Namespace) -> int:
         "expected_remaining_trials": dataclasses.asdict(p.expected_remaining),
         "default_expected_remaining_trials": dataclasses.asdict(p.base_expected_remaining),
         "predicted_accuracy": dataclasses.asdict(p.forecast.accuracy),
-        "iblrig": p.curriculum.to_iblrig(p.start_phase, p.n_trials),
+        "rig_profile": space.profile.name,
+        "rig_export": p.curriculum.export(space.profile, p.start_phase, p.n_trials),
         "curriculum": p.curriculum.to_dict(),
     }
+    if not space.profile.stock_iblrig and IBLRIG_TRAINING.runs(p.curriculum):
+        out["iblrig"] = p.curriculum.to_iblrig(p.start_phase, p.n_trials)  # also runnable on stock iblrig
     text = json.dumps(out, indent=2)
     if args.out:
         args.out.write_text(text)
@@ -154,14 +192,19 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
     ex = csub.add_parser(
         "export",
-        help="write a curriculum as JSON, YAML, iblrig task parameters or an AIND curriculum (aind-behavior-curriculum JSON)",
+        help="write a curriculum as JSON, YAML, iblrig v8 task parameters, a custom-task session or an AIND curriculum (aind-behavior-curriculum JSON)",
         description="Write a curriculum in another format. An AIND curriculum JSON given as --curriculum is read "
         "(imported) too: `--curriculum aind.json --format yaml` turns it into a twin curriculum file.",
     )
     ex.add_argument("--curriculum", type=Path, default=None, help="curriculum file: twin JSON/YAML or an AIND curriculum JSON (default: the IBL default)")
-    ex.add_argument("--format", choices=["json", "yaml", "iblrig", "aind"], default="yaml", help="aind needs the aind extra: pip install 'learning-twins[aind]'")
-    ex.add_argument("--phase", type=int, default=0, help="starting phase (iblrig format)")
-    ex.add_argument("--trials", type=int, default=None, help="session trials (iblrig format)")
+    ex.add_argument(
+        "--format",
+        choices=["json", "yaml", "iblrig", "custom-task", "aind"],
+        default="yaml",
+        help="iblrig: the task_parameters.yaml of stock iblrig v8 trainingChoiceWorld (only for curricula it runs); custom-task: any curriculum, labelled as needing a custom task; aind: needs the aind extra (pip install 'learning-twins[aind]')",
+    )
+    ex.add_argument("--phase", type=int, default=0, help="starting phase (iblrig and custom-task formats)")
+    ex.add_argument("--trials", type=int, default=None, help="session trials (iblrig and custom-task formats)")
     ex.add_argument("--out", type=Path, default=None)
     ex.set_defaults(func=cmd_export)
 
@@ -170,6 +213,12 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         q.add_argument("--alias", default="serving", help="twin alias to use (default: serving)")
         q.add_argument("--constraints", type=Path, default=None, help="YAML file of the lab's constraints (optimizer.space.Constraints fields)")
         q.add_argument("--base", type=Path, default=None, help="the lab's base curriculum file, twin JSON/YAML or AIND JSON (default: the IBL default)")
+        q.add_argument(
+            "--rig-profile",
+            choices=[r.name for r in RIG_PROFILES],
+            default="custom",
+            help="what the rig runs: iblrig-training (stock iblrig v8 trainingChoiceWorld: only debiasing on/off and session length are searched) or custom (a custom task: any curriculum; the default)",
+        )
         q.add_argument("--rollouts", type=int, default=4, help="simulated runs per twin and candidate")
         q.add_argument("--seed", type=int, default=0)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from twin.protocol import IBL_PHASES, Curriculum, FeedbackPolicy, StimulusSchedule
+from twin.protocol import IBL_DEFAULT, AdvanceKind, AdvanceRule, Curriculum, DebiasSide, FeedbackPolicy, StimulusSchedule, ZeroContrastSide
 from twin.sim.task import TaskEnv, session_schedule
 
 _STIMULUS = {f.name for f in dataclasses.fields(StimulusSchedule)}
@@ -59,116 +59,170 @@ def test_session_schedule_lengths_within_bounds():
 
 
 def run(env: TaskEnv, n_trials: int, correct_fn, session_every: int | None = None):
-    """Step the env; returns per-trial tensors [T, B] of phase, contrast, side, prob_left, repeat."""
-    rec = {k: [] for k in ("phase", "contrast", "side", "pl", "repeat")}
+    """Step the env; returns per-trial tensors [T, B] of phase (the trial's), contrast, side,
+    prob_left, debias flag, correct and session start."""
+    rec = {k: [] for k in ("phase", "contrast", "side", "pl", "debias", "correct", "start")}
     for t in range(n_trials):
         ss = torch.full((env.b,), t == 0 or (session_every is not None and t % session_every == 0))
-        rec["phase"].append(env.phase.clone())
-        rec["repeat"].append(env.repeat & ~ss)
         cl, cr, side, pl = env.draw(ss)
         assert torch.all((cl == 0) | (cr == 0))
         seen = (cl + cr) > 0  # at zero contrast the side is not visible
         assert torch.equal(side[seen], (cr[seen] > 0).float())
-        rec["contrast"].append(cl + cr)
-        rec["side"].append(side)
-        rec["pl"].append(pl)
-        env.observe(correct_fn(t, side))
+        ok = correct_fn(t, side)
+        for k, v in (("phase", env.phase.clone()), ("contrast", cl + cr), ("side", side), ("pl", pl), ("debias", env.debias_trial.clone()), ("correct", ok), ("start", ss)):
+            rec[k].append(v)
+        env.observe(ok)
     return {k: torch.stack(v) for k, v in rec.items()}
 
 
-def test_contrasts_belong_to_the_current_phase():
-    proto = make_protocol(debias=False, advance_window=20)
-    env = env_for(proto, 16, seed=1)
-    g = torch.Generator().manual_seed(2)
-    rec = run(env, 400, lambda t, side: torch.rand(16, generator=g) < 0.95)
-    assert int(rec["phase"].max()) >= 3  # good learners advanced through several phases
-    for ph in range(len(proto.stimulus.phases)):
-        sel = rec["phase"] == ph
-        if sel.any():
-            shown = set(np.round(rec["contrast"][sel].numpy(), 6).tolist())
-            assert shown <= set(proto.stimulus.phases[ph]), (ph, shown)
-    # the phase never goes back
-    assert torch.all(torch.diff(rec["phase"], dim=0) >= 0)
-    # both sides at P(left) = 0.5
-    assert 0.4 < rec["side"].mean().item() < 0.6
-    assert torch.all(rec["pl"] == 0.5)
+def iblrig_phases(contrast, side, correct, start, first_phase: int = 0) -> list[int]:
+    """The phase of every trial by a line-by-line transcription of iblrig v8's
+    ``TrainingChoiceWorldSession.next_trial`` / ``check_training_phase`` / ``compute_performance``
+    (iblrig/base_choice_world.py, 8.24.7), replayed on the trials the env drew: a fresh trials
+    table and phase counters per session, the check before each draw, ``last_50_perf`` = correct
+    among the last 50 trials of a signed contrast / 50, ``> 0.8`` on each of 4 (phase 0) or 2
+    (phase 1) signed contrasts, ``>= 200`` counted trials in phases 2-4."""
+    phase, out = first_phase, []
+    table: list[tuple[float, bool]] = []
+    counts = [0] * 6
+    for c, s, ok, ss in zip(contrast, side, correct, start):
+        if ss:
+            table, counts = [], [0] * 6
+        counts[phase] += 1
+        move = False
+        if phase in (0, 1):
+            wanted = (-1.0, -0.5, 0.5, 1.0) if phase == 0 else (-0.25, 0.25)
+            perf = {}
+            for sc in wanted:
+                hist = [o for (k, o) in table if k == sc]
+                if hist:
+                    perf[sc] = sum(hist[-50:]) / 50
+            move = len(perf) == len(wanted) and all(v > 0.8 for v in perf.values())
+        elif 2 <= phase < 5:
+            move = counts[phase] >= 200
+        if move:
+            phase = min(5, phase + 1)
+        out.append(phase)
+        table.append(((1.0 if s else -1.0) * round(float(c), 6), bool(ok)))
+    return out
 
 
-def test_debiasing_repeats_after_an_easy_error_only():
-    proto = make_protocol(phases=((1.0, 0.5, 0.25),), debias=True, debias_min_contrast=0.5)
-    n = 300
-    env = env_for(proto, n, seed=3)
-    cl, cr, side, _ = env.draw(torch.ones(n, dtype=torch.bool))
-    c0 = cl + cr
-    env.observe(torch.zeros(n, dtype=torch.bool))  # everyone wrong
-    easy = c0 >= 0.5
-    assert easy.any() and (~easy).any()
-    assert torch.equal(env.repeat, easy)
-    cl, cr, side1, pl = env.draw(torch.zeros(n, dtype=torch.bool))
-    c1 = cl + cr
-    assert torch.equal(side1[easy], side[easy])
-    assert torch.equal(c1[easy], c0[easy])
-    # on a repeat the side is certain; recorded as P(left) 0 or 1
-    assert torch.equal(pl[easy], 1.0 - side[easy])
-    # hard errors are not repeated: fresh draws, which differ from the last trial for many animals
-    hard = ~easy
-    assert ((side1[hard] != side[hard]) | (c1[hard] != c0[hard])).float().mean() > 0.3
-    assert torch.all(pl[hard] == 0.5)
-
-    # after a correct trial: no repeat
-    env.observe(torch.ones(n, dtype=torch.bool))
-    assert not env.repeat.any()
-    cl, cr, side2, _ = env.draw(torch.zeros(n, dtype=torch.bool))
-    assert 0.3 < (side2 != side1).float().mean() < 0.7
+def test_ibl_default_advances_exactly_as_iblrig_does():
+    """Phase by phase against the transcription of iblrig's code, across session boundaries, for
+    learners of different accuracy (some stay in phase 0 or 1, some reach phase 5)."""
+    n = 12
+    env = env_for(IBL_DEFAULT, n, seed=11)
+    p_ok = torch.linspace(0.78, 1.0, n)
+    g = torch.Generator().manual_seed(12)
+    rec = run(env, 2400, lambda t, side: torch.rand(n, generator=g) < p_ok, session_every=600)
+    reached = rec["phase"][-1]
+    assert int(reached.min()) <= 1 and int(reached.max()) == 5
+    for b in range(n):
+        want = iblrig_phases(rec["contrast"][:, b].tolist(), rec["side"][:, b].tolist(), rec["correct"][:, b].tolist(), rec["start"][:, b].tolist())
+        assert rec["phase"][:, b].tolist() == want, b
 
 
-def test_debiasing_stops_at_a_session_start_and_can_be_disabled():
-    n = 300
-    env = env_for(make_protocol(), n, seed=4)
-    _, _, side, _ = env.draw(torch.ones(n, dtype=torch.bool))
-    env.observe(torch.zeros(n, dtype=torch.bool))
-    assert env.repeat.all()  # phase 0 only has easy contrasts
-    _, _, side1, pl = env.draw(torch.ones(n, dtype=torch.bool))  # new session
-    assert 0.3 < (side1 != side).float().mean() < 0.7
-    assert torch.all(pl == 0.5)
-
-    env = env_for(make_protocol(debias=False), n, seed=4)
-    _, _, side, _ = env.draw(torch.ones(n, dtype=torch.bool))
-    env.observe(torch.zeros(n, dtype=torch.bool))
-    assert not env.repeat.any()
-    _, _, side1, _ = env.draw(torch.zeros(n, dtype=torch.bool))
-    assert 0.3 < (side1 != side).float().mean() < 0.7
-
-
-def test_always_correct_advances_through_every_phase():
-    proto = make_protocol(advance_window=50)
-    env = env_for(proto, 4, seed=5)
-    n_ph = len(proto.stimulus.phases)
-    rec = run(env, 50 * n_ph + 30, lambda t, side: torch.ones(4, dtype=torch.bool), session_every=120)
-    phase = rec["phase"]  # in force when each trial was drawn
-    # exactly one window per phase, across session boundaries, then it stays in the last phase
-    expected = torch.clamp(torch.arange(phase.shape[0]) // 50, max=n_ph - 1)
-    assert torch.equal(phase, expected.unsqueeze(1).expand_as(phase))
-    assert torch.all(env.phase == n_ph - 1)
-
-
-def test_always_wrong_stays_in_the_first_phase():
-    env = env_for(make_protocol(advance_window=20), 4, seed=6)
-    rec = run(env, 300, lambda t, side: torch.zeros(4, dtype=torch.bool))
+def test_ibl_phase_rules_one_by_one():
+    """An always-correct animal: phase 0 lasts until each of ±1, ±.5 has 41 correct (> 80% of
+    50), phase 1 until ±.25 have, phases 2-4 200 trials each (counted per session), 5 is last."""
+    env = env_for(IBL_DEFAULT, 1, seed=13)
+    rec = run(env, 1400, lambda t, side: torch.ones(1, dtype=torch.bool))
+    phase, signed = rec["phase"][:, 0], (rec["contrast"][:, 0] * (2 * rec["side"][:, 0] - 1))
+    first = [int(torch.nonzero(phase == p)[0]) for p in range(6)]
+    # 0 -> 1 on the trial after the one that gives the last of the four signed contrasts its 41st correct
+    need = max(int(torch.nonzero(torch.isclose(signed[: first[1]], torch.tensor(sc)))[40]) for sc in (-1.0, -0.5, 0.5, 1.0))
+    assert first[1] == need + 1
+    need = max(int(torch.nonzero(torch.isclose(signed[: first[2]], torch.tensor(sc)))[40]) for sc in (-0.25, 0.25))
+    assert first[2] == need + 1
+    assert [first[3] - first[2], first[4] - first[3], first[5] - first[4]] == [200, 200, 200]
+    assert torch.all(phase[first[5] :] == 5)
+    # one animal that is right on every trial but wrong on left 0.5 stays in phase 0
+    env = env_for(IBL_DEFAULT, 1, seed=14)
+    rec = run(env, 600, lambda t, side: torch.ones(1, dtype=torch.bool) & ~((env.last_contrast == 0.5) & (side == 0)))
     assert torch.all(rec["phase"] == 0)
-    assert torch.all(close_to(rec["contrast"], IBL_PHASES[0]))
 
 
-def test_threshold_must_hold_on_every_easy_contrast():
-    """Right on all 1.0 trials but wrong on every 0.5 trial: no advancement."""
-    proto = make_protocol(advance_window=30, debias=False)
-    env = env_for(proto, 8, seed=7)
-    phases = []
-    for t in range(200):
-        phases.append(env.phase.clone())
-        cl, cr, _, _ = env.draw(torch.full((8,), t == 0))
-        env.observe((cl + cr) == 1.0)
-    assert torch.all(torch.stack(phases) == 0)
+def test_phase_counts_restart_each_session_and_phase_carries_over():
+    # 150-trial sessions never reach 200 trials of one session in phase 3, though 450 are run in it
+    env = TaskEnv(IBL_DEFAULT, 1, torch.Generator().manual_seed(15), start_phase=3)
+    rec = run(env, 450, lambda t, side: torch.ones(1, dtype=torch.bool), session_every=150)
+    assert torch.all(rec["phase"] == 3)
+    # a 250-trial session that opens in phase 3: the 200th trial is the first of phase 4
+    env = TaskEnv(IBL_DEFAULT, 1, torch.Generator().manual_seed(15), start_phase=3)
+    rec = run(env, 250, lambda t, side: torch.ones(1, dtype=torch.bool))
+    phase = rec["phase"][:, 0]
+    assert torch.all(phase[:199] == 3) and torch.all(phase[199:] == 4)
+    assert env.phase.item() == 4  # the next session starts where this one ended
+
+
+def test_ibl_proportions_and_zero_contrast_side():
+    """Phases 4 and 5 show 0 at half the weight of each other contrast, always rewarded left;
+    phase 5 has no 0.5 and no debiasing."""
+    n = 4000
+    for phase, shown in ((4, (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)), (5, (1.0, 0.25, 0.125, 0.0625, 0.0))):
+        env = TaskEnv(IBL_DEFAULT, n, torch.Generator().manual_seed(16), start_phase=phase)
+        rec = run(env, 3, lambda t, side: torch.ones(n, dtype=torch.bool))
+        c = rec["contrast"].reshape(-1)
+        freq = torch.tensor([float(torch.isclose(c, torch.tensor(v)).float().mean()) for v in shown])
+        want = torch.tensor([0.5 if v == 0 else 1.0 for v in shown])
+        assert torch.allclose(freq, want / want.sum(), atol=0.01)
+        assert torch.all(rec["side"].reshape(-1)[c == 0] == 0)
+    env = TaskEnv(IBL_DEFAULT, n, torch.Generator().manual_seed(17), start_phase=5)
+    rec = run(env, 6, lambda t, side: torch.zeros(n, dtype=torch.bool))
+    assert not rec["debias"].any()
+
+
+def test_debiasing_after_easy_errors_against_the_choice_bias():
+    """iblrig v8: after an error at >= 0.5 (phases 0-4), the contrast is repeated and the side is
+    right with probability Φ((f_left - 0.5) / 0.5), f_left the session's left choices."""
+    n = 4000
+    env = TaskEnv(IBL_DEFAULT, n, torch.Generator().manual_seed(18), start_phase=1)
+    choose_left = lambda t, side: side == 0  # a fully left-biased animal: f_left = 1
+    rec = run(env, 4, choose_left)
+    dt, c, side, ok = rec["debias"], rec["contrast"], rec["side"], rec["correct"]
+    assert not dt[0].any()  # never on a session's first trial
+    expect = ~ok[:-1] & (c[:-1] >= 0.5)
+    assert torch.equal(dt[1:], expect)
+    assert torch.equal(c[1:][dt[1:]], c[:-1][dt[1:]])
+    right = side[1:][dt[1:]].mean().item()
+    assert abs(right - torch.special.ndtr(torch.tensor(1.0)).item()) < 0.03  # Φ(1) = 0.84
+    assert torch.all(rec["pl"] == 0.5)  # iblrig records PROBABILITY_LEFT on debiasing trials too
+    hard = ~ok[:-1] & (c[:-1] < 0.5)
+    assert hard.any() and not dt[1:][hard].any()
+    # the side-repeating variant (iblrig v6, version-1 files) repeats the side
+    rep = make_protocol(phases=((1.0, 0.5, 0.25),), proportions=None, advance=(), debias_side=DebiasSide.REPEAT)
+    env = env_for(rep, n, seed=19)
+    rec = run(env, 3, lambda t, side: torch.zeros(n, dtype=torch.bool))
+    dt = rec["debias"][1:]
+    assert dt.any() and torch.equal(rec["side"][1:][dt], rec["side"][:-1][dt])
+    assert torch.equal(rec["pl"][1:][dt], 1.0 - rec["side"][:-1][dt])
+    # switched off: none
+    env = env_for(make_protocol(debias=False), n, seed=20)
+    assert not run(env, 3, lambda t, side: torch.zeros(n, dtype=torch.bool))["debias"].any()
+
+
+def test_debias_phases_and_custom_rules():
+    """Per-phase debiasing and a custom schedule: a performance rule on one contrast with its own
+    window and threshold, then a trial-count rule."""
+    proto = make_protocol(
+        phases=((1.0,), (1.0, 0.25), (0.25, 0.0)),
+        proportions=None,
+        advance=(AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=(1.0,), window=10, threshold=0.5), AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=30)),
+        debias_phases=(1,),
+        debias_min_contrast=0.0,
+        zero_contrast_side=ZeroContrastSide.RANDOM,
+    )
+    env = env_for(proto, 200, seed=21)
+    rec = run(env, 120, lambda t, side: env.last_contrast == 1.0)  # right on contrast 1 only
+    phase = rec["phase"]
+    # > 5 of the last 10 on each side of contrast 1: at least 6 left and 6 right trials
+    first1 = (phase == 1).float().argmax(0)
+    assert torch.all(first1 >= 12)
+    assert torch.all(phase[-1] == 2) and torch.all(((phase == 1).sum(0)) == 30)
+    dt = rec["debias"]
+    assert dt[phase == 1].any() and not dt[phase != 1].any()
+    zero = torch.isclose(rec["contrast"], torch.tensor(0.0))
+    assert 0.4 < rec["side"][zero].mean().item() < 0.6
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,15 +271,15 @@ def test_unbiased_protocol_never_leaves_half():
 
 
 def test_each_row_follows_its_own_protocol():
-    fast = make_protocol(advance_window=10, advance_threshold=0.5, debias=False)
-    slow = make_protocol(advance_window=80, debias=True)
-    other = make_protocol(phases=((0.25,), (0.125, 0.0)), debias=False)
+    fast = make_protocol(advance=tuple(AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=10) for _ in range(5)), debias=False)
+    slow = make_protocol(debias=True)
+    other = make_protocol(phases=((0.25,), (0.125, 0.0)), proportions=None, advance=(AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=1000),), debias=False)
     protos = [fast] * 3 + [slow] * 3 + [other] * 2
     env = TaskEnv(protos, 8, torch.Generator().manual_seed(0))
     rec = run(env, 60, lambda t, side: torch.ones(8, dtype=torch.bool))
-    assert torch.all(rec["phase"][-1, :3] >= 3)  # 10-trial windows: through most phases in 60 trials
-    assert torch.all(rec["phase"][-1, 3:6] == 0)  # 80-trial window not yet full
-    assert torch.all(close_to(rec["contrast"][:, 6:], (0.25, 0.125, 0.0)))
+    assert torch.all(rec["phase"][-1, :3] == 5)  # 10 trials per phase
+    assert torch.all(rec["phase"][-1, 3:6] == 0)  # 41 correct of each signed easy contrast take longer
+    assert torch.all(close_to(rec["contrast"][:, 6:], (0.25,)))
     # a batch of one protocol equals the same rows run alone, draw for draw
     alone = run(TaskEnv(fast, 3, torch.Generator().manual_seed(4)), 60, lambda t, side: torch.ones(3, dtype=torch.bool))
     mixed = run(TaskEnv([fast] * 3, 3, torch.Generator().manual_seed(4)), 60, lambda t, side: torch.ones(3, dtype=torch.bool))
@@ -236,7 +290,7 @@ def test_each_row_follows_its_own_protocol():
 
 
 def test_proportions_set_contrast_frequencies():
-    proto = make_protocol(phases=((1.0, 0.25, 0.0),), proportions=((1.0, 1.0, 2.0),), debias=False)
+    proto = make_protocol(phases=((1.0, 0.25, 0.0),), proportions=((1.0, 1.0, 2.0),), advance=(), debias=False)
     env = env_for(proto, 2000, seed=9)
     rec = run(env, 5, lambda t, side: torch.ones(2000, dtype=torch.bool))
     c = rec["contrast"].reshape(-1)
@@ -245,12 +299,13 @@ def test_proportions_set_contrast_frequencies():
 
 
 def test_inactive_rows_keep_their_state():
-    proto = make_protocol(advance_window=5, advance_threshold=0.5)
+    proto = make_protocol(advance=(AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=(1.0, 0.5), window=3, threshold=0.5),) + IBL_DEFAULT.stimulus.advance[1:])
     env = env_for(proto, 4, seed=10)
     active = torch.tensor([True, True, False, False])
-    for t in range(30):
+    for t in range(40):
         env.draw(torch.full((4,), t == 0), active)
         env.observe(torch.zeros(4, dtype=torch.bool) | (torch.arange(4) % 2 == 0), active)
-    assert env.n_in_phase[2:].tolist() == [0, 0] and env.phase[2:].tolist() == [0, 0]
-    assert not env.repeat[2:].any() and torch.all(env.buf_c[2:] == -1)
+    assert env.count[2:].tolist() == [0, 0] and env.phase[2:].tolist() == [0, 0]
+    assert not env.pending[2:].any() and torch.all(env.perf_n[2:] == 0) and torch.all(env.perf_buf[2:] == 0)
+    assert env.n_resp[2:].tolist() == [0, 0]
     assert env.phase[0] > 0 and env.phase[1] == 0  # the active rows did move on (row 0 always correct)

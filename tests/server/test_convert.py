@@ -1,0 +1,65 @@
+"""Protocol conversion to and from ``twin.v1.TaskProtocol``: per-phase rules, proportions and
+debiasing round-trip; unset parts and the protocol-wide (older) ``advancement`` rule are read."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+pytest.importorskip("grpc")
+
+from server.convert import protocol_from_pb, protocol_pb  # noqa: E402
+from service.errors import InvalidArgumentError  # noqa: E402
+from twin.protocol import IBL_DEFAULT, AdvanceKind, AdvanceRule, Curriculum, DebiasSide, FeedbackPolicy, StimulusSchedule, ZeroContrastSide  # noqa: E402
+from twin_proto.pb import protocol_pb2  # noqa: E402
+
+
+def _same(a: Curriculum, b: Curriculum) -> bool:
+    return (a.stimulus, a.feedback, a.session_trials) == (b.stimulus, b.feedback, b.session_trials)
+
+
+def test_round_trips_keep_every_rule():
+    custom = Curriculum(
+        stimulus=StimulusSchedule(
+            phases=((1.0,), (1.0, 0.25), (0.25, 0.0)),
+            proportions=((1.0,), (2.0, 1.0), (1.0, 0.5)),
+            advance=(AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=(1.0,), window=20, threshold=0.7), AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=150)),
+            zero_contrast_side=ZeroContrastSide.RANDOM,
+        ),
+        feedback=FeedbackPolicy(debias_phases=(1,), debias_side=DebiasSide.REPEAT),  # reward and timeout travel in RigSettings
+        session_trials=(300, 500),
+    )
+    for cur in (IBL_DEFAULT, custom, dataclasses.replace(custom, feedback=FeedbackPolicy(debias_phases=None))):
+        assert _same(protocol_from_pb(protocol_pb(cur)), cur)
+    assert _same(protocol_from_pb(protocol_pb2.TaskProtocol()), IBL_DEFAULT)  # unset: the IBL default
+
+
+def test_the_protocol_wide_rule_of_older_clients():
+    p = protocol_pb2.TaskProtocol(
+        phases=[protocol_pb2.ContrastPhase(contrasts=[1.0, 0.5]), protocol_pb2.ContrastPhase(contrasts=[0.25]), protocol_pb2.ContrastPhase(contrasts=[0.125])],
+        advancement=protocol_pb2.AdvancementRule(window=30, threshold=0.75, easy_contrasts=[1.0, 0.5]),
+    )
+    s = protocol_from_pb(p).stimulus
+    assert s.advance == (AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=(1.0, 0.5), window=30, threshold=0.75), AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=30))
+    assert s.proportions is None
+    p.ClearField("advancement")
+    with pytest.raises(InvalidArgumentError, match=r"protocol.phases\[1\].advance"):
+        protocol_from_pb(p)
+    p.phases[1].advance.after_trials = 10
+    s = protocol_from_pb(p).stimulus
+    assert s.advance == (IBL_DEFAULT.stimulus.advance[0], AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=10))  # an IBL phase without a rule: IBL's
+    p.phases[0].contrasts.append(0.25)
+    with pytest.raises(InvalidArgumentError, match=r"protocol.phases\[0\].advance"):
+        protocol_from_pb(p)
+
+
+def test_bad_rules_are_named():
+    p = protocol_pb(IBL_DEFAULT)
+    p.phases[1].advance.performance.threshold = 1.0
+    with pytest.raises(InvalidArgumentError, match=r"stimulus.advance\[1\].threshold"):
+        protocol_from_pb(p)
+    p = protocol_pb(IBL_DEFAULT)
+    p.debias.phases.append(9)
+    with pytest.raises(InvalidArgumentError, match=r"feedback.debias_phases\[5\]"):
+        protocol_from_pb(p)

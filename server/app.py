@@ -23,11 +23,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from twin.models import fused
 from twin.persist.oplog import OperationLog
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
 
 from optimizer.planning import CurriculumSearchFn, LabDefault, ProposeFn
+from server import wire
 from server.auth import AuthConfig
 from server.interceptors import ApiInterceptor, ServerState
 from server.quotas import CallQuotas
@@ -193,6 +195,18 @@ class RunningServer:
         self._stopped.wait()
 
 
+def warm_up_kernels() -> float:
+    """Compile (or load from numba's on-disk cache) the batch-1 rollout kernels and the trial
+    decoder before the first call, so no request waits on a compiler; returns the seconds taken
+    (about one on a warm cache, the first compile takes tens of seconds)."""
+    t0 = time.perf_counter()
+    report = fused.warm_up()
+    wire.warm_up()
+    took = time.perf_counter() - t0
+    log.info("kernels ready", extra={"seconds": round(took, 2), "fused_rules": list(report.kernels), "fused_error": report.error})
+    return took
+
+
 def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
     """Start serving ``plane`` as configured; returns once the port is bound.
 
@@ -235,6 +249,7 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
         raise RuntimeError(f"could not listen on {config.address}: {exc}") from exc
     if port == 0:
         raise RuntimeError(f"could not listen on {config.address}")
+    warm_up_kernels()
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from twin.data.batch import make_batch
+from twin.data.batch import TrialBatch, make_batch
 from twin.errors import TwinError
 from twin.models.learner import LearnerModel
 from twin.models.state import TwinState
@@ -54,7 +54,15 @@ def predict(model: LearnerModel, trials: pd.DataFrame, start: TwinState | None =
     names = trials["subject"].unique() if len(trials) else []
     if len(names) != 1:
         raise TwinError(f"predict needs the trials of exactly one subject, got {len(names)}")
-    batch = make_batch(trials, model.spec.features)
+    return predict_batch(model, make_batch(trials, model.spec.features), start)
+
+
+@torch.no_grad()
+def predict_batch(model: LearnerModel, batch: TrialBatch, start: TwinState | None = None) -> Prediction:
+    """:func:`predict` along a one-animal batch (``batch.n_animals == 1``, no padding): the
+    twin's rollout then takes the fused batch-1 path (:mod:`twin.models.fused`)."""
+    if batch.n_animals != 1:
+        raise TwinError(f"predict needs the trials of exactly one subject, got {batch.n_animals}")
     pre = model.precompute(batch)
     if start is None:
         w, h = model.initial(1)
@@ -75,4 +83,4 @@ def predict(model: LearnerModel, trials: pd.DataFrame, start: TwinState | None =
     )
 
 
-__all__ = ["Prediction", "predict"]
+__all__ = ["Prediction", "predict", "predict_batch"]

@@ -173,9 +173,10 @@ def _checked_codes(table: np.ndarray, field: str) -> tuple[dict[str, np.ndarray]
     codes: dict[str, np.ndarray] = {}
     unknown: dict[str, np.ndarray] = {}
     for col, code_of, _, _ in columns:
-        keys = np.array(list(code_of), np.int64)
-        unknown[col] = ~np.isin(raw[col], keys)
-        codes[col] = np.select([raw[col] == k for k in keys], [code_of[int(k)] for k in keys], 0).astype(np.int64)
+        keys = np.array(sorted(code_of), np.int64)
+        at = np.minimum(np.searchsorted(keys, raw[col]), len(keys) - 1)
+        unknown[col] = keys[at] != raw[col]
+        codes[col] = np.where(unknown[col], 0, np.array([code_of[int(k)] for k in keys], np.int64)[at])
     bad: list[FieldViolation] = []
     for i in np.flatnonzero(np.logical_or.reduce([unknown[c] for c, _, _, _ in columns]))[:MAX_VIOLATIONS]:  # row by row, as sent
         for col, code_of, enum_type, _ in columns:

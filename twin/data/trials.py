@@ -202,21 +202,23 @@ def _check_values(
         The columns with canonical dtypes (float64 contrasts and prior, int64 codes and numbers).
     """
 
-    def fail(mask: np.ndarray, column: str, reason: str) -> None:
-        i = _first_bad(mask)
-        if i is not None:
-            n = int(mask.sum())
-            more = f" ({n - 1} more row(s) like it)" if n > 1 else ""
-            raise TrialDataError(f"{reason}{more}", source=source, row=int(rows[i]), column=column)
+    def fail(mask: np.ndarray, column: str, reason: str | Callable[[int], str]) -> None:
+        """Raise on the first row of ``mask``; ``reason`` may quote that row (built only then)."""
+        if not mask.any():
+            return
+        i = int(np.argmax(mask))
+        n = int(mask.sum())
+        more = f" ({n - 1} more row(s) like it)" if n > 1 else ""
+        raise TrialDataError(f"{reason if isinstance(reason, str) else reason(i)}{more}", source=source, row=int(rows[i]), column=column)
 
     out: dict[str, np.ndarray] = {}
     for col in ("contrast_left", "contrast_right", "prob_left"):
         vals = num[col]
-        fail(np.isnan(vals), col, f"not a number: {plain(original(col, _first_bad(np.isnan(vals)) or 0))}")
+        fail(np.isnan(vals), col, lambda i: f"not a number: {plain(original(col, i))}")
         out[col] = vals
     for col in ("contrast_left", "contrast_right"):
         v = out[col]
-        fail((v < 0) | (v > 1), col, f"contrast {plain(v[_first_bad((v < 0) | (v > 1)) or 0])} outside [0, 1]")
+        fail((v < 0) | (v > 1), col, lambda i: f"contrast {plain(v[i])} outside [0, 1]")
     p = out["prob_left"]
     fail((p < 0) | (p > 1), "prob_left", "block prior outside [0, 1]")
     cl, cr = out["contrast_left"], out["contrast_right"]
@@ -224,15 +226,13 @@ def _check_values(
 
     for col, allowed in (("choice", (0, 1)), ("feedback", (-1, 1)), ("correct_side", (0, 1))):
         vals = num[col]
-        bad = ~np.isin(vals, allowed)
-        i = _first_bad(bad)
-        fail(bad, col, f"unknown code {plain(original(col, i if i is not None else 0))}; expected one of {allowed}")
+        bad = (vals != allowed[0]) & (vals != allowed[1])
+        fail(bad, col, lambda i: f"unknown code {plain(original(col, i))}; expected one of {allowed}")
         out[col] = vals.astype(np.int64)
     for col in ("session", "trial"):
         vals = num[col]
         bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
-        i = _first_bad(bad)
-        fail(bad, col, f"must be a positive integer, got {plain(original(col, i if i is not None else 0))}")
+        fail(bad, col, lambda i: f"must be a positive integer, got {plain(original(col, i))}")
         out[col] = vals.astype(np.int64)
     if subject is not None:
         fail((subject.isna() | (subject.astype(str).str.strip() == "")).to_numpy(), "subject", "missing subject name")

@@ -9,7 +9,8 @@ hands the same computation to a numba-compiled loop instead: the rule's own
 :meth:`~twin.models.rules.base.LearningRule.context` (batched torch ops, run once) feed a kernel
 that does the per-trial step of that rule in float64, for every row of the batch.
 
-Each supported rule class has one kernel here (``_KERNELS``); a rule without one, a batch
+Each supported rule class has one kernel here (``_KERNELS``); a rule without one (or one that
+never learns: its torch rollout has no loop), a batch
 above :data:`MAX_FUSED_BATCH`, a tensor that needs a gradient, or a tensor off the CPU takes the
 torch path. Which path ran, and why, is logged at DEBUG on ``twin.models.fused`` and counted in
 :data:`PATH_COUNTS`.
@@ -346,6 +347,8 @@ def why_not(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Ten
         return "torch path requested"
     if not supports(rule):
         return f"no fused kernel for {type(rule).__name__}"
+    if not rule.learns:
+        return "no per-trial loop to fuse"
     if w.shape[0] > MAX_FUSED_BATCH:
         return f"batch {w.shape[0]} > {MAX_FUSED_BATCH}"
     tensors = (w, h, pre) + (() if rate is None else (rate,))

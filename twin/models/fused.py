@@ -27,6 +27,7 @@ import collections
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -312,6 +313,26 @@ _KERNELS: dict[type[LearningRule], Callable[[LearningRule], tuple]] = {  # type:
 }
 
 
+#: Rule → (its parameters' identities and versions, kernel arguments): a served twin's rule is
+#: converted once, not per request; any change to a parameter (an optimiser step, ``copy_``, a
+#: new tensor) bumps its version or identity, and the arguments are rebuilt.
+_ARGS: weakref.WeakKeyDictionary[LearningRule, tuple[tuple[tuple[int, int], ...], tuple]] = weakref.WeakKeyDictionary()  # type: ignore[type-arg]
+_ARGS_LOCK = threading.Lock()
+
+
+def _kernel_args(rule: LearningRule) -> tuple:  # type: ignore[type-arg]
+    """``(kernel, *context arguments)`` of ``rule``, cached while its parameters are unchanged."""
+    key = tuple((id(p), p._version) for p in rule.parameters())
+    with _ARGS_LOCK:
+        hit = _ARGS.get(rule)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    args = _KERNELS[type(rule)](rule)
+    with _ARGS_LOCK:
+        _ARGS[rule] = (key, args)
+    return args
+
+
 def supports(rule: LearningRule) -> bool:
     """Whether the fused path has a kernel for ``rule``'s class."""
     return type(rule) in _KERNELS
@@ -373,7 +394,7 @@ def rollout(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Ten
     Returns:
         ``(ws [n, B, K], h [B, H])`` in ``w``'s dtype, as the torch path returns them.
     """
-    kernel, *ctx = _KERNELS[type(rule)](rule)
+    kernel, *ctx = _kernel_args(rule)
     b, k = w.shape
     w_np, h_np = _f64(w), _f64(h)
     rate_np = np.ones((b, k)) if rate is None else np.ascontiguousarray(np.broadcast_to(_f64(rate), (b, k)))

@@ -125,3 +125,16 @@ def test_warm_up_compiles_every_kernel():
     report = fused.warm_up()
     assert report.error is None
     assert set(report.kernels) == set(rule_names())
+
+
+def test_cached_kernel_arguments_follow_parameter_changes():
+    m = _model("dnn", {}, FeatureSpec(), seed=12)
+    with torch.no_grad():
+        pre = m.rule.precompute(_inputs(30, 2, seed=13))
+        w, h = m.initial(1)
+        first, _ = fused.rollout(m.rule, w, h, pre)
+        m.rule.fc3.bias.add_(0.05)  # in place: the cached arguments must not be reused
+        second, _ = fused.rollout(m.rule, w, h, pre)
+        ref, _ = m.rule.rollout(w, h, pre)
+    assert float((second - first).abs().max()) > 1e-3
+    torch.testing.assert_close(second, ref, rtol=0, atol=1e-5)

@@ -195,16 +195,34 @@ class RunningServer:
         self._stopped.wait()
 
 
-def warm_up_kernels() -> float:
+def warm_up_kernels(background: bool = True) -> threading.Thread | None:
     """Compile (or load from numba's on-disk cache) the batch-1 rollout kernels and the trial
-    decoder before the first call, so no request waits on a compiler; returns the seconds taken
-    (about one on a warm cache, the first compile takes tens of seconds)."""
-    t0 = time.perf_counter()
-    report = fused.warm_up()
-    wire.warm_up()
-    took = time.perf_counter() - t0
-    log.info("kernels ready", extra={"seconds": round(took, 2), "fused_rules": list(report.kernels), "fused_error": report.error})
-    return took
+    decoder; until they are ready, calls take the torch path and the field-by-field reader, so
+    no request waits on a compiler (about a second on a warm cache; the first compile takes tens
+    of seconds).
+
+    Args:
+        background: warm up in a daemon thread (returned) instead of before returning.
+    """
+    fused.defer_until_ready()
+
+    def run() -> None:
+        t0 = time.perf_counter()
+        try:
+            report = fused.warm_up()
+            wire.warm_up()
+        except Exception:  # noqa: BLE001 - the torch path keeps serving
+            log.exception("kernel warm-up failed; serving on the torch path")
+            return
+        fused.mark_ready()
+        log.info("kernels ready", extra={"seconds": round(time.perf_counter() - t0, 2), "fused_rules": list(report.kernels), "fused_error": report.error})
+
+    if not background:
+        run()
+        return None
+    thread = threading.Thread(target=run, name="twin-kernel-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:

@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from twin.cancel import checkpoint
-from twin.models.fused import compiled
+from twin.models.fused import compiled, kernels_ready
 
 from twin_proto.pb import common_pb2
 
@@ -146,7 +146,7 @@ def trial_table(parent: Message, field: str = "trials") -> np.ndarray:
         ValueError: the serialised message does not parse back (it always should).
     """
     trials = getattr(parent, field)
-    if not HAVE_NUMBA or not len(trials):
+    if not HAVE_NUMBA or not len(trials) or not kernels_ready():  # the server may still be compiling
         return _table_python(trials)
     checkpoint()
     number = parent.DESCRIPTOR.fields_by_name[field].number
@@ -167,7 +167,8 @@ def warm_up() -> None:
     from twin_proto.pb import twin_service_pb2
 
     msg = twin_service_pb2.SuppliedHistory(trials=[common_pb2.Trial(session=1, trial=1, contrast_left=1.0, reaction_time=0.5)])
-    trial_table(msg)
+    if HAVE_NUMBA:
+        _decode(np.frombuffer(msg.SerializeToString(), np.uint8), 1, 1, _NUMBERS, _KIND)
 
 
 __all__ = ["COLUMNS", "trial_table", "trial_table_of", "warm_up"]

@@ -16,9 +16,12 @@ torch path. Which path ran, and why, is logged at DEBUG on ``twin.models.fused``
 :data:`PATH_COUNTS`.
 
 Compilation: numba compiles each kernel on its first call (seconds). :func:`warm_up` compiles
-them all (a server calls it before it accepts calls, so no request waits on a compiler); the
-compiled code is kept in numba's on-disk cache (``NUMBA_CACHE_DIR``, else next to this file,
-else the user's cache folder) and a cache folder that cannot be written only turns caching off.
+them all. A server calls :func:`defer_until_ready` and warms up in the background: until
+:func:`mark_ready`, rollouts take the torch path (reason "kernels still compiling"), so no request
+waits on a compiler and the server starts at once; elsewhere (CLI, scripts) a kernel compiles on
+its first use. The compiled code is kept in numba's on-disk cache (``NUMBA_CACHE_DIR``, else next
+to this file, else the user's cache folder), so later starts load it in about a second; a cache
+folder that cannot be written only turns caching off.
 """
 
 from __future__ import annotations
@@ -339,6 +342,23 @@ def supports(rule: LearningRule) -> bool:
 
 
 _enabled = threading.local()
+_DEFER = threading.Event()
+_READY = threading.Event()
+
+
+def defer_until_ready() -> None:
+    """From now on, use compiled code only once :func:`mark_ready` says it is compiled."""
+    _DEFER.set()
+
+
+def mark_ready() -> None:
+    """The kernels (and any other compiled code waiting on this flag) are compiled."""
+    _READY.set()
+
+
+def kernels_ready() -> bool:
+    """Whether compiled code may run now without compiling (always, unless deferred)."""
+    return not _DEFER.is_set() or _READY.is_set()
 
 
 @contextmanager
@@ -370,6 +390,8 @@ def why_not(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Ten
         return f"no fused kernel for {type(rule).__name__}"
     if not rule.learns:
         return "no per-trial loop to fuse"
+    if not kernels_ready():
+        return "kernels still compiling"
     if w.shape[0] > MAX_FUSED_BATCH:
         return f"batch {w.shape[0]} > {MAX_FUSED_BATCH}"
     tensors = (w, h, pre) + (() if rate is None else (rate,))
@@ -475,4 +497,19 @@ def warm_up() -> WarmUp:
     return WarmUp(took, tuple(names))
 
 
-__all__ = ["CHUNK_TRIALS", "MAX_FUSED_BATCH", "PATH_COUNTS", "WarmUp", "compiled", "dispatch", "rollout", "supports", "torch_path", "warm_up", "why_not"]
+__all__ = [
+    "CHUNK_TRIALS",
+    "MAX_FUSED_BATCH",
+    "PATH_COUNTS",
+    "WarmUp",
+    "compiled",
+    "defer_until_ready",
+    "dispatch",
+    "kernels_ready",
+    "mark_ready",
+    "rollout",
+    "supports",
+    "torch_path",
+    "warm_up",
+    "why_not",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -138,3 +139,35 @@ def test_cached_kernel_arguments_follow_parameter_changes():
         ref, _ = m.rule.rollout(w, h, pre)
     assert float((second - first).abs().max()) > 1e-3
     torch.testing.assert_close(second, ref, rtol=0, atol=1e-5)
+
+
+def test_after_warm_up_no_real_call_compiles():
+    """The server warms up before it serves: no request may then wait on numba's compiler."""
+    from trial_tables import random_trials_table
+    from twin.analysis.predict import predict
+
+    fused.warm_up()
+    kernels = [getattr(fused, n) for n in dir(fused) if n.endswith("_kernel")]
+    before = [len(k.signatures) for k in kernels]
+    df = random_trials_table({"a": [30, 20]}, seed=14)
+    for name in rule_names():
+        options = [{}] + ([{"mirror_symmetric": True}] if name == "dnn_delta" else [])
+        for opt in options:
+            m = _model(name, opt, FeatureSpec(), seed=15)
+            predict(m, df)
+            with torch.no_grad():
+                m.rollout(*m.initial(1), m.rule.precompute(_inputs(5, 2, seed=16)), torch.zeros(2))
+    assert [len(k.signatures) for k in kernels] == before
+
+
+def test_deferred_kernels_keep_the_torch_path_until_ready(monkeypatch):
+    monkeypatch.setattr(fused, "_DEFER", threading.Event())
+    monkeypatch.setattr(fused, "_READY", threading.Event())
+    m = _model("dnn", {}, FeatureSpec(), seed=17)
+    with torch.no_grad():
+        args = (m.rule, *m.initial(1), m.rule.precompute(_inputs(5, 2, seed=18)), None)
+        assert fused.why_not(*args) is None  # not deferred: compile on first use
+        fused.defer_until_ready()
+        assert fused.why_not(*args) == "kernels still compiling" and not fused.kernels_ready()
+        fused.mark_ready()
+        assert fused.why_not(*args) is None and fused.kernels_ready()

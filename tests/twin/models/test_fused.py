@@ -171,3 +171,36 @@ def test_deferred_kernels_keep_the_torch_path_until_ready(monkeypatch):
         assert fused.why_not(*args) == "kernels still compiling" and not fused.kernels_ready()
         fused.mark_ready()
         assert fused.why_not(*args) is None and fused.kernels_ready()
+
+
+def test_no_writable_cache_folder_only_turns_caching_off(monkeypatch):
+    import numba
+
+    real = numba.njit
+
+    def njit(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x.py'")
+        return real(**options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+
+    def f(a):
+        return a * 2.0
+
+    assert fused.compiled(f)(np.ones(2)).tolist() == [2.0, 2.0]
+
+
+def test_an_unwritable_numba_cache_dir_does_not_fail(tmp_path):
+    """``NUMBA_CACHE_DIR`` under /proc (unwritable even for root): the kernels still run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    code = "from twin.models import fused; r = fused.warm_up(); print(r.error, len(r.kernels))"
+    env = {**os.environ, "NUMBA_CACHE_DIR": "/proc/twin-numba-cache", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["None", str(len(rule_names()))]

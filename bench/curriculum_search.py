@@ -13,6 +13,7 @@ In one run on this machine:
 Prints the figures and writes ``bench/results/curriculum_search.{json,md}``. Run from the repo root:
 
     .venv/bin/python bench/curriculum_search.py
+    .venv/bin/python bench/curriculum_search.py --smoke   # a few seconds (the test suite runs it)
 """
 
 from __future__ import annotations
@@ -43,24 +44,29 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=20, help="candidates simulated together")
     ap.add_argument("--rollouts", type=int, default=4, help="runs per twin and candidate")
     ap.add_argument("--max-sessions", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; with --smoke, none unless given)")
+    ap.add_argument("--smoke", action="store_true", help="a few seconds: 2 animals of 1,500 trials, population twins (no adaptation), 2 candidates, 1 session")
     args = ap.parse_args()
+    out = args.out if args.out is not None or args.smoke else Path("bench/results")
+    if args.smoke:
+        args.candidates, args.batch, args.rollouts, args.max_sessions = 2, 2, 1, 1
+    n_animals, n_trials, epochs = (2, 1500, 1) if args.smoke else (10, 8000, 40)  # smoke: 2+ sessions each (one held out)
     torch.set_num_threads(args.threads)
     truth = PACED_TRUTHS[Family.REINFORCE]
-    w0, lr = draw_individuals(truth, 10, Individuality(), seed=0)
-    df = simulate(truth.build(), IBL_DEFAULT, 10, 8000, seed=0, w0=w0, log_rate=lr).trials
+    w0, lr = draw_individuals(truth, n_animals, Individuality(), seed=0)
+    df = simulate(truth.build(), IBL_DEFAULT, n_animals, n_trials, seed=0, w0=w0, log_rate=lr).trials
     t0 = time.perf_counter()
-    pop = fit_population(df, CohortFitConfig(spec=ModelSpec("dnn"), fit=FitConfig(epochs=40, patience=8), adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE), progress=False)
+    pop = fit_population(df, CohortFitConfig(spec=ModelSpec("dnn"), fit=FitConfig(epochs=epochs, patience=8), adaptation=Adaptation.NONE if args.smoke else Adaptation.INITIAL_WEIGHTS_AND_RATE), progress=False)
     pool = TwinPool.from_twins({t.subject: [t.twin] for t in adapt_animals(pop, df)})
     fit_s = time.perf_counter() - t0
-    print(f"twins of 10 animals fitted in {fit_s:.0f} s")
+    print(f"twins of {n_animals} animals fitted in {fit_s:.0f} s")
     space = CurriculumSpace()
     t0 = time.perf_counter()
     score_curricula(pool, [IBL_DEFAULT], args.rollouts, args.max_sessions, seed=1)
     single_s = time.perf_counter() - t0
     print(f"baseline: one candidate alone {single_s:.1f} s")
-    cfg = SearchConfig(n_trials=args.candidates, batch_size=args.batch, n_rollouts=args.rollouts, max_sessions=args.max_sessions, rescore_top=3, rescore_rollouts=8)
+    cfg = SearchConfig(n_trials=args.candidates, batch_size=args.batch, n_rollouts=args.rollouts, max_sessions=args.max_sessions, rescore_top=1 if args.smoke else 3, rescore_rollouts=1 if args.smoke else 8)
     t0 = time.perf_counter()
     res = search_curricula(pool, space, cfg, progress=False)
     search_s = time.perf_counter() - t0
@@ -68,7 +74,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.processor()}",
         "torch": torch.__version__,
         "threads": args.threads,
-        "animals": 10,
+        "animals": n_animals,
         "candidates": args.candidates,
         "batch": args.batch,
         "rollouts": args.rollouts,
@@ -82,9 +88,11 @@ def main() -> None:
         "proposed": res.best.curriculum.description,
     }
     print(json.dumps(result, indent=2))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "curriculum_search.json").write_text(json.dumps(result, indent=2))
-    (args.out / "curriculum_search.md").write_text(
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curriculum_search.json").write_text(json.dumps(result, indent=2))
+    (out / "curriculum_search.md").write_text(
         "\n".join(
             [
                 "# Local curriculum search: 100 candidates, 10-animal cohort",

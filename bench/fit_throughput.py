@@ -88,14 +88,19 @@ def main() -> None:
     ap.add_argument("--no-cohort", action="store_true", help="skip the 40 x 6,000 cohort fit")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cohort fit and rule throughput)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; with --smoke, none unless given)")
+    ap.add_argument("--smoke", action="store_true", help="a few seconds: 40 trials, 1 epoch, batches 1 and 2, no cohort fit")
     args = ap.parse_args()
+    out = args.out if args.out is not None or args.smoke else Path("bench/results")
+    if args.smoke:
+        args.trials, args.epochs, args.no_cohort = 40, 1, True
+    batches = (1, 2) if args.smoke else (1, 32)
     torch.set_num_threads(args.threads)
     truth = DEFAULT_TRUTHS[Family.REINFORCE].build()
-    sim = simulate(truth, IBL_DEFAULT, 32, args.trials, seed=0)
+    sim = simulate(truth, IBL_DEFAULT, batches[-1], args.trials, seed=0)
     full = make_batch(sim.trials)
     rows = []
-    for b in (1, 32):
+    for b in batches:
         batch = full.select(list(range(b)))
         for rule in MODEL_RULES:
             if rule == "static":
@@ -136,14 +141,16 @@ def main() -> None:
             "within_10_min": wall <= 600,
         }
         print(f"cohort fit 40 x 6000 dnn: {wall:.0f} s ({len(res.history)} epochs, best {res.best_epoch}, val LL {res.best_val_ll:.4f})")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fit_throughput.json").write_text(json.dumps(result, indent=2))
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fit_throughput.json").write_text(json.dumps(result, indent=2))
     md = ["# Fit throughput", "", f"`.venv/bin/python bench/fit_throughput.py` on {result['machine']}, torch {torch.__version__}, {args.threads} thread(s).", ""]
     md.append(table.to_markdown(index=False, floatfmt=",.1f"))
     if "cohort_fit" in result:
         md += ["", "Cohort fit: " + ", ".join(f"{k} = {v}" for k, v in result["cohort_fit"].items())]  # type: ignore[union-attr]
-    (args.out / "fit_throughput.md").write_text("\n".join(md) + "\n")
-    print(f"wrote {args.out / 'fit_throughput.json'}")
+    (out / "fit_throughput.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out / 'fit_throughput.json'}")
 
 
 if __name__ == "__main__":

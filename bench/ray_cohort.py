@@ -5,6 +5,7 @@ step), then times the per-animal adaptation + storing both ways and compares eve
 validation log-likelihood. Prints the figures and writes ``bench/results/ray_cohort.json``.
 
     .venv/bin/python bench/ray_cohort.py --animals 40 --trials 3000
+    .venv/bin/python bench/ray_cohort.py --smoke   # 2 small animals, 1 epoch (the test suite runs it)
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ def main() -> None:
     ap.add_argument("--animals", type=int, default=40)
     ap.add_argument("--trials", type=int, default=3000)
     ap.add_argument("--per-task", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; with --smoke, none unless given)")
+    ap.add_argument("--smoke", action="store_true", help="2 animals of 1,500 trials, 1 epoch")
     args = ap.parse_args()
+    out_dir = args.out if args.out is not None or args.smoke else Path("bench/results")
+    if args.smoke:
+        args.animals, args.trials, args.per_task = 2, 1500, 1  # 2+ sessions each (one held out)
     torch.set_num_threads(1)
     df = simulate(DEFAULT_TRUTHS[Family.ASYMMETRIC].build(), IBL_DEFAULT, args.animals, args.trials, seed=0).trials
-    cfg = CohortFitConfig(spec=ModelSpec("dnn"), fit=FitConfig(epochs=60, patience=15), adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE)
+    cfg = CohortFitConfig(spec=ModelSpec("dnn"), fit=FitConfig(epochs=1 if args.smoke else 60, patience=15), adaptation=Adaptation.INITIAL_WEIGHTS_AND_RATE)
     t0 = time.perf_counter()
     population = fit_population(df, cfg, progress=False)
     t_pop = time.perf_counter() - t0
@@ -75,8 +80,10 @@ def main() -> None:
         "max_abs_val_ll_diff_nats": diff,
     }
     print(json.dumps(res, indent=2))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ray_cohort.json").write_text(json.dumps(res, indent=2))
+    if out_dir is None:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ray_cohort.json").write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ Measures, in one run on this machine, at 1, 1,000 and 10,000 rollouts:
 
 Prints a table and writes ``bench/results/sim_throughput.{json,md}``. Run from the repo root:
 
-    .venv/bin/python bench/sim_throughput.py            # ~2-4 min on 2 cores
+    .venv/bin/python bench/sim_throughput.py            # ~2-4 min, 1 torch thread
+    .venv/bin/python bench/sim_throughput.py --smoke    # a few seconds (the test suite runs it)
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ def throughput(rule: str, rollouts: int, trials: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (the machine's 2 cores by default)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: more threads on a shared machine ran several times slower)")
+    ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; with --smoke, none unless given)")
+    ap.add_argument("--smoke", action="store_true", help="a few seconds: 1 and 10 rollouts of 20 trials")
     args = ap.parse_args()
+    out = args.out if args.out is not None or args.smoke else Path("bench/results")
     torch.set_num_threads(args.threads)
     rows = []
-    for rollouts, trials in ((1, 2000), (1000, 400), (10_000, 200)):
+    sizes = ((1, 20), (10, 20)) if args.smoke else ((1, 2000), (1000, 400), (10_000, 200))
+    top = sizes[-1][0]
+    for rollouts, trials in sizes:
         for rule in ("static", "dnn", "rnn"):
             tps = throughput(rule, rollouts, trials)
             rows.append({"rule": rule if rule != "static" else "static (environment only)", "rollouts": rollouts, "trials_per_rollout": trials, "trials_per_s": tps})
@@ -57,7 +62,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     env = table[table["rule"].str.startswith("static")].set_index("rollouts")["trials_per_s"]
     table["fraction_of_environment_only"] = table.apply(lambda r: r["trials_per_s"] / env[r["rollouts"]], axis=1)
-    dnn_top = float(table[(table["rule"] == "dnn") & (table["rollouts"] == 10_000)]["trials_per_s"].iloc[0])
+    dnn_top = float(table[(table["rule"] == "dnn") & (table["rollouts"] == top)]["trials_per_s"].iloc[0])
     result = {
         "machine": f"{platform.machine()} {platform.processor()}",
         "torch": torch.__version__,
@@ -68,9 +73,11 @@ def main() -> None:
         "goal_met": dnn_top >= 2_000_000,
     }
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
-    print(f"DNN twin at 10,000 rollouts: {dnn_top:,.0f} simulated trials/s (goal 2,000,000: {'met' if dnn_top >= 2e6 else 'NOT met'})")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sim_throughput.json").write_text(json.dumps(result, indent=2))
+    print(f"DNN twin at {top:,} rollouts: {dnn_top:,.0f} simulated trials/s (goal 2,000,000 at 10,000: {'met' if dnn_top >= 2e6 else 'NOT met'})")
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sim_throughput.json").write_text(json.dumps(result, indent=2))
     md = [
         "# Simulation throughput through twins",
         "",
@@ -81,7 +88,7 @@ def main() -> None:
         f"DNN twin at 10,000 rollouts: {dnn_top:,.0f} simulated trials/s; goal 2,000,000: {'met' if result['goal_met'] else 'not met'}.",
         "",
     ]
-    (args.out / "sim_throughput.md").write_text("\n".join(md))
+    (out / "sim_throughput.md").write_text("\n".join(md))
 
 
 if __name__ == "__main__":

@@ -22,11 +22,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from twin.models import fused
 from twin.persist.oplog import OperationLog
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
 
 from optimizer.planning import CurriculumSearchFn, LabDefault, ProposeFn
+from server import wire
 from server.auth import AuthConfig
 from server.interceptors import ApiInterceptor, ServerState
 from server.quotas import CallQuotas
@@ -207,6 +209,36 @@ class RunningServer:
         self._stopped.wait()
 
 
+def warm_up_kernels(background: bool = True) -> threading.Thread | None:
+    """Compile (or load from numba's on-disk cache) the batch-1 rollout kernels and the trial
+    decoder; until they are ready, calls take the torch path and the field-by-field reader, so
+    no request waits on a compiler (about a second on a warm cache; the first compile takes tens
+    of seconds).
+
+    Args:
+        background: warm up in a daemon thread (returned) instead of before returning.
+    """
+    fused.defer_until_ready()
+
+    def run() -> None:
+        t0 = time.perf_counter()
+        try:
+            report = fused.warm_up()
+            wire.warm_up()
+        except Exception:  # noqa: BLE001 - the torch path keeps serving
+            log.exception("kernel warm-up failed; serving on the torch path")
+            return
+        fused.mark_ready()
+        log.info("kernels ready", extra={"seconds": round(time.perf_counter() - t0, 2), "fused_rules": list(report.kernels), "fused_error": report.error})
+
+    if not background:
+        run()
+        return None
+    thread = threading.Thread(target=run, name="twin-kernel-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
     """Start serving ``plane`` as configured; returns once the port is bound.
 
@@ -248,6 +280,7 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
         raise RuntimeError(f"could not listen on {config.address}: {exc}") from exc
     if port == 0:
         raise RuntimeError(f"could not listen on {config.address}")
+    warm_up_kernels()
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

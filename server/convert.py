@@ -9,7 +9,6 @@ trials themselves is left to the core's validation, whose errors the data plane 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -20,17 +19,18 @@ from google.protobuf.any_pb2 import Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from twin.cancel import checkpoint
 from twin.fit.cohort import CohortFitReport
 from twin.sim.forecast import Interval, SessionForecast
 from twin.persist.store import TwinVersion
 from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, AdvanceKind, AdvanceRule, Curriculum, DebiasSide, FeedbackPolicy, StimulusSchedule, ZeroContrastSide
 from twin.models.params import Adaptation
+from twin.data.trials import TrialColumns
 
 from service.catalog import SubjectInfo, TwinSelector
 from service.curricula import NextSessionRequest
 from service.predictions import ForecastRequest, PredictResult, StoredHistory, SuppliedHistory
 from service.updates import FitCohortRequest
+from server import wire
 from server.status import to_rpc_status
 from service.errors import FieldViolation, InvalidArgumentError
 from service.jobs import JobKind, JobSnapshot, JobState
@@ -48,8 +48,6 @@ from optimizer.planning import (
 
 #: Violations reported at most per request (the first ones found).
 MAX_VIOLATIONS = 20
-#: Trials converted between two deadline checkpoints.
-_CHUNK = 10_000
 
 _SIDE = {common_pb2.SIDE_LEFT: 0, common_pb2.SIDE_RIGHT: 1}
 _FEEDBACK = {common_pb2.FEEDBACK_REWARDED: 1, common_pb2.FEEDBACK_ERROR: -1}
@@ -124,34 +122,9 @@ def trials_frame(trials: Sequence[common_pb2.Trial], field: str, with_session: b
         InvalidArgumentError: a choice, feedback or rewarded side left unspecified (or not a
             known enum value), located as ``field[i].column``.
     """
-    n = len(trials)
-    nan = math.nan
-    rows: list[tuple[float, ...]] = []
-    it = iter(trials)
-    for _ in range(0, n, _CHUNK):  # one pass over the messages, a deadline checkpoint per chunk
-        checkpoint()
-        rows += [
-            (t.session, t.trial, t.contrast_left, t.contrast_right, t.choice, t.feedback, t.correct_side, t.prob_left, t.reaction_time if t.HasField("reaction_time") else nan)
-            for t in itertools.islice(it, _CHUNK)
-        ]
-    table = np.array(rows, dtype=float).reshape(n, 9)
-    del rows
-    columns = (("choice", _SIDE, common_pb2.Side, 4), ("feedback", _FEEDBACK, common_pb2.Feedback, 5), ("correct_side", _SIDE, common_pb2.Side, 6))
-    raw = {col: table[:, j].astype(np.int64) for col, _, _, j in columns}
-    codes: dict[str, np.ndarray] = {}
-    unknown: dict[str, np.ndarray] = {}
-    for col, code_of, _, _ in columns:
-        keys = np.array(list(code_of), np.int64)
-        unknown[col] = ~np.isin(raw[col], keys)
-        codes[col] = np.select([raw[col] == k for k in keys], [code_of[int(k)] for k in keys], 0).astype(np.int64)
-    bad: list[FieldViolation] = []
-    for i in np.flatnonzero(np.logical_or.reduce([unknown[c] for c, _, _, _ in columns]))[:MAX_VIOLATIONS]:  # row by row, as sent
-        for col, code_of, enum_type, _ in columns:
-            if unknown[col][i] and len(bad) < MAX_VIOLATIONS:
-                allowed = " or ".join(enum_type.Name(k) for k in code_of)  # type: ignore[attr-defined]
-                bad.append(FieldViolation(f"{field}[{i}].{col}", f"must be {allowed}, got {_enum_name(enum_type, int(raw[col][i]))}"))
-    if bad:
-        raise InvalidArgumentError(*bad)
+    table = wire.trial_table_of(trials)
+    n = table.shape[0]
+    codes, rt = _checked_codes(table, field)
     df = pd.DataFrame(
         {
             "contrast_left": table[:, 2],
@@ -168,15 +141,67 @@ def trials_frame(trials: Sequence[common_pb2.Trial], field: str, with_session: b
         df.insert(1, "trial", trial)
     elif n and trial.any():
         df.insert(0, "trial", trial)
-    rt = table[:, 8]
-    has_rt = ~np.isnan(rt)  # NaN: not measured, as when unset
-    if has_rt.any():
-        set_but_bad = has_rt & ~(np.isfinite(rt) & (rt >= 0))
-        if set_but_bad.any():
-            i = int(np.flatnonzero(set_but_bad)[0])
-            raise InvalidArgumentError.field(f"{field}[{i}].reaction_time", "must be a finite number of seconds >= 0 when set (NaN: not measured)")
+    if rt is not None:
         df["reaction_time"] = rt
     return df
+
+
+def trial_columns(parent: twin_service_pb2.SuppliedHistory, field: str) -> TrialColumns:
+    """The supplied trials of ``parent`` as columns, read from the wire format in one compiled
+    pass (:mod:`server.wire`), checked as :func:`trials_frame` checks them.
+
+    Raises:
+        InvalidArgumentError: as :func:`trials_frame`.
+    """
+    table = wire.trial_table(parent, "trials")
+    codes, rt = _checked_codes(table, field)
+    return TrialColumns(
+        session=table[:, 0].astype(np.int64),
+        trial=table[:, 1].astype(np.int64),
+        contrast_left=np.ascontiguousarray(table[:, 2]),
+        contrast_right=np.ascontiguousarray(table[:, 3]),
+        choice=codes["choice"],
+        feedback=codes["feedback"],
+        correct_side=codes["correct_side"],
+        prob_left=np.ascontiguousarray(table[:, 7]),
+        reaction_time=rt,
+    )
+
+
+def _checked_codes(table: np.ndarray, field: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The canonical codes of the enum columns of a :func:`server.wire.trial_table` table and its
+    reaction times (None when no trial has one).
+
+    Raises:
+        InvalidArgumentError: an enum left unspecified or unknown (``field[i].column``), a
+            reaction time that is set but not a finite number >= 0.
+    """
+    columns = (("choice", _SIDE, common_pb2.Side, 4), ("feedback", _FEEDBACK, common_pb2.Feedback, 5), ("correct_side", _SIDE, common_pb2.Side, 6))
+    raw = {col: table[:, j].astype(np.int64) for col, _, _, j in columns}
+    codes: dict[str, np.ndarray] = {}
+    unknown: dict[str, np.ndarray] = {}
+    for col, code_of, _, _ in columns:
+        keys = np.array(sorted(code_of), np.int64)
+        at = np.minimum(np.searchsorted(keys, raw[col]), len(keys) - 1)
+        unknown[col] = keys[at] != raw[col]
+        codes[col] = np.where(unknown[col], 0, np.array([code_of[int(k)] for k in keys], np.int64)[at])
+    bad: list[FieldViolation] = []
+    for i in np.flatnonzero(np.logical_or.reduce([unknown[c] for c, _, _, _ in columns]))[:MAX_VIOLATIONS]:  # row by row, as sent
+        for col, code_of, enum_type, _ in columns:
+            if unknown[col][i] and len(bad) < MAX_VIOLATIONS:
+                allowed = " or ".join(enum_type.Name(k) for k in code_of)  # type: ignore[attr-defined]
+                bad.append(FieldViolation(f"{field}[{i}].{col}", f"must be {allowed}, got {_enum_name(enum_type, int(raw[col][i]))}"))
+    if bad:
+        raise InvalidArgumentError(*bad)
+    rt = table[:, 8]
+    has_rt = ~np.isnan(rt)  # NaN: not measured, as when unset
+    if not has_rt.any():
+        return codes, None
+    set_but_bad = has_rt & ~(np.isfinite(rt) & (rt >= 0))
+    if set_but_bad.any():
+        i = int(np.flatnonzero(set_but_bad)[0])
+        raise InvalidArgumentError.field(f"{field}[{i}].reaction_time", "must be a finite number of seconds >= 0 when set (NaN: not measured)")
+    return codes, np.ascontiguousarray(rt)
 
 
 def predict_request(req: twin_service_pb2.PredictRequest, limits: Limits = Limits()) -> tuple[TwinSelector, StoredHistory | SuppliedHistory]:
@@ -189,8 +214,8 @@ def predict_request(req: twin_service_pb2.PredictRequest, limits: Limits = Limit
     sel = twin_selector(req.twin)
     if req.WhichOneof("history") == "supplied":
         limits.check_supplied_trials(len(req.supplied.trials))
-        df = trials_frame(req.supplied.trials, "supplied.trials", with_session=True)
-        return sel, SuppliedHistory(df, req.supplied.continue_from_twin, "supplied.trials")
+        cols = trial_columns(req.supplied, "supplied.trials")
+        return sel, SuppliedHistory(cols, req.supplied.continue_from_twin, "supplied.trials")
     s = req.stored
     return sel, StoredHistory(s.through_session or None, s.from_session or None)
 
@@ -606,6 +631,7 @@ __all__ = [
     "search_request",
     "subject_pb",
     "timestamp",
+    "trial_columns",
     "trials_frame",
     "twin_selector",
     "twin_version_pb",

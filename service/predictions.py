@@ -9,8 +9,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from twin.analysis.predict import Prediction, predict, predict_ensemble
-from twin.data.trials import validate_trials
+from twin.analysis.predict import Prediction, predict, predict_batch, predict_ensemble
+from twin.data.batch import columns_batch
+from twin.data.trials import TrialColumns, validate_columns, validate_trials
 from twin.errors import TrialDataError
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinVersion
@@ -43,12 +44,13 @@ class SuppliedHistory:
     """Run along trials sent with the request.
 
     Attributes:
-        trials: canonical trials (``subject`` column may be absent; set from the selector).
+        trials: canonical trials (a table, whose ``subject`` column may be absent: it is set
+            from the selector; or columns, the serving path's form, with no table built).
         continue_from_twin: the trials follow the twin's last trained session.
         field: request path of the trials, for error messages.
     """
 
-    trials: pd.DataFrame
+    trials: pd.DataFrame | TrialColumns
     continue_from_twin: bool = False
     field: str = "supplied.trials"
 
@@ -163,6 +165,8 @@ class Predictions:
             result = self._predict_frame(twin, self.catalog.sessions.trials(sel.subject, through_session=history.through_session), None, history.from_session, deadline)
             self.cache.put(key, result, result.n_trials)
             return result
+        if isinstance(history.trials, TrialColumns):
+            return self._predict_columns(twin, history, deadline)
         df = history.trials.copy()
         df["subject"] = sel.subject
         if "trial" in df.columns and len(df) and bool((df["trial"] == 0).all()):
@@ -206,6 +210,25 @@ class Predictions:
         assert ens is not None
         return forecast_ensemble_session(ens, protocol, n_trials, n_rollouts, req.seed, start_phase=req.start_phase, interval_level=level)
 
+    def _predict_columns(self, twin: Twin, history: SuppliedHistory, deadline: Deadline) -> PredictResult:
+        """A supplied history given as columns: validated and run as the table would be (the same
+        checks and messages, trials numbered in order when all are 0), with no table built."""
+        cols = history.trials
+        assert isinstance(cols, TrialColumns)
+        if len(cols) and not cols.trial.any():
+            cols = replace(cols, trial=_number_within_sessions(cols.session))
+        deadline.check("validating the trials")
+        try:
+            cols = validate_columns(cols, source=history.field)
+        except TrialDataError as exc:
+            raise InvalidTrialsError(history.field, exc) from None
+        with deadline.scope("running the twin"):
+            start = self.catalog.state(twin) if history.continue_from_twin else None
+            if twin.model.spec.features.stimuli or twin.ensemble is not None:  # named stimuli need their table columns; an ensemble mixes its components' predictions
+                return self._predict_frame(twin, validate_trials(cols.frame(twin.meta.subject), source=history.field), start, None, deadline)
+            pred = predict_batch(twin.model, columns_batch(cols, twin.meta.subject, twin.model.spec.features), start=start)
+        return PredictResult(twin.meta, cols.session, cols.trial, pred.p_right, pred.weights, pred.feature_names, float(pred.log_likelihood))
+
     def forecast(self, req: ForecastRequest, deadline: Deadline = NO_DEADLINE) -> ForecastResult:
         """Simulate the twin's next session under a planned protocol.
 
@@ -242,6 +265,18 @@ class Predictions:
                 state = self.catalog.state(twin)
                 fc = forecast_session(twin.model, state, protocol, n_trials, n_rollouts, req.seed, start_phase=req.start_phase, interval_level=level)
         return ForecastResult(twin.meta, fc, protocol)
+
+
+def _number_within_sessions(session: np.ndarray) -> np.ndarray:
+    """``[n]`` 1-based position of each trial among the trials of its session number, in order
+    (what ``groupby("session").cumcount() + 1`` gives a table)."""
+    _, group = np.unique(session, return_inverse=True)
+    order = np.argsort(group, kind="stable")
+    sizes = np.bincount(group)
+    first = np.r_[0, np.cumsum(sizes)[:-1]]
+    out = np.empty(len(session), np.int64)
+    out[order] = np.arange(len(session)) - first[group[order]] + 1
+    return out
 
 
 __all__ = ["ForecastRequest", "ForecastResult", "PredictResult", "Predictions", "StoredHistory", "SuppliedHistory"]

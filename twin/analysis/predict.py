@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from twin.data.batch import make_batch
+from twin.data.batch import TrialBatch, make_batch
 from twin.errors import TwinError
 from twin.models.ensemble import TwinEnsemble
 from twin.models.learner import LearnerModel
@@ -56,7 +56,15 @@ def predict(model: LearnerModel, trials: pd.DataFrame, start: TwinState | None =
     names = trials["subject"].unique() if len(trials) else []
     if len(names) != 1:
         raise TwinError(f"predict needs the trials of exactly one subject, got {len(names)}")
-    batch = make_batch(trials, model.spec.features)
+    return predict_batch(model, make_batch(trials, model.spec.features), start)
+
+
+@torch.no_grad()
+def predict_batch(model: LearnerModel, batch: TrialBatch, start: TwinState | None = None) -> Prediction:
+    """:func:`predict` along a one-animal batch (``batch.n_animals == 1``, no padding): the
+    twin's rollout then takes the fused batch-1 path (:mod:`twin.models.fused`)."""
+    if batch.n_animals != 1:
+        raise TwinError(f"predict needs the trials of exactly one subject, got {batch.n_animals}")
     pre = model.precompute(batch)
     if start is None:
         w, h = model.initial(1)
@@ -107,4 +115,4 @@ def predict_ensemble(ensemble: TwinEnsemble, trials: pd.DataFrame, starts: Seque
     return Prediction(p_right=p, weights=w, feature_names=preds[0].feature_names, log_likelihood=ll, n_trials=preds[0].n_trials)
 
 
-__all__ = ["Prediction", "predict", "predict_ensemble"]
+__all__ = ["Prediction", "predict", "predict_batch", "predict_ensemble"]

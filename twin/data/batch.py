@@ -10,7 +10,7 @@ import torch
 
 from twin.errors import TrialDataError
 from twin.data.features import FeatureSpec
-from twin.data.trials import plain, session_starts, subjects
+from twin.data.trials import TrialColumns, plain, session_starts, subjects
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,58 @@ def make_batch(df: pd.DataFrame, features: FeatureSpec = FeatureSpec(), dtype: t
     cl = pack(df["contrast_left"].to_numpy(np.float32))
     cr = pack(df["contrast_right"].to_numpy(np.float32))
     valid = pack(np.ones(len(df), bool), False, bool)
+    stim = np.stack([pack(v) for v in _stimulus_values(df, features)], -1) if features.stimuli else None
+    return _batch(tuple(names), y, reward, answer, ss, session, cl, cr, valid, stim, features, dtype)
 
+
+def columns_batch(cols: TrialColumns, subject: str, features: FeatureSpec = FeatureSpec(), dtype: torch.dtype = torch.float32) -> TrialBatch:
+    """The one-animal batch of validated :class:`~twin.data.trials.TrialColumns`, as
+    :func:`make_batch` packs the same trials as a table (no table built).
+
+    Raises:
+        TrialDataError: the features use named stimuli (columns do not carry them).
+    """
+    if features.stimuli:
+        raise TrialDataError(f"the features use named stimuli {list(features.stimuli)} but trial columns carry none", column=features.stimulus_columns[0])
+    n = len(cols)
+    ss = np.ones(n, np.float32)
+    ss[1:] = cols.session[1:] != cols.session[:-1]
+
+    def row(v: np.ndarray, np_dtype: type = np.float32) -> np.ndarray:
+        return np.ascontiguousarray(v, dtype=np_dtype).reshape(1, n)
+
+    return _batch(
+        (subject,),
+        row(cols.choice),
+        row(cols.feedback == 1),
+        row(cols.correct_side),
+        ss.reshape(1, n),
+        row(cols.session, np.int64),
+        row(cols.contrast_left),
+        row(cols.contrast_right),
+        np.ones((1, n), bool),
+        None,
+        features,
+        dtype,
+    )
+
+
+def _batch(
+    names: tuple[str, ...],
+    y: np.ndarray,
+    reward: np.ndarray,
+    answer: np.ndarray,
+    ss: np.ndarray,
+    session: np.ndarray,
+    cl: np.ndarray,
+    cr: np.ndarray,
+    valid: np.ndarray,
+    stim: np.ndarray | None,
+    features: FeatureSpec,
+    dtype: torch.dtype,
+) -> TrialBatch:
+    """The batch of packed ``[B, T]`` arrays (float32; ``session`` int64, ``valid`` bool;
+    ``stim`` ``[B, T, S]`` or None)."""
     y_t = torch.from_numpy(y).to(dtype)
     r_t = torch.from_numpy(reward).to(dtype)
     ss_t = torch.from_numpy(ss).to(dtype)
@@ -165,14 +216,12 @@ def make_batch(df: pd.DataFrame, features: FeatureSpec = FeatureSpec(), dtype: t
     prev_choice[:, 1:] = (2 * y_t[:, :-1] - 1) * (1 - ss_t[:, 1:])
     prev_reward[:, 1:] = r_t[:, :-1]
     cl_t, cr_t = torch.from_numpy(cl).to(dtype), torch.from_numpy(cr).to(dtype)
-    stim_t = None
-    if features.stimuli:
-        stim_t = torch.from_numpy(np.stack([pack(v) for v in _stimulus_values(df, features)], -1)).to(dtype)
+    stim_t = None if stim is None else torch.from_numpy(stim).to(dtype)
     x = features.compute(cl_t, cr_t, prev_choice, prev_reward, stimuli=stim_t)
     valid_t = torch.from_numpy(valid)
     x = x * valid_t.unsqueeze(-1)
     return TrialBatch(
-        subjects=tuple(names),
+        subjects=names,
         x=x,
         y=y_t,
         reward=r_t,

@@ -24,6 +24,7 @@ Optional columns kept when present: ``session_label`` (source session key or dat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,74 +101,14 @@ def validate_trials(df: pd.DataFrame, source: str = "<table>", rows: np.ndarray 
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise TrialDataError(f"missing required column(s) {missing}; present: {list(df.columns)}", source=source)
-    if rows is None:
-        rows = np.arange(1, len(df) + 1)
-    # a Series would be indexed by label below; positions are meant
-    rows = np.asarray(rows)
-    if rows.shape != (len(df),):
-        raise ValueError(f"rows has shape {rows.shape}; expected ({len(df)},)")
-    if len(df) == 0:
-        raise TrialDataError("no trials", source=source)
-
-    def fail(mask: np.ndarray, column: str, reason: str) -> None:
-        i = _first_bad(mask)
-        if i is not None:
-            n = int(mask.sum())
-            more = f" ({n - 1} more row(s) like it)" if n > 1 else ""
-            raise TrialDataError(f"{reason}{more}", source=source, row=int(rows[i]), column=column)
-
+    rows = _rows(rows, len(df), source)
     out = df.copy()
-    for col in ("contrast_left", "contrast_right", "prob_left"):
-        vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
-        fail(np.isnan(vals), col, f"not a number: {plain(out[col].to_numpy()[_first_bad(np.isnan(vals)) or 0])}")
+    numeric = {col: pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float) for col in _NUMERIC}
+    checked = _check_values(numeric, lambda col, i: out[col].to_numpy()[i], out["subject"], rows, source)
+    for col, vals in checked.items():
         out[col] = vals
-    for col in ("contrast_left", "contrast_right"):
-        v = out[col].to_numpy()
-        fail((v < 0) | (v > 1), col, f"contrast {plain(v[_first_bad((v < 0) | (v > 1)) or 0])} outside [0, 1]")
-    p = out["prob_left"].to_numpy()
-    fail((p < 0) | (p > 1), "prob_left", "block prior outside [0, 1]")
-    cl, cr = out["contrast_left"].to_numpy(), out["contrast_right"].to_numpy()
-    fail((cl > 0) & (cr > 0), "contrast_right", "contrast on both sides in one trial")
-
-    for col, allowed in (("choice", (0, 1)), ("feedback", (-1, 1)), ("correct_side", (0, 1))):
-        vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isin(vals, allowed)
-        i = _first_bad(bad)
-        fail(bad, col, f"unknown code {plain(out[col].to_numpy()[i if i is not None else 0])}; expected one of {allowed}")
-        out[col] = vals.astype(np.int64)
-    for col in ("session", "trial"):
-        vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
-        i = _first_bad(bad)
-        fail(bad, col, f"must be a positive integer, got {plain(out[col].to_numpy()[i if i is not None else 0])}")
-        out[col] = vals.astype(np.int64)
-    subj_raw = out["subject"]
-    fail((subj_raw.isna() | (subj_raw.astype(str).str.strip() == "")).to_numpy(), "subject", "missing subject name")
-    out["subject"] = subj_raw.astype(str)
-
-    side = out["correct_side"].to_numpy()
-    fail((cr > 0) & (side != 1), "correct_side", "stimulus on the right but the rewarded side is left")
-    fail((cl > 0) & (side != 0), "correct_side", "stimulus on the left but the rewarded side is right")
-    correct = out["choice"].to_numpy() == side
-    fb = out["feedback"].to_numpy()
-    fail(correct != (fb == 1), "feedback", "feedback does not match choice and rewarded side")
-
+    out["subject"] = out["subject"].astype(str)
     subj = out["subject"].to_numpy()
-    sess = out["session"].to_numpy()
-    trial = out["trial"].to_numpy()
-    same_block = (subj[1:] == subj[:-1]) & (sess[1:] == sess[:-1])
-    dup = np.zeros(len(out), bool)
-    dup[1:] = same_block & (trial[1:] == trial[:-1])
-    unordered = np.zeros(len(out), bool)
-    unordered[1:] = same_block & (trial[1:] < trial[:-1])
-    # report whichever problem comes first in the table
-    i_dup, i_uno = _first_bad(dup), _first_bad(unordered)
-    if i_dup is not None and (i_uno is None or i_dup < i_uno):
-        fail(dup, "trial", "duplicated trial number within a session")
-    fail(unordered, "trial", "trials out of order within a session")
-    back = np.zeros(len(out), bool)
-    back[1:] = (subj[1:] == subj[:-1]) & (sess[1:] < sess[:-1])
-    fail(back, "session", "sessions out of order (rows must be sorted by session)")
     # a subject whose rows are split into two runs means the table is unordered
     starts = np.flatnonzero(np.r_[True, subj[1:] != subj[:-1]])
     seen: set[str] = set()
@@ -177,6 +118,153 @@ def validate_trials(df: pd.DataFrame, source: str = "<table>", rows: np.ndarray 
         seen.add(subj[s])
     keep = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in out.columns]
     return out[keep].reset_index(drop=True)
+
+
+@dataclass(frozen=True, eq=False)
+class TrialColumns:
+    """One subject's trials as NumPy columns: the canonical table without its ``subject`` column
+    (and without pandas), for the paths where a table costs more than the work (a served
+    Predict). Columns as in the table (``[n]`` each); :func:`validate_columns` checks them.
+
+    Attributes:
+        session: int64 session numbers.
+        trial: int64 trial numbers within the session.
+        contrast_left: float64.
+        contrast_right: float64.
+        choice: int64, 1 = right.
+        feedback: int64, +1 rewarded, -1 error.
+        correct_side: int64, 1 = right.
+        prob_left: float64.
+        reaction_time: float64 (NaN: not measured), or None when no trial has one.
+    """
+
+    session: np.ndarray
+    trial: np.ndarray
+    contrast_left: np.ndarray
+    contrast_right: np.ndarray
+    choice: np.ndarray
+    feedback: np.ndarray
+    correct_side: np.ndarray
+    prob_left: np.ndarray
+    reaction_time: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.choice.shape[0])
+
+    def frame(self, subject: str) -> pd.DataFrame:
+        """The canonical table of these trials for ``subject``."""
+        df = pd.DataFrame({"subject": subject, **{c: getattr(self, c) for c in REQUIRED_COLUMNS[1:]}})
+        if self.reaction_time is not None:
+            df["reaction_time"] = self.reaction_time
+        return df
+
+
+def validate_columns(cols: TrialColumns, source: str = "<table>") -> TrialColumns:
+    """:func:`validate_trials` for one subject's :class:`TrialColumns`: the same checks in the
+    same order, the same messages (row ``i + 1`` for entry ``i``).
+
+    Raises:
+        TrialDataError: naming the source, row and column of the first problem found.
+    """
+    rows = _rows(None, len(cols), source)
+    numeric = {col: np.asarray(getattr(cols, col), dtype=float) for col in _NUMERIC}
+    checked = _check_values(numeric, lambda col, i: getattr(cols, col)[i], None, rows, source)
+    return TrialColumns(**checked, reaction_time=cols.reaction_time)  # type: ignore[arg-type]
+
+
+#: The numeric columns :func:`_check_values` checks (all but ``subject``).
+_NUMERIC = REQUIRED_COLUMNS[1:]
+
+
+def _rows(rows: np.ndarray | None, n: int, source: str) -> np.ndarray:
+    """The source row numbers, checked (a Series would be indexed by label: positions are meant)."""
+    rows = np.arange(1, n + 1) if rows is None else np.asarray(rows)
+    if rows.shape != (n,):
+        raise ValueError(f"rows has shape {rows.shape}; expected ({n},)")
+    if n == 0:
+        raise TrialDataError("no trials", source=source)
+    return rows
+
+
+def _check_values(
+    num: dict[str, np.ndarray], original: Callable[[str, int], object], subject: pd.Series | None, rows: np.ndarray, source: str
+) -> dict[str, np.ndarray]:
+    """The checks of :func:`validate_trials` after numeric coercion, in its order.
+
+    Args:
+        num: ``[n]`` float64 of every :data:`_NUMERIC` column (NaN where not a number).
+        original: ``(column, i)`` → the value as given (quoted in messages).
+        subject: the subject column (None: one subject, not checked).
+        rows: ``[n]`` 1-based source rows.
+        source: name in error messages.
+
+    Returns:
+        The columns with canonical dtypes (float64 contrasts and prior, int64 codes and numbers).
+    """
+
+    def fail(mask: np.ndarray, column: str, reason: str | Callable[[int], str]) -> None:
+        """Raise on the first row of ``mask``; ``reason`` may quote that row (built only then)."""
+        if not mask.any():
+            return
+        i = int(np.argmax(mask))
+        n = int(mask.sum())
+        more = f" ({n - 1} more row(s) like it)" if n > 1 else ""
+        raise TrialDataError(f"{reason if isinstance(reason, str) else reason(i)}{more}", source=source, row=int(rows[i]), column=column)
+
+    out: dict[str, np.ndarray] = {}
+    for col in ("contrast_left", "contrast_right", "prob_left"):
+        vals = num[col]
+        fail(np.isnan(vals), col, lambda i: f"not a number: {plain(original(col, i))}")
+        out[col] = vals
+    for col in ("contrast_left", "contrast_right"):
+        v = out[col]
+        fail((v < 0) | (v > 1), col, lambda i: f"contrast {plain(v[i])} outside [0, 1]")
+    p = out["prob_left"]
+    fail((p < 0) | (p > 1), "prob_left", "block prior outside [0, 1]")
+    cl, cr = out["contrast_left"], out["contrast_right"]
+    fail((cl > 0) & (cr > 0), "contrast_right", "contrast on both sides in one trial")
+
+    for col, allowed in (("choice", (0, 1)), ("feedback", (-1, 1)), ("correct_side", (0, 1))):
+        vals = num[col]
+        bad = (vals != allowed[0]) & (vals != allowed[1])
+        fail(bad, col, lambda i: f"unknown code {plain(original(col, i))}; expected one of {allowed}")
+        out[col] = vals.astype(np.int64)
+    for col in ("session", "trial"):
+        vals = num[col]
+        bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
+        fail(bad, col, lambda i: f"must be a positive integer, got {plain(original(col, i))}")
+        out[col] = vals.astype(np.int64)
+    if subject is not None:
+        fail((subject.isna() | (subject.astype(str).str.strip() == "")).to_numpy(), "subject", "missing subject name")
+
+    side = out["correct_side"]
+    fail((cr > 0) & (side != 1), "correct_side", "stimulus on the right but the rewarded side is left")
+    fail((cl > 0) & (side != 0), "correct_side", "stimulus on the left but the rewarded side is right")
+    correct = out["choice"] == side
+    fb = out["feedback"]
+    fail(correct != (fb == 1), "feedback", "feedback does not match choice and rewarded side")
+
+    sess, trial = out["session"], out["trial"]
+    same_subject = np.ones(len(sess) - 1, bool) if subject is None else _same_as_previous(subject.astype(str).to_numpy())
+    same_block = same_subject & (sess[1:] == sess[:-1])
+    dup = np.zeros(len(sess), bool)
+    dup[1:] = same_block & (trial[1:] == trial[:-1])
+    unordered = np.zeros(len(sess), bool)
+    unordered[1:] = same_block & (trial[1:] < trial[:-1])
+    # report whichever problem comes first in the table
+    i_dup, i_uno = _first_bad(dup), _first_bad(unordered)
+    if i_dup is not None and (i_uno is None or i_dup < i_uno):
+        fail(dup, "trial", "duplicated trial number within a session")
+    fail(unordered, "trial", "trials out of order within a session")
+    back = np.zeros(len(sess), bool)
+    back[1:] = same_subject & (sess[1:] < sess[:-1])
+    fail(back, "session", "sessions out of order (rows must be sorted by session)")
+    return {col: out[col] for col in _NUMERIC}
+
+
+def _same_as_previous(values: np.ndarray) -> np.ndarray:
+    """``[n - 1]`` bool: entry ``i + 1`` equals entry ``i``."""
+    return values[1:] == values[:-1]
 
 
 def check_nonempty_sessions(
@@ -212,7 +300,7 @@ def session_starts(df: pd.DataFrame) -> np.ndarray:
     subj = df["subject"].to_numpy()
     sess = df["session"].to_numpy()
     out = np.ones(len(df), bool)
-    out[1:] = (subj[1:] != subj[:-1]) | (sess[1:] != sess[:-1])
+    out[1:] = ~_same_as_previous(subj) | ~_same_as_previous(sess)
     return out
 
 

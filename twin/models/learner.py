@@ -9,6 +9,7 @@ from torch import nn
 
 from twin.data.batch import TrialBatch
 from twin.data.features import FeatureSpec
+from twin.models import fused
 from twin.models.policy import choice_log_likelihood
 from twin.models.rules import RuleConfig, UpdateInputs, get_rule, make_config, make_rule
 
@@ -102,8 +103,9 @@ class LearnerModel(nn.Module):
         self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, log_rate: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The rule's rollout (``[n, B, K]`` weights after each step, final state) with the
-        learning-rate multiplier applied."""
-        return self.rule.rollout(w, h, pre, rate=self.rate(log_rate))
+        learning-rate multiplier applied: the compiled batch-1 loop of :mod:`twin.models.fused`
+        when no gradient is needed and it has the rule, the rule's torch loop otherwise."""
+        return fused.dispatch(self.rule, w, h, pre, rate=self.rate(log_rate))
 
     def trajectory(self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced weight trajectory along the animal's real trials.

@@ -12,11 +12,14 @@ from twin.errors import TrialDataError
 from twin.data.trials import (
     REQUIRED_COLUMNS,
     IngestReport,
+    TrialColumns,
     check_nonempty_sessions,
     session_starts,
     subjects,
+    validate_columns,
     validate_trials,
 )
+from trial_tables import random_trials_table
 
 SOURCE = "table.csv"
 
@@ -215,3 +218,50 @@ def test_report_and_helpers():
     df = validate_trials(canonical(n_subjects=2, n_sessions=2, n_trials=3))
     assert subjects(df) == ["m0", "m1"]
     np.testing.assert_array_equal(np.flatnonzero(session_starts(df)), [0, 3, 6, 9])
+
+
+# -- the same checks on columns (the serving path) ----------------------------------------------
+
+
+def _columns(df: pd.DataFrame) -> TrialColumns:
+    return TrialColumns(**{c: df[c].to_numpy() for c in REQUIRED_COLUMNS[1:]})
+
+
+_CORRUPTIONS = [
+    ("contrast_left", 3, np.nan),
+    ("contrast_right", 5, 1.5),
+    ("prob_left", 2, -0.1),
+    ("contrast_right", 0, 0.5),  # both sides (row 0 has its stimulus on one side or none)
+    ("choice", 4, 2),
+    ("feedback", 1, 0),
+    ("correct_side", 7, 3),
+    ("session", 6, 0),
+    ("trial", 6, 0),
+    ("trial", 9, 3),  # out of order or duplicated
+    ("session", 10, 1),  # back to an earlier session
+    ("feedback", 8, None),  # flipped: no longer matches choice and side
+]
+
+
+@pytest.mark.parametrize("column,row,value", _CORRUPTIONS)
+def test_columns_fail_with_the_tables_message(column, row, value):
+    df = random_trials_table({"m": [8, 7]}, seed=3)
+    df[column] = df[column].astype(float)
+    df.loc[row, column] = -df.loc[row, column] if value is None else value
+    if column == "contrast_right" and value == 0.5:
+        df.loc[row, "contrast_left"] = 0.5
+    with pytest.raises(TrialDataError) as from_table:
+        validate_trials(df, source="req")
+    with pytest.raises(TrialDataError) as from_columns:
+        validate_columns(_columns(df), source="req")
+    assert str(from_columns.value) == str(from_table.value)
+
+
+def test_valid_columns_come_back_as_the_table_would():
+    df = random_trials_table({"m": [5, 6]}, seed=4)
+    table = validate_trials(df)
+    cols = validate_columns(_columns(df))
+    for c in REQUIRED_COLUMNS[1:]:
+        got = getattr(cols, c)
+        assert got.dtype == table[c].to_numpy().dtype and np.array_equal(got, table[c].to_numpy()), c
+    pd.testing.assert_frame_equal(validate_trials(cols.frame("m")), table)

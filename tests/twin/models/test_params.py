@@ -27,7 +27,8 @@ def test_twins_share_the_population_rule_and_run_as_one_batch():
     together = pop.trajectory(batch, w0, log_rate)
     for i, t in enumerate(twins):
         one = batch.select([i])
-        assert torch.equal(t.model.trajectory(one)[0, : int(one.valid.sum())], together[i, : int(one.valid.sum())])
+        # one twin alone runs the fused batch-1 loop (twin.models.fused), the batch the torch loop
+        torch.testing.assert_close(t.model.trajectory(one)[0, : int(one.valid.sum())], together[i, : int(one.valid.sum())], rtol=0, atol=1e-5)
 
 
 def test_rule_reference_is_the_rules_content():

@@ -63,6 +63,8 @@ class PopulationFit:
     val_ll: float
     adaptation: Adaptation
     adaptation_table: pd.DataFrame | None
+    warnings: tuple[str, ...] = ()
+    """The population fit's convergence warnings (stored with every twin of the cohort)."""
 
 
 def fit_population(df: pd.DataFrame, config: CohortFitConfig = CohortFitConfig(), progress: bool = True) -> PopulationFit:
@@ -75,7 +77,7 @@ def fit_population(df: pd.DataFrame, config: CohortFitConfig = CohortFitConfig()
     if adaptation is None:
         k = config.choose_at or max(2, int(batch.session.max(1).values.min().item()) // 2)
         adaptation, table = choose_adaptation(pop.model, batch, k)
-    return PopulationFit(pop.model, pop.best_val_ll, adaptation, table)
+    return PopulationFit(pop.model, pop.best_val_ll, adaptation, table, tuple(pop.warning_messages))
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def store_twins(
     transaction (see :meth:`~twin.persist.store.TwinStore.put_many`).
     """
     hyper = TwinHyperparameters(spec=config.spec, fit=asdict(config.fit), adaptation=population.adaptation, cohort=uuid.uuid4().hex)
-    metrics = [TwinMetrics(val_ll=t.val_ll, population_val_ll=population.val_ll) for t in twins]
+    metrics = [TwinMetrics(val_ll=t.val_ll, population_val_ll=population.val_ll, warnings=population.warnings) for t in twins]
     items = [NewVersion(t.subject, t.twin, t.trained_through_session, t.data_hash, m, hyper, t.state) for t, m in zip(twins, metrics)]
     return store.put_many(items, alias=SERVING_ALIAS, in_transaction=in_transaction)
 

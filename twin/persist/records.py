@@ -72,20 +72,31 @@ class TwinMetrics:
     Attributes:
         val_ll: on the animal's validation session(s).
         population_val_ll: the population model's, on every animal's validation sessions.
+        warnings: the convergence warnings of the fit that made it (the population fit's for a
+            cohort fit; :func:`twin.fit.train.convergence_warnings`), one line each.
     """
 
     val_ll: float | None = None
     population_val_ll: float | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, float]:
-        """The JSON object stored in the database (the metrics that are set)."""
+        """The numeric metrics that are set (as the service's ``metrics`` map carries them)."""
         return {k: float(v) for k, v in (("val_ll", self.val_ll), ("population_val_ll", self.population_val_ll)) if v is not None}
+
+    def to_record(self) -> dict[str, object]:
+        """The JSON object stored in the database: :meth:`to_json` and the warnings, if any."""
+        out: dict[str, object] = dict(self.to_json())
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> "TwinMetrics":
-        """Read a stored JSON object (unknown keys are ignored)."""
-        val, pop = d.get("val_ll"), d.get("population_val_ll")
-        return cls(float(val) if val is not None else None, float(pop) if pop is not None else None)  # type: ignore[arg-type]
+        """Read a stored JSON object (unknown keys are ignored; rows without warnings have none)."""
+        val, pop, warn = d.get("val_ll"), d.get("population_val_ll"), d.get("warnings")
+        warnings = tuple(str(w) for w in warn) if isinstance(warn, (list, tuple)) else ()
+        return cls(float(val) if val is not None else None, float(pop) if pop is not None else None, warnings)  # type: ignore[arg-type]
 
 
 __all__ = ["JSONScalar", "TwinHyperparameters", "TwinMetrics"]

@@ -270,7 +270,7 @@ class TwinStore:
             trained_through_session=int(it.trained_through_session),
             data_hash=it.data_hash,
             code_version=code_version(),
-            metrics=(it.metrics or TwinMetrics()).to_json(),
+            metrics=(it.metrics or TwinMetrics()).to_record(),
             weights_file=path.relative_to(self.root).as_posix(),
             weights_sha256=digest,
             created_at=dt.datetime.now(dt.timezone.utc),

@@ -20,3 +20,12 @@ def test_metrics_round_trip():
     m = TwinMetrics(val_ll=-0.5, population_val_ll=-0.6)
     assert m.to_json() == {"val_ll": -0.5, "population_val_ll": -0.6} and TwinMetrics.from_json(m.to_json()) == m
     assert TwinMetrics(val_ll=-0.5).to_json() == {"val_ll": -0.5} and TwinMetrics.from_json({}) == TwinMetrics()
+
+
+def test_metrics_keep_the_fits_warnings_in_the_record_only():
+    m = TwinMetrics(val_ll=-0.5, warnings=("best epoch 2 is the epoch cap 2",))
+    assert m.to_json() == {"val_ll": -0.5}  # the numeric map the service carries
+    assert m.to_record() == {"val_ll": -0.5, "warnings": ["best epoch 2 is the epoch cap 2"]}
+    assert TwinMetrics.from_json(m.to_record()) == m
+    assert TwinMetrics(val_ll=-0.5).to_record() == {"val_ll": -0.5}  # rows without warnings look as before
+    assert TwinMetrics.from_json({"val_ll": -0.5, "warnings": "not a list"}).warnings == ()

@@ -130,13 +130,12 @@ def visible_texts(fig: MplFigure) -> list[Text]:
 def render(fig: MplFigure, dpi: int) -> RenderedFigure:
     """Draw ``fig`` at ``dpi`` to PNG and measure its smallest font and narrowest panel."""
     fig.set_dpi(dpi)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})  # draws once, laying the figure out
+    png = buf.getvalue()
     fonts = [float(t.get_fontsize()) for t in visible_texts(fig)]
     panels = [ax.get_window_extent().width for ax in fig.axes if ax.get_visible()]
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    png = buf.getvalue()
     width = int.from_bytes(png[16:20], "big")  # the IHDR chunk
     return RenderedFigure(png, dpi, width, min(fonts) if fonts else MIN_FONT_PT, min(panels) if panels else 0.0)
 

@@ -226,6 +226,9 @@ def test_demo_runs_end_to_end_on_a_tiny_cohort(tmp_path, capsys):
     assert list((out / "curriculum").glob("next_session_*.yaml"))
     said = capsys.readouterr().out
     assert "[7/7]" in said and "Predict " in said and "NextSession " in said and "server stopped cleanly" in said
+    # the demo's cohort is the REINFORCE family; each Δw map's verdict is printed and drawn in its figure
+    assert "Δw map of reinforce: " in said and "Δw map of dnn: " in said
+    assert {"reinforce_dw_reinforce.png", "reinforce_dw_dnn.png"} <= {p.name for p in (out / "figures").glob("*.png")}
 
 
 def test_fit_exposes_the_hyperparameters_and_reports_convergence(workdir, tmp_path):

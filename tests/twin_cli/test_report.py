@@ -5,6 +5,8 @@ without it)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
+import math
 import os
 import re
 import shutil
@@ -19,7 +21,7 @@ import pytest
 
 from twin.sim.agents import DEFAULT_TRUTHS, Family
 from twin_cli.cli import main
-from twin_cli.report import ReportConfig, build_report, resolve_trials, write_report
+from twin_cli.report import Report, ReportConfig, build_report, resolve_trials, write_report
 from twin.fit.cohort import CohortFitConfig, fit_cohort
 from twin.analysis.criteria import training_criteria
 from twin.data.readers import write_trials
@@ -29,20 +31,38 @@ from twin.persist.sessions import SessionStore
 from twin.sim.simulate import simulate
 from twin.persist.store import TwinStore
 from twin.protocol import IBL_DEFAULT
-from twin.models.params import Adaptation
+from twin.models.params import Adaptation, TwinModel
+from twin.analysis.generative import GenerativeCheck
+from twin.persist.records import TwinMetrics
+from twin.persist.store import hash_trials
+from twin_cli.report.build import check_warnings, fit_warnings
 
 STORED = 'mouse <A&B>"1'  # has stored sessions; a name that must be escaped on the page
 FILED = "m2"  # no stored sessions: its trials come from a file; its last session is not trained on
 FIGURES = ("learning-curve", "psychometrics", "weights", "delta-w", "history", "generative-check", "forecast")
-FAST = ReportConfig(forecast_rollouts=40, dw_states=24, seed=1)
+FAST = ReportConfig(forecast_rollouts=40, dw_states=24, seed=1, weight_band_rollouts=30)
+
+
+BIASED = dataclasses.replace(IBL_DEFAULT, feedback=dataclasses.replace(IBL_DEFAULT.feedback, biased_blocks=True))
+
+
+def _with_biased_sessions(trials: pd.DataFrame, subject: str, n_trials: int, seed: int) -> pd.DataFrame:
+    """``trials`` with biased-block sessions (P(left) 0.2/0.8 after 90 unbiased trials) appended to
+    ``subject``'s, simulated by the same truth (from its starting weights: a fixture, not a learner)."""
+    extra = simulate(DEFAULT_TRUTHS[Family.ASYMMETRIC].build(), BIASED, 1, n_trials, seed=seed).trials
+    extra["subject"] = subject
+    extra["session"] += int(trials.loc[trials.subject == subject, "session"].max())
+    return pd.concat([trials, extra]).sort_values(["subject", "session", "trial"], kind="stable").reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, Path]:
-    """A tiny store: two REINFORCE-fitted twins (few epochs), one animal's sessions stored."""
+    """A tiny store: two REINFORCE-fitted twins (few epochs), one animal's sessions stored (its
+    last sessions with biased blocks)."""
     root = tmp_path_factory.mktemp("report")
-    trials = simulate(DEFAULT_TRUTHS[Family.ASYMMETRIC].build(), IBL_DEFAULT, 2, 2000, seed=3).trials
+    trials = simulate(DEFAULT_TRUTHS[Family.ASYMMETRIC].build(), IBL_DEFAULT, 2, 1500, seed=3).trials
     trials["subject"] = trials["subject"].map({"sim-000": STORED, "sim-001": FILED})
+    trials = _with_biased_sessions(trials, STORED, 900, seed=4)
     last = int(trials.loc[trials.subject == FILED, "session"].max())
     before = trials[~((trials.subject == FILED) & (trials.session == last))]
     store = TwinStore(root / "twins")
@@ -101,13 +121,19 @@ def test_report_is_one_self_contained_page(report_file: Path) -> None:
     assert oct(report_file.stat().st_mode & 0o777) == oct(0o644)
 
 
-def test_report_contents_match_the_core(cohort: tuple[Path, pd.DataFrame, Path]) -> None:
+@pytest.fixture(scope="module")
+def built(cohort: tuple[Path, pd.DataFrame, Path]) -> tuple[Report, str]:
+    """The stored animal's report, computed (not rendered), and where its trials came from."""
     root, trials, _ = cohort
     store = TwinStore(root)
-    twin = store.load_twin(STORED)
     df, source = resolve_trials(store, STORED, trials)
+    return build_report(store.load_twin(STORED), df, FAST, source), source
+
+
+def test_report_contents_match_the_core(cohort: tuple[Path, pd.DataFrame, Path], built: tuple[Report, str]) -> None:
+    _, trials, _ = cohort
+    rep, source = built
     assert source.endswith("not used")  # stored sessions win over a given table
-    rep = build_report(twin, df, FAST, source)
     assert [f.key for f in rep.figures] == list(FIGURES)
     sub = trials[trials.subject == STORED]
     obs = (sub["feedback"] > 0).groupby(sub["session"]).mean()
@@ -125,17 +151,118 @@ def test_report_contents_match_the_core(cohort: tuple[Path, pd.DataFrame, Path])
     assert rep.forecast_from_session == int(sub["session"].max())
     assert set(rep.history["outcome"]) == {"reward", "error"} and rep.history["n"].sum() > 0
     assert rep.notes == ()
+    # IBL's learning curve: easy-trial (contrast >= 0.5) performance per session, biased sessions marked
+    easy = sub[(sub["contrast_left"] + sub["contrast_right"]) >= 0.5]
+    np.testing.assert_allclose(rep.sessions["easy_observed"], (easy["feedback"] > 0).groupby(easy["session"]).mean().to_numpy())
+    biased = sub["prob_left"].isin([0.2, 0.8]).groupby(sub["session"]).any().to_numpy()  # 0 and 1 are debiasing repeats
+    assert biased.any() and not biased.all()
+    np.testing.assert_array_equal(rep.sessions["biased"].to_numpy(), biased)
+
+
+def test_report_figures_are_readable_at_1280_px(built: tuple[Report, str]) -> None:
+    """Every figure at 96 dpi fits the page's 1,132-px column at its natural size, with no font
+    under 9 pt; psychometric panels are at least 250 px wide."""
+    rep, _ = built
+    for f in rep.figures:
+        assert f.figure.dpi == 96 and f.figure.width_px <= 1132, (f.key, f.figure.width_px)
+        assert f.figure.min_font_pt >= 9.0, (f.key, f.figure.min_font_pt)
+    psy = next(f for f in rep.figures if f.key == "psychometrics")
+    assert psy.figure.min_panel_px >= 250, psy.figure.min_panel_px
+    assert "split by block" in psy.caption and "5–95% range of the twin's weights over 30 free runs" in next(f for f in rep.figures if f.key == "weights").caption
+
+
+def test_block_psychometrics_split_biased_sessions(cohort: tuple[Path, pd.DataFrame, Path]) -> None:
+    from twin.analysis.summary import block_psychometric_fits, session_psychometric_fits
+
+    _, trials, _ = cohort
+    sub = trials[trials.subject == STORED].reset_index(drop=True)
+    fits = block_psychometric_fits(sub)
+    last = int(sub["session"].max())
+    assert sorted(fits.loc[fits.session == last, "prob_left"]) == [0.2, 0.5, 0.8]
+    assert fits.loc[fits.session == 1, "prob_left"].tolist() == [0.5]
+    assert fits.groupby("session")["n_trials"].sum().tolist() == sub.groupby("session").size().tolist()
+    # an unbiased session's one block is the session's own fit
+    whole = session_psychometric_fits(sub).set_index("session")
+    np.testing.assert_allclose(fits.loc[fits.session == 1, ["bias", "threshold"]].to_numpy()[0], whole.loc[1, ["bias", "threshold"]].to_numpy(), rtol=1e-6)
+    # the 0.8 block (more left stimuli) of the animal's data differs from the 0.2 block in its stimuli
+    blk = sub[sub.session == last]
+    assert (blk.loc[blk.prob_left == 0.8, "correct_side"] == 0).mean() > (blk.loc[blk.prob_left == 0.2, "correct_side"] == 0).mean()
+    # debiasing repeats (prob_left 0 or 1) stay in their block: an unbiased session is one block
+    first = sub[sub.session == 1]
+    assert set(first["prob_left"]) > {0.5} and len(fits[fits.session == 1]) == 1
+
+
+# ----------------------------------------------------------------------------- warnings
+
+
+def _check(obs: float, lo: float, hi: float, cov: list[float], scored: bool = True, reached: bool = True) -> GenerativeCheck:
+    animals = pd.DataFrame(
+        {"subject": ["m"], "scored_1a": [scored], "obs_trials_1a": [obs], "obs_reached_1a": [reached], "pred_lo95_trials_1a": [lo], "pred_hi95_trials_1a": [hi], "pred_mean_trials_1a": [(lo + hi) / 2]}
+    )
+    sessions = pd.DataFrame({"subject": ["m"] * len(cov), "session": range(1, len(cov) + 1), "cov95_easy_accuracy": cov})
+    return GenerativeCheck(animals, sessions, {})
+
+
+def test_check_warnings_fire_when_the_check_fails_and_not_otherwise() -> None:
+    assert check_warnings(_check(3000, 2000, 5000, [1, 1, 0, 1])) == []
+    out = check_warnings(_check(9000, 2000, 5000, [1, 1, 1]))
+    assert len(out) == 1 and "after 9,000 trials, outside the twin's 95% interval [2,000, 5,000]" in out[0]
+    assert "had not reached" in check_warnings(_check(900, 2000, 5000, [1.0], reached=False))[0]
+    assert check_warnings(_check(9000, 2000, 5000, [1.0], scored=False)) == []  # reached before the cut-off: not judged
+    out = check_warnings(_check(3000, 2000, 5000, [1, 0, 0, 0]))
+    assert len(out) == 1 and "only 1 of 4 free sessions (25%, below 50%)" in out[0]
+    assert check_warnings(_check(3000, 2000, 5000, [0, 0])) == []  # too few sessions to judge coverage
+    assert check_warnings(_check(3000, 2000, 5000, [1, 0, 0, 0]), min_coverage=0.2) == []
+
+
+def test_fit_warnings_come_from_the_twins_metadata(cohort: tuple[Path, pd.DataFrame, Path]) -> None:
+    root, _, _ = cohort
+    meta = TwinStore(root).load_twin(STORED).meta
+    assert meta.metrics.warnings, "a 2-epoch population fit stops at its cap: the store keeps its warning"
+    assert any("epoch cap" in w for w in fit_warnings(meta))
+    clean = dataclasses.replace(meta, metrics=TwinMetrics(val_ll=-0.5))
+    assert fit_warnings(clean) == []
+    chance = fit_warnings(dataclasses.replace(meta, metrics=TwinMetrics(val_ll=-0.8)))
+    assert len(chance) == 1 and "worse than a coin flip" in chance[0] and f"{-math.log(2):.3f}" in chance[0]
+
+
+def test_report_shows_the_warning_box(report_file: Path) -> None:
+    text = report_file.read_text(encoding="utf-8")
+    ids = {a.get("id") for _, a in _tags(text)}
+    assert "warnings" in ids and "this twin may not be trustworthy" in text and "epoch cap" in text
+    assert 'data-warnings="0"' not in text
+
+
+def test_a_good_twin_gets_no_warning(tmp_path: Path) -> None:
+    """The true learner stored as the twin of an animal it generated: it fits and passes its
+    generative check, so the page carries no warning."""
+    truth = DEFAULT_TRUTHS[Family.REINFORCE].build()
+    trials = simulate(truth, IBL_DEFAULT, 1, 2000, seed=11).trials
+    subject = str(trials["subject"].iloc[0])
+    store = TwinStore(tmp_path / "twins")
+    store.put(subject, TwinModel.of(truth), trained_through_session=int(trials["session"].max()), data_hash=hash_trials(trials), metrics=TwinMetrics(val_ll=-0.45))
+    rep = build_report(store.load_twin(subject), trials, FAST)
+    assert rep.warnings == ()
+    text = rep.html()
+    assert 'data-warnings="0"' in text and 'id="warnings"' not in text
+    # the same twin stored with a convergence warning is flagged
+    store.put(subject, TwinModel.of(truth), trained_through_session=int(trials["session"].max()), data_hash=hash_trials(trials), metrics=TwinMetrics(val_ll=-0.45, population_warnings=("best epoch 2 is the epoch cap 2",)))
+    meta = store.load_twin(subject).meta
+    assert meta.version == 2 and meta.metrics.warnings == ("best epoch 2 is the epoch cap 2",)  # kept by the store
+    flagged = dataclasses.replace(rep, meta=meta, warnings=tuple(fit_warnings(meta)))
+    assert len(flagged.warnings) == 1 and 'id="warnings"' in flagged.html() and 'data-warnings="1"' in flagged.html()
 
 
 def test_cli_report_from_a_trials_file(cohort: tuple[Path, pd.DataFrame, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root, _, path = cohort
+    root, trials, path = cohort
+    last = int(trials.loc[trials.subject == FILED, "session"].max())
     out = tmp_path / "m2.html"
     rc = main(["report", FILED, "--store", str(root), "--trials", str(path), "--out", str(out), "--rollouts", "20", "--forecast-trials", "120", "--alias", "serving"])
     assert rc == 0 and f"wrote {out}" in capsys.readouterr().out
     text = out.read_text(encoding="utf-8")
     assert str(path) in text  # the trials' source is named
-    assert "Session 4 came after the twin" in text  # the last session was not trained on
-    assert "20 simulated copies of session 5" in text  # --rollouts reached the forecast
+    assert f"Session {last} came after the twin" in text  # the last session was not trained on
+    assert f"20 simulated copies of session {last + 1}" in text  # --rollouts reached the forecast
     assert len([a for t, a in _tags(text) if t == "img"]) == len(FIGURES)
 
 
@@ -193,3 +320,13 @@ def test_report_renders_in_headless_chromium(report_file: Path, tmp_path: Path) 
     assert body.get("data-figures-total") == str(n_img)
     assert body.get("data-figures-loaded") == str(n_img), f"only {body.get('data-figures-loaded')} of {n_img} figures loaded"
     assert re.search(r"Twin report: mouse &lt;A&amp;B&gt;", res.stdout)
+    # readable at 1280 px: figures shown at their natural size (no 9-pt text shrunk below 9 pt),
+    # psychometric panels at least 250 px wide, no table wider than the window or cut off
+    assert body.get("data-tables-cut") == "0", "a table is cut off at 1280 px"
+    assert float(body.get("data-min-shown-font-pt") or 0) >= 9.0, body.get("data-min-shown-font-pt")
+    for t, a in _tags(res.stdout):
+        if t == "img":
+            assert float(a.get("data-shown-scale") or 0) >= 0.99, (a.get("alt"), a.get("data-shown-scale"))
+            if (a.get("alt") or "").startswith("Psychometric"):
+                assert float(a["data-min-panel-px"] or 0) * float(a["data-shown-scale"] or 0) >= 250
+    assert body.get("data-warnings") not in (None, "0")  # the 2-epoch twin is flagged

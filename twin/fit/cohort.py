@@ -73,6 +73,7 @@ class PopulationFit:
     adaptation: Adaptation
     adaptation_table: pd.DataFrame | None
     warnings: tuple[str, ...] = ()
+    """The population fit's convergence warnings (stored with every twin of the cohort)."""
 
 
 def fit_population(df: pd.DataFrame, config: CohortFitConfig = CohortFitConfig(), progress: bool = True) -> PopulationFit:

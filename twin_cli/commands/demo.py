@@ -20,7 +20,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``twin demo``."""
     d = sub.add_parser("demo", help="simulate a small cohort, fit every rule, evaluate, fit twins, search curricula, write figures and summaries")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
-    d.add_argument("--family", choices=FAMILIES, default="asymmetric", help="ground-truth learners to simulate")
+    d.add_argument("--family", choices=FAMILIES, default="reinforce", help="ground-truth learners to simulate (default reinforce: the family whose Δw map the demo recovers in its time)")
     d.add_argument("--animals", type=int, default=16, help="cohort size (a quarter held out)")
     d.add_argument("--trials", type=int, default=4000, help="trials per animal")
     d.add_argument("--epochs", type=int, default=30, help="maximum epochs per fit")

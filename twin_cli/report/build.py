@@ -6,6 +6,7 @@ computes everything on the page from the loaded objects.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pandas as pd
 
 from twin.analysis.criteria import criteria_sessions, training_criteria
 from twin.analysis.predict import predict, predict_ensemble
-from twin.analysis.summary import session_psychometric_fits, session_table
+from twin.analysis.generative import GenerativeCheck
+from twin.analysis.summary import block_psychometric_fits, session_easy_performance, session_psychometric_fits, session_table
 from twin.analysis.updates import delta_w_map, history_dependence
 from twin.errors import TrialDataError, TwinError
 from twin.fit.cohort import twin_end_state
@@ -22,8 +24,9 @@ from twin.models.ensemble import TwinEnsemble
 from twin.models.state import TwinState
 from twin.persist.atomic import atomic_write
 from twin.persist.sessions import SessionStore
-from twin.persist.store import Twin, TwinStore
+from twin.persist.store import Twin, TwinStore, TwinVersion
 from twin.sim.forecast import SessionForecast, forecast_ensemble_session, forecast_session
+from twin.sim.replay import free_weight_band
 from twin.protocol import IBL_DEFAULT
 from twin_cli.figures import fig_check, fig_delta_w, fig_forecast, fig_history, fig_learning_curve, fig_psychometrics, fig_weights
 from twin_cli.report.content import CRITERIA as _CRITERIA
@@ -92,7 +95,7 @@ def _default_forecast_trials(trials: pd.DataFrame) -> int:
     return int(max(1, np.median(lengths[-3:])))
 
 
-def _check_figure(twin: Twin, trials: pd.DataFrame, config: ReportConfig, trained_through: int) -> ReportFigure:
+def _check_figure(twin: Twin, trials: pd.DataFrame, config: ReportConfig, trained_through: int) -> tuple[ReportFigure, GenerativeCheck]:
     """The generative check of this one animal: its twin run free, replaying the contrast sets
     the animal was shown, from the session after the twin's training when there are later
     sessions (a true forecast), else from scratch (the twin's own starting weights; in-sample)."""
@@ -114,7 +117,44 @@ def _check_figure(twin: Twin, trials: pd.DataFrame, config: ReportConfig, traine
         "Top: the animal's easy-contrast accuracy per session (black) over the twin's 50% and 95% bands (median dashed). "
         "Bottom: trials to trained_1a, the twin's mean and 95% interval against the animal's (open: not reached, censored at its last session).",
         fig_check(chk, f"{subject}: generative check", config.dpi, n_animals=1),
-    )
+    ), chk
+
+
+def fit_warnings(meta: TwinVersion) -> list[str]:
+    """Why the twin's fit may be poor, from its stored metadata: the fit's convergence warnings
+    (:func:`twin.fit.train.convergence_warnings`) and a validation likelihood worse than a coin flip's."""
+    out = [f"The fit that made this twin reported: {w}." for w in meta.metrics.warnings]
+    val = meta.metrics.val_ll
+    if val is not None and math.isfinite(val) and val < -math.log(2.0) and not any("coin flip" in w for w in meta.metrics.warnings):
+        out.append(f"The twin's validation log-likelihood, {val:.3f} nats/trial, is worse than a coin flip's ({-math.log(2.0):.3f}): it predicts this animal's held-out choices worse than chance.")
+    return out
+
+
+def check_warnings(check: GenerativeCheck, min_coverage: float = 0.5, criterion: str = "1a") -> list[str]:
+    """Why the twin fails its generative check on this animal (one row of ``check.animals``):
+    the animal's trials to ``trained_<criterion>`` outside the twin's 95% interval, or fewer than
+    ``min_coverage`` of the free sessions (3 or more) with its easy-trial accuracy inside the
+    twin's 95% band."""
+    out: list[str] = []
+    for _, a in check.animals.iterrows():
+        if not bool(a[f"scored_{criterion}"]):
+            continue
+        obs, lo, hi = float(a[f"obs_trials_{criterion}"]), float(a[f"pred_lo95_trials_{criterion}"]), float(a[f"pred_hi95_trials_{criterion}"])
+        if not lo <= obs <= hi:
+            reached = "reached" if bool(a[f"obs_reached_{criterion}"]) else "had not reached (censored at its last session)"
+            out.append(
+                f"Generative check failed: {a['subject']} {reached} trained_{criterion} after {obs:,.0f} trials, outside the twin's 95% interval "
+                f"[{lo:,.0f}, {hi:,.0f}] (mean {float(a[f'pred_mean_trials_{criterion}']):,.0f}) when run free."
+            )
+    sess = check.sessions
+    for subject, g in sess.groupby("subject", sort=False):
+        cov = g["cov95_easy_accuracy"].dropna()
+        if len(cov) >= 3 and float(cov.mean()) < min_coverage:
+            out.append(
+                f"Generative check failed: the twin's 95% band holds {subject}'s easy-trial accuracy in only {int(cov.sum())} of {len(cov)} free sessions "
+                f"({float(cov.mean()):.0%}, below {min_coverage:.0%})."
+            )
+    return out
 
 
 def _pick_sessions(sessions: np.ndarray, limit: int) -> np.ndarray:
@@ -164,7 +204,7 @@ def build_report(twin: Twin, trials: pd.DataFrame, config: ReportConfig = Report
     status: pd.DataFrame | None = None
     criteria: dict[str, int] = {}
     if named:
-        notes.append("The twin uses named stimulus inputs, not IBL contrasts: psychometric curves, training criteria, Δw maps over contrast and the task forecast do not apply.")
+        notes.append("The twin uses named stimulus inputs, not IBL contrasts: easy-trial performance, psychometric curves, training criteria, weight bands, Δw maps over contrast and the task forecast do not apply.")
     else:
         fits = session_psychometric_fits(trials)
         table = table.merge(fits, on="session", how="left")
@@ -189,35 +229,52 @@ def build_report(twin: Twin, trials: pd.DataFrame, config: ReportConfig = Report
             forecast = forecast_ensemble_session(_forecast_ensemble(twin, trials), config.protocol, n_trials, **sizes)  # type: ignore[arg-type]
 
     history = history_dependence(prediction, trials, config.max_run)
-    figures: list[ReportFigure] = [
-        ReportFigure(
-            "learning-curve",
-            "Learning curve",
-            "Fraction of rewarded trials per session (black) against the twin's mean predicted p(correct), run teacher-forced along the animal's own choices and outcomes (orange); "
-            "the square is the forecast of the next session with its interval across simulated rollouts; dash-dotted lines mark the sessions at which IBL criteria were first met.",
-            fig_learning_curve(table, trained_through, forecast, last_session + 1, criteria, config.dpi),
-        )
-    ]
+    easy = _CRITERIA[0].easy_contrast
+    figures: list[ReportFigure] = []
     if not named:
+        perf = session_easy_performance(trials, prediction, easy)
+        table = table.merge(perf, on="session", how="left")
+        figures.append(
+            ReportFigure(
+                "learning-curve",
+                "Easy-trial performance per training day",
+                f"IBL's learning curve: the fraction of easy trials (contrast ≥ {easy:.0%}) rewarded in each session (black) against the twin's mean predicted p(correct) on the same trials, "
+                "run teacher-forced along the animal's own choices and outcomes (orange). Background: the training stage (green: unbiased sessions; purple: sessions with biased P(left) blocks); "
+                "dash-dotted lines: the sessions at which IBL criteria were first met; hatched: sessions after the twin's training; squares: the forecast of the next session on its easy contrasts, "
+                "with intervals across simulated rollouts.",
+                fig_learning_curve(table, trained_through, forecast, last_session + 1, criteria, config.dpi, easy),
+            )
+        )
         shown = _pick_sessions(table["session"].to_numpy(), config.max_psychometric_sessions)
         cap = "" if len(shown) == len(table) else f" ({len(shown)} of {len(table)} sessions shown, evenly spaced)"
         figures.append(
             ReportFigure(
                 "psychometrics",
-                "Psychometric curves per session",
-                "Fraction of right choices per signed contrast (points, ±1 binomial s.e.), the erf psychometric with two lapses fitted to the session (line; IBL psychofit convention), and the twin's mean predicted p(right) (dashed)"
+                "Psychometric curves per session and block",
+                "Fraction of right choices per signed contrast (points, ±1 binomial s.e.), the erf psychometric with two lapses fitted (line; IBL psychofit convention) and the twin's mean predicted "
+                "p(right) (dashed); biased sessions are split by block, each block type (P(left) = 0.2, 0.8, and the unbiased 0.5 opening) with its own points, fit and twin curve"
                 + cap
                 + ".",
-                fig_psychometrics(trials, prediction, table, shown, config.dpi),
+                fig_psychometrics(trials, prediction, block_psychometric_fits(trials), shown, config.dpi),
             )
         )
+    band = free_weight_band(model, trials, config.weight_band_rollouts, 0.9, config.seed) if config.weight_band_rollouts > 0 and not named else None
+    band_text = (
+        f" The band is the 5–95% range of the twin's weights over {config.weight_band_rollouts} free runs of the twin over exactly this animal's trials (its stimuli, rewarded sides and blocks, "
+        "with the twin's own sampled choices and their outcomes, from its starting weights): how far the weights could have gone had the animal made the twin's choices; it shows choice "
+        "randomness under the twin, not uncertainty about the twin's parameters."
+        if band is not None
+        else ""
+    )
     figures.append(
         ReportFigure(
             "weights",
             "Weight trajectories",
-            "The policy weights the twin holds on each trial, p(right) = sigmoid(w · x), teacher-forced along the animal's trials. Dotted lines mark session starts"
-            + ("; the shaded part lies after the twin's trained-through session." if last_session > trained_through else "."),
-            fig_weights(trials, prediction, trained_through, config.dpi),
+            "The policy weights the twin holds on each trial, p(right) = sigmoid(w · x), teacher-forced along the animal's trials (line)."
+            + band_text
+            + " Shading: biased blocks (red: P(left) = 0.8, blue: P(left) = 0.2); dotted lines: session starts"
+            + ("; hatched: after the twin's trained-through session." if last_session > trained_through else "."),
+            fig_weights(trials, prediction, trained_through, config.dpi, band),
         )
     )
     if not named:
@@ -241,9 +298,12 @@ def build_report(twin: Twin, trials: pd.DataFrame, config: ReportConfig = Report
             fig_history(history, config.max_run, config.dpi),
         )
     )
+    warnings = fit_warnings(twin.meta)
     if not named:
         try:
-            figures.append(_check_figure(twin, trials, config, trained_through))
+            fig, chk = _check_figure(twin, trials, config, trained_through)
+            figures.append(fig)
+            warnings += check_warnings(chk, config.check_min_coverage)
         except (TrialDataError, ValueError) as exc:
             notes.append(f"Generative check not run: {exc}")
     if forecast is not None:
@@ -268,6 +328,7 @@ def build_report(twin: Twin, trials: pd.DataFrame, config: ReportConfig = Report
         history=history,
         figures=tuple(figures),
         notes=tuple(notes),
+        warnings=tuple(warnings),
     )
 
 
@@ -316,4 +377,4 @@ def write_report(
 
 
 
-__all__ = ["build_report", "resolve_trials", "write_report"]
+__all__ = ["build_report", "check_warnings", "fit_warnings", "resolve_trials", "write_report"]

@@ -11,6 +11,7 @@ from twin.analysis.criteria import TRAINED_1A, TRAINED_1B
 from twin.persist.store import TwinVersion
 from twin.sim.forecast import SessionForecast
 from twin.protocol import IBL_DEFAULT, Curriculum
+from twin_cli.figures import RenderedFigure
 
 CRITERIA = (TRAINED_1A, TRAINED_1B)
 """The IBL training criteria the report judges."""
@@ -32,7 +33,14 @@ class ReportConfig:
         max_run: run lengths at and above this are pooled in the history-dependence figure.
         max_psychometric_sessions: at most this many session panels (evenly spaced, the first
             and last always included) in the psychometric figure.
-        dpi: resolution of the embedded figures.
+        dpi: resolution of the embedded figures (96: one figure pixel per CSS pixel, so the
+            figures' 9-pt text shows at 9 pt).
+        weight_band_rollouts: free runs of the twin over the animal's own trials whose 5–95%
+            range is the band of the weight figure (0: no band).
+        check_min_coverage: the generative check fails (a warning on the page) when fewer than
+            this share of the free sessions have the animal's easy-trial accuracy inside the
+            twin's 95% band (judged on 3 or more free sessions), or when the animal's trials to
+            ``trained_1a`` fall outside the twin's 95% interval.
     """
 
     protocol: Curriculum = IBL_DEFAULT
@@ -43,8 +51,10 @@ class ReportConfig:
     seed: int = 0
     dw_states: int = 64
     max_run: int = 8
-    max_psychometric_sessions: int = 36
-    dpi: int = 90
+    max_psychometric_sessions: int = 18
+    dpi: int = 96
+    weight_band_rollouts: int = 100
+    check_min_coverage: float = 0.5
 
     def __post_init__(self) -> None:
         if self.forecast_trials is not None and self.forecast_trials < 1:
@@ -54,6 +64,10 @@ class ReportConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.interval_level < 1.0:
             raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
+        if self.weight_band_rollouts < 0:
+            raise ValueError(f"weight_band_rollouts must be >= 0, got {self.weight_band_rollouts}")
+        if not 0.0 <= self.check_min_coverage <= 1.0:
+            raise ValueError(f"check_min_coverage must be in [0, 1], got {self.check_min_coverage}")
 
 
 @dataclass(frozen=True)
@@ -64,13 +78,18 @@ class ReportFigure:
         key: anchor id of its section (letters, digits, ``-``).
         title: section heading.
         caption: what it shows (plain text; escaped when rendered).
-        png: the PNG bytes.
+        figure: the drawn figure (PNG, its dpi, smallest font and narrowest panel).
     """
 
     key: str
     title: str
     caption: str
-    png: bytes
+    figure: RenderedFigure
+
+    @property
+    def png(self) -> bytes:
+        """The PNG bytes."""
+        return self.figure.png
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,8 @@ class Report:
         history: mean Δw by outcome and run length (see :func:`history_dependence`).
         figures: the embedded figures, in page order.
         notes: sections left out or caveats, as plain sentences.
+        warnings: reasons not to trust the twin (poor fit, failed generative check), as plain
+            sentences, shown prominently at the top of the page; empty when there are none.
         generated_at: when the report was computed (UTC).
     """
 
@@ -106,6 +127,7 @@ class Report:
     history: pd.DataFrame
     figures: tuple[ReportFigure, ...]
     notes: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
     generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
     def html(self) -> str:

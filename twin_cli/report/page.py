@@ -37,25 +37,30 @@ h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; padding
 nav a { margin-right: 1em; font-size: 0.9em; }
 figure { margin: 0.6em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: 0.85em; color: #444; max-width: 980px; }
+figcaption { font-size: 0.9em; color: #444; max-width: 1080px; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
+.tablewrap { max-width: 100%; overflow-x: auto; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; white-space: nowrap; }
+th { white-space: normal; vertical-align: bottom; }
 th { background: #f4f4f6; }
 td.l, th.l { text-align: left; }
 .ok { color: #17692f; font-weight: bold; }
 .no { color: #9a3412; font-weight: bold; }
 .notes { background: #fff8e6; border: 1px solid #f1d58a; padding: 6px 12px; font-size: 0.9em; }
+.warn { background: #fdecea; border: 2px solid #b91c1c; color: #7f1d1d; padding: 8px 14px; margin: 0.8em 0; }
+.warn h2 { color: #b91c1c; border: none; margin: 0.2em 0; padding: 0; }
 details { margin: 0.5em 0; }
 pre { background: #f6f6f8; padding: 8px; overflow-x: auto; font-size: 0.8em; }
 footer { margin-top: 2em; color: #777; font-size: 0.8em; }
 </style>
 </head>
-<body data-figures-expected="$n_figures">
+<body data-figures-expected="$n_figures" data-warnings="$n_warnings">
 <header>
 <h1>Twin report: $subject</h1>
 <p class="sub">$subtitle</p>
 <nav>$nav</nav>
 </header>
+$warnings
 $notes
 $sections
 <footer>$footer</footer>
@@ -66,6 +71,30 @@ window.addEventListener("load", function () {
   for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) { ok++; } }
   document.body.setAttribute("data-figures-total", String(imgs.length));
   document.body.setAttribute("data-figures-loaded", String(ok));
+  // readability as shown: each figure's smallest font (points, at its dpi) and narrowest panel
+  // scaled by how wide the browser shows it; and whether every table fits the window's width
+  var minPt = Infinity, minPanel = Infinity, minScale = Infinity;
+  for (var j = 0; j < imgs.length; j++) {
+    var im = imgs[j];
+    if (!im.naturalWidth) { continue; }
+    var scale = im.getBoundingClientRect().width / im.naturalWidth;
+    var dpi = parseFloat(im.getAttribute("data-dpi"));
+    minScale = Math.min(minScale, scale);
+    minPt = Math.min(minPt, parseFloat(im.getAttribute("data-min-font-pt")) * dpi / 96 * scale);
+    minPanel = Math.min(minPanel, parseFloat(im.getAttribute("data-min-panel-px")) * scale);
+    im.setAttribute("data-shown-scale", scale.toFixed(3));
+  }
+  document.body.setAttribute("data-min-shown-font-pt", String(minPt));
+  document.body.setAttribute("data-min-shown-panel-px", String(minPanel));
+  document.body.setAttribute("data-min-figure-scale", String(minScale));
+  var tables = document.querySelectorAll("table");
+  var width = document.documentElement.clientWidth, cut = 0;
+  for (var k = 0; k < tables.length; k++) {
+    var box = tables[k].getBoundingClientRect();
+    var wrap = tables[k].parentElement;
+    if (box.right > width + 0.5 || box.left < -0.5 || (wrap && wrap.scrollWidth > wrap.clientWidth + 1)) { cut++; }
+  }
+  document.body.setAttribute("data-tables-cut", String(cut));
 });
 </script>
 </body>
@@ -97,8 +126,22 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], left: int =
 
 
 def _figure(f: ReportFigure) -> str:
-    data = base64.b64encode(f.png).decode("ascii")
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(f.title)}"><figcaption>{_e(f.caption)}</figcaption></figure>'
+    r = f.figure
+    data = base64.b64encode(r.png).decode("ascii")
+    # at 96 dpi one PNG pixel is one CSS pixel: the width attribute keeps the natural size
+    size = f' width="{r.width_px}"' if r.dpi == 96 else ""
+    meta = f' data-dpi="{r.dpi}" data-min-font-pt="{r.min_font_pt:g}" data-min-panel-px="{r.min_panel_px:.0f}"'
+    return f'<figure><img src="data:image/png;base64,{data}"{size}{meta} alt="{_e(f.title)}"><figcaption>{_e(f.caption)}</figcaption></figure>'
+
+
+def _warnings_html(r: Report) -> str:
+    if not r.warnings:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in r.warnings)
+    return (
+        '<div class="warn" id="warnings" role="alert"><h2>Warning: this twin may not be trustworthy</h2>'
+        f"<p>Its predictions, forecasts and simulated curricula should be read with care:</p><ul>{items}</ul></div>"
+    )
 
 
 def _status_html(r: Report) -> str:
@@ -163,13 +206,22 @@ def _forecast_html(r: Report) -> str:
 
 def _sessions_html(r: Report) -> str:
     t = r.sessions
-    cols = [c for c in ("session", "label", "n_trials", "observed", "predicted", "ll_per_trial", "trained", "bias", "threshold", "lapse_low", "lapse_high", "passes_1a", "passes_1b") if c in t.columns]
+    cols = [
+        c
+        for c in ("session", "label", "n_trials", "biased", "observed", "easy_observed", "predicted", "easy_predicted", "ll_per_trial", "trained", "bias", "threshold", "lapse_low", "lapse_high", "passes_1a", "passes_1b")
+        if c in t.columns
+    ]
     if "label" in cols and t["label"].astype(str).isin(["", "None", "nan"]).all():
         cols.remove("label")
     heads = {
         "n_trials": "trials",
+        "biased": "biased blocks",
         "observed": "observed acc.",
+        "easy_observed": "observed easy acc.",
         "predicted": "twin acc.",
+        "easy_predicted": "twin easy acc.",
+        "lapse_low": "lapse low",
+        "lapse_high": "lapse high",
         "ll_per_trial": "twin LL/trial (nats)",
         "trained": "in training",
         "threshold": "threshold (%)",
@@ -178,7 +230,7 @@ def _sessions_html(r: Report) -> str:
         "passes_1b": "passes 1b",
     }
     rows = [[row[c] for c in cols] for _, row in t.iterrows()]
-    return _table([heads.get(c, c) for c in cols], rows, left=2 if "label" in cols else 1)
+    return '<div class="tablewrap">' + _table([heads.get(c, c) for c in cols], rows, left=2 if "label" in cols else 1) + "</div>"
 
 
 def render_html(r: Report) -> str:
@@ -213,9 +265,11 @@ def render_html(r: Report) -> str:
         subject=_e(r.subject),
         subtitle=_e(subtitle),
         nav="".join(f'<a href="#{_e(k)}">{_e(t)}</a>' for k, t in nav),
+        warnings=_warnings_html(r),
         notes=f'<div class="notes"><ul>{notes}</ul></div>' if notes else "",
         sections="\n".join(sections),
         n_figures=str(len(r.figures)),
+        n_warnings=str(len(r.warnings)),
         footer=_e(f"Generated {r.generated_at.isoformat(timespec='seconds')} by learning-twins {m.code_version}."),
     )
 

@@ -104,7 +104,7 @@ def adapt_batched(
     best, best_epoch = val_ll(), 0
     best_params = (w0.detach().clone(), log_rate.detach().clone())
     for epoch in range(1, config.epochs + 1):
-        train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip, w0=w0, log_rate=log_rate)
+        train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip, w0=w0, log_rate=log_rate, fused=config.fused)
         v = val_ll()
         if v > best + 1e-7:
             best, best_epoch, best_params = v, epoch, (w0.detach().clone(), log_rate.detach().clone())

@@ -99,29 +99,35 @@ class LearnerModel(nn.Module):
         return lr.exp()
 
     def rollout(
-        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, log_rate: torch.Tensor | None = None
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, log_rate: torch.Tensor | None = None, fused: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The rule's rollout (``[n, B, K]`` weights after each step, final state) with the
-        learning-rate multiplier applied."""
-        return self.rule.rollout(w, h, pre, rate=self.rate(log_rate))
+        learning-rate multiplier applied; ``fused=False`` forces the rule's step loop (the
+        reference of its fused rollout, :meth:`LearningRule.rollout`)."""
+        return self.rule.rollout(w, h, pre, rate=self.rate(log_rate), fused=fused)
 
-    def trajectory(self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None) -> torch.Tensor:
+    def trajectory(
+        self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None, fused: bool = True
+    ) -> torch.Tensor:
         """Teacher-forced weight trajectory along the animal's real trials.
 
         Args:
             batch: the trials.
             w0: optional ``[B, K]`` or ``[K]`` starting weights.
             log_rate: optional ``[B, K]`` or ``[K]`` log learning-rate multipliers.
+            fused: see :meth:`rollout`.
 
         Returns:
             ``[B, T, K]`` the weights in force on each trial.
         """
         pre = self.precompute(batch)
         w, h = self.initial(batch.n_animals, w0)
-        ws, _ = self.rollout(w, h, pre[:-1], log_rate)
+        ws, _ = self.rollout(w, h, pre[:-1], log_rate, fused)
         return torch.cat([w.unsqueeze(0), ws], 0).transpose(0, 1)
 
-    def log_likelihood(self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None) -> torch.Tensor:
+    def log_likelihood(
+        self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None, fused: bool = True
+    ) -> torch.Tensor:
         """``[B, T]`` per-trial log-likelihood (nats), zero where ``batch.mask`` is False."""
-        ll = choice_log_likelihood(self.trajectory(batch, w0, log_rate), batch.x, batch.y)
+        ll = choice_log_likelihood(self.trajectory(batch, w0, log_rate, fused), batch.x, batch.y)
         return ll * batch.mask

@@ -86,7 +86,7 @@ def test_lbfgs_stops_after_two_rounds_without_gain_counted_from_the_refinement(c
     _, batch = cohort
     calls = []
 
-    def no_progress(model, data, opt):  # an L-BFGS round that leaves the model as it is
+    def no_progress(model, data, opt, fused=True):  # an L-BFGS round that leaves the model as it is
         calls.append(1)
         return -1.0, 0
 

@@ -98,6 +98,12 @@ class UpdateInputs:
 
 Context = tuple[torch.Tensor, ...]
 
+FUSED_MAX_BATCH = 128
+"""Largest batch (animals) that takes a rule's :meth:`LearningRule.fused_rollout`: above it the
+fit is no longer dispatch-bound and the per-step loop was as fast or faster on CPU (measured:
+``bench/results/fit_throughput_fused.md``: the fused rollout 1.4-2.1x the loop per CPU-second at 32-128
+animals; at 200, 0.9-1.2x for ``dnn`` and 0.7-0.95x for ``rnn`` over repeated runs)."""
+
 
 class LearningRule(nn.Module, abc.ABC):
     """A learning rule ``(w_{t+1}, h_{t+1}) = step(w_t, h_t, u_t)``; subclasses state their Δw.
@@ -187,8 +193,9 @@ class LearningRule(nn.Module, abc.ABC):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply :meth:`step` along ``pre``.
 
-        When a gradient is wanted and the rule has a :meth:`fused_rollout`, that computes the
-        same rollout (the step loop below recording an autograd graph per step is its reference).
+        When a gradient is wanted, the batch has at most :data:`FUSED_MAX_BATCH` animals and the
+        rule has a :meth:`fused_rollout`, that computes the same rollout (the step loop below,
+        recording an autograd graph per step, is its reference).
 
         Args:
             w: ``[B, K]`` weights before the first step.
@@ -200,7 +207,7 @@ class LearningRule(nn.Module, abc.ABC):
         Returns:
             ``(ws [n, B, K], h)``: the weights after each step and the final state.
         """
-        if fused and pre.shape[0] > 0 and torch.is_grad_enabled() and self._wants_grad(w, h, pre, rate):
+        if fused and pre.shape[0] > 0 and pre.shape[1] <= FUSED_MAX_BATCH and torch.is_grad_enabled() and self._wants_grad(w, h, pre, rate):
             out = self.fused_rollout(w, h, pre, rate)
             if out is not None:
                 return out

@@ -122,3 +122,19 @@ def test_batches_above_the_limit_take_the_step_loop(name, monkeypatch):
     assert "Rollout" in type(rule.rollout(w, h, pre)[0].grad_fn).__name__
     monkeypatch.setattr(base, "FUSED_MAX_BATCH", B - 1)
     assert "Rollout" not in type(rule.rollout(w, h, pre)[0].grad_fn).__name__
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_rollout_on_cuda_matches_the_step_loop(name):
+    rule = make_rule(name, K, make_config(name, hidden_size=8, scale_init=0.1)).double().cuda()
+    inp = _inputs(torch.float64)
+    inp = UpdateInputs(*(t.cuda() for t in (inp.x, inp.y, inp.reward, inp.answer, inp.next_session_start)))
+    out = []
+    for fused in (False, True):
+        rule.zero_grad()
+        ws, h = rule.rollout(torch.zeros(B, K, dtype=torch.float64, device="cuda"), rule.initial_state(B, device=torch.device("cuda"), dtype=torch.float64), rule.precompute(inp), fused=fused)
+        (ws.sin().sum() + h.cos().sum()).backward()
+        out.append([p.grad.clone() for p in rule.parameters()])
+    for a, b in zip(*out):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)

@@ -5,7 +5,7 @@ registered rule, three ways in one run (1 torch thread):
   reference: the path a gradient needs;
 * ``torch.compile``: the same loop with the rule's per-trial step compiled by ``torch.compile``
   (dnn and rnn only: compiling takes a while; ``--no-compile`` skips it);
-* ``fused``: the numba kernel of :mod:`twin.models.fused`, the path taken without a gradient.
+* ``fused``: the numba kernel of :mod:`twin.models.batch1`, the path taken without a gradient.
 
 Reports the median time per rollout and the speed-up over the torch loop, and checks the fused
 weights against the torch loop's (max |Δw|). Writes ``bench/results/batch1_rollout.{json,md}``.
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from twin.data.features import FeatureSpec  # noqa: E402
-from twin.models import fused  # noqa: E402
+from twin.models import batch1  # noqa: E402
 from twin.models.learner import LearnerModel, ModelSpec  # noqa: E402
 from twin.models.rules import UpdateInputs, rule_names  # noqa: E402
 
@@ -76,7 +76,7 @@ def main() -> int:
         args.trials, args.repeats, args.no_compile = 50, 2, True
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
-    warm = fused.warm_up()
+    warm = batch1.warm_up()
     print(f"fused kernels ready in {warm.seconds:.1f} s")
     k = FeatureSpec().n_features
     g = torch.Generator().manual_seed(0)
@@ -94,11 +94,11 @@ def main() -> int:
             pre = m.rule.precompute(inp)
             w, h = m.initial(1)
             ref, _ = m.rule.rollout(w, h, pre)
-            got, _ = fused.rollout(m.rule, w, h, pre)
+            got, _ = batch1.rollout(m.rule, w, h, pre)
             row = {
                 "rule": name,
                 "torch_ms": _median_ms(lambda: m.rule.rollout(w, h, pre), args.repeats),
-                "fused_ms": _median_ms(lambda: fused.rollout(m.rule, w, h, pre), args.repeats),
+                "fused_ms": _median_ms(lambda: batch1.rollout(m.rule, w, h, pre), args.repeats),
                 "max_abs_dw_vs_torch": float((got - ref).abs().max()) if ref.numel() else 0.0,
             }
             if not args.no_compile and name in COMPILED_RULES:

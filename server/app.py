@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from twin.models import fused
+from twin.models import batch1
 from twin.persist.oplog import OperationLog
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
@@ -218,17 +218,17 @@ def warm_up_kernels(background: bool = True) -> threading.Thread | None:
     Args:
         background: warm up in a daemon thread (returned) instead of before returning.
     """
-    fused.defer_until_ready()
+    batch1.defer_until_ready()
 
     def run() -> None:
         t0 = time.perf_counter()
         try:
-            report = fused.warm_up()
+            report = batch1.warm_up()
             wire.warm_up()
         except Exception:  # noqa: BLE001 - the torch path keeps serving
             log.exception("kernel warm-up failed; serving on the torch path")
             return
-        fused.mark_ready()
+        batch1.mark_ready()
         log.info("kernels ready", extra={"seconds": round(time.perf_counter() - t0, 2), "fused_rules": list(report.kernels), "fused_error": report.error})
 
     if not background:

@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from twin.cancel import checkpoint
-from twin.models.fused import compiled, kernels_ready
+from twin.models.batch1 import compiled, kernels_ready
 
 from twin_proto.pb import common_pb2
 

@@ -62,7 +62,7 @@ def predict(model: LearnerModel, trials: pd.DataFrame, start: TwinState | None =
 @torch.no_grad()
 def predict_batch(model: LearnerModel, batch: TrialBatch, start: TwinState | None = None) -> Prediction:
     """:func:`predict` along a one-animal batch (``batch.n_animals == 1``, no padding): the
-    twin's rollout then takes the fused batch-1 path (:mod:`twin.models.fused`)."""
+    twin's rollout then takes the fused batch-1 path (:mod:`twin.models.batch1`)."""
     if batch.n_animals != 1:
         raise TwinError(f"predict needs the trials of exactly one subject, got {batch.n_animals}")
     pre = model.precompute(batch)

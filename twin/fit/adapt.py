@@ -110,7 +110,7 @@ def adapt_batched(
     history: list[EpochRecord] = []
     for epoch in range(1, config.epochs + 1):
         t_epoch = time.perf_counter()
-        train_ll, _ = train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip, w0=w0, log_rate=log_rate)
+        train_ll, _ = train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip, w0=w0, log_rate=log_rate, fused=config.fused)
         v = val_ll()
         history.append(EpochRecord(epoch, train_ll, v, time.perf_counter() - t_epoch, config.learning_rate or 0.02))
         if v > best + 1e-7:

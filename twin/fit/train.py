@@ -52,6 +52,8 @@ class FitConfig:
         lbfgs_rounds: rounds of full-batch L-BFGS on the untruncated likelihood after the Adam
             phase (0: none); each round is scored on the validation set like an epoch.
         lbfgs_iterations: L-BFGS iterations per round.
+        fused: use the rules' fused rollouts (:mod:`twin.models.rules.fused`) for the gradient;
+            False runs the per-step autograd loop they are checked against (the reference).
     """
 
     epochs: int = 300
@@ -66,6 +68,7 @@ class FitConfig:
     scale_lr_multiplier: float = 1.0
     lbfgs_rounds: int = 0
     lbfgs_iterations: int = 50
+    fused: bool = True
 
     def __post_init__(self) -> None:
         if self.lbfgs_rounds < 0:
@@ -220,10 +223,12 @@ def train_epoch(
     grad_clip: float,
     w0: torch.Tensor | None = None,
     log_rate: torch.Tensor | None = None,
+    fused: bool = True,
 ) -> tuple[float, int]:
     """One pass of truncated BPTT over the batch: one optimiser step per chunk.
 
-    ``w0`` and ``log_rate`` (``[B, K]``) override the model's own, for per-animal fits.
+    ``w0`` and ``log_rate`` (``[B, K]``) override the model's own, for per-animal fits;
+    ``fused=False`` runs the rule's per-step reference loop instead of its fused rollout.
 
     Returns:
         ``(sum of log-likelihoods over scored trials, rule steps taken)``.
@@ -235,7 +240,7 @@ def train_epoch(
         b = min(a + tbptt, n_t)
         m = batch.mask[:, a:b]
         pre = model.rule.precompute(_slice(inp, a, b))
-        ws, h_next = model.rollout(w, h, pre, log_rate)
+        ws, h_next = model.rollout(w, h, pre, log_rate, fused)
         w_used = torch.cat([w.unsqueeze(0), ws[:-1]], 0).transpose(0, 1)
         ll = choice_log_likelihood(w_used, batch.x[:, a:b], batch.y[:, a:b]) * m
         n_m = m.sum()
@@ -257,7 +262,7 @@ def train_epoch(
     return total_ll, steps
 
 
-def lbfgs_round(model: LearnerModel, batch: TrialBatch, opt: torch.optim.LBFGS) -> tuple[float, int]:
+def lbfgs_round(model: LearnerModel, batch: TrialBatch, opt: torch.optim.LBFGS, fused: bool = True) -> tuple[float, int]:
     """One round of full-batch L-BFGS on the untruncated negative log-likelihood.
 
     The loss backpropagates through the whole ``[B, T]`` trajectory, so an update's effect on
@@ -273,7 +278,7 @@ def lbfgs_round(model: LearnerModel, batch: TrialBatch, opt: torch.optim.LBFGS) 
         nonlocal evals
         evals += 1
         opt.zero_grad(set_to_none=True)
-        loss = -model.log_likelihood(batch).sum() / n
+        loss = -model.log_likelihood(batch, fused=fused).sum() / n
         loss.backward()
         return loss
 
@@ -339,7 +344,7 @@ def fit(
         t0 = time.perf_counter()
         total_ll = 0.0
         if opt is not None:
-            total_ll, n_steps = train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip)
+            total_ll, n_steps = train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip, fused=config.fused)
             steps += n_steps
         model.eval()
         val_ll = mean_log_likelihood(model, val_d)
@@ -369,7 +374,7 @@ def fit(
         n_adam = len(history)
         for rnd in progress_bar(range(1, config.lbfgs_rounds + 1), desc=f"{description or spec.rule} (L-BFGS)", disable=not progress, leave=False):
             t0 = time.perf_counter()
-            train_ll, n_steps = lbfgs_round(model, train_d, lbfgs)
+            train_ll, n_steps = lbfgs_round(model, train_d, lbfgs, config.fused)
             steps += n_steps
             model.eval()
             val_ll = mean_log_likelihood(model, val_d)

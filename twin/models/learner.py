@@ -9,7 +9,7 @@ from torch import nn
 
 from twin.data.batch import TrialBatch
 from twin.data.features import FeatureSpec
-from twin.models import fused
+from twin.models import batch1
 from twin.models.policy import choice_log_likelihood
 from twin.models.rules import RuleConfig, UpdateInputs, get_rule, make_config, make_rule
 
@@ -100,30 +100,37 @@ class LearnerModel(nn.Module):
         return lr.exp()
 
     def rollout(
-        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, log_rate: torch.Tensor | None = None
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, log_rate: torch.Tensor | None = None, fused: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The rule's rollout (``[n, B, K]`` weights after each step, final state) with the
-        learning-rate multiplier applied: the compiled batch-1 loop of :mod:`twin.models.fused`
-        when no gradient is needed and it has the rule, the rule's torch loop otherwise."""
-        return fused.dispatch(self.rule, w, h, pre, rate=self.rate(log_rate))
+        learning-rate multiplier applied: the compiled batch-1 loop of :mod:`twin.models.batch1`
+        when no gradient is needed and it has the rule, the rule's torch rollout otherwise (its
+        fused training rollout when a gradient is wanted); ``fused=False`` forces the rule's step
+        loop, the reference of both (:meth:`LearningRule.rollout`)."""
+        return batch1.dispatch(self.rule, w, h, pre, rate=self.rate(log_rate), fused=fused)
 
-    def trajectory(self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None) -> torch.Tensor:
+    def trajectory(
+        self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None, fused: bool = True
+    ) -> torch.Tensor:
         """Teacher-forced weight trajectory along the animal's real trials.
 
         Args:
             batch: the trials.
             w0: optional ``[B, K]`` or ``[K]`` starting weights.
             log_rate: optional ``[B, K]`` or ``[K]`` log learning-rate multipliers.
+            fused: see :meth:`rollout`.
 
         Returns:
             ``[B, T, K]`` the weights in force on each trial.
         """
         pre = self.precompute(batch)
         w, h = self.initial(batch.n_animals, w0)
-        ws, _ = self.rollout(w, h, pre[:-1], log_rate)
+        ws, _ = self.rollout(w, h, pre[:-1], log_rate, fused)
         return torch.cat([w.unsqueeze(0), ws], 0).transpose(0, 1)
 
-    def log_likelihood(self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None) -> torch.Tensor:
+    def log_likelihood(
+        self, batch: TrialBatch, w0: torch.Tensor | None = None, log_rate: torch.Tensor | None = None, fused: bool = True
+    ) -> torch.Tensor:
         """``[B, T]`` per-trial log-likelihood (nats), zero where ``batch.mask`` is False."""
-        ll = choice_log_likelihood(self.trajectory(batch, w0, log_rate), batch.x, batch.y)
+        ll = choice_log_likelihood(self.trajectory(batch, w0, log_rate, fused), batch.x, batch.y)
         return ll * batch.mask

@@ -27,7 +27,7 @@ def test_twins_share_the_population_rule_and_run_as_one_batch():
     together = pop.trajectory(batch, w0, log_rate)
     for i, t in enumerate(twins):
         one = batch.select([i])
-        # one twin alone runs the fused batch-1 loop (twin.models.fused), the batch the torch loop
+        # one twin alone runs the fused batch-1 loop (twin.models.batch1), the batch the torch loop
         torch.testing.assert_close(t.model.trajectory(one)[0, : int(one.valid.sum())], together[i, : int(one.valid.sum())], rtol=0, atol=1e-5)
 
 

@@ -98,6 +98,12 @@ class UpdateInputs:
 
 Context = tuple[torch.Tensor, ...]
 
+FUSED_MAX_BATCH = 128
+"""Largest batch (animals) that takes a rule's :meth:`LearningRule.fused_rollout`: above it the
+fit is no longer dispatch-bound and the per-step loop was as fast or faster on CPU (measured:
+``bench/results/fit_throughput_fused.md``: the fused rollout 1.4-2.1x the loop per CPU-second at 32-128
+animals; at 200, 0.9-1.2x for ``dnn`` and 0.7-0.95x for ``rnn`` over repeated runs)."""
+
 
 class LearningRule(nn.Module, abc.ABC):
     """A learning rule ``(w_{t+1}, h_{t+1}) = step(w_t, h_t, u_t)``; subclasses state their Δw.
@@ -172,20 +178,39 @@ class LearningRule(nn.Module, abc.ABC):
             ``(w_{t+1} [B, K], h_{t+1} [B, H])``.
         """
 
+    def fused_rollout(
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The rollout of :meth:`rollout` as one fused autograd function (no graph per step, a
+        hand-written backward; :mod:`twin.models.rules.fused`), or None when the rule has none.
+
+        Same arguments and results as :meth:`rollout`; only rules with a fused form override it.
+        """
+        return None
+
     def rollout(
-        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None = None
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None = None, fused: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply :meth:`step` along ``pre``.
+
+        When a gradient is wanted, the batch has at most :data:`FUSED_MAX_BATCH` animals and the
+        rule has a :meth:`fused_rollout`, that computes the same rollout (the step loop below,
+        recording an autograd graph per step, is its reference).
 
         Args:
             w: ``[B, K]`` weights before the first step.
             h: ``[B, H]`` state before the first step.
             pre: ``[n, B, D]`` precomputed inputs of ``n`` consecutive trials.
             rate: optional ``[K]`` or ``[B, K]`` multiplier of every update.
+            fused: use the fused rollout where there is one (False: always the step loop).
 
         Returns:
             ``(ws [n, B, K], h)``: the weights after each step and the final state.
         """
+        if fused and pre.shape[0] > 0 and pre.shape[1] <= FUSED_MAX_BATCH and torch.is_grad_enabled() and self._wants_grad(w, h, pre, rate):
+            out = self.fused_rollout(w, h, pre, rate)
+            if out is not None:
+                return out
         ctx = self.context()
         out = []
         # unbind, not pre[t]: the backward of T separate index ops would each allocate and
@@ -198,6 +223,9 @@ class LearningRule(nn.Module, abc.ABC):
         if not out:
             return w.new_zeros((0,) + tuple(w.shape)), h
         return torch.stack(out), h
+
+    def _wants_grad(self, *tensors: torch.Tensor | None) -> bool:
+        return any(t is not None and t.requires_grad for t in tensors) or any(p.requires_grad for p in self.parameters())
 
     def extra_repr(self) -> str:
         return f"K={self.n_weights}"

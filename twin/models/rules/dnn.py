@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs
+from twin.models.rules.fused import mlp_rollout
 from twin.models.rules.registry import register
 
 
@@ -54,3 +55,8 @@ class DNNRule(LearningRule):
         a1 = torch.relu(torch.addmm(pre_t, w, w1))
         a2 = torch.relu(torch.addmm(b2, a1, w2))
         return w + torch.addmm(b3s, a2, w3s), h
+
+    def fused_rollout(
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return mlp_rollout(w, pre, *self.context(), rate=rate), h

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs
+from twin.models.rules.fused import gru_rollout
 from twin.models.rules.registry import register
 
 
@@ -65,3 +66,8 @@ class RNNRule(LearningRule):
         h_new = n + z * (h - n)
         a = torch.relu(torch.addmm(b_h1, h_new, w_h1))
         return w + torch.addmm(b_h2s, a, w_h2s), h_new
+
+    def fused_rollout(
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return gru_rollout(w, h, pre, *self.context(), rate=rate)

@@ -22,6 +22,6 @@ class StaticRule(LearningRule):
         return w, h
 
     def rollout(
-        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None = None
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None = None, fused: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return w.unsqueeze(0).expand(pre.shape[0], -1, -1), h

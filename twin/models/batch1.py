@@ -12,7 +12,7 @@ that does the per-trial step of that rule in float64, for every row of the batch
 Each supported rule class has one kernel here (``_KERNELS``); a rule without one (or one that
 never learns: its torch rollout has no loop), a batch
 above :data:`MAX_FUSED_BATCH`, a tensor that needs a gradient, or a tensor off the CPU takes the
-torch path. Which path ran, and why, is logged at DEBUG on ``twin.models.fused`` and counted in
+torch path. Which path ran, and why, is logged at DEBUG on ``twin.models.batch1`` and counted in
 :data:`PATH_COUNTS`.
 
 Compilation: numba compiles each kernel on its first call (seconds). :func:`warm_up` compiles
@@ -46,7 +46,7 @@ from twin.models.rules.reinforce import AsymmetricPredictionErrorRule, Reinforce
 from twin.models.rules.rnn import RNNRule
 from twin.models.rules.static import StaticRule
 
-log = logging.getLogger("twin.models.fused")
+log = logging.getLogger("twin.models.batch1")
 
 #: Largest batch the fused path runs (batched fits and simulations keep the torch path).
 MAX_FUSED_BATCH = 1
@@ -433,16 +433,20 @@ def rollout(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Ten
     return torch.from_numpy(ws_all).to(w.dtype), torch.from_numpy(h_np).to(h.dtype)
 
 
-def dispatch(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``rule.rollout(w, h, pre, rate)``, on the fused path where :func:`why_not` allows it;
-    the path taken is logged at DEBUG and counted in :data:`PATH_COUNTS`."""
-    reason = why_not(rule, w, h, pre, rate)
+def dispatch(
+    rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None = None, fused: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rule.rollout(w, h, pre, rate)``, on the compiled batch-1 path where :func:`why_not`
+    allows it; the path taken is logged at DEBUG and counted in :data:`PATH_COUNTS`.
+    ``fused=False`` forces the rule's own step loop (the reference of both the compiled batch-1
+    path and the rule's fused training rollout)."""
+    reason = why_not(rule, w, h, pre, rate) if fused else "reference loop requested"
     path = "torch" if reason else "fused"
     PATH_COUNTS[(path, rule.name, reason or "")] += 1
     if log.isEnabledFor(logging.DEBUG):
         log.debug("rollout path=%s rule=%s batch=%d trials=%d%s", path, rule.name, w.shape[0], pre.shape[0], f" reason={reason}" if reason else "")
     if reason:
-        return rule.rollout(w, h, pre, rate=rate)
+        return rule.rollout(w, h, pre, rate=rate, fused=fused)
     return rollout(rule, w, h, pre, rate)
 
 

@@ -8,14 +8,18 @@ import sys
 import pytest
 
 from cli_runner import run
-from twin.protocol import IBL_DEFAULT, Curriculum, FeedbackPolicy, StimulusSchedule
+from twin.protocol import IBL_DEFAULT, AdvanceKind, AdvanceRule, Curriculum, DebiasSide, FeedbackPolicy, StimulusSchedule
 
 abc = pytest.importorskip("aind_behavior_curriculum")
 
 CUSTOM = Curriculum(
     name="lab-custom",
-    stimulus=StimulusSchedule(phases=((1.0, 0.5), (1.0, 0.5, 0.125, 0.0)), proportions=((1.0, 1.0), (1.0, 2.0, 2.0, 1.0)), advance_window=40),
-    feedback=FeedbackPolicy(reward_volume_ul=2.0, error_timeout_s=1.0),
+    stimulus=StimulusSchedule(
+        phases=((1.0, 0.5), (1.0, 0.5, 0.125), (1.0, 0.5, 0.125, 0.0)),
+        proportions=((1.0, 1.0), (1.0, 2.0, 2.0), (1.0, 2.0, 2.0, 1.0)),
+        advance=(AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=(1.0, 0.5), window=40, threshold=0.75), AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=150)),
+    ),
+    feedback=FeedbackPolicy(debias_phases=(1,), debias_side=DebiasSide.REPEAT, reward_volume_ul=2.0, error_timeout_s=1.0),
     session_trials=(300, 600),
 )
 

@@ -14,8 +14,18 @@ import torch
 abc = pytest.importorskip("aind_behavior_curriculum")
 
 from twin.data.alf import OptionalDependencyError  # noqa: E402
-from twin.protocol import IBL_DEFAULT, Curriculum, CurriculumError, FeedbackPolicy, StimulusSchedule  # noqa: E402
-from twin.sim.task import TaskEnv  # noqa: E402
+from twin.protocol import (  # noqa: E402
+    IBL_DEFAULT,
+    AdvanceKind,
+    AdvanceRule,
+    Curriculum,
+    CurriculumError,
+    DebiasSide,
+    FeedbackPolicy,
+    StimulusSchedule,
+    ZeroContrastSide,
+)
+from twin.sim.task import TaskEnv, session_schedule  # noqa: E402
 from twin_interop import aind  # noqa: E402
 
 CUSTOM = Curriculum(
@@ -23,12 +33,16 @@ CUSTOM = Curriculum(
     stimulus=StimulusSchedule(
         phases=((1.0,), (1.0, 0.25, 0.0625), (1, 0.25, 0.125, 0.0625, 0)),
         proportions=((1,), (2.0, 1.0, 1.0), (1.0, 1.0, 2.0, 2.0, 0.5)),
-        advance_window=35,
-        advance_threshold=0.725,
-        easy_contrasts=(1.0, 0.25),
+        advance=(
+            AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=(1.0,), window=35, threshold=0.725, trials=150),
+            AdvanceRule(AdvanceKind.TRIAL_COUNT, contrasts=(0.25,), window=20, threshold=0.5, trials=120),
+        ),
+        zero_contrast_side=ZeroContrastSide.RANDOM,
     ),
     feedback=FeedbackPolicy(
-        debias=False,
+        debias=True,
+        debias_phases=(2, 0),
+        debias_side=DebiasSide.REPEAT,
         debias_min_contrast=0.25,
         biased_blocks=True,
         block_probs=(0.1, 0.9),
@@ -59,6 +73,13 @@ def test_each_stage_holds_its_phase_and_one_transition_to_the_next():
         assert p.contrasts == list(CUSTOM.stimulus.phases[i])
         assert p.contrast_proportions == list(CUSTOM.stimulus.proportions[i])
         assert (p.reward_volume_ul, p.error_timeout_s, p.session_trials) == (2.25, 1.5, [250, 900])
+        assert p.debias is CUSTOM.feedback.debias_in(i) and p.debias == (i != 1)
+        assert (p.debias_side, p.zero_contrast_side) == ("repeat", "random")
+        if i + 1 < len(stages):
+            r = CUSTOM.stimulus.advance[i]
+            assert (p.advance_kind, p.advance_contrasts, p.advance_window, p.advance_threshold, p.advance_trials) == (r.kind.value, list(r.contrasts), r.window, r.threshold, r.trials)
+        else:
+            assert (p.advance_kind, p.advance_contrasts, p.advance_window, p.advance_threshold, p.advance_trials) == (None,) * 5
         transitions = obj.see_stage_transitions(stage)
         if i + 1 < len(stages):
             assert [(t.name, s.name) for t, s in transitions] == [(aind.TRANSITION, stages[i + 1].name)]
@@ -81,46 +102,98 @@ def test_aind_reads_the_export_and_its_trainer_advances_on_the_metrics():
     state = trainer.create_enrollment()
     assert state.stage.name == "phase 0"
     task = state.stage.task
-    # a session that never gets 80% on 0.5: stay
-    stay = aind.phase_metrics(task, [1.0, 0.5] * 40, [True, False] * 40)
-    assert stay.criterion_met_at is None and stay.stage_trials == 80
+    # iblrig's phase 0 rule: > 80% of the last 50 trials at each of -1, -.5, .5, 1
+    contrasts, sides = [1.0, 1.0, 0.5, 0.5] * 60, [0, 1, 0, 1] * 60
+    # a session that never gets over 80% on the right at 0.5: stay
+    stay = aind.phase_metrics(task, contrasts, [k % 4 != 3 or k % 8 == 3 for k in range(240)], sides)
+    assert stay.criterion_met_at is None and stay.stage_trials == 240
     assert trainer.evaluate(state, stay).stage.name == "phase 0"
-    # all correct: the rule holds after the 50th trial; the next session is in phase 1
-    go = aind.phase_metrics(task, [1.0, 0.5] * 40, [True] * 80)
-    assert go.criterion_met_at == 50
+    # all correct: 41 of 50 at every signed contrast after trial 164, so the rule holds at the start of trial 165
+    go = aind.phase_metrics(task, contrasts, [True] * 240, sides)
+    assert go.criterion_met_at == 165
+    # the counts restart each session: two sessions of 120 never reach 41 at each
+    assert aind.phase_metrics(task, contrasts, [True] * 240, sides, sessions=[0] * 120 + [1] * 120).criterion_met_at is None
     nxt = trainer.evaluate(state, go)
     assert nxt.stage.name == "phase 1" and nxt.stage.task.task_parameters.contrasts == [1.0, 0.5, 0.25]
+    # phase 2 advances once the stage's trials in one session reach 200, whatever the animal does
+    state = abc.TrainerState(stage=obj.see_stages()[2], curriculum=obj, is_on_curriculum=True)
+    task2 = state.stage.task
+    assert aind.phase_metrics(task2, [1.0] * 199, [False] * 199).criterion_met_at is None
+    assert aind.phase_metrics(task2, [1.0] * 300, [False] * 300, sessions=[0] * 150 + [1] * 150).criterion_met_at is None
+    last = aind.phase_metrics(task2, [1.0] * 200, [False] * 200)
+    assert last.criterion_met_at == 200 and trainer.evaluate(state, last).stage.name == "phase 3"
+    # the last stage has no rule
+    assert aind.phase_metrics(obj.see_stages()[5].task, [0.0] * 500, [True] * 500, [0] * 500).criterion_met_at is None
+
+
+def test_phase_metrics_arguments_are_checked():
+    task = aind.to_aind(IBL_DEFAULT).see_stages()[0].task
+    with pytest.raises(CurriculumError, match="each side") as err:
+        aind.phase_metrics(task, [1.0], [True])
+    assert err.value.field == "phase_metrics.sides"
+    with pytest.raises(CurriculumError) as err:
+        aind.phase_metrics(task, [1.0, 1.0], [True], [0, 1])
+    assert err.value.field == "phase_metrics.correct"
+    with pytest.raises(CurriculumError) as err:
+        aind.phase_metrics(task, [1.0], [True], [0], lead_in=2)
+    assert err.value.field == "phase_metrics.lead_in"
+
+
+SIM = Curriculum(
+    name="short",
+    stimulus=StimulusSchedule(
+        phases=((1.0,), (1.0, 0.5), (1.0, 0.5, 0.25), (1.0, 0.5, 0.25, 0.0), (0.5, 0.25, 0.0)),
+        proportions=((1.0,), (1.0, 2.0), (1.0, 1.0, 2.0), (1.0, 1.0, 1.0, 0.5), (1.0, 1.0, 0.5)),
+        advance=(
+            AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=(1.0,), window=12, threshold=0.7),
+            # 1.0 was shown in phase 0 too: the session's trials before the phase count
+            AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=(1.0, 0.5), window=10, threshold=0.65),
+            AdvanceRule(AdvanceKind.TRIAL_COUNT, trials=45),
+            AdvanceRule(AdvanceKind.PERFORMANCE, contrasts=(0.0,), window=8, threshold=0.5),
+        ),
+        zero_contrast_side=ZeroContrastSide.LEFT,
+    ),
+    feedback=FeedbackPolicy(debias_phases=(0, 2, 3), debias_side=DebiasSide.AGAINST_BIAS),
+    session_trials=(40, 110),
+)
 
 
 def test_phase_metrics_fires_where_the_simulated_task_advances():
-    """The AIND decision is the twin's: on trials the task environment drew and scored, the
-    metrics of each phase left say it was passed on that phase's last trial."""
-    cur = Curriculum(name="short", stimulus=StimulusSchedule(advance_window=30, advance_threshold=0.8))
-    b, n = 12, 900
-    env = TaskEnv(cur, b, torch.Generator().manual_seed(3))
+    """The AIND decision is the twin's: on trials the task environment drew and scored, over
+    sessions of random length, the metrics of each phase say the rule held at the start of the
+    trial the environment drew in the next phase, and never where it stayed."""
+    b, n = 16, 1500
+    env = TaskEnv(SIM, b, torch.Generator().manual_seed(3))
     rng = np.random.default_rng(4)
-    skill = np.linspace(0.6, 0.95, b)
-    phase, contrast, correct = np.zeros((b, n), int), np.zeros((b, n)), np.zeros((b, n), bool)
-    start = torch.zeros(b, dtype=torch.bool)
+    starts = session_schedule(b, n, SIM, rng)
+    session = np.cumsum(starts, axis=1)
+    skill = np.linspace(0.55, 0.97, b)
+    phase, contrast, side, correct = np.zeros((b, n), int), np.zeros((b, n)), np.zeros((b, n), int), np.zeros((b, n), bool)
     for t in range(n):
-        phase[:, t] = env.phase.numpy()
-        cl, cr, _, _ = env.draw(start)
+        cl, cr, answer, _ = env.draw(torch.from_numpy(starts[:, t]))
         ok = rng.random(b) < skill
-        contrast[:, t], correct[:, t] = (cl + cr).numpy(), ok
+        phase[:, t], contrast[:, t], side[:, t], correct[:, t] = env.phase.numpy(), (cl + cr).numpy(), answer.numpy(), ok
         env.observe(torch.from_numpy(ok))
-    tasks = [s.task for s in aind.to_aind(cur).see_stages()]
-    checked = passed = 0
+    tasks = [s.task for s in aind.to_aind(SIM).see_stages()]
+    left = {kind: 0 for kind in AdvanceKind}
+    stayed = mid_session = 0
     for row in range(b):
-        for k in range(len(cur.stimulus.phases) - 1):
+        for k, rule in enumerate(SIM.stimulus.advance):
             idx = np.flatnonzero(phase[row] == k)
             if idx.size == 0:
                 continue
-            m = aind.phase_metrics(tasks[k], contrast[row, idx].tolist(), correct[row, idx].tolist())
-            left = idx[-1] + 1 < n and phase[row, idx[-1] + 1] == k + 1
-            assert m.criterion_met_at == (idx.size if left else None), (row, k)
-            checked += 1
-            passed += left
-    assert passed >= 10 and checked > passed  # both outcomes were exercised
+            first = np.flatnonzero(starts[row, : idx[0] + 1])[-1]  # the session the phase began in
+            lead = int(idx[0] - first)
+            end = min(idx[-1] + 2, n)  # with the trial drawn in the next phase, if any
+            m = aind.phase_metrics(tasks[k], contrast[row, first:end].tolist(), correct[row, first:end].tolist(), side[row, first:end].tolist(), session[row, first:end].tolist(), lead_in=lead)
+            went = idx[-1] + 1 < n
+            assert went == (went and phase[row, idx[-1] + 1] == k + 1)
+            assert m.criterion_met_at == (idx.size + 1 if went else None), (row, k)
+            assert m.stage_trials == end - first - lead
+            left[rule.kind] += went
+            stayed += not went
+            mid_session += went and lead > 0
+    assert min(left.values()) >= 5 and stayed >= 3 and mid_session >= 5  # both outcomes, both kinds, phases entered mid-session
 
 
 def _raw():
@@ -141,7 +214,14 @@ def _edit(path, value):
     ("edit", "field", "reason"),
     [
         (_edit(["graph", "nodes", "2", "task", "task_parameters", "reward_volume_ul"], 2.0), "graph.nodes.2.task.task_parameters.reward_volume_ul", "one feedback policy"),
-        (_edit(["graph", "nodes", "1", "task", "task_parameters", "advance_window"], 80), "graph.nodes.1.task.task_parameters.advance_window", "one advancement rule"),
+        (_edit(["graph", "nodes", "3", "task", "task_parameters", "debias_side"], "repeat"), "graph.nodes.3.task.task_parameters.debias_side", "one feedback policy"),
+        (_edit(["graph", "nodes", "4", "task", "task_parameters", "zero_contrast_side"], "random"), "graph.nodes.4.task.task_parameters.zero_contrast_side", "one zero-contrast side"),
+        (_edit(["graph", "nodes", "5", "task", "task_parameters", "debias"], True), "graph.nodes.5.task.task_parameters.debias", "contradicts debias_enabled=True"),
+        (_edit(["graph", "nodes", "1", "task", "task_parameters", "advance_threshold"], 1.0), "stimulus.advance[1].threshold", "graph.nodes.1.task.task_parameters.advance_threshold"),
+        (_edit(["graph", "nodes", "1", "task", "task_parameters", "advance_kind"], "by_eye"), "graph.nodes.1.task.task_parameters.advance_kind", "performance"),
+        (_edit(["graph", "nodes", "2", "task", "task_parameters", "advance_trials"], None), "graph.nodes.2.task.task_parameters.advance_trials", "needs advance_trials"),
+        (_edit(["graph", "nodes", "5", "task", "task_parameters", "advance_kind"], "trial_count"), "graph.nodes.5.task.task_parameters.advance_kind", "no advancement rule"),
+        (_edit(["graph", "nodes", "0", "task", "version"], "1.0.0"), "graph.nodes.0.task.version", "2.0.0"),
         (_edit(["graph", "nodes", "3", "task", "task_parameters", "lick_spout_offset"], 1.0), "graph.nodes.3.task.task_parameters.lick_spout_offset", "Extra inputs"),
         (_edit(["graph", "nodes", "2", "task", "task_parameters", "contrasts"], [1.0, 1.5]), "stimulus.phases[2][1]", "graph.nodes.2.task.task_parameters.contrasts"),
         (_edit(["graph", "nodes", "1", "task", "name"], "OtherTask"), "graph.nodes.1.task.name", "only TwinIblChoiceTask"),
@@ -153,7 +233,7 @@ def _edit(path, value):
         (_edit(["graph", "graph", "2"], []), "graph.nodes.3", "not on the chain"),
         (_edit(["version"], "v1"), "version", "semantic version"),
     ],
-    ids=["feedback-differs", "rule-differs", "unknown-param", "bad-contrast", "foreign-task", "policy", "provider", "foreign-transition", "branch", "loop", "unreachable", "version"],
+    ids=["feedback-differs", "debias-side-differs", "zero-side-differs", "stage-debias-contradicts", "bad-threshold", "bad-kind", "rule-missing", "rule-on-last-stage", "old-task-version", "unknown-param", "bad-contrast", "foreign-task", "policy", "provider", "foreign-transition", "branch", "loop", "unreachable", "version"],
 )
 def test_what_cannot_map_is_a_field_named_error(edit, field, reason):
     raw = _raw()
@@ -189,7 +269,10 @@ def test_a_graduated_stage_cannot_map():
 
 def test_stages_without_proportions_are_uniform():
     raw = _raw()
-    raw["graph"]["nodes"]["1"]["task"]["task_parameters"]["contrast_proportions"] = [3.0, 1.0, 1.0]
+    nodes = raw["graph"]["nodes"]
+    for key in ("0", "5"):
+        nodes[key]["task"]["task_parameters"]["contrast_proportions"] = None
+    nodes["1"]["task"]["task_parameters"]["contrast_proportions"] = [3.0, 1.0, 1.0]
     cur = aind.from_aind_json(json.dumps(raw))
     assert cur.stimulus.proportions[1] == (3.0, 1.0, 1.0)
     assert cur.stimulus.proportions[0] == (1.0, 1.0) and cur.stimulus.proportions[5] == (1.0,) * 5

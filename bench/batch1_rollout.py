@@ -90,6 +90,9 @@ def main() -> int:
     for name in rule_names():
         torch.manual_seed(0)
         m = LearnerModel(ModelSpec(name)).eval()
+        if not batch1.supports(m.rule):
+            print(f"rule={name}: no fused kernel (the torch loop serves it)")
+            continue
         with torch.no_grad():
             pre = m.rule.precompute(inp)
             w, h = m.initial(1)

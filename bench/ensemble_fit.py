@@ -81,8 +81,10 @@ def main() -> None:
     mode.add_argument("--full", action="store_true", help="40 animals x 6,000 trials, 300-epoch cap")
     ap.add_argument("--rules", default=None, help="comma-separated subset of the rules (a shared machine's 3-minute runs: one part of the ensemble per run; its cost is the sum of its components')")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; with --smoke, none unless given)")
     args = ap.parse_args()
+    if args.out is None and not args.smoke:
+        args.out = Path("bench/results")
     torch.set_num_threads(args.threads)
     name = "smoke" if args.smoke else "full" if args.full else "reduced"
     size = SIZES[name]
@@ -157,6 +159,8 @@ def main() -> None:
     }
     print(f"extrapolated to {TARGET_ANIMALS} x {TARGET_TRIALS}: {extrapolated:.0f} s wall, {extrapolated_cpu:.0f} s CPU ({result['extrapolation']}); "
           f"by trials x batching factor {BATCH_FACTOR}: {by_trials_cpu:.0f} s CPU; target {TARGET_SECONDS} s")
+    if args.out is None:  # a smoke run writes nothing
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     stem = ("ensemble_fit" if name != "smoke" else "ensemble_fit_smoke") + (f"_{'_'.join(size.rules)}" if args.rules else "")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))

@@ -84,8 +84,13 @@ def _summary(ms: list[float]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; with --smoke, none unless given)")
+    ap.add_argument("--smoke", action="store_true", help="a few seconds: 2 repeats, nothing written unless --out is given")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.repeats = 2
+    elif args.out is None:
+        args.out = ROOT / "bench" / "results"
     logging.getLogger("server").setLevel(logging.WARNING)
     access = logging.getLogger("server.access")
     handler = _AccessMs()
@@ -117,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 s.stop(grace_s=1.0)
     ok = rows["over"]["p99_ms"] < 100.0  # type: ignore[operator]
     report = {"repeats": args.repeats, "max_request_bytes": cap, "receive_ceiling": receive_ceiling(cap), "cases": rows, "criterion_over_p99_lt_100ms": ok}
+    if args.out is None:  # a smoke run: print, write nothing
+        print(json.dumps(report, indent=2))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "oversized_requests.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [

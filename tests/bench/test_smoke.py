@@ -20,6 +20,8 @@ EXPECTED = {
     "curriculum_search.py": "search_seconds",
     "grpc_predict.py": "supplied Predict server-side p50",
     "ray_cohort.py": "max_abs_val_ll_diff_nats",
+    "oversized_requests.py": "criterion_over_p99_lt_100ms",
+    "ensemble_fit.py": "extrapolated to",
 }
 
 

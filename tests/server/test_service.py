@@ -257,7 +257,7 @@ def test_next_session_plan_with_twin(connect):
     assert plan.subject == S and plan.twin.version == 1 and plan.source == curriculum_service_pb2.PLAN_SOURCE_DEFAULT_PROTOCOL
     assert not plan.fallback and plan.fallback_reason == curriculum_service_pb2.FALLBACK_REASON_NONE
     assert plan.rig.reward_volume_ul == 3.0 and plan.rig.error_timeout.seconds == 2
-    assert plan.n_trials == 550 and plan.protocol.debias.enabled and plan.protocol.advancement.threshold == pytest.approx(0.8)
+    assert plan.n_trials == 550 and plan.protocol.debias.enabled and plan.protocol.phases[0].advance.performance.threshold == pytest.approx(0.8)
     assert sum(c.proportion for c in plan.contrasts) == pytest.approx(1.0)
     assert [c.contrast for c in plan.contrasts] == list(plan.protocol.phases[plan.start_phase].contrasts)
     assert plan.HasField("forecast") and plan.forecast.accuracy.hi - plan.forecast.accuracy.lo <= 0.3

@@ -78,9 +78,13 @@ def test_a_forecast_stops_at_the_next_trial(twin):
 
 
 def test_a_prediction_stops_within_its_rollout(twin):
+    """On the torch loop, one checkpoint per trial (the compiled batch-1 path checks between chunks
+    of trials: tests/twin/models/test_batch1.py)."""
+    from twin.models import batch1
+
     model, trials = twin
     check, calls = after(100)
-    with cancellable(check), pytest.raises(Stop):
+    with batch1.torch_path(), cancellable(check), pytest.raises(Stop):
         predict(model, trials)
     assert calls[0] == 101 < len(trials)
 

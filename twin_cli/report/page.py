@@ -184,8 +184,9 @@ def _meta_html(r: Report) -> str:
         ("weights file", m.weights_file),
     ]
     rows += [(f"metric: {k}", float(v)) for k, v in sorted(m.metrics.scores().items())]
-    rows.append(("fit warnings", "; ".join(m.metrics.warnings) or "none (the fits converged)"))
     body = "".join(f'<tr><th class="l">{_e(k)}</th><td class="l">{_e(_fmt(v, 4))}</td></tr>' for k, v in rows)
+    warnings = "; ".join(m.metrics.warnings) or "none (the fits converged)"  # free text: it wraps
+    body += f'<tr><th class="l">fit warnings</th><td class="l" style="white-space: normal">{_e(warnings)}</td></tr>'
     hyper = _e(json.dumps({"spec": m.spec.to_dict(), "hyperparameters": m.hyperparameters.to_json()}, indent=2, sort_keys=True, default=str))
     return f"<table><tbody>{body}</tbody></table><details><summary>Specification and hyperparameters (JSON)</summary><pre>{hyper}</pre></details>"
 

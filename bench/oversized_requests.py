@@ -11,7 +11,16 @@ bytes over loopback plus the server's answer):
 * ``over_ceiling``: one over gRPC's own receive limit (``receive_ceiling``, 16 MiB): refused by
   gRPC itself;
 * ``over_grpc_refused``: the ``over`` request to a second server whose gRPC limit is
-  ``max_request_bytes`` itself (how the server was configured before): refused by gRPC.
+  ``max_request_bytes`` itself (how the server was configured before): refused by gRPC;
+* ``bare_grpcio_over``: the same bytes to a bare ``grpc.server`` with one generic no-op handler
+  and that gRPC limit, none of this project's code in the path: what grpcio itself takes to refuse
+  a request over its receive limit (the reference for the two gRPC refusals above).
+
+A gRPC-core trace of the bare case (``GRPC_TRACE=http,api``) shows where that time goes: the
+message-size filter cancels the stream within a millisecond of the body's arrival, but the
+transport writes the trailers (``CLOSE_FROM_API``) 100-1000 ms later, with no call from the
+application in between; no channel option tried (BDP probing, frame size, write buffer, lookahead)
+changes it, and the asyncio server behaves the same.
 
 The server's share is the access log's handling time (for the service's refusals). Criterion
 (issue 18, done-when 2): ``over`` p99 < 100 ms.
@@ -76,6 +85,19 @@ def _time(target: str, body: bytes, repeats: int) -> tuple[list[float], str]:
     return ms, code
 
 
+def _bare_grpcio(limit: int) -> tuple[grpc.Server, str]:
+    """A bare grpcio server: one generic no-op unary handler at ``METHOD``, gRPC limit ``limit``."""
+    from concurrent import futures
+
+    service, method = METHOD.strip("/").split("/")
+    handler = grpc.method_handlers_generic_handler(service, {method: grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"")})
+    server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", limit)])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
 def _summary(ms: list[float]) -> dict[str, float]:
     s = sorted(ms)
     return {"p50_ms": round(statistics.median(s), 1), "p99_ms": round(s[min(len(s) - 1, int(len(s) * 0.99))], 1), "max_ms": round(s[-1], 1)}
@@ -117,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
                 handler.ms.clear()
                 ms, code = _time(servers[server].target, body, args.repeats)
                 rows[name] = {"bytes": len(body), "code": code, **_summary(ms), "server_handling_ms_max": round(max(handler.ms), 2) if handler.ms else None}
+            bare, target = _bare_grpcio(cap)
+            try:
+                ms, code = _time(target, bodies["over"], args.repeats)
+                rows["bare_grpcio_over"] = {"bytes": len(bodies["over"]), "code": code, **_summary(ms), "server_handling_ms_max": None}
+            finally:
+                bare.stop(0)
         finally:
             for s in servers.values():
                 s.stop(grace_s=1.0)

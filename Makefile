@@ -29,7 +29,7 @@ lint-proto: $(STAMP)  ## buf lint of proto/ (buf from npm: bash .ci/buf.sh; or B
 client-dist: $(STAMP)  ## the rig client wheel (clients/python: client + stubs, Python >= 3.9) into dist/
 	$(VENV)/bin/pip wheel --quiet --disable-pip-version-check --no-deps clients/python -w dist/
 
-test-client-dist: $(STAMP)  ## the rig client wheel in a fresh venv with its oldest claimed dependencies (PyPI, ~2 min)
+test-client-dist: $(STAMP)  ## the rig client wheel in fresh Python 3.9 and 3.11 venvs with its oldest claimed dependencies (PyPI, Debian archive, ~3 min)
 	$(VENV)/bin/python -m pytest -q -m slow tests/server/test_client_dist.py
 
 bench: $(STAMP)  ## fit-throughput benchmark (writes bench/results/)

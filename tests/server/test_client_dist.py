@@ -2,21 +2,22 @@
 on its own and talks to a real server; it declares Python >= 3.9 and only grpcio, protobuf and
 googleapis-common-protos.
 
-Which Python: the distribution claims Python >= 3.9, but no interpreter older than this
-project's 3.11 can be had from the package registries CI reaches (uv and npm's portable Pythons
-download their builds from GitHub; Debian 12, the machines' system, packages 3.11 only). As the substitute, the
-slow test installs the wheel into a fresh 3.11 venv with only the declared dependencies, each at
-the oldest version the distribution claims, and :func:`test_sources_need_no_newer_python_than_claimed`
-checks the distribution's code statically with vermin for Python 3.9.
+Which Python: the slow tests install the wheel, with only the declared dependencies at the oldest
+versions the distribution claims, into a fresh venv of (a) CPython 3.9, the oldest Python it
+claims, unpacked from Debian 11's archive by ``.ci/python39.sh`` (signature and checksums checked;
+``TWIN_TEST_PYTHON39`` names an interpreter to use instead), and (b) this project's Python.
+:func:`test_sources_need_no_newer_python_than_claimed` also checks the distribution's code
+statically with vermin for Python 3.9.
 
 The fast tests build the wheel without build isolation (this environment's grpcio-tools); the
-slow one builds it as a user would, in an isolated build environment with the pinned
-grpcio-tools 1.49.1 (network to PyPI), and runs that gencode on the oldest protobuf runtime.
+slow ones build it as a user would, in an isolated build environment with the pinned
+grpcio-tools 1.49.1 (network to PyPI), and run that gencode on the oldest protobuf runtime.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -133,17 +134,51 @@ def test_sources_need_no_newer_python_than_claimed(tmp_path):
     assert subprocess.run(cmd + [str(newer)], capture_output=True, text=True, timeout=60, check=False).returncode != 0
 
 
+PIP_FOR_OLD_PYTHON = "pip==25.2"  # the newest pip that still runs on 3.9 at the time of writing
+
+
+def python39() -> tuple[str, dict[str, str]]:
+    """A CPython 3.9 interpreter and the environment its venvs need (``.ci/python39.sh``)."""
+    path = os.environ.get("TWIN_TEST_PYTHON39")
+    if not path:
+        res = subprocess.run(["bash", str(ROOT / ".ci" / "python39.sh")], capture_output=True, text=True, timeout=600, check=False)
+        assert res.returncode == 0, f".ci/python39.sh failed:\n{res.stderr[-3000:]}"
+        path = res.stdout.strip().splitlines()[-1]
+    libs = Path(path).resolve().parents[1] / "root" / "usr" / "lib" / "x86_64-linux-gnu"
+    return path, {"LD_LIBRARY_PATH": str(libs)} if libs.is_dir() else {}
+
+
+def _fresh_venv(base: str, venv: Path, tmp_path: Path) -> str:
+    """A venv of interpreter ``base`` with a pip that runs there; returns its python."""
+    res = subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    python = str(venv / "bin" / "python")
+    wheels = tmp_path / "pip-wheel"
+    _pip("download", "--no-deps", "-d", str(wheels), PIP_FOR_OLD_PYTHON)
+    (pip_wheel,) = wheels.glob("pip-*.whl")
+    res = subprocess.run([python, str(pip_wheel / "pip"), "install", "--disable-pip-version-check", "-q", str(pip_wheel)], capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return python
+
+
 @pytest.mark.slow
-def test_oldest_claimed_dependencies_in_a_fresh_venv(server, cohort_trials, tmp_path):
-    """The substitute for the oldest Python (see the module docstring): a fresh venv with the
-    wheel as a user builds it (isolated, grpcio-tools 1.49.1) and only the declared
-    dependencies at their oldest claimed versions. Needs PyPI (about a minute)."""
+@pytest.mark.parametrize("which", ["python3.9", "this-python"])
+def test_oldest_claimed_dependencies_in_a_fresh_venv(which, server, cohort_trials, tmp_path, monkeypatch):
+    """A fresh venv of the oldest claimed Python (3.9) and of this project's, with the wheel as a
+    user builds it (isolated, grpcio-tools 1.49.1) and only the declared dependencies at their
+    oldest claimed versions: the round trip and the rig example run. Needs PyPI and, for 3.9,
+    Debian's archive (about a minute each)."""
+    base, env = python39() if which == "python3.9" else (sys.executable, {})
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the venv's own packages only, never this checkout's
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)  # for the venv's pip and scripts (the server in this process has its libraries loaded)
     wheel = build_wheel(tmp_path / "dist", isolated=True)
     with zipfile.ZipFile(wheel) as z:
         assert json.loads(z.read("twin_proto/gen/STAMP.json"))["grpcio_tools"] == "1.49.1"  # the pinned, old gencode
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    python = str(venv / "bin" / "python")
+    python = _fresh_venv(base, venv, tmp_path)
+    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True, check=True).stdout.strip()
+    assert version == ("3.9" if which == "python3.9" else "%d.%d" % sys.version_info[:2])
     oldest = _lower_bounds()
     _pip("install", "--only-binary=:all:", *(f"{k}=={v}" for k, v in oldest.items()), str(wheel), python=python, timeout=600)
     frozen = {line.split("==")[0].lower(): line.split("==")[1] for line in _pip("freeze", python=python).stdout.split() if "==" in line}
@@ -151,4 +186,4 @@ def test_oldest_claimed_dependencies_in_a_fresh_venv(server, cohort_trials, tmp_
     out = _roundtrip(python, server, cohort_trials, tmp_path)
     assert out["protobuf"] == oldest["protobuf"] and out["grpcio"] == oldest["grpcio"]
     assert out["client_file"].startswith(str(venv))
-    _example(python, server, cohort_trials, tmp_path)  # CSV upload without pandas
+    _example(python, server, cohort_trials, tmp_path, env=env)  # CSV upload without pandas

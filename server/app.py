@@ -118,10 +118,11 @@ def receive_ceiling(max_request_bytes: int) -> int:
 
     A request over ``max_request_bytes`` and up to this ceiling reaches the service, which
     refuses it (RESOURCE_EXHAUSTED naming ``max_request_bytes``) without parsing it: within a few
-    milliseconds of its arrival. gRPC refuses one over the ceiling itself, but grpcio 1.85 then
-    writes the status only after a delay of 100-1000 ms (measured, ``bench/oversized_requests.py``):
-    the ceiling keeps that delay for requests far over the limit, and bounds what one call
-    buffers.
+    milliseconds of its arrival. gRPC refuses one over the ceiling itself (its own message, without
+    the limit's name), also within milliseconds on the pinned grpcio 1.81; grpcio 1.82-1.85 wrote
+    that status only after 100-1000 ms (measured with a bare grpcio server,
+    ``bench/oversized_requests.py`` case ``bare_grpcio_over``), which is why grpcio is pinned
+    below 1.82. The ceiling bounds what one call buffers.
     """
     return 2 * max_request_bytes
 

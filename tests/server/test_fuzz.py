@@ -194,8 +194,9 @@ OVERSIZED_MS = 100.0
 #: refuses it unparsed, an oversized case like the others.
 OVER_BYTES = "UploadSession>max_request_bytes"
 #: A request over gRPC's own receive limit (:func:`server.app.receive_ceiling`): gRPC refuses it
-#: before the service sees it, and grpcio writes that status only after 100-1000 ms (its own
-#: delay, not the server's work: ``bench/oversized_requests.py``); reported apart, held to 2 s.
+#: before the service sees it; held to :data:`OVERSIZED_MS` like the others (grpcio 1.82-1.85
+#: took 100-1000 ms for it, hence the pin below 1.82: ``bench/oversized_requests.py``), and its
+#: times are also reported apart.
 OVER_CEILING = "UploadSession>receive_ceiling"
 
 
@@ -554,7 +555,7 @@ def _fuzz_rpcs(server: RunningServer, big: dict[str, bytes], session: list[commo
             start = time.perf_counter()
             code = _send(channel, case)
             ms = (time.perf_counter() - start) * 1000
-            if remeasure and case.oversized and ms >= OVERSIZED_MS and case.rpc != OVER_CEILING:
+            if remeasure and case.oversized and ms >= OVERSIZED_MS:
                 tally.remeasured += 1
                 for _ in range(2):
                     start = time.perf_counter()
@@ -565,8 +566,7 @@ def _fuzz_rpcs(server: RunningServer, big: dict[str, bytes], session: list[commo
             if case.oversized and code is not grpc.StatusCode.DEADLINE_EXCEEDED:
                 if case.rpc == OVER_CEILING:
                     tally.over_ceiling_ms.append(ms)
-                else:
-                    tally.oversized_ms.append(ms)
+                tally.oversized_ms.append(ms)
                 tally.slowest[case.rpc] = max(ms, tally.slowest.get(case.rpc, 0.0))
             if code not in ALLOWED:
                 tally.bad.append((case.method, case.role, code.name))
@@ -620,6 +620,7 @@ def test_fuzz_every_rpc_and_role(rpc_fuzz_server, big_requests, good_session):
     rep = _fuzz_rpcs(rpc_fuzz_server, big_requests, good_session, 1000, seed=1, remeasure=True)
     assert rep["oversized"] >= 20 and rep["oversized_ms"][-1] < OVERSIZED_MS, rep["slowest"]
     assert rep["slowest"][OVER_BYTES] < OVERSIZED_MS  # over max_request_bytes: was 100-1000 ms when gRPC refused it
+    assert rep["over_receive_ceiling"] >= 1 and rep["over_ceiling_ms"][-1] < OVERSIZED_MS  # refused by gRPC itself
     assert rep["rss_growth"] < 1500
 
 
@@ -629,5 +630,5 @@ def test_fuzz_10000_requests_every_rpc_and_role(rpc_fuzz_server, big_requests, g
     health SERVING throughout, RSS bounded, every oversized request answered within 100 ms."""
     rep = _fuzz_rpcs(rpc_fuzz_server, big_requests, good_session, 10_000, seed=18)
     assert rep["oversized"] >= 200 and rep["oversized_ms"][-1] < OVERSIZED_MS
-    assert rep["over_ceiling_ms"][-1] < 2000
+    assert rep["over_receive_ceiling"] >= 20 and rep["over_ceiling_ms"][-1] < OVERSIZED_MS  # refused by gRPC itself
     assert rep["rss_growth"] < 1500

@@ -53,7 +53,7 @@ def test_uncertain_forecast_is_flagged():
 
 def test_optimizer_proposal_used_when_confident_else_default():
     proposal = Proposal(EASY, 900, 0, "easier start")
-    plan = plan_next_session("m", _Twin(), STATE, PlanConstraints(max_trials=800), _fc(0.1), propose=lambda t, s, c: proposal)
+    plan = plan_next_session("m", _Twin(), STATE, PlanConstraints(max_trials=800), _fc(0.1), propose=lambda t, s, c, g: proposal)
     assert plan.source is PlanSource.OPTIMIZER and not plan.fallback and plan.protocol == EASY and plan.n_trials == 800
     assert plan.protocol.feedback.reward_volume_ul == 2.5 and "easier start" in plan.explanation
     calls = []
@@ -62,10 +62,10 @@ def test_optimizer_proposal_used_when_confident_else_default():
         calls.append(p.protocol)
         return _fc(0.5 if p.protocol == EASY else 0.1)(twin, state, p)
 
-    plan = plan_next_session("m", _Twin(), STATE, PlanConstraints(), forecast, propose=lambda t, s, c: proposal)
+    plan = plan_next_session("m", _Twin(), STATE, PlanConstraints(), forecast, propose=lambda t, s, c, g: proposal)
     assert plan.fallback_reason is FallbackReason.LOW_CONFIDENCE and plan.protocol == IBL_DEFAULT and calls == [EASY, IBL_DEFAULT]
     assert plan.forecast.accuracy.hi - plan.forecast.accuracy.lo == pytest.approx(0.1)  # the default's own forecast
-    plan = plan_next_session("m", _Twin(), STATE, PlanConstraints(), _fc(0.1), propose=lambda t, s, c: None)
+    plan = plan_next_session("m", _Twin(), STATE, PlanConstraints(), _fc(0.1), propose=lambda t, s, c, g: None)
     assert plan.fallback_reason is FallbackReason.NO_PROPOSAL and plan.protocol == IBL_DEFAULT
 
 

@@ -3,7 +3,7 @@ criterion on biased blocks, and the real 53-mouse file (skipped when it is absen
 
 from __future__ import annotations
 
-from math import erf, sqrt
+from math import erf
 
 import numpy as np
 import pandas as pd

@@ -81,3 +81,34 @@ def test_bad_constraints_are_a_clean_error(store_dir, tmp_path, capsys):
     cons.write_text("session_length: [300, 700]\n")
     assert main(["curriculum", "search", "--store", str(store_dir), "--constraints", str(cons)]) == 2
     assert "session_length" in capsys.readouterr().err
+
+
+def test_propose_names_the_stage_target_and_session_cap(store_dir, tmp_path):
+    plan = tmp_path / "plan.json"
+    assert main(["curriculum", "propose", "m2", "--store", str(store_dir), "--candidates", "1", "--rollouts", "1", "--max-sessions", "3", "--out", str(plan)]) == 0
+    p = json.loads(plan.read_text())
+    # random choices: in training, aimed at trained_1a, the forecast capped at 3 sessions
+    assert p["stage"] == "training" and p["target_criterion"] == "trained_1a" and p["max_sessions"] == 3
+    assert "trained_1a" in p["explanation"] and "capped at 3 sessions" in p["explanation"] and "|bias| < 16%" in p["target_criterion_description"]
+
+
+def test_propose_gives_a_trained_animal_biased_blocks(tmp_path, capsys):
+    """A store whose animal ran biased sessions: the plan is biasedChoiceWorld aimed at
+    ready_for_recording, exported for stock iblrig as biasedChoiceWorld, with no trials-to-criterion figure."""
+    import numpy as np
+
+    df = random_trials_table({"b1": [300, 300, 300, 300]}, seed=3)
+    n = (df["session"] >= 3).to_numpy()
+    df.loc[n, "prob_left"] = np.where(df.loc[n, "trial"] <= 90, 0.5, np.where((df.loc[n, "trial"] // 60) % 2 == 0, 0.2, 0.8))
+    root = tmp_path / "store"
+    store = TwinStore(root)
+    fit_cohort(df, store, CohortFitConfig(spec=ModelSpec("static"), fit=FitConfig(epochs=1, patience=1), adaptation=Adaptation.INITIAL_WEIGHTS), progress=False)
+    SessionStore(store).add_table(df)
+    store.close()
+    plan = tmp_path / "plan.json"
+    assert main(["curriculum", "propose", "b1", "--store", str(root), "--rig-profile", "iblrig-training", "--out", str(plan)]) == 0
+    p = json.loads(plan.read_text())
+    assert p["stage"] == "biased" and p["target_criterion"] == "ready_for_recording" and p["max_sessions"] is None
+    assert p["expected_remaining_trials"] is None and "no trials-to-criterion forecast" in p["explanation"]
+    assert p["rig_profile"] == "iblrig-biased" and p["rig_export"]["task"] == "_iblrig_tasks_biasedChoiceWorld"
+    assert Curriculum.from_dict(p["curriculum"]).feedback.biased_blocks

@@ -153,33 +153,83 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
+    """One animal's next session, for its stage (:mod:`twin.analysis.stage`, from its stored
+    sessions): in training, the optimizer's proposal aimed at the next training criterion
+    (trials to it forecast within ``--max-sessions`` sessions); trained, a biased-blocks
+    (biasedChoiceWorld) session aimed at ``ready_for_recording``, with no trials-to-criterion
+    figure (the twins do not simulate that criterion)."""
     from optimizer.propose import ProposalConfig, propose_next_session
+    from twin.analysis.stage import assess_stage, new_animal
     from twin.errors import TwinError
+    from twin.persist.sessions import SessionStore
+    from twin.protocol import IBL_BIASED, IBLRIG_BIASED
+    from twin.sim.forecast import forecast_session
 
     store = open_store(args)
     twin = store.load_twin(args.subject, alias=args.alias)
     if twin.state is None:
         raise TwinError(f"twin {args.subject!r} v{twin.meta.version} has no end-of-session state; refit or update it")
-    space = _space(args)
-    p = propose_next_session(twin.model, twin.state, space, ProposalConfig(n_candidates=args.candidates, n_rollouts=args.rollouts, seed=args.seed))
-    out = {
+    sessions = SessionStore(store)
+    stage = assess_stage(sessions.trials(args.subject), args.subject, source=f"sessions of {args.subject!r}") if sessions.sessions(args.subject) else new_animal(args.subject)
+    target = stage.target
+    out: dict[str, object] = {
         "subject": args.subject,
         "twin_version": twin.meta.version,
-        "changed": p.changed,
-        "explanation": p.explanation,
-        "expected_remaining_trials": dataclasses.asdict(p.expected_remaining),
-        "default_expected_remaining_trials": dataclasses.asdict(p.base_expected_remaining),
-        "predicted_accuracy": dataclasses.asdict(p.forecast.accuracy),
-        "rig_profile": space.profile.name,
-        "rig_export": p.curriculum.export(space.profile, p.start_phase, p.n_trials),
-        "curriculum": p.curriculum.to_dict(),
+        "stage": stage.stage.value,
+        "stage_summary": stage.summary(),
+        "target_criterion": target.label if target is not None else None,
+        "target_criterion_description": target.describe() if target is not None else None,
     }
-    if not space.profile.stock_iblrig and IBLRIG_TRAINING.runs(p.curriculum):
-        out["iblrig"] = p.curriculum.to_iblrig(p.start_phase, p.n_trials)  # also runnable on stock iblrig
+    if stage.stage.trained:
+        cur = IBL_BIASED
+        lo, hi = cur.session_trials
+        n_trials = (lo + hi) // 2
+        fc = forecast_session(twin.model, twin.state, cur, n_trials, 200, args.seed, start_phase=0)
+        asked = _profile(args)
+        profile = IBLRIG_BIASED if asked.stock_iblrig else asked  # stock iblrig runs biased blocks as biasedChoiceWorld
+        if target is None:
+            why = f"{stage.summary()}: ready for recording, keep it on biased blocks ({cur.name}); no criterion left, no trials-to-criterion forecast"
+        else:
+            why = (
+                f"{stage.summary()}: a biased-blocks session ({cur.name}, iblrig biasedChoiceWorld) aimed at {target.label}; "
+                "the twins do not simulate that criterion (per-block psychometric fits over biased sessions), so no trials-to-criterion forecast"
+            )
+        out.update(
+            changed=False,
+            explanation=why,
+            expected_remaining_trials=None,
+            default_expected_remaining_trials=None,
+            max_sessions=None,
+            predicted_accuracy=dataclasses.asdict(fc.accuracy),
+            rig_profile=profile.name,
+            rig_export=cur.export(profile, 0, n_trials),
+            curriculum=cur.to_dict(),
+        )
+        explanation = why
+    else:
+        assert target is not None
+        space = _space(args)
+        cfg = ProposalConfig(n_candidates=args.candidates, n_rollouts=args.rollouts, seed=args.seed, criterion=target, horizon_sessions=args.max_sessions)
+        p = propose_next_session(twin.model, twin.state, space, cfg)
+        e = p.expected_remaining
+        explanation = f"{stage.summary()}: {p.explanation}; expected {e.mean:.0f} trials to {target.label} [{e.lo:.0f}, {e.hi:.0f}], capped at {cfg.horizon_sessions} sessions"
+        out.update(
+            changed=p.changed,
+            explanation=explanation,
+            expected_remaining_trials=dataclasses.asdict(e),
+            default_expected_remaining_trials=dataclasses.asdict(p.base_expected_remaining),
+            max_sessions=cfg.horizon_sessions,
+            predicted_accuracy=dataclasses.asdict(p.forecast.accuracy),
+            rig_profile=space.profile.name,
+            rig_export=p.curriculum.export(space.profile, p.start_phase, p.n_trials),
+            curriculum=p.curriculum.to_dict(),
+        )
+        if not space.profile.stock_iblrig and IBLRIG_TRAINING.runs(p.curriculum):
+            out["iblrig"] = p.curriculum.to_iblrig(p.start_phase, p.n_trials)  # also runnable on stock iblrig
     text = json.dumps(out, indent=2)
     if args.out:
         args.out.write_text(text)
-        print(f"{p.explanation}\nwrote {args.out}")
+        print(f"{explanation}\nwrote {args.out}")
     else:
         print(text)
     return 0
@@ -217,7 +267,7 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
             "--rig-profile",
             choices=[r.name for r in RIG_PROFILES],
             default="custom",
-            help="what the rig runs: iblrig-training (stock iblrig v8 trainingChoiceWorld: only debiasing on/off and session length are searched) or custom (a custom task: any curriculum; the default)",
+            help="what the rig runs: iblrig-training (stock iblrig v8 trainingChoiceWorld: only debiasing on/off and session length are searched; a trained animal's plan exports for biasedChoiceWorld), iblrig-biased (stock biasedChoiceWorld) or custom (a custom task: any curriculum; the default)",
         )
         q.add_argument("--rollouts", type=int, default=4, help="simulated runs per twin and candidate")
         q.add_argument("--seed", type=int, default=0)
@@ -240,5 +290,6 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     pr.add_argument("subject")
     common(pr)
     pr.add_argument("--candidates", type=int, default=12, help="sampled candidates besides the base")
+    pr.add_argument("--max-sessions", type=int, default=15, help="session cap of the trials-to-criterion forecast (the proposal's horizon)")
     pr.add_argument("--out", type=Path, default=None, help="write the plan as JSON")
     pr.set_defaults(func=cmd_propose)

@@ -59,8 +59,13 @@ def test_search_stores_its_result_and_propose_plans_a_session(store_dir, tmp_pat
     out = tmp_path / "search"
     rc = main(["curriculum", "search", "--store", str(store_dir), "--constraints", str(cons), "--trials", "4", "--batch", "2", "--rollouts", "1", "--max-sessions", "3", "--out", str(out)])
     assert rc == 0
-    assert (out / "proposed.yaml").is_file() and "predicted speed-up" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert (out / "proposed.yaml").is_file() and "predicted speed-up" in text
+    assert "trials to trained_1a" in text and "capped at 3 sessions" in text  # the criterion and the session cap, named
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["criterion"] == "trained_1a" and summary["max_sessions"] == 3 and "|bias| < 16%" in summary["criterion_description"]
     stored = TwinStore(store_dir).get_result(ResultKind.CURRICULUM_SEARCH, "curriculum-search")
+    assert stored.payload["max_sessions"] == 3
     assert stored.payload["best"]["curriculum"]["feedback"]["debias"] is True
     plan = tmp_path / "plan.json"
     assert main(["curriculum", "propose", "m1", "--store", str(store_dir), "--candidates", "2", "--rollouts", "2", "--out", str(plan)]) == 0

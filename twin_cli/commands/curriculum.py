@@ -109,6 +109,13 @@ def _profile(args: argparse.Namespace) -> RigProfile:
     return rig_profile(args.rig_profile)
 
 
+def _training_criterion(label: str):  # type: ignore[no-untyped-def]
+    """The training criterion called ``label`` (``trained_1a``, ``trained_1b``)."""
+    from twin.analysis.criteria import TRAINED_1A, TRAINED_1B
+
+    return {c.label: c for c in (TRAINED_1A, TRAINED_1B)}[label]
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from optimizer.search import SamplerKind, SearchConfig, search_store
 
@@ -121,6 +128,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         n_rollouts=args.rollouts,
         max_sessions=args.max_sessions,
         seed=args.seed,
+        criterion=_training_criterion(args.criterion),
         storage=args.storage,
         study_name=args.study,
     )
@@ -142,7 +150,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     res.save(args.out)
     assert stored is not None
     b, d, sp = res.best, res.default, res.predicted_speedup
-    print(f"default {d.curriculum.name}: {d.mean_trials.mean:.0f} trials to criterion [{d.mean_trials.lo:.0f}, {d.mean_trials.hi:.0f}]")
+    crit = cfg.criterion
+    print(f"trials to {crit.label} ({crit.describe()}), each simulated run capped at {cfg.max_sessions} sessions")
+    print(f"default {d.curriculum.name}: {d.mean_trials.mean:.0f} trials to {crit.label} [{d.mean_trials.lo:.0f}, {d.mean_trials.hi:.0f}]")
     print(f"proposed: {b.mean_trials.mean:.0f} [{b.mean_trials.lo:.0f}, {b.mean_trials.hi:.0f}], predicted speed-up {sp.mean:.1%} [{sp.lo:.1%}, {sp.hi:.1%}]")
     print(f"  {b.curriculum.description}")
     print(f"  rig profile {space.profile.name}: runs on {space.profile.task}" + ("" if space.profile.stock_iblrig else f" (stock iblrig trainingChoiceWorld: {'yes' if IBLRIG_TRAINING.runs(b.curriculum) else 'no'})"))
@@ -279,6 +289,7 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     se.add_argument("--batch", type=int, default=8, help="candidates simulated together (per Tune trial with --tune)")
     se.add_argument("--sampler", choices=["tpe", "cmaes"], default="tpe")
     se.add_argument("--max-sessions", type=int, default=40, help="sessions cap per simulated run")
+    se.add_argument("--criterion", choices=["trained_1a", "trained_1b"], default="trained_1a", help="the training criterion trials are counted to")
     se.add_argument("--storage", default=None, help="Optuna study database URL: resumable")
     se.add_argument("--study", default="curriculum-search", help="study name (also the stored result's name)")
     se.add_argument("--tune", action="store_true", help="run on Ray Tune (local Ray)")

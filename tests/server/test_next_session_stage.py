@@ -19,6 +19,7 @@ from service.catalog import TwinSelector  # noqa: E402
 from service.curricula import NextSessionRequest  # noqa: E402
 from service.optimizer_bridge import optimizer_proposer  # noqa: E402
 from twin.analysis.criteria import READY_FOR_RECORDING  # noqa: E402
+from twin.analysis.stage import TrainingStage  # noqa: E402
 from twin.fit.cohort import CohortFitConfig, fit_cohort  # noqa: E402
 from twin.fit.train import FitConfig  # noqa: E402
 from twin.models.learner import ModelSpec  # noqa: E402
@@ -33,17 +34,21 @@ from server_env import FAST_UPDATE, TOKENS  # noqa: E402
 
 @pytest.fixture(scope="module")
 def real_store(tmp_path_factory):
-    """Two real mice: their 3 training sessions and 2 biased ones (on biased blocks, not yet
-    ready for recording: that takes 3 biased sessions), with static twins fitted quickly on the
-    first 150 trials of each session."""
+    """Three real mice. The first two: their 3 training sessions and 2 biased ones (on biased
+    blocks, not yet ready for recording: that takes 3 biased sessions), with static twins fitted
+    quickly on the first 150 trials of each session. The third: 3 training and 9 biased sessions
+    stored (it is ready for recording from its sixth session), no twin."""
     root = tmp_path_factory.mktemp("real-store")
-    df = ibl_export_subset(root, n_subjects=2, max_biased_sessions=2)
+    df = ibl_export_subset(root, n_subjects=3, max_biased_sessions=9)
+    names = list(dict.fromkeys(df["subject"]))
+    kept = df[(df["subject"] == names[2]) | (df["session"] <= 5)]
     store = TwinStore(root / "store")
-    SessionStore(store).add_table(df)
+    SessionStore(store).add_table(kept)
+    twins = kept[kept["subject"].isin(names[:2]) & (kept["trial"] <= 150)]  # a quick twin: the stage comes from the stored sessions
     cfg = CohortFitConfig(spec=ModelSpec("static"), fit=FitConfig(epochs=2, patience=2), adaptation=Adaptation.INITIAL_WEIGHTS)
-    fit_cohort(df[df["trial"] <= 150], store, cfg, progress=False)  # a quick twin: the stage comes from the stored sessions
+    fit_cohort(twins, store, cfg, progress=False)
     store.close()
-    return root / "store", list(dict.fromkeys(df["subject"]))
+    return root / "store", names
 
 
 PROPOSER = optimizer_proposer(config=ProposalConfig(n_candidates=2, n_rollouts=2, horizon_sessions=2, forecast_rollouts=8))
@@ -52,7 +57,7 @@ PROPOSER = optimizer_proposer(config=ProposalConfig(n_candidates=2, n_rollouts=2
 def test_next_session_on_trained_real_mice_is_the_next_stage_plan(real_store):
     root, subjects = real_store
     plane = build_plane(root, config=FAST_UPDATE, propose=PROPOSER)
-    for s in subjects:
+    for s in subjects[:2]:
         plan = plane.curricula.next_session(NextSessionRequest(TwinSelector(s), n_rollouts=20))
         assert plan.stage is not None and plan.stage.stage.trained and plan.stage.biased_session == 4, plan.stage
         assert plan.target is READY_FOR_RECORDING and plan.protocol.stimulus == IBL_BIASED.stimulus and plan.start_phase == 0
@@ -64,7 +69,13 @@ def test_next_session_on_trained_real_mice_is_the_next_stage_plan(real_store):
         assert "biased blocks at session 4" in msg.stage_summary
         out = plan.protocol.export(IBLRIG_BIASED, plan.start_phase, plan.n_trials)  # what stock iblrig runs
         assert out["task"] == "_iblrig_tasks_biasedChoiceWorld"
-    plane.jobs.shutdown() if hasattr(plane.jobs, "shutdown") else None
+    # ready for recording (no twin): biased blocks again, no criterion left, no trials-to-criterion claim
+    plan = plane.curricula.next_session(NextSessionRequest(TwinSelector(subjects[2]), n_rollouts=20))
+    assert plan.stage.stage is TrainingStage.READY_FOR_RECORDING and plan.stage.ready_session == 6 and plan.target is None
+    assert plan.protocol.stimulus == IBL_BIASED.stimulus and plan.expected_trials is None and "ready for recording" in plan.explanation
+    msg = plan_pb(plan)
+    assert msg.stage == cs.TRAINING_STAGE_READY_FOR_RECORDING and msg.target_criterion == "" and msg.fallback_reason == cs.FALLBACK_REASON_NO_TWIN
+    plane.jobs.shutdown()
 
 
 def test_next_session_rpc_names_the_stage_and_criterion(real_store):

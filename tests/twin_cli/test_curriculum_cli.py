@@ -53,6 +53,16 @@ def test_export_formats(tmp_path, capsys):
     assert doc["profile"] == "custom" and doc["start_phase"] == 1 and Curriculum.from_dict(doc["curriculum"]).stimulus.advance[0].window == 20
 
 
+def test_export_the_biased_preset_for_stock_iblrig(capsys):
+    assert main(["curriculum", "export", "--curriculum", "ibl-biased", "--format", "iblrig", "--trials", "600"]) == 0
+    text = capsys.readouterr().out
+    params = yaml.safe_load(text)
+    assert "_iblrig_tasks_biasedChoiceWorld" in text and "no session arguments" in text
+    assert params["BLOCK_PROBABILITY_SET"] == [0.2, 0.8] and params["NTRIALS"] == 600 and "DEBIAS" not in params and "training_phase" not in text
+    assert main(["curriculum", "export", "--curriculum", "ibl-biased", "--format", "iblrig", "--phase", "2"]) == 2
+    assert "one phase" in capsys.readouterr().err
+
+
 def test_search_stores_its_result_and_propose_plans_a_session(store_dir, tmp_path, capsys):
     cons = tmp_path / "lab.yaml"
     cons.write_text("session_trials: [300, 700]\nallow_no_debias: false\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from twin.protocol import IBL_DEFAULT, IBLRIG_TRAINING, RIG_PROFILES, Curriculum, CurriculumError, RigProfile, rig_profile
+from twin.protocol import IBL_BIASED, IBL_DEFAULT, IBLRIG_TRAINING, RIG_PROFILES, Curriculum, CurriculumError, RigProfile, rig_profile
 from twin_cli.commands.common import open_store, store_args
 
 
@@ -42,10 +42,17 @@ def _is_aind(path: Path) -> bool:
     return isinstance(raw, dict) and "graph" in raw and "pkg_location" in raw
 
 
+#: Curricula named on the command line instead of a file.
+PRESETS = {IBL_DEFAULT.name: IBL_DEFAULT, IBL_BIASED.name: IBL_BIASED}
+
+
 def _base(path: Path | None) -> Curriculum:
-    """The IBL default, a twin curriculum file (JSON/YAML) or an AIND curriculum's JSON."""
+    """The IBL default, a preset named (``ibl-default``, ``ibl-biased``), a twin curriculum file
+    (JSON/YAML) or an AIND curriculum's JSON."""
     if path is None:
         return IBL_DEFAULT
+    if str(path) in PRESETS and not path.exists():
+        return PRESETS[str(path)]
     if _is_aind(path):
         from twin_interop.aind import from_aind_json
 
@@ -63,9 +70,10 @@ def iblrig_file(cur: Curriculum, phase: int, n_trials: int | None) -> str:
             raise
         raise CurriculumError(exc.field, f"{exc.reason}; stock iblrig cannot run this curriculum: export it with --format custom-task") from None
     args = " ".join(f"--{k} {v}" for k, v in out["session_arguments"].items())
+    run = f"run the session with: {args}" if args else "the task takes no session arguments"
     head = (
         f"# iblrig v8 {out['task']} task parameters (rig profile {out['profile']}), curriculum {cur.name!r}\n"
-        f"# pass as the task's task_parameter_file and run the session with: {args}\n"
+        f"# pass as the task's task_parameter_file; {run}\n"
     )
     return head + yaml.safe_dump(out["task_parameters"], sort_keys=False)
 
@@ -256,12 +264,12 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         description="Write a curriculum in another format. An AIND curriculum JSON given as --curriculum is read "
         "(imported) too: `--curriculum aind.json --format yaml` turns it into a twin curriculum file.",
     )
-    ex.add_argument("--curriculum", type=Path, default=None, help="curriculum file: twin JSON/YAML or an AIND curriculum JSON (default: the IBL default)")
+    ex.add_argument("--curriculum", type=Path, default=None, help="curriculum file (twin JSON/YAML or an AIND curriculum JSON) or a preset: ibl-default (the default), ibl-biased (biasedChoiceWorld)")
     ex.add_argument(
         "--format",
         choices=["json", "yaml", "iblrig", "custom-task", "aind"],
         default="yaml",
-        help="iblrig: the task_parameters.yaml of stock iblrig v8 trainingChoiceWorld (only for curricula it runs); custom-task: any curriculum, labelled as needing a custom task; aind: needs the aind extra (pip install 'learning-twins[aind]')",
+        help="iblrig: the task parameters of stock iblrig v8 trainingChoiceWorld, or biasedChoiceWorld for a biased-blocks curriculum (only for curricula they run); custom-task: any curriculum, labelled as needing a custom task; aind: needs the aind extra (pip install 'learning-twins[aind]')",
     )
     ex.add_argument("--phase", type=int, default=0, help="starting phase (iblrig and custom-task formats)")
     ex.add_argument("--trials", type=int, default=None, help="session trials (iblrig and custom-task formats)")

@@ -58,6 +58,20 @@ def _plan_summary(plan: curriculum_service_pb2.SessionPlan) -> str:
         f"source: {curriculum_service_pb2.PlanSource.Name(plan.source)}" + (f" (FALLBACK: {curriculum_service_pb2.FallbackReason.Name(plan.fallback_reason)})" if plan.fallback else ""),
         f"why: {plan.explanation}",
     ]
+    if plan.stage:
+        stage = curriculum_service_pb2.TrainingStage.Name(plan.stage)[len("TRAINING_STAGE_"):].lower()
+        lines.append(f"stage: {stage} ({plan.stage_summary})" if plan.stage_summary else f"stage: {stage}")
+    else:
+        lines.append("stage: not reported (an older server)")
+    if plan.target_criterion:
+        lines.append(f"target criterion: {plan.target_criterion_description or plan.target_criterion}")
+    elif plan.stage:
+        lines.append("target criterion: none (ready for recording)")
+    if plan.HasField("expected_trials_to_target"):
+        e = plan.expected_trials_to_target
+        lines.append(f"expected trials to {plan.target_criterion}: {e.mean:.0f} [{e.lo:.0f}, {e.hi:.0f}], capped at {plan.max_sessions} sessions")
+    else:
+        lines.append("no trials-to-criterion forecast")
     if plan.HasField("forecast"):
         a = plan.forecast.accuracy
         lines.append(f"predicted accuracy {a.mean:.2f} [{a.lo:.2f}, {a.hi:.2f}] (twin v{plan.twin.version})")

@@ -12,7 +12,22 @@ through which a curriculum search is plugged in.
   protocol with the twin's forecast of it; it is flagged ``LOW_CONFIDENCE`` when that forecast
   is too uncertain.
 
-It is pure: the twin, its state, the forecast function and the proposer are passed in.
+Plans follow the animal's stage (:mod:`twin.analysis.stage`) and aim at the next stage's
+criterion, named in every plan (:attr:`SessionPlan.target`):
+
+* in training (``TRAINING``, ``TRAINED_1A``): the lab's training protocol (or the optimizer's
+  proposal) aimed at ``trained_1a``, then ``trained_1b``; the proposer is asked for that target
+  and its trials-to-criterion forecast is to it, within its session cap
+  (:attr:`SessionPlan.max_sessions`);
+* trained (``TRAINED_1B``, on biased blocks): the lab's biased-blocks protocol
+  (:data:`twin.protocol.IBL_BIASED`, iblrig biasedChoiceWorld) aimed at
+  ``ready_for_recording``; never a training-phase plan. The twins do not simulate that criterion
+  (it needs per-block psychometric fits over biased sessions), so no trials-to-criterion figure
+  is given and the explanation says so;
+* ready for recording: biased blocks again, with no criterion left and no trials-to-criterion
+  claim.
+
+It is pure: the twin, its state, the stage, the forecast function and the proposer are passed in.
 """
 
 from __future__ import annotations
@@ -23,27 +38,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from twin.analysis.criteria import CriterionConfig
+from twin.analysis.stage import StageAssessment, TrainingStage, new_animal
 from twin.sim.forecast import Interval, SessionForecast
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinStore, TwinVersion
-from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum, RigProfile
+from twin.protocol import IBL_BIASED, IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum, RigProfile
 
 
 @dataclass(frozen=True)
 class LabDefault:
-    """The lab's default training protocol, used when the twins cannot plan.
+    """The lab's default protocols, used when the twins cannot plan.
 
     Attributes:
-        protocol: task mechanics and rig settings (IBL ``trainingChoiceWorld``, 3 µL, 2 s, by default).
+        protocol: the training protocol (IBL ``trainingChoiceWorld``, 3 µL, 2 s, by default).
+        biased: the biased-blocks protocol of trained animals (IBL ``biasedChoiceWorld``).
     """
 
     protocol: Curriculum = IBL_DEFAULT
+    biased: Curriculum = IBL_BIASED
 
     @property
     def n_trials(self) -> int:
-        """Trials of a default session: the middle of the protocol's session range."""
+        """Trials of a default training session: the middle of the protocol's session range."""
         lo, hi = self.protocol.session_trials
         return (lo + hi) // 2
+
+    def for_stage(self, stage: TrainingStage) -> Curriculum:
+        """The protocol of an animal at ``stage``: biased blocks once trained (``trained_1b`` on)."""
+        return self.biased if stage.trained else self.protocol
 
 
 @dataclass(frozen=True)
@@ -111,12 +134,17 @@ class Proposal:
         n_trials: trials to run.
         start_phase: phase to start in.
         explanation: why this candidate.
+        expected_trials: the proposer's forecast of the trials left to the target criterion under
+            it, capped at ``max_sessions`` sessions (None: no such forecast).
+        max_sessions: the session cap of that forecast.
     """
 
     protocol: Curriculum
     n_trials: int
     start_phase: int
     explanation: str = ""
+    expected_trials: Interval | None = None
+    max_sessions: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +161,13 @@ class SessionPlan:
         explanation: human-readable reasoning.
         forecast: the twin's forecast of this plan (None without a twin).
         twin: the twin version used (None without a twin).
+        stage: the animal's training stage, from its sessions.
+        target: the criterion the plan aims at, the next stage's (None: ready for recording,
+            no criterion left).
+        expected_trials: forecast trials left to ``target``, capped at ``max_sessions`` sessions
+            (None: no such forecast, e.g. for the biased-blocks criterion, which the twins do not
+            simulate).
+        max_sessions: the session cap of that forecast (None when there is none).
     """
 
     subject: str
@@ -144,6 +179,10 @@ class SessionPlan:
     explanation: str
     forecast: SessionForecast | None
     twin: TwinVersion | None
+    stage: StageAssessment | None = None
+    target: CriterionConfig | None = None
+    expected_trials: Interval | None = None
+    max_sessions: int | None = None
 
     @property
     def fallback(self) -> bool:
@@ -159,8 +198,9 @@ class SessionPlan:
         return tuple((float(c), float(w) / total) for c, w in zip(phase, weights))
 
 
-#: ``propose(twin, state, constraints)`` → a candidate next session, or None when it has none.
-ProposeFn = Callable[[Twin, TwinState, PlanConstraints], Proposal | None]
+#: ``propose(twin, state, constraints, target)`` → a candidate next session aimed at the
+#: training criterion ``target``, or None when it has none.
+ProposeFn = Callable[[Twin, TwinState, PlanConstraints, CriterionConfig], Proposal | None]
 #: ``forecast(twin, state, proposal)`` → the twin's forecast of that session.
 PlanForecastFn = Callable[[Twin, TwinState, Proposal], SessionForecast]
 
@@ -183,6 +223,7 @@ def plan_next_session(
     propose: ProposeFn | None = None,
     lab: LabDefault = LabDefault(),
     phase_without_twin: int = 0,
+    stage: StageAssessment | None = None,
 ) -> SessionPlan:
     """Plan ``subject``'s next session (see the module docstring for the rules).
 
@@ -192,22 +233,44 @@ def plan_next_session(
         state: the twin's end-of-last-session state (None without a twin).
         constraints: limits of the plan.
         forecast: the twin's forecast of a candidate.
-        propose: the optimizer's next-session proposal, when one is configured.
-        lab: the lab's default protocol.
+        propose: the optimizer's next-session proposal, when one is configured (asked only for
+            animals in training, with the target criterion).
+        lab: the lab's default protocols.
         phase_without_twin: phase to start a twin-less subject in (where its last stored
             session left off; 0 for a new animal).
+        stage: the animal's stage from its sessions (None: a new animal, in training).
     """
-    default_phase = _clip_phase(lab.protocol, state.phase if state is not None else phase_without_twin)
-    default = Proposal(constraints.capped(lab.protocol), constraints.trials(lab.n_trials), default_phase, "the lab's default protocol")
+    st = stage if stage is not None else new_animal(subject)
+    target = st.target
+    trained = st.stage.trained
+    base = lab.for_stage(st.stage)
+    phase = 0 if trained else (state.phase if state is not None else phase_without_twin)
+    lo, hi = base.session_trials
+    default = Proposal(constraints.capped(base), constraints.trials((lo + hi) // 2), _clip_phase(base, phase), "the lab's default protocol")
+    what = f"{subject!r}: {st.summary()}"
+    if st.stage is TrainingStage.READY_FOR_RECORDING:
+        aim = "ready for recording: keep it on biased blocks (the lab's biased-blocks protocol) until it is recorded; no criterion left, no trials-to-criterion forecast"
+    elif trained:
+        assert target is not None
+        aim = (
+            f"a biased-blocks session (the lab's biased-blocks protocol, {base.name}) aimed at {target.label} [{target.describe()}]; "
+            "the twins do not simulate that criterion (it needs per-block psychometric fits over biased sessions), so no trials-to-criterion forecast is given"
+        )
+    else:
+        assert target is not None
+        aim = f"a training session aimed at {target.label} [{target.describe()}]"
 
     def plan(p: Proposal, source: PlanSource, reason: FallbackReason | None, why: str, fc: SessionForecast | None) -> SessionPlan:
-        return SessionPlan(subject, p.protocol, p.start_phase, p.n_trials, source, reason, why, fc, None if twin is None else twin.meta)
+        return SessionPlan(
+            subject, p.protocol, p.start_phase, p.n_trials, source, reason, f"{what}; {aim}. {why}", fc, None if twin is None else twin.meta,
+            stage=st, target=target, expected_trials=p.expected_trials, max_sessions=p.max_sessions if p.expected_trials is not None else None,
+        )
 
     if twin is None or state is None:
-        return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.NO_TWIN, f"subject {subject!r} has no twin yet: the lab's default protocol", None)
+        return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.NO_TWIN, "No twin yet: the lab's default protocol", None)
     width = constraints.max_interval_width
-    if propose is not None:
-        candidate = propose(twin, state, constraints)
+    if propose is not None and not trained and target is not None:
+        candidate = propose(twin, state, constraints, target)
         if candidate is not None:
             candidate = replace(
                 candidate,
@@ -221,16 +284,17 @@ def plan_next_session(
                 return plan(candidate, PlanSource.OPTIMIZER, None, f"{why} (twin v{twin.meta.version})", fc)
             fd = forecast(twin, state, default)
             acc = fc.accuracy
-            why = f"the optimizer's proposal is too uncertain (accuracy interval [{acc.lo:.2f}, {acc.hi:.2f}] wider than {width:.2f}): the lab's default protocol"
+            why = f"The optimizer's proposal is too uncertain (accuracy interval [{acc.lo:.2f}, {acc.hi:.2f}] wider than {width:.2f}): the lab's default protocol"
             return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.LOW_CONFIDENCE, why, fd)
         fd = forecast(twin, state, default)
-        return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.NO_PROPOSAL, "the optimizer proposed nothing within the constraints: the lab's default protocol", fd)
+        return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.NO_PROPOSAL, "The optimizer proposed nothing within the constraints: the lab's default protocol", fd)
     fd = forecast(twin, state, default)
     if _too_uncertain(fd, width):
         acc = fd.accuracy
-        why = f"the twin's forecast is too uncertain (accuracy interval [{acc.lo:.2f}, {acc.hi:.2f}] wider than {width:.2f}): the lab's default protocol"
+        why = f"The twin's forecast is too uncertain (accuracy interval [{acc.lo:.2f}, {acc.hi:.2f}] wider than {width:.2f}): the lab's default protocol"
         return plan(default, PlanSource.DEFAULT_PROTOCOL, FallbackReason.LOW_CONFIDENCE, why, fd)
-    return plan(default, PlanSource.DEFAULT_PROTOCOL, None, f"the lab's default protocol (no curriculum optimizer configured), forecast by twin v{twin.meta.version}", fd)
+    how = "the optimizer plans training sessions only" if trained and propose is not None else "no curriculum optimizer configured"
+    return plan(default, PlanSource.DEFAULT_PROTOCOL, None, f"The lab's default protocol ({how}), forecast by twin v{twin.meta.version}", fd)
 
 
 # -- curriculum search hook ---------------------------------------------------------------------

@@ -94,6 +94,9 @@ class SearchResult(Generic[S]):
         rescored: curricula: every re-scored candidate (default first); empty for hyperparameters.
         predicted_speedup: curricula: ``1 - best / default`` mean trials to criterion, paired
             bootstrap over twins; None for hyperparameters.
+        criterion: curricula: the criterion trials are counted to (None for hyperparameters).
+        max_sessions: curricula: the session cap of every simulated run (a run that does not
+            reach the criterion counts the trials of that many sessions).
     """
 
     kind: ResultKind
@@ -102,6 +105,8 @@ class SearchResult(Generic[S]):
     trials: pd.DataFrame
     rescored: tuple[CurriculumScore, ...] = ()
     predicted_speedup: Interval | None = None
+    criterion: CriterionConfig | None = None
+    max_sessions: int | None = None
 
     def __post_init__(self) -> None:
         curricula = self.kind is ResultKind.CURRICULUM_SEARCH
@@ -129,7 +134,15 @@ class SearchResult(Generic[S]):
                 "warnings": list(s.warnings),
             }
 
-        return {"best": row(best), "default": row(default), "predicted_speedup": asdict(self.predicted_speedup)}  # type: ignore[arg-type]
+        c = self.criterion
+        return {
+            "best": row(best),
+            "default": row(default),
+            "predicted_speedup": asdict(self.predicted_speedup),  # type: ignore[arg-type]
+            "criterion": None if c is None else c.label,
+            "criterion_description": None if c is None else c.describe(),
+            "max_sessions": self.max_sessions,
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write the result. Hyperparameters: the summary as one JSON file ``path``. Curricula: a
@@ -225,7 +238,7 @@ def rescore(
     rescored = score_curricula(pool, cands, config.rescore_rollouts, config.max_sessions, seed=config.seed + 10_000, criterion=config.criterion)
     default = rescored[0]
     best = min(rescored, key=lambda s: s.mean_trials.mean)
-    return SearchResult(ResultKind.CURRICULUM_SEARCH, best, default, table, tuple(rescored), speedup(default, best, seed=config.seed))
+    return SearchResult(ResultKind.CURRICULUM_SEARCH, best, default, table, tuple(rescored), speedup(default, best, seed=config.seed), config.criterion, config.max_sessions)
 
 
 SearchBackend = Callable[[TwinPool, CurriculumSpace, SearchConfig], SearchResult[CurriculumScore]]

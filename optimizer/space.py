@@ -178,7 +178,7 @@ class CurriculumSpace:
                 out.append(Param("advance_trials", ParamKind.INT, *c.advance_trials))
             out += [Param("easy_weight", ParamKind.LOG_FLOAT, *c.weight_range), Param("zero_weight", ParamKind.LOG_FLOAT, *c.weight_range), Param("keep_half", ParamKind.BOOL)]
         out.append(Param("session_trials_low", ParamKind.INT, c.session_trials[0], max(c.session_trials[0], c.session_trials[1] - width)))
-        if c.allow_no_debias:
+        if c.allow_no_debias and self.profile.debiasing:  # a task without debiasing (biasedChoiceWorld) has nothing to switch
             out.append(Param("debias", ParamKind.BOOL))
         return tuple(p for p in out if p.kind is ParamKind.BOOL or p.high > p.low)  # fixed axes are not searched
 

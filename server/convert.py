@@ -20,6 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from twin.fit.cohort import CohortFitReport
+from twin.analysis.stage import TrainingStage, new_animal
 from twin.sim.forecast import Interval, SessionForecast
 from twin.persist.store import TwinVersion
 from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, AdvanceKind, AdvanceRule, Curriculum, DebiasSide, FeedbackPolicy, StimulusSchedule, ZeroContrastSide
@@ -75,6 +76,13 @@ _ADAPTATION_FROM_PB: dict[int, Adaptation | None] = {
     twin_service_pb2.ADAPTATION_FULL: Adaptation.FULL,
 }
 _SOURCE_TO_PB = {PlanSource.DEFAULT_PROTOCOL: curriculum_service_pb2.PLAN_SOURCE_DEFAULT_PROTOCOL, PlanSource.OPTIMIZER: curriculum_service_pb2.PLAN_SOURCE_OPTIMIZER}
+_STAGE_TO_PB = {
+    TrainingStage.TRAINING: curriculum_service_pb2.TRAINING_STAGE_TRAINING,
+    TrainingStage.TRAINED_1A: curriculum_service_pb2.TRAINING_STAGE_TRAINED_1A,
+    TrainingStage.TRAINED_1B: curriculum_service_pb2.TRAINING_STAGE_TRAINED_1B,
+    TrainingStage.BIASED: curriculum_service_pb2.TRAINING_STAGE_BIASED,
+    TrainingStage.READY_FOR_RECORDING: curriculum_service_pb2.TRAINING_STAGE_READY_FOR_RECORDING,
+}
 _FALLBACK_TO_PB = {
     FallbackReason.NO_TWIN: curriculum_service_pb2.FALLBACK_REASON_NO_TWIN,
     FallbackReason.LOW_CONFIDENCE: curriculum_service_pb2.FALLBACK_REASON_LOW_CONFIDENCE,
@@ -550,6 +558,15 @@ def plan_pb(p: SessionPlan) -> curriculum_service_pb2.SessionPlan:
         msg.forecast.CopyFrom(forecast_pb(p.forecast))
     if p.twin is not None:
         msg.twin.CopyFrom(twin_version_pb(p.twin))
+    stage = p.stage if p.stage is not None else new_animal(p.subject)
+    msg.stage = _STAGE_TO_PB[stage.stage]
+    msg.stage_summary = stage.summary()
+    if p.target is not None:
+        msg.target_criterion = p.target.label
+        msg.target_criterion_description = p.target.describe()
+    if p.expected_trials is not None and p.max_sessions is not None:
+        msg.max_sessions = p.max_sessions
+        msg.expected_trials_to_target.CopyFrom(interval_pb(p.expected_trials))
     return msg
 
 

@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from twin.analysis.stage import assess_stage, new_animal
 from twin.cancel import cancellable
 from twin.fit.cohort import last_phase
 from twin.models.state import TwinState
@@ -73,12 +74,14 @@ class Curricula:
         """Plan the subject's next session (see :func:`optimizer.planning.plan_next_session`).
 
         A subject the server has never seen gets the default protocol from its first phase
-        (a new animal), flagged as a fallback for want of a twin.
+        (a new animal), flagged as a fallback for want of a twin. The subject's stored sessions
+        give its training stage (:func:`twin.analysis.stage.assess_stage`): a trained animal is
+        planned on biased blocks, aimed at the next stage's criterion.
 
         Raises:
             LimitExceededError: more rollouts, a longer session or more rollouts x trials than
                 the limits allow (checked before any work, on the longest session the plan can
-                have: ``constraints.min_trials`` or the lab protocol's longest session).
+                have: ``constraints.min_trials`` or the lab protocols' longest session).
             DeadlineExceededError, OperationCancelledError: the client's deadline passed, or
                 it went away, while planning.
         """
@@ -99,25 +102,30 @@ class Curricula:
             limits.over("constraints.min_trials", k.min_trials or 0, "max_session_trials", "trials"),
             limits.over("constraints.max_trials", k.max_trials or 0, "max_session_trials", "trials"),
         )
-        longest = k.trials(self.lab.protocol.session_trials[1])
+        longest = k.trials(max(self.lab.protocol.session_trials[1], self.lab.biased.session_trials[1]))
         by_min = bool(k.min_trials) and longest == k.min_trials
         limits.check_forecast(n_rollouts, longest, "constraints.min_trials" if by_min else "constraints.max_trials", product_field="constraints.min_trials" if by_min else "n_rollouts")
         with deadline.scope("planning the session"):
             twin = state = None
             phase0 = 0
             subject = req.twin.subject
+            stage = new_animal(subject)
             if req.twin.version is not None or req.twin.alias is not None or self.store.versions(subject):
                 twin = self.catalog.resolve(req.twin)
                 state = self.catalog.state(twin)
-            elif self.sessions.sessions(subject):
-                phase0 = last_phase(self.sessions.trials(subject), self.lab.protocol)
+            if self.sessions.sessions(subject):
+                trials = self.sessions.trials(subject)
+                stage = assess_stage(trials, subject, source=f"sessions of {subject!r}")
+                if twin is None and not stage.stage.trained:
+                    phase0 = last_phase(trials, self.lab.protocol)
+            deadline.check("assessing the training stage")
 
             def forecast(tw: Twin, st: TwinState, p: Proposal) -> SessionForecast:
                 deadline.check("forecasting the plan")
                 limits.check_forecast(n_rollouts, p.n_trials)  # a proposer's session may be longer than the lab's
                 return forecast_session(tw.model, st, p.protocol, p.n_trials, n_rollouts, req.seed, start_phase=p.start_phase, interval_level=c.interval_level)
 
-            return plan_next_session(subject, twin, state, req.constraints, forecast, self.propose, self.lab, phase_without_twin=phase0)
+            return plan_next_session(subject, twin, state, req.constraints, forecast, self.propose, self.lab, phase_without_twin=phase0, stage=stage)
 
     def search_curricula(self, req: CurriculumSearchRequest, request_id: str = "") -> JobSnapshot:
         """Start a curriculum search through the twins (long-running); a request id seen before

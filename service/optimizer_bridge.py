@@ -13,6 +13,7 @@ from optimizer.objective import CurriculumScore, TwinPool
 from optimizer.propose import ProposalConfig, propose_next_session
 from optimizer.search import SearchConfig, local_search, search_store
 from optimizer.space import CurriculumSpace
+from twin.analysis.criteria import CriterionConfig
 from twin.sim.forecast import Interval
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinStore
@@ -32,14 +33,15 @@ from optimizer.planning import (
 def optimizer_proposer(space: CurriculumSpace = CurriculumSpace(), config: ProposalConfig = ProposalConfig()) -> ProposeFn:
     """A NextSession proposer backed by :func:`optimizer.propose.propose_next_session`."""
 
-    def propose(twin: Twin, state: TwinState, constraints: PlanConstraints) -> Proposal | None:
+    def propose(twin: Twin, state: TwinState, constraints: PlanConstraints, target: CriterionConfig) -> Proposal | None:
         ens = twin.ensemble if twin.ensemble is not None and twin.ensemble.states is not None else None  # an ensemble twin: every component
-        p = propose_next_session(twin.model, state, space, config, ensemble=ens)
-        g = p.gain
-        why = p.explanation if p.changed else f"{p.explanation} (expected {p.expected_remaining.mean:.0f} trials to criterion)"
+        cfg = replace(config, criterion=target)
+        p = propose_next_session(twin.model, state, space, cfg, ensemble=ens)
+        g, e, cap = p.gain, p.expected_remaining, cfg.horizon_sessions
+        why = f"{p.explanation}; expected {e.mean:.0f} trials to {target.label} [{e.lo:.0f}, {e.hi:.0f}], capped at {cap} sessions"
         if p.changed:
             why += f"; gain {g.mean:.0%} [{g.lo:.0%}, {g.hi:.0%}]"
-        return Proposal(p.curriculum, p.n_trials, p.start_phase, why)
+        return Proposal(p.curriculum, p.n_trials, p.start_phase, why, expected_trials=e, max_sessions=cap)
 
     return propose
 

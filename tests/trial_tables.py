@@ -38,3 +38,36 @@ def random_trials_table(
                     )
                 )
     return pd.DataFrame(rows)
+
+
+def ibl_export_subset(out_dir, n_subjects: int = 4, max_biased_sessions: int | None = 9) -> pd.DataFrame:
+    """The first ``n_subjects`` mice of the shared 53-mouse export (all their endtrain sessions,
+    their first ``max_biased_sessions`` biased ones), read through
+    :func:`twin.data.ibl.read_ibl_export` from a copy written to ``out_dir``: the export keeps
+    each mouse's rows together, so only its first rows are parsed (seconds, not the whole file).
+    Skips the calling test when the file is absent."""
+    import pytest
+
+    from twin.data.ibl import default_export_path, read_ibl_export
+
+    try:
+        path = default_export_path()
+    except FileNotFoundError:
+        pytest.skip("the shared data folder is absent")
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    parts, names = [], []
+    for chunk in pd.read_csv(path, chunksize=50_000):
+        for s in dict.fromkeys(chunk["subject"]):
+            if s not in names:
+                names.append(s)
+        parts.append(chunk)
+        if len(names) > n_subjects:
+            break
+    raw = pd.concat(parts, ignore_index=True)
+    raw = raw[raw["subject"].isin(names[:n_subjects])]
+    if max_biased_sessions is not None:
+        raw = raw[(raw["phase"] != "biased") | (raw["session_num"] <= max_biased_sessions)]
+    copy = out_dir / "ibl_subset.csv"
+    raw.to_csv(copy, index=False)
+    return read_ibl_export(copy)[0]

@@ -376,8 +376,10 @@ class Curriculum:
 
     # -- rig exports ------------------------------------------------------------------------
 
-    def to_iblrig(self, phase: int = 0, n_trials: int | None = None) -> dict[str, Any]:
-        """The session for stock iblrig v8 ``_iblrig_tasks_trainingChoiceWorld``, starting in ``phase``.
+    def to_iblrig(self, phase: int = 0, n_trials: int | None = None, profile: "RigProfile | None" = None) -> dict[str, Any]:
+        """The session for stock iblrig v8 ``_iblrig_tasks_trainingChoiceWorld``, starting in ``phase``,
+        or, for a curriculum of biased blocks (or ``profile`` :data:`IBLRIG_BIASED`),
+        ``_iblrig_tasks_biasedChoiceWorld`` (:meth:`_to_iblrig_biased`).
 
         iblrig reads a session's task parameters with ``BaseSession.read_task_parameter_files``
         (``iblrig/base_tasks.py``): plain ``yaml.safe_load`` of the task's
@@ -397,6 +399,11 @@ class Curriculum:
             CurriculumError: ``phase`` out of range, or a field stock iblrig cannot run (use
                 :meth:`to_custom_task`).
         """
+        if profile is None:
+            profile = IBLRIG_BIASED if self.feedback.biased_blocks else IBLRIG_TRAINING
+        _check(profile.stock_iblrig, "rig_profile", f"{profile.name!r} is not a stock iblrig task: use to_custom_task")
+        if profile.task == IBLRIG_BIASED_TASK:
+            return self._to_iblrig_biased(phase, n_trials)
         _check(0 <= phase < len(self.stimulus.phases), "phase", f"must be in [0, {len(self.stimulus.phases) - 1}], got {phase}")
         IBLRIG_TRAINING.check(self)
         f = self.feedback
@@ -413,6 +420,27 @@ class Curriculum:
             "task_parameters": params,
             "session_arguments": {"training_phase": int(phase), "adaptive_reward": float(f.reward_volume_ul)},
         }
+
+    def _to_iblrig_biased(self, phase: int, n_trials: int | None) -> dict[str, Any]:
+        """The session for stock iblrig v8 ``_iblrig_tasks_biasedChoiceWorld``
+        (``iblrig/base_choice_world.py``, ``BiasedChoiceWorldSession``): its keys of
+        ``iblrig/base_biased_choice_world_params.yaml`` (blocks) and the contrast set, with ours for
+        ``REWARD_AMOUNT_UL``, ``FEEDBACK_ERROR_DELAY_SECS`` and ``NTRIALS``. The task has one
+        phase and no session arguments (no training phase, no adaptive reward).
+
+        Raises:
+            CurriculumError: ``phase`` is not 0, or a field stock biasedChoiceWorld cannot run.
+        """
+        _check(phase == 0, "phase", f"biasedChoiceWorld has one phase (0), got {phase}")
+        IBLRIG_BIASED.check(self)
+        f = self.feedback
+        params: dict[str, Any] = json.loads(json.dumps(IBLRIG_BIASED_TASK_PARAMETERS))
+        params.update(
+            REWARD_AMOUNT_UL=float(f.reward_volume_ul),
+            FEEDBACK_ERROR_DELAY_SECS=float(f.error_timeout_s),
+            NTRIALS=int(n_trials if n_trials is not None else self.session_trials[1]),
+        )
+        return {"task": IBLRIG_BIASED.task, "profile": IBLRIG_BIASED.name, "task_parameters": params, "session_arguments": {}}
 
     def to_custom_task(self, phase: int = 0, n_trials: int | None = None) -> dict[str, Any]:
         """The session as the full curriculum for a custom task (any curriculum), labelled so:
@@ -435,7 +463,7 @@ class Curriculum:
         """The session in ``profile``'s format (:meth:`to_iblrig` or :meth:`to_custom_task`),
         after checking that ``profile`` runs it."""
         profile.check(self)
-        return self.to_iblrig(phase, n_trials) if profile.stock_iblrig else self.to_custom_task(phase, n_trials)
+        return self.to_iblrig(phase, n_trials, profile) if profile.stock_iblrig else self.to_custom_task(phase, n_trials)
 
 
 IBLRIG_TRAINING_TASK_PARAMETERS: dict[str, Any] = {
@@ -465,6 +493,9 @@ class RigProfile:
         fixed_debias_rule: with debiasing on, its contrasts, phases and side must be
             ``template``'s (it can still be switched off).
         biased_blocks: whether the task can run biased blocks.
+        debiasing: whether the task can run debiasing trials.
+        fixed_blocks: the task always runs biased blocks, with ``template``'s block parameters
+            (``block_probs``, ``block_length``, ``block_mean``, ``unbiased_trials``).
     """
 
     name: str
@@ -474,14 +505,17 @@ class RigProfile:
     fixed_schedule: bool = False
     fixed_debias_rule: bool = False
     biased_blocks: bool = True
+    debiasing: bool = True
+    fixed_blocks: bool = False
 
     def __post_init__(self) -> None:
-        _check((self.fixed_schedule or self.fixed_debias_rule) <= (self.template is not None), "rig_profile.template", "a profile that fixes fields needs a template")
+        _check((self.fixed_schedule or self.fixed_debias_rule or self.fixed_blocks) <= (self.template is not None), "rig_profile.template", "a profile that fixes fields needs a template")
 
     @property
     def stock_iblrig(self) -> bool:
-        """Whether this is stock iblrig's trainingChoiceWorld (exports as its task parameters)."""
-        return self.task == IBLRIG_TRAINING_TASK
+        """Whether this is a stock iblrig v8 task (trainingChoiceWorld or biasedChoiceWorld:
+        exports as its task parameters, :meth:`Curriculum.to_iblrig`)."""
+        return self.task in (IBLRIG_TRAINING_TASK, IBLRIG_BIASED_TASK)
 
     def violations(self, curriculum: Curriculum) -> list[CurriculumError]:
         """Every field of ``curriculum`` this rig cannot run, each naming the field (empty: runnable)."""
@@ -512,6 +546,16 @@ class RigProfile:
                     out.append(CurriculumError(f"feedback.{name}", f"{why}: {show(want)}, got {show(got)}"))
         if f.biased_blocks and not self.biased_blocks:
             out.append(CurriculumError("feedback.biased_blocks", f"{self.task} (rig profile {self.name!r}) runs no biased blocks"))
+        if f.debias and not self.debiasing:
+            out.append(CurriculumError("feedback.debias", f"{self.task} (rig profile {self.name!r}) runs no debiasing trials"))
+        if self.fixed_blocks and t is not None:
+            if not f.biased_blocks:
+                out.append(CurriculumError("feedback.biased_blocks", f"{why}: biased blocks always run"))
+            else:
+                for name in ("block_probs", "block_length", "block_mean", "unbiased_trials"):
+                    got, want = getattr(f, name), getattr(t.feedback, name)
+                    if got != want:
+                        out.append(CurriculumError(f"feedback.{name}", f"{why}: {want}, got {got}"))
         return out
 
     def runs(self, curriculum: Curriculum) -> bool:
@@ -671,6 +715,64 @@ IBLRIG_TRAINING = RigProfile(
 )
 """Stock iblrig v8 trainingChoiceWorld (biased blocks are a different task, biasedChoiceWorld)."""
 
+IBL_BIASED_CONTRASTS: tuple[float, ...] = (1.0, 0.25, 0.125, 0.0625, 0.0)
+"""iblrig v8 biasedChoiceWorld's contrast set (``CONTRAST_SET``), drawn uniformly
+(``CONTRAST_SET_PROBABILITY_TYPE: uniform``), the side from the block prior."""
+
+IBL_BIASED = Curriculum(
+    name="ibl-biased",
+    stimulus=StimulusSchedule.single(IBL_BIASED_CONTRASTS, zero_contrast_side=ZeroContrastSide.RANDOM),
+    feedback=FeedbackPolicy(
+        debias=False,
+        biased_blocks=True,
+        block_probs=(0.2, 0.8),
+        block_length=(20, 100),
+        block_mean=60.0,
+        unbiased_trials=90,
+        reward_volume_ul=1.5,
+        error_timeout_s=2.0,
+    ),
+    description=(
+        "iblrig v8 biasedChoiceWorld: contrasts 1, .25, .125, .0625, 0 drawn uniformly; 90 unbiased trials, "
+        "then blocks of P(left) 0.2 / 0.8 (length 20-100, truncated exponential of mean 60); "
+        "no debiasing; 1.5 µL reward, 2 s error timeout"
+    ),
+)
+"""IBL's biased-blocks protocol, the stage after ``trained_1b``: iblrig v8
+``_iblrig_tasks_biasedChoiceWorld`` (``iblrig/base_choice_world.py``, ``BiasedChoiceWorldSession``;
+``iblrig/base_biased_choice_world_params.yaml``: ``BLOCK_INIT_5050: true`` (a first block of 90
+trials at 0.5), ``BLOCK_LEN_FACTOR: 60``, ``BLOCK_LEN_MIN: 20``, ``BLOCK_LEN_MAX: 100``,
+``BLOCK_PROBABILITY_SET: [0.2, 0.8]``; no debiasing, ``REPEAT_ON_ERROR: false``). The reward is
+iblrig's base 1.5 µL (labs set their own)."""
+
+IBLRIG_BIASED_TASK = "_iblrig_tasks_biasedChoiceWorld"
+"""iblrig v8's biased-blocks task."""
+
+IBLRIG_BIASED_TASK_PARAMETERS: dict[str, Any] = {
+    "BLOCK_INIT_5050": True,
+    "BLOCK_LEN_FACTOR": 60,
+    "BLOCK_LEN_MAX": 100,
+    "BLOCK_LEN_MIN": 20,
+    "BLOCK_PROBABILITY_SET": [0.2, 0.8],
+    "CONTRAST_SET": [1.0, 0.25, 0.125, 0.0625, 0.0],
+    "CONTRAST_SET_PROBABILITY_TYPE": "uniform",
+}
+"""The keys of iblrig v8 biasedChoiceWorld that an exported file carries, at the task's values
+(``iblrig/base_biased_choice_world_params.yaml`` and the task's contrast set)."""
+
+IBLRIG_BIASED = RigProfile(
+    name="iblrig-biased",
+    task=IBLRIG_BIASED_TASK,
+    description="stock iblrig v8 biasedChoiceWorld: contrasts, proportions, blocks (0.2/0.8 after 90 unbiased trials) are in its code, no debiasing; reward, error timeout and session length are settable",
+    template=IBL_BIASED,
+    fixed_schedule=True,
+    biased_blocks=True,
+    debiasing=False,
+    fixed_blocks=True,
+)
+"""Stock iblrig v8 biasedChoiceWorld: runs exactly :data:`IBL_BIASED` (reward, timeout and session
+length aside)."""
+
 CUSTOM_TASK = RigProfile(
     name="custom",
     task="custom task",
@@ -678,7 +780,7 @@ CUSTOM_TASK = RigProfile(
 )
 """A custom task: runs every curriculum."""
 
-RIG_PROFILES: tuple[RigProfile, ...] = (IBLRIG_TRAINING, CUSTOM_TASK)
+RIG_PROFILES: tuple[RigProfile, ...] = (IBLRIG_TRAINING, IBLRIG_BIASED, CUSTOM_TASK)
 """The known rig profiles."""
 
 
@@ -723,10 +825,15 @@ __all__ = [
     "CurriculumError",
     "DebiasSide",
     "FeedbackPolicy",
+    "IBLRIG_BIASED",
+    "IBLRIG_BIASED_TASK",
+    "IBLRIG_BIASED_TASK_PARAMETERS",
     "IBLRIG_TRAINING",
     "IBLRIG_TRAINING_TASK",
     "IBLRIG_TRAINING_TASK_PARAMETERS",
     "IBL_ADVANCE",
+    "IBL_BIASED",
+    "IBL_BIASED_CONTRASTS",
     "IBL_DEBIAS_PHASES",
     "IBL_DEFAULT",
     "IBL_PHASES",

@@ -217,7 +217,7 @@ def test_the_operation_queue_is_bounded(serve):
 def test_costly_calls_have_per_role_quotas(serve):
     entered, release = threading.Event(), threading.Event()
 
-    def slow_propose(twin, state, constraints):
+    def slow_propose(twin, state, constraints, target):
         entered.set()
         release.wait(20)
         return None

@@ -26,6 +26,10 @@ def test_next_session_comes_from_the_optimizer(serve):
         plan = c.next_session(TWIN_SUBJECTS[0], n_rollouts=40)
     assert plan.source == curriculum_service_pb2.PLAN_SOURCE_OPTIMIZER and not plan.fallback
     assert "expected" in plan.explanation or "fewer" in plan.explanation
+    # two sessions stored: in training, aimed at trained_1a, trials to it forecast within the proposer's 4-session cap
+    assert plan.stage == curriculum_service_pb2.TRAINING_STAGE_TRAINING and plan.target_criterion == "trained_1a"
+    assert plan.max_sessions == 4 and plan.HasField("expected_trials_to_target") and "capped at 4 sessions" in plan.explanation
+    assert "trials to trained_1a" in plan.explanation
     assert 300 <= plan.n_trials <= 1000 and plan.HasField("forecast")
     assert sum(c.proportion for c in plan.contrasts) == pytest.approx(1.0)
 

@@ -26,7 +26,9 @@ def test_plan_then_upload(server, cohort_trials, tmp_path, monkeypatch, capsys):
     assert rig.main(["--target", server.target, "plan", "--subject", subject, "--max-trials", "400", "--out", str(out)]) == 0
     plan = json.loads(out.read_text())
     assert plan["subject"] == subject and plan["n_trials"] == 400 and plan["rig"]["reward_volume_ul"] == 3.0
-    assert "predicted accuracy" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "predicted accuracy" in text and "stage: training" in text and "target criterion: trained_1a: over 3 consecutive sessions" in text
+    assert plan["stage"] == "TRAINING_STAGE_TRAINING" and plan["target_criterion"] == "trained_1a"
     session = cohort_trials[(cohort_trials.subject == subject) & (cohort_trials.session == 3)].drop(columns=["subject", "session"])
     path = tmp_path / "session.csv"
     session.to_csv(path, index=False)

@@ -401,7 +401,7 @@ def test_message_size_limit(serve, cohort_trials):
 def test_drain_refuses_new_calls_and_finishes_in_flight_ones(serve):
     entered, release = threading.Event(), threading.Event()
 
-    def slow_propose(twin, state, constraints):
+    def slow_propose(twin, state, constraints, target):
         entered.set()
         release.wait(10)
         return None

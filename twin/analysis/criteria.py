@@ -29,6 +29,21 @@ Choices made here, all fields of :class:`CriterionConfig`:
 * ibllib's ``trained_1b`` also requires a median response time < 2 s on zero-contrast trials;
   the canonical trials table has no response times, so that condition is not applied.
 
+Recording readiness on biased blocks (:data:`READY_FOR_RECORDING`)
+-----------------------------------------------------------------
+ibllib's ``criterion_ephys`` (``ready4ephysrig``; ``ready4recording`` adds conditions on the rig
+and the session delay) judges three consecutive *biased* sessions (biasedChoiceWorld): the
+psychometric is fitted separately to the window's trials of the P(left) = 0.2 and the 0.8 blocks;
+all four lapses < 0.1; the bias shift ``bias(0.8) - bias(0.2) > 5`` (percent); > 400 trials in
+each session; easy accuracy > 0.9. A :class:`CriterionConfig` with ``min_bias_shift`` set is
+such a block criterion (fields ``bias_blocks``, ``min_bias_shift``; its ``max_lapse`` applies to
+each block's fit, and ``max_abs_bias`` / ``max_threshold`` to the fit of all the window's trials,
+infinite for ibllib's). Not applied, for want of the data in the canonical table: the median
+response time < 2 s, the number of sessions on the recording rig and their delays (so the
+criterion here is ibllib's ``ready4ephysrig``, the behavioural part of ``ready4recording``).
+(ibllib's code writes ``psych_80[3]`` without ``< 0.1``; its documentation and the IBL protocol
+require every lapse < 0.1, which is what is applied here.)
+
 A subject reaches a criterion at the first session that passes (the last session of the first
 passing window); *trials to criterion* counts every trial up to and including that session.
 
@@ -80,6 +95,11 @@ class CriterionConfig:
         window: sessions pooled (consecutive, ending at the session judged).
         easy_per_session: require the easy accuracy of each session of the window (ibllib) rather
             than of the pooled window.
+        title: the criterion's name for people and rig outputs (``trained_1b``); ``name`` if empty.
+        bias_blocks: P(left) of the two block types of a block criterion (low, high).
+        min_bias_shift: set: a block criterion (see the module docstring), passed when
+            ``bias(high block) - bias(low block) >`` this (percent), each block's lapses below
+            ``max_lapse``; None: an unbiased-session criterion (``trained_1a``, ``trained_1b``).
     """
 
     name: str
@@ -92,6 +112,9 @@ class CriterionConfig:
     low_contrast: float | None = 0.0625
     window: int = 3
     easy_per_session: bool = False
+    title: str = ""
+    bias_blocks: tuple[float, float] = (0.2, 0.8)
+    min_bias_shift: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not f"passes_{self.name}".isidentifier():
@@ -107,12 +130,59 @@ class CriterionConfig:
         for f in ("max_abs_bias", "max_threshold", "max_lapse", "min_easy_accuracy"):
             if not getattr(self, f) >= 0:
                 raise ValueError(f"{f} must be >= 0; got {getattr(self, f)}")
+        lo, hi = self.bias_blocks
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(f"bias_blocks must be two P(left) with 0 <= low < high <= 1; got {self.bias_blocks}")
+
+    @property
+    def label(self) -> str:
+        """The criterion's name for people (``title``, else ``name``)."""
+        return self.title or self.name
+
+    @property
+    def on_biased_blocks(self) -> bool:
+        """Whether this is a block criterion, judged on biased sessions."""
+        return self.min_bias_shift is not None
+
+    def describe(self) -> str:
+        """One line listing every condition (e.g. for a rig's plan)."""
+        w = self.window
+        parts = []
+        if self.max_abs_bias != float("inf"):
+            parts.append(f"|bias| < {self.max_abs_bias:g}%")
+        if self.max_threshold != float("inf"):
+            parts.append(f"threshold < {self.max_threshold:g}%")
+        if self.on_biased_blocks:
+            lo, hi = self.bias_blocks
+            parts.append(f"every lapse of the P(left)={lo:g} and {hi:g} block fits < {self.max_lapse:g}")
+            parts.append(f"bias shift between those blocks > {self.min_bias_shift:g}%")
+        else:
+            parts.append(f"both lapses < {self.max_lapse:g}")
+        parts.append(f"> {self.min_trials} trials in each session")
+        where = "each session" if self.easy_per_session else "the pooled window"
+        parts.append(f"accuracy on contrasts >= {self.easy_contrast:g} > {self.min_easy_accuracy:g} ({where})")
+        if self.low_contrast is not None:
+            parts.append(f"a contrast <= {self.low_contrast:g} shown on each side")
+        kind = "biased" if self.on_biased_blocks else "consecutive"
+        return f"{self.label}: over {w} {kind} sessions, " + ", ".join(parts) + " (no response-time condition)"
 
 
-TRAINED_1A = CriterionConfig("1a", max_abs_bias=16.0, max_threshold=19.0, max_lapse=0.2, min_trials=200, min_easy_accuracy=0.8)
+TRAINED_1A = CriterionConfig("1a", max_abs_bias=16.0, max_threshold=19.0, max_lapse=0.2, min_trials=200, min_easy_accuracy=0.8, title="trained_1a")
 """IBL ``trained_1a``."""
-TRAINED_1B = CriterionConfig("1b", max_abs_bias=10.0, max_threshold=20.0, max_lapse=0.1, min_trials=400, min_easy_accuracy=0.9)
+TRAINED_1B = CriterionConfig("1b", max_abs_bias=10.0, max_threshold=20.0, max_lapse=0.1, min_trials=400, min_easy_accuracy=0.9, title="trained_1b")
 """IBL ``trained_1b`` (without ibllib's response-time condition)."""
+READY_FOR_RECORDING = CriterionConfig(
+    "ready",
+    max_abs_bias=float("inf"),
+    max_threshold=float("inf"),
+    max_lapse=0.1,
+    min_trials=400,
+    min_easy_accuracy=0.9,
+    title="ready_for_recording",
+    min_bias_shift=5.0,
+)
+"""IBL recording readiness on biased blocks (ibllib ``criterion_ephys``; without its response-time,
+rig and delay conditions: see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -269,7 +339,58 @@ def window_psychometrics(stats: SessionStats, window: int = 3, *, max_iter: int 
     return PsychometricFit(*out.unbind(-1), n_trials=n_trials)
 
 
-def criterion_passes(stats: SessionStats, config: CriterionConfig, fits: PsychometricFit | None = None) -> torch.Tensor:
+@dataclass(frozen=True)
+class BlockCounts:
+    """Per-session counts of the trials of the two biased-block types, in the bins of a
+    :class:`SessionStats` (``A`` animals, ``S`` sessions, ``K`` bins).
+
+    Attributes:
+        probs: P(left) of the (low, high) blocks.
+        n: ``[2, A, S, K]`` trials per bin in each block type.
+        n_right: ``[2, A, S, K]`` right choices.
+    """
+
+    probs: tuple[float, float]
+    n: torch.Tensor
+    n_right: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.n.dim() != 4 or self.n.shape[0] != 2 or self.n_right.shape != self.n.shape:
+            raise ValueError(f"n and n_right must both be [2, A, S, K]; got {tuple(self.n.shape)} and {tuple(self.n_right.shape)}")
+
+
+def biased_sessions(stats: SessionStats, blocks: BlockCounts) -> torch.Tensor:
+    """``[A, S]`` bool: sessions of biased blocks, where more than half the trials have the P(left)
+    of one of the two block types (a biasedChoiceWorld session opens with 90 trials at 0.5; a
+    training session's debiasing moves P(left) off 0.5 on a few trials only)."""
+    if blocks.n.shape[1:] != stats.n.shape:
+        raise ValueError(f"block counts have shape {tuple(blocks.n.shape[1:])}; expected {tuple(stats.n.shape)}")
+    in_blocks = blocks.n.sum((0, -1))
+    return stats.valid & (2 * in_blocks > stats.n_trials)
+
+
+def _block_passes(stats: SessionStats, config: CriterionConfig, blocks: BlockCounts) -> torch.Tensor:
+    """``[A, S]`` the block conditions of a block criterion on the window ending at each session:
+    every session of it biased, each block type's pooled fit with both lapses below
+    ``max_lapse`` and the bias shift above ``min_bias_shift``."""
+    w = config.window
+    assert config.min_bias_shift is not None
+    full = _full_windows(stats, w)
+    ok = full & (_window_min(biased_sessions(stats, blocks).to(DTYPE), w) > 0)
+    bias = []
+    for b in (0, 1):
+        pn = _window_sum(blocks.n[b], w)
+        pr = _window_sum(blocks.n_right[b], w)
+        has = full & (pn.sum(-1) > 0)
+        theta = torch.full((*full.shape, 4), float("nan"), dtype=DTYPE)
+        if bool(has.any()):
+            theta[has] = fit_counts(stats.contrast, pn[has], pr[has])[0]
+        ok &= (theta[..., 2] < config.max_lapse) & (theta[..., 3] < config.max_lapse)
+        bias.append(theta[..., 0])
+    return ok & (bias[1] - bias[0] > config.min_bias_shift)
+
+
+def criterion_passes(stats: SessionStats, config: CriterionConfig, fits: PsychometricFit | None = None, blocks: BlockCounts | None = None) -> torch.Tensor:
     """Which sessions pass a criterion, judged on the window ending at each.
 
     Args:
@@ -277,11 +398,17 @@ def criterion_passes(stats: SessionStats, config: CriterionConfig, fits: Psychom
         config: the criterion.
         fits: ``window_psychometrics(stats, config.window)`` if already computed (share it
             between criteria with the same window); fitted here if None.
+        blocks: the per-block counts a block criterion (``config.min_bias_shift`` set) needs.
 
     Returns:
         ``[A, S]`` bool; False where no full window ends.
+
+    Raises:
+        ValueError: a block criterion without ``blocks``.
     """
     w = config.window
+    if config.on_biased_blocks and blocks is None:
+        raise ValueError(f"criterion {config.label!r} is judged on biased blocks: it needs the per-block counts (blocks)")
     if fits is None:
         fits = window_psychometrics(stats, w)
     elif fits.bias.shape != stats.n.shape[:2]:
@@ -303,21 +430,25 @@ def criterion_passes(stats: SessionStats, config: CriterionConfig, fits: Psychom
         low = stats.contrast.abs() <= config.low_contrast * 100 + CONTRAST_TOL
         for sd in (0, 1):
             ok &= _window_sum((stats.n * (low & (stats.side == sd))).sum(-1), w) > 0
+    if config.on_biased_blocks:
+        assert blocks is not None
+        ok &= _block_passes(stats, config, blocks)
     return ok
 
 
-def first_session_meeting(stats: SessionStats, config: CriterionConfig, fits: PsychometricFit | None = None) -> torch.Tensor:
+def first_session_meeting(stats: SessionStats, config: CriterionConfig, fits: PsychometricFit | None = None, blocks: BlockCounts | None = None) -> torch.Tensor:
     """First session (0-based index) at which each animal passes a criterion.
 
     Args:
         stats: per-session counts, ``[A, S, K]``.
         config: the criterion.
         fits: shared window fits, as in :func:`criterion_passes`.
+        blocks: per-block counts, for a block criterion.
 
     Returns:
         ``[A]`` long: index of the last session of the first passing window, -1 if never.
     """
-    passes = criterion_passes(stats, config, fits)
+    passes = criterion_passes(stats, config, fits, blocks)
     first = passes.to(torch.uint8).argmax(1)
     return torch.where(passes.any(1), first, torch.full_like(first, -1))
 
@@ -340,8 +471,9 @@ def trials_to_session(stats: SessionStats, index: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- tables
 
 
-def _table_stats(df: pd.DataFrame, source: str) -> tuple[SessionStats, list[str], list[np.ndarray]]:
-    """Counts of a canonical trials table, with subject names and session numbers per animal."""
+def _table_stats(df: pd.DataFrame, source: str, block_probs: tuple[float, float] | None = None) -> tuple[SessionStats, list[str], list[np.ndarray], BlockCounts | None]:
+    """Counts of a canonical trials table, with subject names and session numbers per animal, and
+    the per-block counts of the block types ``block_probs`` (None: not counted)."""
     df = validate_trials(df, source=source)
     subj = df["subject"].to_numpy()
     sess = df["session"].to_numpy()
@@ -384,7 +516,17 @@ def _table_stats(df: pd.DataFrame, source: str) -> tuple[SessionStats, list[str]
         torch.as_tensor(r, dtype=DTYPE).reshape(n_a, n_s, k),
         torch.as_tensor([len(s) for s in session_numbers], dtype=torch.long),
     )
-    return stats, names, session_numbers
+    blocks = None
+    if block_probs is not None:
+        pl = df["prob_left"].to_numpy(dtype=float)
+        bn, br = [], []
+        for p in block_probs:
+            m = np.isclose(pl, p, atol=1e-6).astype(float)
+            bn.append(np.bincount(flat, weights=m, minlength=n_a * n_s * k))
+            br.append(np.bincount(flat, weights=m * choice, minlength=n_a * n_s * k))
+        shape = (2, n_a, n_s, k)
+        blocks = BlockCounts(tuple(block_probs), torch.as_tensor(np.stack(bn), dtype=DTYPE).reshape(shape), torch.as_tensor(np.stack(br), dtype=DTYPE).reshape(shape))  # type: ignore[arg-type]
+    return stats, names, session_numbers, blocks
 
 
 def _common_window(configs: Sequence[CriterionConfig]) -> int:
@@ -412,13 +554,17 @@ def criteria_sessions(df: pd.DataFrame, configs: Sequence[CriterionConfig] = (TR
         One row per (subject, session), in table order, columns: ``subject``, ``session``,
         ``n_trials``, ``easy_accuracy`` (this session), ``window_easy_accuracy`` (pooled over the
         window ending here), ``bias``, ``threshold``, ``lapse_low``, ``lapse_high`` (fit to the
-        window's pooled trials; NaN before the first full window), ``passes_<name>`` per config.
+        window's pooled trials; NaN before the first full window), ``passes_<name>`` per config,
+        and, when a config is a block criterion, ``biased`` (:func:`biased_sessions`).
 
     Raises:
         TrialDataError: invalid table (missing columns, no trials, bad codes, session gaps).
     """
     w = _common_window(configs)
-    stats, names, numbers = _table_stats(df, source)
+    block_probs = {c.bias_blocks for c in configs if c.on_biased_blocks}
+    if len(block_probs) > 1:
+        raise ValueError(f"block criteria must share their bias_blocks; got {sorted(block_probs)}")
+    stats, names, numbers, blocks = _table_stats(df, source, block_probs.pop() if block_probs else None)
     fits = window_psychometrics(stats, w)
     valid = stats.valid
     easy_c = configs[0].easy_contrast
@@ -434,7 +580,9 @@ def criteria_sessions(df: pd.DataFrame, configs: Sequence[CriterionConfig] = (TR
         "lapse_low": fits.lapse_low,
         "lapse_high": fits.lapse_high,
     }
-    passes = {f"passes_{c.name}": criterion_passes(stats, c, fits) for c in configs}
+    passes = {f"passes_{c.name}": criterion_passes(stats, c, fits, blocks) for c in configs}
+    if blocks is not None:
+        passes["biased"] = biased_sessions(stats, blocks)
     out = pd.DataFrame(
         {
             "subject": np.repeat(names, [len(s) for s in numbers]),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from twin.protocol import IBL_DEFAULT, IBLRIG_TRAINING, RIG_PROFILES, Curriculum, CurriculumError, RigProfile, rig_profile
+from twin.protocol import IBL_BIASED, IBL_DEFAULT, IBLRIG_TRAINING, RIG_PROFILES, Curriculum, CurriculumError, RigProfile, rig_profile
 from twin_cli.commands.common import open_store, store_args
 
 
@@ -42,10 +42,17 @@ def _is_aind(path: Path) -> bool:
     return isinstance(raw, dict) and "graph" in raw and "pkg_location" in raw
 
 
+#: Curricula named on the command line instead of a file.
+PRESETS = {IBL_DEFAULT.name: IBL_DEFAULT, IBL_BIASED.name: IBL_BIASED}
+
+
 def _base(path: Path | None) -> Curriculum:
-    """The IBL default, a twin curriculum file (JSON/YAML) or an AIND curriculum's JSON."""
+    """The IBL default, a preset named (``ibl-default``, ``ibl-biased``), a twin curriculum file
+    (JSON/YAML) or an AIND curriculum's JSON."""
     if path is None:
         return IBL_DEFAULT
+    if str(path) in PRESETS and not path.exists():
+        return PRESETS[str(path)]
     if _is_aind(path):
         from twin_interop.aind import from_aind_json
 
@@ -63,9 +70,10 @@ def iblrig_file(cur: Curriculum, phase: int, n_trials: int | None) -> str:
             raise
         raise CurriculumError(exc.field, f"{exc.reason}; stock iblrig cannot run this curriculum: export it with --format custom-task") from None
     args = " ".join(f"--{k} {v}" for k, v in out["session_arguments"].items())
+    run = f"run the session with: {args}" if args else "the task takes no session arguments"
     head = (
         f"# iblrig v8 {out['task']} task parameters (rig profile {out['profile']}), curriculum {cur.name!r}\n"
-        f"# pass as the task's task_parameter_file and run the session with: {args}\n"
+        f"# pass as the task's task_parameter_file; {run}\n"
     )
     return head + yaml.safe_dump(out["task_parameters"], sort_keys=False)
 
@@ -109,6 +117,13 @@ def _profile(args: argparse.Namespace) -> RigProfile:
     return rig_profile(args.rig_profile)
 
 
+def _training_criterion(label: str):  # type: ignore[no-untyped-def]
+    """The training criterion called ``label`` (``trained_1a``, ``trained_1b``)."""
+    from twin.analysis.criteria import TRAINED_1A, TRAINED_1B
+
+    return {c.label: c for c in (TRAINED_1A, TRAINED_1B)}[label]
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from optimizer.search import SamplerKind, SearchConfig, search_store
 
@@ -121,6 +136,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         n_rollouts=args.rollouts,
         max_sessions=args.max_sessions,
         seed=args.seed,
+        criterion=_training_criterion(args.criterion),
         storage=args.storage,
         study_name=args.study,
     )
@@ -142,7 +158,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     res.save(args.out)
     assert stored is not None
     b, d, sp = res.best, res.default, res.predicted_speedup
-    print(f"default {d.curriculum.name}: {d.mean_trials.mean:.0f} trials to criterion [{d.mean_trials.lo:.0f}, {d.mean_trials.hi:.0f}]")
+    crit = cfg.criterion
+    print(f"trials to {crit.label} ({crit.describe()}), each simulated run capped at {cfg.max_sessions} sessions")
+    print(f"default {d.curriculum.name}: {d.mean_trials.mean:.0f} trials to {crit.label} [{d.mean_trials.lo:.0f}, {d.mean_trials.hi:.0f}]")
     print(f"proposed: {b.mean_trials.mean:.0f} [{b.mean_trials.lo:.0f}, {b.mean_trials.hi:.0f}], predicted speed-up {sp.mean:.1%} [{sp.lo:.1%}, {sp.hi:.1%}]")
     print(f"  {b.curriculum.description}")
     print(f"  rig profile {space.profile.name}: runs on {space.profile.task}" + ("" if space.profile.stock_iblrig else f" (stock iblrig trainingChoiceWorld: {'yes' if IBLRIG_TRAINING.runs(b.curriculum) else 'no'})"))
@@ -153,33 +171,83 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
+    """One animal's next session, for its stage (:mod:`twin.analysis.stage`, from its stored
+    sessions): in training, the optimizer's proposal aimed at the next training criterion
+    (trials to it forecast within ``--max-sessions`` sessions); trained, a biased-blocks
+    (biasedChoiceWorld) session aimed at ``ready_for_recording``, with no trials-to-criterion
+    figure (the twins do not simulate that criterion)."""
     from optimizer.propose import ProposalConfig, propose_next_session
+    from twin.analysis.stage import assess_stage, new_animal
     from twin.errors import TwinError
+    from twin.persist.sessions import SessionStore
+    from twin.protocol import IBL_BIASED, IBLRIG_BIASED
+    from twin.sim.forecast import forecast_session
 
     store = open_store(args)
     twin = store.load_twin(args.subject, alias=args.alias)
     if twin.state is None:
         raise TwinError(f"twin {args.subject!r} v{twin.meta.version} has no end-of-session state; refit or update it")
-    space = _space(args)
-    p = propose_next_session(twin.model, twin.state, space, ProposalConfig(n_candidates=args.candidates, n_rollouts=args.rollouts, seed=args.seed))
-    out = {
+    sessions = SessionStore(store)
+    stage = assess_stage(sessions.trials(args.subject), args.subject, source=f"sessions of {args.subject!r}") if sessions.sessions(args.subject) else new_animal(args.subject)
+    target = stage.target
+    out: dict[str, object] = {
         "subject": args.subject,
         "twin_version": twin.meta.version,
-        "changed": p.changed,
-        "explanation": p.explanation,
-        "expected_remaining_trials": dataclasses.asdict(p.expected_remaining),
-        "default_expected_remaining_trials": dataclasses.asdict(p.base_expected_remaining),
-        "predicted_accuracy": dataclasses.asdict(p.forecast.accuracy),
-        "rig_profile": space.profile.name,
-        "rig_export": p.curriculum.export(space.profile, p.start_phase, p.n_trials),
-        "curriculum": p.curriculum.to_dict(),
+        "stage": stage.stage.value,
+        "stage_summary": stage.summary(),
+        "target_criterion": target.label if target is not None else None,
+        "target_criterion_description": target.describe() if target is not None else None,
     }
-    if not space.profile.stock_iblrig and IBLRIG_TRAINING.runs(p.curriculum):
-        out["iblrig"] = p.curriculum.to_iblrig(p.start_phase, p.n_trials)  # also runnable on stock iblrig
+    if stage.stage.trained:
+        cur = IBL_BIASED
+        lo, hi = cur.session_trials
+        n_trials = (lo + hi) // 2
+        fc = forecast_session(twin.model, twin.state, cur, n_trials, 200, args.seed, start_phase=0)
+        asked = _profile(args)
+        profile = IBLRIG_BIASED if asked.stock_iblrig else asked  # stock iblrig runs biased blocks as biasedChoiceWorld
+        if target is None:
+            why = f"{stage.summary()}: ready for recording, keep it on biased blocks ({cur.name}); no criterion left, no trials-to-criterion forecast"
+        else:
+            why = (
+                f"{stage.summary()}: a biased-blocks session ({cur.name}, iblrig biasedChoiceWorld) aimed at {target.label}; "
+                "the twins do not simulate that criterion (per-block psychometric fits over biased sessions), so no trials-to-criterion forecast"
+            )
+        out.update(
+            changed=False,
+            explanation=why,
+            expected_remaining_trials=None,
+            default_expected_remaining_trials=None,
+            max_sessions=None,
+            predicted_accuracy=dataclasses.asdict(fc.accuracy),
+            rig_profile=profile.name,
+            rig_export=cur.export(profile, 0, n_trials),
+            curriculum=cur.to_dict(),
+        )
+        explanation = why
+    else:
+        assert target is not None
+        space = _space(args)
+        cfg = ProposalConfig(n_candidates=args.candidates, n_rollouts=args.rollouts, seed=args.seed, criterion=target, horizon_sessions=args.max_sessions)
+        p = propose_next_session(twin.model, twin.state, space, cfg)
+        e = p.expected_remaining
+        explanation = f"{stage.summary()}: {p.explanation}; expected {e.mean:.0f} trials to {target.label} [{e.lo:.0f}, {e.hi:.0f}], capped at {cfg.horizon_sessions} sessions"
+        out.update(
+            changed=p.changed,
+            explanation=explanation,
+            expected_remaining_trials=dataclasses.asdict(e),
+            default_expected_remaining_trials=dataclasses.asdict(p.base_expected_remaining),
+            max_sessions=cfg.horizon_sessions,
+            predicted_accuracy=dataclasses.asdict(p.forecast.accuracy),
+            rig_profile=space.profile.name,
+            rig_export=p.curriculum.export(space.profile, p.start_phase, p.n_trials),
+            curriculum=p.curriculum.to_dict(),
+        )
+        if not space.profile.stock_iblrig and IBLRIG_TRAINING.runs(p.curriculum):
+            out["iblrig"] = p.curriculum.to_iblrig(p.start_phase, p.n_trials)  # also runnable on stock iblrig
     text = json.dumps(out, indent=2)
     if args.out:
         args.out.write_text(text)
-        print(f"{p.explanation}\nwrote {args.out}")
+        print(f"{explanation}\nwrote {args.out}")
     else:
         print(text)
     return 0
@@ -196,12 +264,12 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         description="Write a curriculum in another format. An AIND curriculum JSON given as --curriculum is read "
         "(imported) too: `--curriculum aind.json --format yaml` turns it into a twin curriculum file.",
     )
-    ex.add_argument("--curriculum", type=Path, default=None, help="curriculum file: twin JSON/YAML or an AIND curriculum JSON (default: the IBL default)")
+    ex.add_argument("--curriculum", type=Path, default=None, help="curriculum file (twin JSON/YAML or an AIND curriculum JSON) or a preset: ibl-default (the default), ibl-biased (biasedChoiceWorld)")
     ex.add_argument(
         "--format",
         choices=["json", "yaml", "iblrig", "custom-task", "aind"],
         default="yaml",
-        help="iblrig: the task_parameters.yaml of stock iblrig v8 trainingChoiceWorld (only for curricula it runs); custom-task: any curriculum, labelled as needing a custom task; aind: needs the aind extra (pip install 'learning-twins[aind]')",
+        help="iblrig: the task parameters of stock iblrig v8 trainingChoiceWorld, or biasedChoiceWorld for a biased-blocks curriculum (only for curricula they run); custom-task: any curriculum, labelled as needing a custom task; aind: needs the aind extra (pip install 'learning-twins[aind]')",
     )
     ex.add_argument("--phase", type=int, default=0, help="starting phase (iblrig and custom-task formats)")
     ex.add_argument("--trials", type=int, default=None, help="session trials (iblrig and custom-task formats)")
@@ -217,7 +285,7 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
             "--rig-profile",
             choices=[r.name for r in RIG_PROFILES],
             default="custom",
-            help="what the rig runs: iblrig-training (stock iblrig v8 trainingChoiceWorld: only debiasing on/off and session length are searched) or custom (a custom task: any curriculum; the default)",
+            help="what the rig runs: iblrig-training (stock iblrig v8 trainingChoiceWorld: only debiasing on/off and session length are searched; a trained animal's plan exports for biasedChoiceWorld), iblrig-biased (stock biasedChoiceWorld) or custom (a custom task: any curriculum; the default)",
         )
         q.add_argument("--rollouts", type=int, default=4, help="simulated runs per twin and candidate")
         q.add_argument("--seed", type=int, default=0)
@@ -229,6 +297,7 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     se.add_argument("--batch", type=int, default=8, help="candidates simulated together (per Tune trial with --tune)")
     se.add_argument("--sampler", choices=["tpe", "cmaes"], default="tpe")
     se.add_argument("--max-sessions", type=int, default=40, help="sessions cap per simulated run")
+    se.add_argument("--criterion", choices=["trained_1a", "trained_1b"], default="trained_1a", help="the training criterion trials are counted to")
     se.add_argument("--storage", default=None, help="Optuna study database URL: resumable")
     se.add_argument("--study", default="curriculum-search", help="study name (also the stored result's name)")
     se.add_argument("--tune", action="store_true", help="run on Ray Tune (local Ray)")
@@ -240,5 +309,6 @@ def add_curriculum(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     pr.add_argument("subject")
     common(pr)
     pr.add_argument("--candidates", type=int, default=12, help="sampled candidates besides the base")
+    pr.add_argument("--max-sessions", type=int, default=15, help="session cap of the trials-to-criterion forecast (the proposal's horizon)")
     pr.add_argument("--out", type=Path, default=None, help="write the plan as JSON")
     pr.set_defaults(func=cmd_propose)

@@ -141,10 +141,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     res.save(args.out)
     assert stored is not None
-    b, d, sp = res.best, res.default, res.predicted_speedup
-    print(f"default {d.curriculum.name}: {d.mean_trials.mean:.0f} trials to criterion [{d.mean_trials.lo:.0f}, {d.mean_trials.hi:.0f}]")
-    print(f"proposed: {b.mean_trials.mean:.0f} [{b.mean_trials.lo:.0f}, {b.mean_trials.hi:.0f}], predicted speed-up {sp.mean:.1%} [{sp.lo:.1%}, {sp.hi:.1%}]")
+    b = res.best
+    lines = res.lines()
+    print("\n".join(lines[:2]))
     print(f"  {b.curriculum.description}")
+    print("\n".join(lines[2:]))
     print(f"  rig profile {space.profile.name}: runs on {space.profile.task}" + ("" if space.profile.stock_iblrig else f" (stock iblrig trainingChoiceWorld: {'yes' if IBLRIG_TRAINING.runs(b.curriculum) else 'no'})"))
     for w in b.warnings:
         print(f"  warning: {w}")

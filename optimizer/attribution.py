@@ -9,9 +9,10 @@ through the twins, paired by animal and model (:func:`optimizer.objective.paired
   contribution ``1 - trials(proposal) / trials(proposal without it)`` (positive: it helps);
 * **add-one**: the base with only that change against the base, ``1 - trials(base + it) / trials(base)``.
 
-The proposal is then reduced to its minimal set: while some change's drop-one interval does not
-lie above zero (it does not help robustly), the one with the smallest drop-one effect is
-dropped and the rest re-scored; what remains helps robustly, each change given the others (so
+The proposal is then reduced to its minimal set: a change that helps robustly neither within the
+bundle nor alone (neither interval above zero) is dropped at once; then, while some change's
+drop-one interval does not lie above zero (it does not help robustly), the one with the smallest
+drop-one effect is dropped and the rest re-scored; what remains helps robustly, each change given the others (so
 none is harmful with the interval's confidence). Every round scores all its variants in one call
 of the scorer (one tensor batch through the twins).
 
@@ -225,28 +226,36 @@ def attribute(
     speed = paired_speedup(grid, t[0], t[1], level, nb, seed)
     current = list(changes)
     dropped: dict[str, str] = {}
+
+    def drop(c: str, others: int, alone: bool = False) -> None:
+        e = drop_one[c]
+        verdict = "harmful" if e.hi < 0 else "no robust benefit"
+        dropped[c] = f"{verdict}: its contribution {e.mean:+.1%} [{e.lo:+.1%}, {e.hi:+.1%}] is not above zero at {level:.0%}" + (
+            f" (with {others} other change{'s' if others != 1 else ''})" if others else ""
+        ) + (", nor alone" if alone else "")
+        current.remove(c)
+
+    # a change that helps robustly neither within the bundle nor alone goes at once (it has no
+    # interaction to lose); the others one at a time, the weakest first, re-scoring in between
+    for c in [c for c in current if drop_one[c].lo <= 0 and add_one[c].lo <= 0]:
+        drop(c, k - 1, alone=True)
+    stale = bool(dropped)
     while current:
+        if stale:  # the reduced set against each of its drop-one variants, and against the base
+            cands = [dict(base), _with(base, proposal, current)] + [_with(base, proposal, [c for c in current if c != d]) for d in current]
+            t = score(cands, rounds)
+            n_scored += len(cands)
+            rounds += 1
+            speed = paired_speedup(grid, t[0], t[1], level, nb, seed)
+            for i, d in enumerate(current):
+                drop_one[d] = paired_speedup(grid, t[2 + i], t[1], level, nb, seed)
         weak = [c for c in current if drop_one[c].lo <= 0]
         if not weak:
             break
-        worst = min(weak, key=lambda c: (drop_one[c].mean, drop_one[c].lo))
-        e = drop_one[worst]
-        verdict = "harmful" if e.hi < 0 else "no robust benefit"
-        dropped[worst] = f"{verdict}: its contribution {e.mean:+.1%} [{e.lo:+.1%}, {e.hi:+.1%}] is not above zero at {level:.0%}" + (
-            f" (with {len(current) - 1} other change{'s' if len(current) != 2 else ''})" if len(current) > 1 else ""
-        )
-        current.remove(worst)
-        if not current:
-            speed = zero
-            break
-        # the reduced set against each of its drop-one variants, and against the base
-        cands = [dict(base), _with(base, proposal, current)] + [_with(base, proposal, [c for c in current if c != d]) for d in current]
-        t = score(cands, rounds)
-        n_scored += len(cands)
-        rounds += 1
-        speed = paired_speedup(grid, t[0], t[1], level, nb, seed)
-        for i, d in enumerate(current):
-            drop_one[d] = paired_speedup(grid, t[2 + i], t[1], level, nb, seed)
+        drop(min(weak, key=lambda c: (drop_one[c].mean, drop_one[c].lo)), len(current) - 1)
+        stale = True
+    if not current:
+        speed = zero
     records = []
     for c in changes:
         kept = c in current

@@ -27,6 +27,7 @@ from twin.sim.forecast import Interval, SessionForecast
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinStore, TwinVersion
 from twin.protocol import IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum, RigProfile
+from optimizer.attribution import ChangeEffect
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,17 @@ class Proposal:
         n_trials: trials to run.
         start_phase: phase to start in.
         explanation: why this candidate.
+        changes: the changes of the proposal against the lab's base protocol with their
+            effects through the twin (the dropped ones too, flagged).
+        max_sessions: the sessions cap (horizon) of the simulations behind it (0: none).
     """
 
     protocol: Curriculum
     n_trials: int
     start_phase: int
     explanation: str = ""
+    changes: tuple[ChangeEffect, ...] = ()
+    max_sessions: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,9 @@ class SessionPlan:
         explanation: human-readable reasoning.
         forecast: the twin's forecast of this plan (None without a twin).
         twin: the twin version used (None without a twin).
+        changes: an optimizer plan's changes against the lab's base protocol and their effects
+            (kept and dropped); empty otherwise.
+        max_sessions: an optimizer plan's sessions cap of its simulations (0: none).
     """
 
     subject: str
@@ -144,6 +153,8 @@ class SessionPlan:
     explanation: str
     forecast: SessionForecast | None
     twin: TwinVersion | None
+    changes: tuple[ChangeEffect, ...] = ()
+    max_sessions: int = 0
 
     @property
     def fallback(self) -> bool:
@@ -218,7 +229,7 @@ def plan_next_session(
             fc = forecast(twin, state, candidate)
             if not _too_uncertain(fc, width):
                 why = candidate.explanation or "the optimizer's proposal"
-                return plan(candidate, PlanSource.OPTIMIZER, None, f"{why} (twin v{twin.meta.version})", fc)
+                return replace(plan(candidate, PlanSource.OPTIMIZER, None, f"{why} (twin v{twin.meta.version})", fc), changes=candidate.changes, max_sessions=candidate.max_sessions)
             fd = forecast(twin, state, default)
             acc = fc.accuracy
             why = f"the optimizer's proposal is too uncertain (accuracy interval [{acc.lo:.2f}, {acc.hi:.2f}] wider than {width:.2f}): the lab's default protocol"

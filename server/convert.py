@@ -36,6 +36,7 @@ from service.errors import FieldViolation, InvalidArgumentError
 from service.jobs import JobKind, JobSnapshot, JobState
 from service.limits import Limits, raise_invalid
 from twin_proto.pb import common_pb2, curriculum_service_pb2, operation_pb2, protocol_pb2, twin_service_pb2
+from optimizer.attribution import ChangeEffect
 from optimizer.planning import (
     CurriculumCandidate,
     CurriculumSearchOutcome,
@@ -550,7 +551,27 @@ def plan_pb(p: SessionPlan) -> curriculum_service_pb2.SessionPlan:
         msg.forecast.CopyFrom(forecast_pb(p.forecast))
     if p.twin is not None:
         msg.twin.CopyFrom(twin_version_pb(p.twin))
+    msg.changes.extend(plan_change_pb(c) for c in p.changes)
+    msg.max_sessions = p.max_sessions
     return msg
+
+
+def plan_change_pb(c: ChangeEffect) -> curriculum_service_pb2.PlanChange:
+    """A PlanChange message."""
+    return curriculum_service_pb2.PlanChange(
+        axis=c.axis,
+        base_value=_value_text(c.base_value),
+        proposed_value=_value_text(c.proposed_value),
+        description=c.description,
+        drop_one=interval_pb(c.drop_one),
+        add_one=interval_pb(c.add_one),
+        kept=c.kept,
+        reason=c.reason,
+    )
+
+
+def _value_text(v: float | int | bool) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def _candidate_pb(c: CurriculumCandidate) -> operation_pb2.CurriculumCandidate:
@@ -622,6 +643,7 @@ __all__ = [
     "operation_metadata_pb",
     "operation_pb",
     "operation_result_pb",
+    "plan_change_pb",
     "plan_pb",
     "predict_request",
     "predict_response",

@@ -39,7 +39,8 @@ def optimizer_proposer(space: CurriculumSpace = CurriculumSpace(), config: Propo
         why = p.explanation if p.changed else f"{p.explanation} (expected {p.expected_remaining.mean:.0f} trials to criterion)"
         if p.changed:
             why += f"; gain {g.mean:.0%} [{g.lo:.0%}, {g.hi:.0%}]"
-        return Proposal(p.curriculum, p.n_trials, p.start_phase, why)
+        changes = p.attribution.changes if p.attribution is not None and p.changed else ()
+        return Proposal(p.curriculum, p.n_trials, p.start_phase, why, changes, p.max_sessions)
 
     return propose
 
@@ -77,8 +78,8 @@ def optimizer_search(space: CurriculumSpace = CurriculumSpace(), config: SearchC
         backend = local_search(progress=False, on_batch=searched)
         res, _ = search_store(store, cut, cfg, subjects=req.subjects, fit_range=False, result_name=f"grpc-{req.seed}", backend=backend, on_pool=started)
         ctx.report(0.95, "re-scored the best candidates")
-        ranked = sorted(res.rescored[1:], key=lambda s: s.mean_trials.mean)
-        return CurriculumSearchOutcome(candidates=tuple(_candidate(s) for s in ranked), baseline=_candidate(res.default))
+        ranked = sorted((s for s in res.rescored[1:] if s.curriculum != res.best.curriculum), key=lambda s: s.mean_trials.mean)
+        return CurriculumSearchOutcome(candidates=tuple(_candidate(s) for s in [res.best, *ranked]), baseline=_candidate(res.default))  # the proposal (the minimal set) first
 
     return search
 

@@ -81,3 +81,14 @@ def test_constraints():
         PlanConstraints(min_trials=5, max_trials=2)
     with pytest.raises(ValueError):
         PlanConstraints(max_interval_width=0)
+
+
+def test_an_optimizer_plan_carries_its_changes_and_sessions_cap():
+    from optimizer.attribution import ChangeEffect
+
+    change = ChangeEffect("debias", True, False, "repeat-on-error debiasing switched off", Interval(0.05, 0.01, 0.09), Interval(0.04, 0.0, 0.08), True, "helps")
+    proposal = Proposal(EASY, 500, 0, "easier start", (change,), 15)
+    plan = plan_next_session("m", _Twin(), STATE, PlanConstraints(), _fc(0.1), propose=lambda t, s, c: proposal)
+    assert plan.source is PlanSource.OPTIMIZER and plan.changes == (change,) and plan.max_sessions == 15
+    fallback = plan_next_session("m", _Twin(), STATE, PlanConstraints(max_interval_width=0.2), _fc(0.5), propose=lambda t, s, c: proposal)
+    assert fallback.changes == () and fallback.max_sessions == 0  # the lab default makes no change

@@ -12,7 +12,8 @@ through the twins, paired by animal and model (:func:`optimizer.objective.paired
 The proposal is then reduced to its minimal set: a change that helps robustly neither within the
 bundle nor alone (neither interval above zero) is dropped at once; then, while some change's
 drop-one interval does not lie above zero (it does not help robustly), the one with the smallest
-drop-one effect is dropped and the rest re-scored; what remains helps robustly, each change given the others (so
+drop-one effect is dropped (with any other whose drop-one effect is not even positive on average)
+and the rest re-scored; what remains helps robustly, each change given the others (so
 none is harmful with the interval's confidence). Every round scores all its variants in one call
 of the scorer (one tensor batch through the twins).
 
@@ -23,7 +24,7 @@ Pure: the scorer is passed in (:func:`optimizer.search.pool_scorer` through a po
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -115,6 +116,9 @@ class Attribution:
         level: the intervals' coverage.
         rounds: scorer calls made.
         n_scored: candidates scored in all.
+        base_trials: ``[P]`` the base's trials in the last round's runs (empty without changes).
+        minimal_trials: ``[P]`` the minimal proposal's in the same runs (the base's when no
+            change is kept).
     """
 
     changes: tuple[ChangeEffect, ...]
@@ -123,6 +127,8 @@ class Attribution:
     level: float
     rounds: int
     n_scored: int
+    base_trials: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    minimal_trials: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def kept(self) -> tuple[ChangeEffect, ...]:
@@ -252,16 +258,21 @@ def attribute(
         weak = [c for c in current if drop_one[c].lo <= 0]
         if not weak:
             break
-        drop(min(weak, key=lambda c: (drop_one[c].mean, drop_one[c].lo)), len(current) - 1)
+        # the weakest goes, and with it every change whose contribution is not even positive on average
+        worst = min(weak, key=lambda c: (drop_one[c].mean, drop_one[c].lo))
+        others = len(current) - 1
+        for c in [c for c in weak if c == worst or drop_one[c].mean <= 0]:
+            drop(c, others)
         stale = True
+    last_base, last_minimal = t[0], t[1]
     if not current:
-        speed = zero
+        speed, last_minimal = zero, t[0]
     records = []
     for c in changes:
         kept = c in current
         why = dropped.get(c, f"helps: its contribution {drop_one[c].mean:+.1%} [{drop_one[c].lo:+.1%}, {drop_one[c].hi:+.1%}] is above zero at {level:.0%}")
         records.append(ChangeEffect(c, base[c], proposal[c], describe(c, base[c], proposal[c]), drop_one[c], add_one[c], kept, why))
-    return Attribution(tuple(records), _with(base, proposal, current), speed, level, rounds, n_scored)
+    return Attribution(tuple(records), _with(base, proposal, current), speed, level, rounds, n_scored, last_base, last_minimal)
 
 
 __all__ = ["Attribution", "AttributionConfig", "ChangeEffect", "Describe", "Scorer", "attribute", "changes_of", "default_describe"]

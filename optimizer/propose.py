@@ -180,7 +180,8 @@ def propose_next_session(
     base = space.build(base_values, name=space.base.name)
     values = [base_values] + sample_values(space, config.n_candidates, config.seed)
     cands = [base] + [space.build(v, name=f"candidate-{i}") for i, v in enumerate(values[1:])]
-    means = simulate(cands, config.seed).mean(1)
+    first = simulate(cands, config.seed)
+    means = first.mean(1)
     best = int(np.argmin(means))
     attr: Attribution | None = None
     chosen = base
@@ -192,13 +193,14 @@ def propose_next_session(
         attr = attribute(base_values, values[best], scorer, ModelGrid.units(config.n_rollouts), AttributionConfig(level=config.level, seed=config.seed + 2), describe_change)  # type: ignore[arg-type]
         if attr.kept:
             chosen = space.build(dict(attr.minimal), name=cands[best].name if len(attr.kept) == len(attr.changes) else f"{cands[best].name}-minimal")
-    # the best of many noisy estimates is optimistic: judge the minimal proposal against the base on fresh runs
-    fresh = simulate([base, chosen], config.seed + 1) if chosen is not base else None
+    # the best of many noisy estimates is optimistic: the minimal proposal is judged against the base
+    # on the attribution's last runs, fresh ones (other seeds than the candidates were chosen on)
+    fresh = (attr.base_trials, attr.minimal_trials) if attr is not None and attr.kept else None
     gain = _ratio_gain(fresh[0], fresh[1], config.level, config.seed) if fresh is not None else Interval(0.0, 0.0, 0.0)
     changed = fresh is not None and gain.lo > 0
     if not changed:
         chosen = base
-    ttc_base = fresh[0] if fresh is not None else simulate([base], config.seed + 1)[0]
+    ttc_base = fresh[0] if fresh is not None else (attr.base_trials if attr is not None and attr.base_trials.size else first[0])
     ttc_pick = fresh[1] if changed and fresh is not None else ttc_base
     start = min(state.phase, len(chosen.stimulus.phases) - 1)
     lo, hi = chosen.session_trials

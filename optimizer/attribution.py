@@ -11,7 +11,8 @@ through the twins, paired by animal and model (:func:`optimizer.objective.paired
 
 The proposal is then reduced to its minimal set: a change that helps robustly neither within the
 bundle nor alone (neither interval above zero) is dropped at once; then, while some change's
-drop-one interval does not lie above zero (it does not help robustly), the one with the smallest
+drop-one interval does not lie above zero (it does not help robustly) or its mean contribution
+is negligible (:attr:`AttributionConfig.min_contribution`), the one with the smallest
 drop-one effect is dropped (with any other whose drop-one effect is not even positive on average)
 and the rest re-scored; what remains helps robustly, each change given the others (so
 none is harmful with the interval's confidence). Every round scores all its variants in one call
@@ -52,13 +53,19 @@ class AttributionConfig:
             drop-one interval is above zero (0.9: it helps with 90% confidence).
         n_boot: bootstrap resamples of each interval.
         seed: seeds the scorer's runs (round ``k`` uses ``seed + k``) and the resampling.
+        min_contribution: a kept change must also contribute at least this much on average (a
+            fraction of the trials: 0.005 is half a percent), so that a change whose benefit is
+            real but negligible does not clutter the proposal.
     """
 
     level: float = 0.9
     n_boot: int = 2000
     seed: int = 0
+    min_contribution: float = 0.005
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.min_contribution < 1.0:
+            raise ValueError(f"min_contribution must be in [0, 1), got {self.min_contribution}")
         if not 0.0 < self.level < 1.0:
             raise ValueError(f"level must be in (0, 1), got {self.level}")
         if self.n_boot < 1:
@@ -209,8 +216,11 @@ def attribute(
         no change helps robustly).
     """
     changes = changes_of(base, proposal)
-    level, nb, seed = config.level, config.n_boot, config.seed
+    level, nb, seed, least = config.level, config.n_boot, config.seed, config.min_contribution
     zero = Interval(0.0, 0.0, 0.0)
+
+    def helps(e: Interval) -> bool:
+        return e.lo > 0 and e.mean >= least
 
     def score(cands: list[dict[str, Value]], k: int) -> np.ndarray:
         out = np.asarray(scorer(cands, seed + k), dtype=float)
@@ -235,15 +245,16 @@ def attribute(
 
     def drop(c: str, others: int, alone: bool = False) -> None:
         e = drop_one[c]
-        verdict = "harmful" if e.hi < 0 else "no robust benefit"
-        dropped[c] = f"{verdict}: its contribution {e.mean:+.1%} [{e.lo:+.1%}, {e.hi:+.1%}] is not above zero at {level:.0%}" + (
+        verdict = "harmful" if e.hi < 0 else "no robust benefit" if e.lo <= 0 else "negligible"
+        test = f"is not above zero at {level:.0%}" if e.lo <= 0 else f"is below the {least:.1%} that counts"
+        dropped[c] = f"{verdict}: its contribution {e.mean:+.1%} [{e.lo:+.1%}, {e.hi:+.1%}] {test}" + (
             f" (with {others} other change{'s' if others != 1 else ''})" if others else ""
         ) + (", nor alone" if alone else "")
         current.remove(c)
 
     # a change that helps robustly neither within the bundle nor alone goes at once (it has no
     # interaction to lose); the others one at a time, the weakest first, re-scoring in between
-    for c in [c for c in current if drop_one[c].lo <= 0 and add_one[c].lo <= 0]:
+    for c in [c for c in current if not helps(drop_one[c]) and not helps(add_one[c])]:
         drop(c, k - 1, alone=True)
     stale = bool(dropped)
     while current:
@@ -255,13 +266,13 @@ def attribute(
             speed = paired_speedup(grid, t[0], t[1], level, nb, seed)
             for i, d in enumerate(current):
                 drop_one[d] = paired_speedup(grid, t[2 + i], t[1], level, nb, seed)
-        weak = [c for c in current if drop_one[c].lo <= 0]
+        weak = [c for c in current if not helps(drop_one[c])]
         if not weak:
             break
         # the weakest goes, and with it every change whose contribution is not even positive on average
         worst = min(weak, key=lambda c: (drop_one[c].mean, drop_one[c].lo))
         others = len(current) - 1
-        for c in [c for c in weak if c == worst or drop_one[c].mean <= 0]:
+        for c in [c for c in weak if c == worst or drop_one[c].mean <= least]:
             drop(c, others)
         stale = True
     last_base, last_minimal = t[0], t[1]
@@ -270,7 +281,7 @@ def attribute(
     records = []
     for c in changes:
         kept = c in current
-        why = dropped.get(c, f"helps: its contribution {drop_one[c].mean:+.1%} [{drop_one[c].lo:+.1%}, {drop_one[c].hi:+.1%}] is above zero at {level:.0%}")
+        why = dropped.get(c, f"helps: its contribution {drop_one[c].mean:+.1%} [{drop_one[c].lo:+.1%}, {drop_one[c].hi:+.1%}] is above zero at {level:.0%} (and at least {least:.1%})")
         records.append(ChangeEffect(c, base[c], proposal[c], describe(c, base[c], proposal[c]), drop_one[c], add_one[c], kept, why))
     return Attribution(tuple(records), _with(base, proposal, current), speed, level, rounds, n_scored, last_base, last_minimal)
 

@@ -121,3 +121,13 @@ def test_nothing_helps_gives_the_base_and_no_change_gives_no_rounds():
     assert none.changes == () and none.rounds == 0 and none.minimal == {"x": 0.0}
     with pytest.raises(ValueError, match="rows for"):
         attribute({"x": 0.0}, {"x": 1.0}, lambda c, s: np.ones((1, 10)), g)
+
+
+def test_a_real_but_negligible_benefit_is_not_kept():
+    g = ModelGrid.units(20)
+    scorer = lambda cands, seed: np.stack([np.full(20, 1000.0 * (0.998 if v["x"] else 1.0) * (0.8 if v["y"] else 1.0)) for v in cands])  # noqa: E731
+    a = attribute({"x": False, "y": False}, {"x": True, "y": True}, scorer, g, AttributionConfig(n_boot=200))
+    by = {c.axis: c for c in a.changes}
+    assert by["x"].drop_one.lo > 0 and not by["x"].kept and by["x"].reason.startswith("negligible")
+    assert by["y"].kept and a.minimal == {"x": False, "y": True}
+    assert attribute({"x": False, "y": False}, {"x": True, "y": False}, scorer, g, AttributionConfig(n_boot=200, min_contribution=0.0)).kept[0].axis == "x"

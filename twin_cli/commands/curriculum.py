@@ -171,6 +171,8 @@ def cmd_propose(args: argparse.Namespace) -> int:
         "expected_remaining_trials": dataclasses.asdict(p.expected_remaining),
         "default_expected_remaining_trials": dataclasses.asdict(p.base_expected_remaining),
         "predicted_accuracy": dataclasses.asdict(p.forecast.accuracy),
+        "max_sessions": p.max_sessions,
+        "changes": [c.to_dict() for c in p.attribution.changes] if p.attribution is not None else [],
         "rig_profile": space.profile.name,
         "rig_export": p.curriculum.export(space.profile, p.start_phase, p.n_trials),
         "curriculum": p.curriculum.to_dict(),

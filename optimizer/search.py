@@ -123,10 +123,12 @@ class SearchResult(Generic[S]):
         predicted_speedup: curricula: ``1 - best / default`` mean trials to criterion, paired
             bootstrap over animals and their models; None for hyperparameters.
         robust: curricula: the proposal against the default over every model (lower quantile,
-            per rule family, sessions cap).
+            per rule family, sessions cap); when the proposal was declined (see ``note``), the
+            declined proposal's.
         attribution: curricula: the best candidate's changes and their effects, and the minimal
             set that is the proposal.
         objective: curricula: what candidates were ranked by.
+        note: curricula: why the default was kept although some changes helped (empty otherwise).
     """
 
     kind: ResultKind
@@ -138,6 +140,7 @@ class SearchResult(Generic[S]):
     robust: RobustSpeedup | None = None
     attribution: Attribution | None = None
     objective: RobustConfig | None = None
+    note: str = ""
 
     @property
     def max_sessions(self) -> int | None:
@@ -178,6 +181,8 @@ class SearchResult(Generic[S]):
             out["robust"] = self.robust.to_dict()
         if self.attribution is not None:
             out["attribution"] = self.attribution.to_dict()
+        if self.note:
+            out["note"] = self.note
         return out
 
     def lines(self) -> list[str]:
@@ -200,6 +205,8 @@ class SearchResult(Generic[S]):
             out += ["    " + line for line in self.attribution.table()]
         elif self.attribution is not None:
             out.append(f"  the best candidate does not change {d.curriculum.name}")
+        if self.note:
+            out.append(f"  {self.note}")
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -344,7 +351,13 @@ def rescore(
     if not attr.kept:
         best = default
     robust = robust_speedup(grid, default.per_model, best.per_model, config.max_sessions, config.robust, seed=config.seed)
-    return SearchResult(ResultKind.CURRICULUM_SEARCH, best, default, table, tuple(rescored), robust.speedup, robust, attr, config.robust)
+    note = ""
+    stat = config.robust.statistic
+    if attr.kept and robust.value(stat) <= 0:  # its changes help on average, but not by the ranking statistic
+        note = f"the minimal proposal's {stat.value} speed-up ({robust.value(stat):+.1%}) is not above zero: {space.base.name} is kept (the per-family figures are the declined proposal's)"
+        best = default
+        return SearchResult(ResultKind.CURRICULUM_SEARCH, best, default, table, tuple(rescored), Interval(0.0, 0.0, 0.0), robust, attr, config.robust, note)
+    return SearchResult(ResultKind.CURRICULUM_SEARCH, best, default, table, tuple(rescored), robust.speedup, robust, attr, config.robust, note)
 
 
 SearchBackend = Callable[[TwinPool, CurriculumSpace, SearchConfig], SearchResult[CurriculumScore]]

@@ -147,3 +147,17 @@ def test_the_search_chooses_by_the_statistic_and_proposes_the_minimal_set(monkey
     lines = res.lines()
     assert all("sessions cap 7" in line for line in lines[:2]) and any("reinforce" in line and "sessions cap 7" in line for line in lines)
     assert any("repeat-on-error debiasing switched off" in line for line in lines) or statistic is RiskStatistic.MEAN
+
+
+def test_a_proposal_only_one_family_believes_in_is_declined(monkeypatch):
+    pool = _two_family_pool()
+    monkeypatch.setattr("optimizer.search.score_curricula", _fake_scores(pool.grid(), _effects))
+    space = CurriculumSpace(Constraints(session_trials=(210, 520)), base=BASE)
+    cfg = SearchConfig(rescore_rollouts=2, max_sessions=7, robust=RobustConfig(RiskStatistic.LOWER_QUANTILE, n_boot=300))
+    res = rescore(pool, space, [("only-static", {"session_trials_low": 220})], cfg, table=None)  # type: ignore[arg-type]
+    assert res.best.curriculum.session_trials == BASE.session_trials and res.predicted_speedup.mean == 0.0
+    # its one change helps on average (the attribution keeps it), but the lower decile declines it
+    assert [c.axis for c in res.attribution.kept] == ["session_trials_low"] and "lower_quantile speed-up" in res.note
+    fam = {f.family: f.speedup.mean for f in res.robust.by_family}  # the declined proposal's
+    assert fam["static"] > 0.4 and fam["reinforce"] < 0  # one family believes in it, the other does not
+    assert res.summary()["note"] == res.note and res.note in "\n".join(res.lines())

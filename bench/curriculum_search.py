@@ -84,7 +84,15 @@ def main() -> None:
         "seconds_per_candidate_in_search": search_s / args.candidates,
         "batching_gain_per_candidate": single_s / (search_s / args.candidates),
         "within_5_min": search_s <= 300,
+        "max_sessions": res.max_sessions,
         "predicted_speedup": res.predicted_speedup.mean,
+        "predicted_speedup_lo": res.predicted_speedup.lo,
+        "predicted_speedup_hi": res.predicted_speedup.hi,
+        "ranked_by": cfg.robust.statistic.value,
+        "lower_quantile_speedup": res.robust.lower_quantile if res.robust is not None else None,
+        "changes_of_best": len(res.attribution.changes) if res.attribution is not None else 0,
+        "changes_kept": len(res.attribution.kept) if res.attribution is not None else 0,
+        "attribution_candidates_scored": res.attribution.n_scored if res.attribution is not None else 0,
         "proposed": res.best.curriculum.description,
     }
     print(json.dumps(result, indent=2))
@@ -102,6 +110,8 @@ def main() -> None:
                 f"- search of {args.candidates} candidates ({args.batch} per batch, {args.rollouts} rollouts per twin, re-scoring included): **{search_s:.0f} s** (goal 300 s: {'met' if search_s <= 300 else 'not met'})",
                 f"- baseline in the same run, one candidate scored alone: {single_s:.1f} s; per candidate in the batched search: {search_s / args.candidates:.2f} s ({result['batching_gain_per_candidate']:.1f}x)",
                 f"- twins fitted in {fit_s:.0f} s (not part of the search)",
+                f"- sessions cap {res.max_sessions}; predicted speed-up {res.predicted_speedup.mean:.1%} [{res.predicted_speedup.lo:.1%}, {res.predicted_speedup.hi:.1%}], ranked by {cfg.robust.statistic.value}; "
+                f"{result['changes_kept']} of the best candidate's {result['changes_of_best']} changes kept ({result['attribution_candidates_scored']} attribution candidates scored, included in the search time)",
                 "",
             ]
         )

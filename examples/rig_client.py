@@ -75,6 +75,13 @@ def _plan_summary(plan: curriculum_service_pb2.SessionPlan) -> str:
     if plan.HasField("forecast"):
         a = plan.forecast.accuracy
         lines.append(f"predicted accuracy {a.mean:.2f} [{a.lo:.2f}, {a.hi:.2f}] (twin v{plan.twin.version})")
+    if plan.max_sessions:
+        lines.append(f"the optimizer simulated at most {plan.max_sessions} sessions ahead")
+    for c in plan.changes:
+        d, a1 = c.drop_one, c.add_one
+        lines.append(
+            f"{'change' if c.kept else 'left out'}: {c.description}: contribution {d.mean:+.1%} [{d.lo:+.1%}, {d.hi:+.1%}], alone {a1.mean:+.1%} [{a1.lo:+.1%}, {a1.hi:+.1%}]"
+        )
     return "\n".join(lines)
 
 

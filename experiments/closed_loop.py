@@ -59,9 +59,10 @@ class ClosedLoopConfig:
         ensemble: population fits (seeds) per twin.
         rule: the twins' learning rule.
         fit_epochs: population fit epoch cap.
-        search: the curriculum search settings.
+        search: the curriculum search settings; its ``max_sessions`` is also the sessions cap of
+            the fresh animals' runs (the predicted and the realised speed-ups are computed with
+            the same cap).
         n_fresh: fresh ground-truth animals per curriculum.
-        max_sessions: sessions cap of the fresh animals' runs.
         seed: master seed.
     """
 
@@ -70,9 +71,8 @@ class ClosedLoopConfig:
     ensemble: int = 2
     rule: str = "dnn"
     fit_epochs: int = 80
-    search: SearchConfig = SearchConfig(n_trials=48, batch_size=8, n_rollouts=4, rescore_top=3, rescore_rollouts=12, max_sessions=40)
+    search: SearchConfig = SearchConfig(n_trials=48, batch_size=8, n_rollouts=4, rescore_top=3, rescore_rollouts=12, max_sessions=60)
     n_fresh: int = 200
-    max_sessions: int = 60
     seed: int = 0
 
 
@@ -81,9 +81,8 @@ QUICK = ClosedLoopConfig(
     fit_trials=3000,
     ensemble=1,
     fit_epochs=3,
-    search=SearchConfig(n_trials=4, batch_size=2, n_rollouts=1, rescore_top=1, rescore_rollouts=2, max_sessions=8),
+    search=SearchConfig(n_trials=4, batch_size=2, n_rollouts=1, rescore_top=1, rescore_rollouts=2, max_sessions=10),
     n_fresh=16,
-    max_sessions=10,
 )
 
 
@@ -124,7 +123,7 @@ def fresh_runs(family: Family, curricula: list[Curriculum], cfg: ClosedLoopConfi
     runs = []
     for i, cur in enumerate(curricula):
         runs.append(
-            simulate_training(model, [cur] * cfg.n_fresh, cfg.max_sessions, seed=cfg.seed + 1000 + i, w0=w0, log_rate=log_rate)
+            simulate_training(model, [cur] * cfg.n_fresh, cfg.search.max_sessions, seed=cfg.seed + 1000 + i, w0=w0, log_rate=log_rate)
         )
     return runs
 
@@ -173,6 +172,10 @@ def run_family(family: Family, cfg: ClosedLoopConfig, progress: bool = True) -> 
         "predicted_speedup_lo95": predicted.lo,
         "predicted_speedup_hi95": predicted.hi,
         "prediction_error_points": 100 * (predicted.mean - realised.mean),
+        "max_sessions": cfg.search.max_sessions,
+        "predicted_lower_quantile": res.robust.lower_quantile if res.robust is not None else float("nan"),
+        "predicted_by_family": "; ".join(f"{f.family} {f.speedup.mean:+.1%}" for f in res.robust.by_family) if res.robust is not None else "",
+        "proposed_changes": "; ".join(c.description for c in res.attribution.kept) if res.attribution is not None else "",
         "twin_default_mean_trials": res.default.mean_trials.mean,
         "twin_proposed_mean_trials": res.best.mean_trials.mean,
         "proposed_warnings": "; ".join(res.best.warnings),
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['proposed_mean_trials']:.0f} (median {row['proposed_median_trials']:.0f}); realised speed-up "
             f"{row['realised_speedup']:.1%} [{row['realised_speedup_lo95']:.1%}, {row['realised_speedup_hi95']:.1%}], predicted "
             f"{row['predicted_speedup']:.1%} [{row['predicted_speedup_lo95']:.1%}, {row['predicted_speedup_hi95']:.1%}]; "
-            f"{row['total_seconds']:.0f} s",
+            f"sessions cap {row['max_sessions']} for both; {row['total_seconds']:.0f} s",
             flush=True,
         )
     table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     cols = [
         "family", "twin_rule", "twin_heldout_session_ll", "default_mean_trials", "proposed_mean_trials", "default_median_trials", "proposed_median_trials",
         "trials_saved_mean", "trials_saved_lo95", "trials_saved_hi95", "realised_speedup", "realised_speedup_lo95",
-        "realised_speedup_hi95", "predicted_speedup", "prediction_error_points", "default_mean_sessions", "proposed_mean_sessions",
+        "realised_speedup_hi95", "predicted_speedup", "predicted_lower_quantile", "prediction_error_points", "max_sessions", "default_mean_sessions", "proposed_mean_sessions",
     ]
     md = [
         "# Closed-loop curriculum validation" + (" (quick)" if args.quick else ""),
@@ -250,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Proposed curricula:",
         "",
-        *[f"- {r['family']}: {r['proposed_curriculum']}" + (f" (warnings: {r['proposed_warnings']})" if r["proposed_warnings"] else "") for r in rows],
+        *[
+            f"- {r['family']}: {r['proposed_curriculum']}; changes kept: {r['proposed_changes'] or 'none'}; predicted per twin family: {r['predicted_by_family']}"
+            + (f" (warnings: {r['proposed_warnings']})" if r["proposed_warnings"] else "")
+            for r in rows
+        ],
         "",
     ]
     (args.out / f"{stem}.md").write_text("\n".join(md))

@@ -16,6 +16,7 @@ outside the range visited on their own data.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -147,6 +148,13 @@ class TwinPool:
     def n_models(self) -> int:
         return sum(len(m.index) for m in self.members)
 
+    def grid(self) -> "ModelGrid":
+        """Which animal and rule family each ``(model, animal)`` result of a score belongs to."""
+        subject = np.concatenate([m.index.numpy() for m in self.members])
+        weight = np.concatenate([m.weight.numpy() for m in self.members])
+        family = tuple(m.model.spec.rule for m in self.members for _ in range(len(m.index)))
+        return ModelGrid.of(subject, weight, family, len(self.subjects))
+
 
 @dataclass(frozen=True)
 class CurriculumScore:
@@ -160,6 +168,10 @@ class CurriculumScore:
         reached: fraction of rollouts that reached the criterion.
         per_twin: ``[N]`` each twin's mean capped trials (over its models and rollouts).
         warnings: where the curriculum leaves the twins' fitted range.
+        per_model: ``[P]`` mean capped trials of each ``(model, animal)`` pair over its
+            rollouts, in the order of :meth:`TwinPool.grid` (members in order, each member's
+            animals in order).
+        max_sessions: the sessions cap the runs were simulated with.
     """
 
     curriculum: Curriculum
@@ -169,6 +181,8 @@ class CurriculumScore:
     reached: float
     per_twin: np.ndarray
     warnings: tuple[str, ...]
+    per_model: np.ndarray
+    max_sessions: int
 
 
 def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> float:
@@ -244,6 +258,7 @@ def score_curricula(
     sessions = torch.zeros(c, dtype=torch.float64)
     reached = torch.zeros(c, dtype=torch.float64)
     rows_total = torch.zeros(c, dtype=torch.float64)
+    per_model: list[torch.Tensor] = []  # [C, M] per member
     w_min: list[torch.Tensor] = [torch.full((1,), float("inf"))] * c
     w_max: list[torch.Tensor] = [torch.full((1,), float("-inf"))] * c
     for member in pool.members:
@@ -253,6 +268,7 @@ def score_curricula(
         lr = member.log_rate.repeat_interleave(r, 0).repeat(c, 1)
         run = simulate_training(member.model, rows, max_sessions, seed, w0=w0, log_rate=lr, criterion=criterion)
         ttc = run.trials_to_criterion.double().reshape(c, m, r)
+        per_model.append(ttc.mean(2))
         wm = member.weight.reshape(1, m)  # each model's weight in its animal's ensemble
         trials_sum.index_add_(1, member.index, ttc.sum(2) * wm)
         counts.index_add_(1, member.index, (r * wm).expand(c, m).contiguous())
@@ -269,6 +285,7 @@ def score_curricula(
         reached += got.sum(1)
         rows_total += float(row_w.sum())
     per_twin = (trials_sum / counts).numpy()
+    by_model = torch.cat(per_model, 1).numpy()
     out = []
     for i, cur in enumerate(curricula):
         out.append(
@@ -280,6 +297,8 @@ def score_curricula(
                 reached=float(reached[i] / rows_total[i]),
                 per_twin=per_twin[i],
                 warnings=range_warnings(cur, pool.fit_range, w_min[i], w_max[i]),
+                per_model=by_model[i],
+                max_sessions=max_sessions,
             )
         )
     return out
@@ -302,4 +321,262 @@ def speedup(default: CurriculumScore, other: CurriculumScore, level: float = 0.9
     return paired_reduction(default.per_twin, other.per_twin, level, n_boot, seed)
 
 
-__all__ = ["CurriculumScore", "FitRange", "TwinMember", "TwinPool", "bootstrap_mean", "weighted_median", "paired_reduction", "range_warnings", "score_curricula", "speedup"]
+# -- the robust objective: over every model of the ensemble, not only their average -----------
+
+
+class RiskStatistic(enum.Enum):
+    """What a search ranks candidates by (their speed-up against the base, paired)."""
+
+    MEAN = "mean"
+    """The expected speed-up: ``1 - mean trials / base mean trials`` over animals, each animal's
+    models averaged by their ensemble weights."""
+    LOWER_QUANTILE = "lower_quantile"
+    """A low quantile of the speed-ups of every ``(model, animal)`` pair (model weights
+    respected): a curriculum that only one model of the ensemble believes in scores low."""
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    """How candidates are judged against the base over the ensemble.
+
+    Attributes:
+        statistic: what candidates are ranked and chosen by.
+        quantile: the quantile of :attr:`RiskStatistic.LOWER_QUANTILE` (0.1: the lower decile).
+        level: coverage of the speed-up intervals.
+        n_boot: bootstrap resamples.
+    """
+
+    statistic: RiskStatistic = RiskStatistic.LOWER_QUANTILE
+    quantile: float = 0.1
+    level: float = 0.9
+    n_boot: int = 2000
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+        if not 0.0 < self.level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {self.level}")
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
+
+
+@dataclass(frozen=True)
+class ModelGrid:
+    """Where the ``P`` per-``(model, animal)`` results of a score (:attr:`CurriculumScore.per_model`)
+    sit on the ``N`` animals (the sampling units), ``D`` models at most per animal.
+
+    Attributes:
+        slot: ``[N, D]`` int, the row of each animal's ``d``-th model in a per-model array (-1: none).
+        weight: ``[N, D]`` that model's weight in its animal's ensemble (rows sum to 1; 0 where none).
+        family: the rule family (rule name) of each of the ``P`` rows.
+    """
+
+    slot: np.ndarray
+    weight: np.ndarray
+    family: tuple[str, ...]
+
+    @classmethod
+    def of(cls, subject: np.ndarray, weight: np.ndarray, family: Sequence[str], n_units: int) -> "ModelGrid":
+        """The grid of ``P`` rows: row ``p`` is a model of unit ``subject[p]`` of weight ``weight[p]``
+        (normalised per unit) and rule family ``family[p]``."""
+        subject = np.asarray(subject, dtype=int).reshape(-1)
+        w = np.asarray(weight, dtype=float).reshape(-1)
+        if not len(subject) == len(w) == len(family):
+            raise ValueError(f"{len(subject)} rows need as many weights and families, got {len(w)} and {len(family)}")
+        counts = np.bincount(subject, minlength=n_units)
+        if len(counts) != n_units or (counts == 0).any():
+            raise ValueError(f"every one of the {n_units} units needs at least one model")
+        d = int(counts.max())
+        slot = np.full((n_units, d), -1, dtype=int)
+        ws = np.zeros((n_units, d))
+        fill = np.zeros(n_units, dtype=int)
+        for p, (i, v) in enumerate(zip(subject, w)):
+            slot[i, fill[i]], ws[i, fill[i]] = p, v
+            fill[i] += 1
+        total = ws.sum(1, keepdims=True)
+        if (total <= 0).any():
+            raise ValueError("every unit's model weights need a positive sum")
+        return cls(slot, ws / total, tuple(family))
+
+    @classmethod
+    def units(cls, n: int, family: str = "") -> "ModelGrid":
+        """``n`` units of one model each (the rollouts of one animal's twin, say)."""
+        return cls.of(np.arange(n), np.ones(n), (family,) * n, n)
+
+    @property
+    def n_units(self) -> int:
+        return int(self.slot.shape[0])
+
+    def families(self) -> tuple[str, ...]:
+        """The rule families, in order of first appearance."""
+        return tuple(dict.fromkeys(self.family))
+
+    def gather(self, per_model: np.ndarray) -> np.ndarray:
+        """``[..., P]`` per-model values as ``[..., N, D]`` (0 where a unit has no ``d``-th model)."""
+        x = np.asarray(per_model, dtype=float)
+        return np.where(self.slot >= 0, x[..., np.maximum(self.slot, 0)], 0.0)
+
+    def per_unit(self, per_model: np.ndarray) -> np.ndarray:
+        """``[..., P]`` → ``[..., N]`` each unit's weighted mean over its models."""
+        return (self.gather(per_model) * self.weight).sum(-1)
+
+    def restrict(self, family: str) -> "ModelGrid | None":
+        """The grid of the units that have a model of ``family``, over those models only (None: no unit has one)."""
+        units, weights, rows = [], [], []
+        for i in range(self.n_units):
+            for d in range(self.slot.shape[1]):
+                p = int(self.slot[i, d])
+                if p >= 0 and self.family[p] == family:
+                    units.append(i)
+                    weights.append(max(float(self.weight[i, d]), 1e-12))
+                    rows.append(p)
+        if not rows:
+            return None
+        kept = sorted(set(units))
+        local = {u: k for k, u in enumerate(kept)}
+        sub = ModelGrid.of(np.array([local[u] for u in units]), np.array(weights), [family] * len(rows), len(kept))
+        return ModelGrid(np.where(sub.slot >= 0, np.array(rows)[np.maximum(sub.slot, 0)], -1), sub.weight, self.family)
+
+
+@dataclass(frozen=True)
+class FamilySpeedup:
+    """A candidate's speed-up predicted by the models of one rule family.
+
+    Attributes:
+        family: the rule name (``dnn``, ``gru``, ...).
+        speedup: ``1 - mean trials / base mean trials`` over the animals that have a model of
+            this family (their models of it averaged by weight), bootstrap over those animals
+            and models.
+        n_units: animals (units) with a model of this family.
+    """
+
+    family: str
+    speedup: Interval
+    n_units: int
+
+
+@dataclass(frozen=True)
+class RobustSpeedup:
+    """A candidate against the base, judged over every model of the ensemble.
+
+    Attributes:
+        speedup: the expected speed-up, with an interval that resamples animals and, within each
+            animal, its models by their weights (model disagreement widens it).
+        lower_quantile: the ``quantile`` of the paired speed-ups of every ``(model, animal)`` pair.
+        quantile: which quantile.
+        by_family: the speed-up each rule family predicts.
+        max_sessions: the sessions cap of the simulations behind it.
+    """
+
+    speedup: Interval
+    lower_quantile: float
+    quantile: float
+    by_family: tuple[FamilySpeedup, ...]
+    max_sessions: int
+
+    def value(self, statistic: RiskStatistic) -> float:
+        """The figure a search ranks by (larger is better)."""
+        return self.speedup.mean if statistic is RiskStatistic.MEAN else self.lower_quantile
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return {
+            "speedup": {"mean": self.speedup.mean, "lo": self.speedup.lo, "hi": self.speedup.hi},
+            "lower_quantile": self.lower_quantile,
+            "quantile": self.quantile,
+            "by_family": [{"family": f.family, "mean": f.speedup.mean, "lo": f.speedup.lo, "hi": f.speedup.hi, "n_units": f.n_units} for f in self.by_family],
+            "max_sessions": self.max_sessions,
+        }
+
+
+def paired_speedup(grid: ModelGrid, reference: np.ndarray, other: np.ndarray, level: float = 0.9, n_boot: int = 2000, seed: int = 0) -> Interval:
+    """``1 - mean(other) / mean(reference)`` over the grid's units (each unit's models averaged
+    by weight), with a two-level paired bootstrap: units are resampled, then each resampled
+    unit's models are redrawn by their weights (as many draws as it has models), the same draws
+    for both.
+
+    Args:
+        grid: the units and their models.
+        reference: ``[P]`` per-model trials under the reference (the base).
+        other: ``[P]`` the same under the other curriculum.
+        level: coverage.
+        n_boot: resamples.
+        seed: seeds the resampling.
+    """
+    a, b = grid.gather(reference), grid.gather(other)  # [N, D]
+    w = grid.weight
+    point = float(1 - (b * w).sum(1).mean() / max((a * w).sum(1).mean(), 1e-12))
+    n, d = grid.slot.shape
+    rng = np.random.default_rng(seed)
+    cw = np.cumsum(w, 1)
+    cw[:, -1] = np.inf
+    n_models = (grid.slot >= 0).sum(1)
+    boots = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // max(1, n * d * d))
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        ia = rng.integers(0, n, (k, n))  # [k, N]
+        if d == 1:
+            ua, ub = a[ia, 0], b[ia, 0]
+        else:
+            u = rng.random((k, n, d))
+            pick = np.minimum((u[..., None] >= cw[ia][:, :, None, :]).sum(-1), d - 1)  # [k, N, D]
+            valid = np.arange(d)[None, None, :] < n_models[ia][..., None]
+            cnt = valid.sum(-1)
+            ua = (a[ia[..., None], pick] * valid).sum(-1) / cnt
+            ub = (b[ia[..., None], pick] * valid).sum(-1) / cnt
+        boots[start : start + k] = 1 - ub.mean(1) / np.maximum(ua.mean(1), 1e-12)
+    q = (1 - level) / 2
+    lo, hi = np.quantile(boots, [q, 1 - q])
+    return Interval(point, float(min(lo, point)), float(max(hi, point)))
+
+
+def lower_quantile_speedup(grid: ModelGrid, reference: np.ndarray, other: np.ndarray, quantile: float) -> float:
+    """The weighted ``quantile`` of ``1 - other / reference`` over every ``(model, animal)`` pair
+    (each animal weighs 1 in all, shared among its models by their weights)."""
+    a, b = grid.gather(reference), grid.gather(other)
+    valid = grid.slot >= 0
+    r = (1 - b / np.maximum(a, 1e-12))[valid]
+    wt = grid.weight[valid]
+    order = np.argsort(r, kind="stable")
+    cum = np.cumsum(wt[order])
+    return float(r[order][min(int(np.searchsorted(cum, quantile * cum[-1])), len(r) - 1)])
+
+
+def robust_speedup(grid: ModelGrid, reference: np.ndarray, other: np.ndarray, max_sessions: int, config: RobustConfig = RobustConfig(), seed: int = 0) -> RobustSpeedup:
+    """``other`` against ``reference`` (``[P]`` per-model trials each) over every model: the
+    two-level interval, the lower quantile and the speed-up each rule family predicts."""
+    fams = []
+    for f in grid.families():
+        sub = grid.restrict(f)
+        if sub is not None:
+            fams.append(FamilySpeedup(f, paired_speedup(sub, reference, other, config.level, config.n_boot, seed), sub.n_units))
+    return RobustSpeedup(
+        speedup=paired_speedup(grid, reference, other, config.level, config.n_boot, seed),
+        lower_quantile=lower_quantile_speedup(grid, reference, other, config.quantile),
+        quantile=config.quantile,
+        by_family=tuple(fams),
+        max_sessions=max_sessions,
+    )
+
+
+__all__ = [
+    "CurriculumScore",
+    "FamilySpeedup",
+    "FitRange",
+    "ModelGrid",
+    "RiskStatistic",
+    "RobustConfig",
+    "RobustSpeedup",
+    "TwinMember",
+    "TwinPool",
+    "bootstrap_mean",
+    "lower_quantile_speedup",
+    "paired_reduction",
+    "paired_speedup",
+    "range_warnings",
+    "robust_speedup",
+    "score_curricula",
+    "speedup",
+    "weighted_median",
+]

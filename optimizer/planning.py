@@ -44,6 +44,7 @@ from twin.sim.forecast import Interval, SessionForecast
 from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinStore, TwinVersion
 from twin.protocol import IBL_BIASED, IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum, RigProfile
+from optimizer.attribution import ChangeEffect
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,10 @@ class Proposal:
         explanation: why this candidate.
         expected_trials: the proposer's forecast of the trials left to the target criterion under
             it, capped at ``max_sessions`` sessions (None: no such forecast).
-        max_sessions: the session cap of that forecast.
+        max_sessions: the session cap (horizon) of the simulations behind it: its forecast and
+            its changes' effects (None: no simulation).
+        changes: the changes of the proposal against the lab's base protocol with their
+            effects through the twin (the dropped ones too, flagged).
     """
 
     protocol: Curriculum
@@ -145,6 +149,7 @@ class Proposal:
     explanation: str = ""
     expected_trials: Interval | None = None
     max_sessions: int | None = None
+    changes: tuple[ChangeEffect, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,10 @@ class SessionPlan:
         expected_trials: forecast trials left to ``target``, capped at ``max_sessions`` sessions
             (None: no such forecast, e.g. for the biased-blocks criterion, which the twins do not
             simulate).
-        max_sessions: the session cap of that forecast (None when there is none).
+        max_sessions: the session cap of the simulations behind the plan: that forecast and the
+            changes' effects (None when there are none).
+        changes: an optimizer plan's changes against the lab's base protocol and their effects
+            (kept and dropped); empty otherwise.
     """
 
     subject: str
@@ -183,6 +191,7 @@ class SessionPlan:
     target: CriterionConfig | None = None
     expected_trials: Interval | None = None
     max_sessions: int | None = None
+    changes: tuple[ChangeEffect, ...] = ()
 
     @property
     def fallback(self) -> bool:
@@ -281,7 +290,7 @@ def plan_next_session(
             fc = forecast(twin, state, candidate)
             if not _too_uncertain(fc, width):
                 why = candidate.explanation or "the optimizer's proposal"
-                return plan(candidate, PlanSource.OPTIMIZER, None, f"{why} (twin v{twin.meta.version})", fc)
+                return replace(plan(candidate, PlanSource.OPTIMIZER, None, f"{why} (twin v{twin.meta.version})", fc), changes=candidate.changes, max_sessions=candidate.max_sessions or None)
             fd = forecast(twin, state, default)
             acc = fc.accuracy
             why = f"The optimizer's proposal is too uncertain (accuracy interval [{acc.lo:.2f}, {acc.hi:.2f}] wider than {width:.2f}): the lab's default protocol"

@@ -5,8 +5,11 @@ space. Each is simulated from the twin's end-of-last-session state (weights, rul
 protocol phase) until the twin reaches the criterion or the horizon of sessions ends, many
 rollouts in one batch. The candidate with the fewest expected remaining trials is proposed for
 the next session only: after that session the animal's twin is updated and the choice is made
-again. A candidate must beat the base by a margin that its paired interval over rollouts
-supports; otherwise the base curriculum is kept ("not confident enough to change").
+again. The best candidate is attributed to its changes against the base
+(:mod:`optimizer.attribution`, paired by rollout) and reduced to the changes that help robustly;
+that minimal set must then beat the base by a margin that its interval over fresh rollouts
+supports; otherwise the base curriculum is kept ("not confident enough to change"). The
+explanation states the horizon (the sessions cap of the simulations).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import numpy as np
 import torch
 
 from twin.protocol import Curriculum
-from optimizer.space import CurriculumSpace, ParamKind
+from optimizer.attribution import Attribution, AttributionConfig, attribute
+from optimizer.objective import ModelGrid
+from optimizer.space import CurriculumSpace, ParamKind, describe_change
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig
 from twin.sim.forecast import Interval, SessionForecast, forecast_ensemble_session, forecast_session, interval
 from twin.models.ensemble import TwinEnsemble
@@ -64,6 +69,9 @@ class NextSessionProposal:
         forecast: the twin's forecast of the next session.
         explanation: why.
         candidates: ``(curriculum name, expected remaining trials)`` of every candidate.
+        attribution: the best candidate's changes against the base and their effects (None:
+            the best candidate was the base).
+        max_sessions: the horizon, the sessions cap of every simulation behind the proposal.
     """
 
     curriculum: Curriculum
@@ -76,13 +84,20 @@ class NextSessionProposal:
     forecast: SessionForecast
     explanation: str
     candidates: tuple[tuple[str, float], ...] = field(default=())
+    attribution: Attribution | None = None
+    max_sessions: int = 0
 
 
 def sample_candidates(space: CurriculumSpace, n: int, seed: int) -> list[Curriculum]:
     """``n`` curricula drawn uniformly (log-uniformly for ``LOG_FLOAT`` axes) from ``space``."""
+    return [space.build(v, name=f"candidate-{i}") for i, v in enumerate(sample_values(space, n, seed))]
+
+
+def sample_values(space: CurriculumSpace, n: int, seed: int) -> list[dict[str, float | int | bool]]:
+    """The axis values of :func:`sample_candidates`."""
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         values: dict[str, float | int | bool] = {}
         for p in space.params:
             if p.kind is ParamKind.BOOL:
@@ -93,7 +108,7 @@ def sample_candidates(space: CurriculumSpace, n: int, seed: int) -> list[Curricu
                 values[p.name] = float(np.exp(rng.uniform(np.log(p.low), np.log(p.high))))
             else:
                 values[p.name] = float(rng.uniform(p.low, p.high))
-        out.append(space.build(values, name=f"candidate-{i}"))
+        out.append(values)
     return out
 
 
@@ -161,17 +176,32 @@ def propose_next_session(
     def simulate(cands: list[Curriculum], seed: int) -> np.ndarray:
         return _simulate(model, state, cands, config, seed) if ensemble is None else _simulate_ensemble(ensemble, cands, config, seed)
 
-    base = space.build(space.base_values(), name=space.base.name)
-    cands = [base] + sample_candidates(space, config.n_candidates, config.seed)
-    means = simulate(cands, config.seed).mean(1)
+    base_values = space.base_values()
+    base = space.build(base_values, name=space.base.name)
+    values = [base_values] + sample_values(space, config.n_candidates, config.seed)
+    cands = [base] + [space.build(v, name=f"candidate-{i}") for i, v in enumerate(values[1:])]
+    first = simulate(cands, config.seed)
+    means = first.mean(1)
     best = int(np.argmin(means))
-    # the best of many noisy estimates is optimistic: judge it against the base on fresh runs
-    fresh = simulate([cands[0], cands[best]], config.seed + 1)
-    gain = _ratio_gain(fresh[0], fresh[1], config.level, config.seed) if best else Interval(0.0, 0.0, 0.0)
-    changed = best != 0 and gain.lo > 0
-    pick = best if changed else 0
-    ttc_pick, ttc_base = fresh[1 if changed else 0], fresh[0]
-    chosen = cands[pick]
+    attr: Attribution | None = None
+    chosen = base
+    if best:
+        # the best candidate's changes, one by one, paired by rollout; only those that help robustly stay
+        def scorer(vals: list[dict[str, float | int | bool]], seed: int) -> np.ndarray:  # type: ignore[type-arg]
+            return simulate([space.build(dict(v), name=f"variant-{i}") for i, v in enumerate(vals)], seed)
+
+        attr = attribute(base_values, values[best], scorer, ModelGrid.units(config.n_rollouts), AttributionConfig(level=config.level, seed=config.seed + 2), describe_change)  # type: ignore[arg-type]
+        if attr.kept:
+            chosen = space.build(dict(attr.minimal), name=cands[best].name if len(attr.kept) == len(attr.changes) else f"{cands[best].name}-minimal")
+    # the best of many noisy estimates is optimistic: the minimal proposal is judged against the base
+    # on the attribution's last runs, fresh ones (other seeds than the candidates were chosen on)
+    fresh = (attr.base_trials, attr.minimal_trials) if attr is not None and attr.kept else None
+    gain = _ratio_gain(fresh[0], fresh[1], config.level, config.seed) if fresh is not None else Interval(0.0, 0.0, 0.0)
+    changed = fresh is not None and gain.lo > 0
+    if not changed:
+        chosen = base
+    ttc_base = fresh[0] if fresh is not None else (attr.base_trials if attr is not None and attr.base_trials.size else first[0])
+    ttc_pick = fresh[1] if changed and fresh is not None else ttc_base
     start = min(state.phase, len(chosen.stimulus.phases) - 1)
     lo, hi = chosen.session_trials
     n_trials = (lo + hi) // 2
@@ -179,12 +209,20 @@ def propose_next_session(
         fc = forecast_session(model, state, chosen, n_trials, config.forecast_rollouts, config.seed, start_phase=start)
     else:
         fc = forecast_ensemble_session(ensemble, chosen, n_trials, config.forecast_rollouts, config.seed, start_phase=start)
+    horizon = f"simulated over a horizon of {config.horizon_sessions} sessions"
     if changed:
-        why = f"{chosen.description}: {gain.mean:.0%} fewer expected trials to {config.criterion.name} than {base.name} (interval [{gain.lo:.0%}, {gain.hi:.0%}])"
+        assert attr is not None
+        kept = "; ".join(c.description for c in attr.kept)
+        dropped = [c for c in attr.changes if not c.kept]
+        why = f"{kept}: {gain.mean:.0%} fewer expected trials to {config.criterion.name} than {base.name} (interval [{gain.lo:.0%}, {gain.hi:.0%}], {horizon})"
+        if dropped:
+            why += f"; left out {len(dropped)} change{'s' if len(dropped) > 1 else ''} that did not help robustly ({'; '.join(c.description for c in dropped)})"
+    elif attr is not None and not attr.kept:
+        why = f"kept {base.name}: none of the best candidate's {len(attr.changes)} changes helps robustly ({horizon})"
     elif best:
-        why = f"kept {base.name}: the best candidate's gain ({gain.mean:.0%}, interval [{gain.lo:.0%}, {gain.hi:.0%}]) is not clearly above zero"
+        why = f"kept {base.name}: the best candidate's gain ({gain.mean:.0%}, interval [{gain.lo:.0%}, {gain.hi:.0%}]) is not clearly above zero ({horizon})"
     else:
-        why = f"kept {base.name}: no candidate was expected to be faster"
+        why = f"kept {base.name}: no candidate was expected to be faster ({horizon})"
     return NextSessionProposal(
         curriculum=chosen,
         start_phase=start,
@@ -196,7 +234,9 @@ def propose_next_session(
         forecast=fc,
         explanation=why,
         candidates=tuple((c.name, float(m)) for c, m in zip(cands, means)),
+        attribution=attr,
+        max_sessions=config.horizon_sessions,
     )
 
 
-__all__ = ["NextSessionProposal", "ProposalConfig", "propose_next_session", "sample_candidates"]
+__all__ = ["NextSessionProposal", "ProposalConfig", "propose_next_session", "sample_candidates", "sample_values"]

@@ -312,4 +312,24 @@ def _describe(values: dict[str, float | int | bool]) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["Constraints", "CurriculumSpace", "Param", "ParamKind"]
+_AXIS_WORDS = {
+    "advance_threshold": "advancement accuracy",
+    "advance_window": "advancement window (trials per contrast and side)",
+    "advance_trials": "trials of a trial-count phase",
+    "easy_weight": "frequency of easy contrasts (x base)",
+    "zero_weight": "frequency of zero contrast (x base)",
+    "session_trials_low": "shortest session (trials)",
+}
+
+
+def describe_change(axis: str, base: float | int | bool, proposed: float | int | bool) -> str:
+    """A change of one axis of the space against the base, in words."""
+    if axis == "debias":
+        return f"repeat-on-error debiasing switched {'on' if proposed else 'off'}"
+    if axis == "keep_half":
+        return f"{'keep' if proposed else 'drop'} contrast 0.5 in the final phase"
+    fmt = (lambda v: f"{v:.3g}") if isinstance(proposed, float) or isinstance(base, float) else str
+    return f"{_AXIS_WORDS.get(axis, axis)} {fmt(base)} → {fmt(proposed)}"
+
+
+__all__ = ["Constraints", "CurriculumSpace", "Param", "ParamKind", "describe_change"]

@@ -37,6 +37,7 @@ from service.errors import FieldViolation, InvalidArgumentError
 from service.jobs import JobKind, JobSnapshot, JobState
 from service.limits import Limits, raise_invalid
 from twin_proto.pb import common_pb2, curriculum_service_pb2, operation_pb2, protocol_pb2, twin_service_pb2
+from optimizer.attribution import ChangeEffect
 from optimizer.planning import (
     CurriculumCandidate,
     CurriculumSearchOutcome,
@@ -564,10 +565,30 @@ def plan_pb(p: SessionPlan) -> curriculum_service_pb2.SessionPlan:
     if p.target is not None:
         msg.target_criterion = p.target.label
         msg.target_criterion_description = p.target.describe()
-    if p.expected_trials is not None and p.max_sessions is not None:
+    if p.max_sessions is not None:
         msg.max_sessions = p.max_sessions
+    if p.expected_trials is not None:
         msg.expected_trials_to_target.CopyFrom(interval_pb(p.expected_trials))
+    msg.changes.extend(plan_change_pb(c) for c in p.changes)
     return msg
+
+
+def plan_change_pb(c: ChangeEffect) -> curriculum_service_pb2.PlanChange:
+    """A PlanChange message."""
+    return curriculum_service_pb2.PlanChange(
+        axis=c.axis,
+        base_value=_value_text(c.base_value),
+        proposed_value=_value_text(c.proposed_value),
+        description=c.description,
+        drop_one=interval_pb(c.drop_one),
+        add_one=interval_pb(c.add_one),
+        kept=c.kept,
+        reason=c.reason,
+    )
+
+
+def _value_text(v: float | int | bool) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def _candidate_pb(c: CurriculumCandidate) -> operation_pb2.CurriculumCandidate:
@@ -639,6 +660,7 @@ __all__ = [
     "operation_metadata_pb",
     "operation_pb",
     "operation_result_pb",
+    "plan_change_pb",
     "plan_pb",
     "predict_request",
     "predict_response",

@@ -41,7 +41,8 @@ def optimizer_proposer(space: CurriculumSpace = CurriculumSpace(), config: Propo
         why = f"{p.explanation}; expected {e.mean:.0f} trials to {target.label} [{e.lo:.0f}, {e.hi:.0f}], capped at {cap} sessions"
         if p.changed:
             why += f"; gain {g.mean:.0%} [{g.lo:.0%}, {g.hi:.0%}]"
-        return Proposal(p.curriculum, p.n_trials, p.start_phase, why, expected_trials=e, max_sessions=cap)
+        changes = p.attribution.changes if p.attribution is not None and p.changed else ()
+        return Proposal(p.curriculum, p.n_trials, p.start_phase, why, expected_trials=e, max_sessions=p.max_sessions or cap, changes=changes)
 
     return propose
 
@@ -79,8 +80,8 @@ def optimizer_search(space: CurriculumSpace = CurriculumSpace(), config: SearchC
         backend = local_search(progress=False, on_batch=searched)
         res, _ = search_store(store, cut, cfg, subjects=req.subjects, fit_range=False, result_name=f"grpc-{req.seed}", backend=backend, on_pool=started)
         ctx.report(0.95, "re-scored the best candidates")
-        ranked = sorted(res.rescored[1:], key=lambda s: s.mean_trials.mean)
-        return CurriculumSearchOutcome(candidates=tuple(_candidate(s) for s in ranked), baseline=_candidate(res.default))
+        ranked = sorted((s for s in res.rescored[1:] if s.curriculum != res.best.curriculum), key=lambda s: s.mean_trials.mean)
+        return CurriculumSearchOutcome(candidates=tuple(_candidate(s) for s in [res.best, *ranked]), baseline=_candidate(res.default))  # the proposal (the minimal set) first
 
     return search
 

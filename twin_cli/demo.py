@@ -137,7 +137,9 @@ def search_curricula_through_twins(config: DemoConfig, store: TwinStore, rep: Co
     search.save(config.out / "curriculum")
     d, bst, sp = search.default, search.best, search.predicted_speedup
     assert sp is not None
-    log(f"      IBL default: {d.mean_trials.mean:.0f} trials to {cfg.criterion.label} (runs capped at {cfg.max_sessions} sessions); proposed: {bst.mean_trials.mean:.0f} (predicted speed-up {sp.mean:.1%}, 95% interval [{sp.lo:.1%}, {sp.hi:.1%}])")
+    log(f"      IBL default: {d.mean_trials.mean:.0f} trials to {cfg.criterion.label}; proposed: {bst.mean_trials.mean:.0f} (predicted speed-up {sp.mean:.1%}, {cfg.robust.level:.0%} interval [{sp.lo:.1%}, {sp.hi:.1%}], sessions cap {cfg.max_sessions})")
+    if search.attribution is not None:
+        log(f"      {len(search.attribution.kept)} of the best candidate's {len(search.attribution.changes)} changes help robustly and make the proposal")
     return search
 
 

@@ -75,8 +75,8 @@ def test_search_store_loads_the_twins_searches_and_keeps_the_result(tmp_path):
     res, stored = search_store(store, space, cfg, subjects=["s0", "s2"], result_name="t", on_pool=seen.append)
     assert seen[0].subjects == ("s0", "s2") and res.kind is ResultKind.CURRICULUM_SEARCH
     assert stored is not None and store.get_result(ResultKind.CURRICULUM_SEARCH, "t").payload == stored.payload
-    assert set(stored.payload) == {"best", "default", "predicted_speedup", "criterion", "criterion_description", "max_sessions"}
-    assert stored.payload["criterion"] == "trained_1a" and stored.payload["max_sessions"] == 3
+    assert set(stored.payload) == {"best", "default", "predicted_speedup", "criterion", "criterion_description", "max_sessions", "objective", "robust", "attribution"}
+    assert stored.payload["criterion"] == "trained_1a" and stored.payload["max_sessions"] == 3 and stored.payload["best"]["max_sessions"] == 3
     again, none = search_store(store, space, cfg, subjects=["s0", "s2"])
     assert none is None and again.best.mean_trials == res.best.mean_trials  # same seeds, same search; nothing stored
 

@@ -143,3 +143,14 @@ def test_the_biased_plan_exports_only_what_stock_iblrig_runs():
         IBLRIG_BIASED.check(replace(IBL_BIASED, feedback=replace(IBL_BIASED.feedback, block_probs=(0.1, 0.9))))
     with pytest.raises(Exception, match="stimulus.phases"):
         IBL_BIASED.export(IBLRIG_TRAINING)  # stock trainingChoiceWorld cannot run it
+
+
+def test_an_optimizer_plan_carries_its_changes_and_sessions_cap():
+    from optimizer.attribution import ChangeEffect
+
+    change = ChangeEffect("debias", True, False, "repeat-on-error debiasing switched off", Interval(0.05, 0.01, 0.09), Interval(0.04, 0.0, 0.08), True, "helps")
+    proposal = Proposal(EASY, 500, 0, "easier start", max_sessions=15, changes=(change,))
+    plan = plan_next_session("m", _Twin(), STATE, PlanConstraints(), _fc(0.1), propose=lambda t, s, c, target: proposal)
+    assert plan.source is PlanSource.OPTIMIZER and plan.changes == (change,) and plan.max_sessions == 15
+    fallback = plan_next_session("m", _Twin(), STATE, PlanConstraints(max_interval_width=0.2), _fc(0.5), propose=lambda t, s, c, target: proposal)
+    assert fallback.changes == () and fallback.max_sessions is None  # the lab default makes no change

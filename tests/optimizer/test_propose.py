@@ -38,6 +38,9 @@ def test_an_expert_is_told_to_run_shorter_sessions_when_the_lab_allows():
     assert p.gain.lo > 0 and p.expected_remaining.mean < p.base_expected_remaining.mean
     assert p.start_phase == 1 and p.forecast.accuracy.mean > 0.9
     assert "fewer expected trials" in p.explanation and len(p.candidates) == 7
+    # the proposal is the minimal set of the best candidate's changes: only the session length helps an expert
+    assert p.attribution is not None and [c.axis for c in p.attribution.kept] == ["session_trials_low"]
+    assert p.max_sessions == 4 and "horizon of 4 sessions" in p.explanation
 
 
 def test_the_base_is_kept_when_nothing_can_help():
@@ -46,7 +49,7 @@ def test_the_base_is_kept_when_nothing_can_help():
     space = CurriculumSpace(Constraints(session_trials=(300, 300)), base=base)  # only session length matters to an expert
     p = propose_next_session(model, state, space, ProposalConfig(n_candidates=4, n_rollouts=4, horizon_sessions=4, forecast_rollouts=16))
     assert not p.changed and p.curriculum.name == "lab" and p.gain.mean == 0.0
-    assert p.n_trials == 300 and "kept lab" in p.explanation
+    assert p.n_trials == 300 and "kept lab" in p.explanation and "horizon of 4 sessions" in p.explanation
 
 
 def test_an_ensemble_twin_proposes_through_every_component():

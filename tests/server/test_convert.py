@@ -63,3 +63,20 @@ def test_bad_rules_are_named():
     p.debias.phases.append(9)
     with pytest.raises(InvalidArgumentError, match=r"feedback.debias_phases\[5\]"):
         protocol_from_pb(p)
+
+
+def test_a_plan_converts_with_its_changes_and_sessions_cap():
+    from optimizer.attribution import ChangeEffect
+    from optimizer.planning import PlanSource, SessionPlan
+    from server.convert import plan_pb
+    from twin.sim.forecast import Interval
+
+    kept = ChangeEffect("session_trials_low", 550, 420, "shortest session (trials) 550 → 420", Interval(0.12, 0.05, 0.2), Interval(0.1, 0.04, 0.16), True, "helps")
+    dropped = ChangeEffect("easy_weight", 1.0, 1.7, "frequency of easy contrasts (x base) 1 → 1.7", Interval(-0.02, -0.05, 0.01), Interval(0.0, -0.03, 0.03), False, "no robust benefit")
+    plan = SessionPlan("m", IBL_DEFAULT, 0, 550, PlanSource.OPTIMIZER, None, "why", None, None, (kept, dropped), 15)
+    msg = plan_pb(plan)
+    assert msg.max_sessions == 15 and [c.axis for c in msg.changes] == ["session_trials_low", "easy_weight"]
+    c0, c1 = msg.changes
+    assert (c0.base_value, c0.proposed_value, c0.kept) == ("550", "420", True) and c0.drop_one.lo == pytest.approx(0.05)
+    assert (c1.base_value, c1.proposed_value, c1.kept) == ("1", "1.7", False) and c1.add_one.hi == pytest.approx(0.03)
+    assert c1.reason == "no robust benefit" and "easy contrasts" in c1.description

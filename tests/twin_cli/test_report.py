@@ -330,3 +330,36 @@ def test_report_renders_in_headless_chromium(report_file: Path, tmp_path: Path) 
             if (a.get("alt") or "").startswith("Psychometric"):
                 assert float(a["data-min-panel-px"] or 0) * float(a["data-shown-scale"] or 0) >= 250
     assert body.get("data-warnings") not in (None, "0")  # the 2-epoch twin is flagged
+
+
+def test_report_shows_the_latest_curriculum_search_with_families_and_changes(built: tuple[Report, str]) -> None:
+    import dataclasses
+    import datetime as dt
+
+    from twin.persist.store import ResultKind, StoredResult
+
+    rep, _ = built
+    iv = lambda m, lo, hi: {"mean": m, "lo": lo, "hi": hi}  # noqa: E731
+    payload = {
+        "best": {"curriculum": {"name": "trial-3-minimal"}, "mean_trials": iv(5200.0, 5000.0, 5400.0), "max_sessions": 7},
+        "default": {"curriculum": {"name": "ibl-default"}, "mean_trials": iv(6000.0, 5800.0, 6200.0), "max_sessions": 7},
+        "predicted_speedup": iv(0.133, 0.08, 0.18),
+        "max_sessions": 7,
+        "objective": {"statistic": "lower_quantile", "quantile": 0.1, "level": 0.95},
+        "robust": {"lower_quantile": 0.04, "quantile": 0.1, "by_family": [{"family": "dnn", "n_units": 3, **iv(0.15, 0.1, 0.2)}, {"family": "gru", "n_units": 3, **iv(0.11, 0.02, 0.2)}], "max_sessions": 7},
+        "attribution": {
+            "changes": [
+                {"axis": "session_trials_low", "description": "shortest session (trials) 550 → 420", "drop_one": iv(0.12, 0.06, 0.18), "add_one": iv(0.1, 0.05, 0.15), "kept": True, "reason": "helps"},
+                {"axis": "debias", "description": "repeat-on-error debiasing switched off <b>", "drop_one": iv(-0.1, -0.14, -0.06), "add_one": iv(-0.09, -0.12, -0.05), "kept": False, "reason": "harmful"},
+            ]
+        },
+    }
+    now = dt.datetime.now(dt.timezone.utc)
+    html = dataclasses.replace(rep, search=StoredResult(ResultKind.CURRICULUM_SEARCH, "lab", 2, payload, now)).html()
+    assert 'id="curriculum-search"' in html and "sessions cap 7" in html
+    assert "+15.0% [+10.0%, +20.0%]" in html and ">gru<" in html  # the per-family table
+    assert "no: harmful" in html and "+12.0% [+6.0%, +18.0%]" in html  # the per-change table
+    assert "switched off &lt;b&gt;" in html  # escaped
+    old = dataclasses.replace(rep, search=StoredResult(ResultKind.CURRICULUM_SEARCH, "old", 1, {"best": payload["best"] | {"max_sessions": None}, "default": payload["default"], "predicted_speedup": payload["predicted_speedup"]}, now)).html()
+    assert 'id="curriculum-search"' in old and "+13.3% [+8.0%, +18.0%]" in old
+    assert 'id="curriculum-search"' not in rep.html()

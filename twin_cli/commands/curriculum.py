@@ -157,12 +157,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     res.save(args.out)
     assert stored is not None
-    b, d, sp = res.best, res.default, res.predicted_speedup
+    b = res.best
     crit = cfg.criterion
     print(f"trials to {crit.label} ({crit.describe()}), each simulated run capped at {cfg.max_sessions} sessions")
-    print(f"default {d.curriculum.name}: {d.mean_trials.mean:.0f} trials to {crit.label} [{d.mean_trials.lo:.0f}, {d.mean_trials.hi:.0f}]")
-    print(f"proposed: {b.mean_trials.mean:.0f} [{b.mean_trials.lo:.0f}, {b.mean_trials.hi:.0f}], predicted speed-up {sp.mean:.1%} [{sp.lo:.1%}, {sp.hi:.1%}]")
+    lines = res.lines()
+    print("\n".join(lines[:2]))
     print(f"  {b.curriculum.description}")
+    print("\n".join(lines[2:]))
     print(f"  rig profile {space.profile.name}: runs on {space.profile.task}" + ("" if space.profile.stock_iblrig else f" (stock iblrig trainingChoiceWorld: {'yes' if IBLRIG_TRAINING.runs(b.curriculum) else 'no'})"))
     for w in b.warnings:
         print(f"  warning: {w}")
@@ -218,6 +219,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
             expected_remaining_trials=None,
             default_expected_remaining_trials=None,
             max_sessions=None,
+            changes=[],
             predicted_accuracy=dataclasses.asdict(fc.accuracy),
             rig_profile=profile.name,
             rig_export=cur.export(profile, 0, n_trials),
@@ -237,6 +239,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
             expected_remaining_trials=dataclasses.asdict(e),
             default_expected_remaining_trials=dataclasses.asdict(p.base_expected_remaining),
             max_sessions=cfg.horizon_sessions,
+            changes=[c.to_dict() for c in p.attribution.changes] if p.attribution is not None else [],
             predicted_accuracy=dataclasses.asdict(p.forecast.accuracy),
             rig_profile=space.profile.name,
             rig_export=p.curriculum.export(space.profile, p.start_phase, p.n_trials),

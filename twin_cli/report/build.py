@@ -24,7 +24,7 @@ from twin.models.ensemble import TwinEnsemble
 from twin.models.state import TwinState
 from twin.persist.atomic import atomic_write
 from twin.persist.sessions import SessionStore
-from twin.persist.store import Twin, TwinStore, TwinVersion
+from twin.persist.store import ResultKind, Twin, TwinStore, TwinVersion
 from twin.sim.forecast import SessionForecast, forecast_ensemble_session, forecast_session
 from twin.sim.replay import free_weight_band
 from twin.protocol import IBL_DEFAULT
@@ -370,7 +370,8 @@ def write_report(
     """
     twin = store.load_twin(subject, version=version, alias=alias)
     df, source = resolve_trials(store, subject, trials, trials_source)
-    report = build_report(twin, df, config, source)
+    searches = store.results(ResultKind.CURRICULUM_SEARCH)
+    report = replace(build_report(twin, df, config, source), search=searches[-1] if searches else None)
     path = Path(out)
     _write_html(report.html(), path)
     return path

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from twin.analysis.criteria import TRAINED_1A, TRAINED_1B
-from twin.persist.store import TwinVersion
+from twin.persist.store import StoredResult, TwinVersion
 from twin.sim.forecast import SessionForecast
 from twin.protocol import IBL_DEFAULT, Curriculum
 from twin_cli.figures import RenderedFigure
@@ -115,6 +115,8 @@ class Report:
         warnings: reasons not to trust the twin (poor fit, failed generative check), as plain
             sentences, shown prominently at the top of the page; empty when there are none.
         generated_at: when the report was computed (UTC).
+        search: the store's latest curriculum search (cohort-level: its proposal, the speed-up
+            each rule family predicts, the proposal's changes and their effects), or None.
     """
 
     subject: str
@@ -129,6 +131,7 @@ class Report:
     notes: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
     generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    search: StoredResult | None = None
 
     def html(self) -> str:
         """The self-contained HTML page (:func:`twin_cli.report.page.render_html`)."""

@@ -234,6 +234,56 @@ def _sessions_html(r: Report) -> str:
     return '<div class="tablewrap">' + _table([heads.get(c, c) for c in cols], rows, left=2 if "label" in cols else 1) + "</div>"
 
 
+def _pct(d: object) -> str:
+    """A stored interval ``{"mean", "lo", "hi"}`` of a fraction as ``+12.3% [+4.0%, +20.1%]``."""
+    if not isinstance(d, dict) or not all(isinstance(d.get(k), (int, float)) for k in ("mean", "lo", "hi")):
+        return "–"
+    return f"{d['mean']:+.1%} [{d['lo']:+.1%}, {d['hi']:+.1%}]"
+
+
+def _search_html(r: Report) -> str:
+    """The store's latest curriculum search: its proposal, per-family speed-ups and changes."""
+    res = r.search
+    assert res is not None
+    p = res.payload
+    best, default = p.get("best") or {}, p.get("default") or {}
+    cap = p.get("max_sessions", best.get("max_sessions") if isinstance(best, dict) else None)
+    cap_text = f"sessions cap {cap}" if cap is not None else "sessions cap not recorded (a search from before the cap was stated)"
+    name = lambda s: (s.get("curriculum") or {}).get("name", "?") if isinstance(s, dict) else "?"  # noqa: E731
+    trials = lambda s: (s.get("mean_trials") or {}).get("mean") if isinstance(s, dict) else None  # noqa: E731
+    parts = [
+        f"<p>Search {_e(res.name)} v{res.version} ({_e(res.created_at.isoformat(timespec='seconds'))}), over the store's twins (the cohort, not only this animal); "
+        f"every prediction simulated with a {_e(cap_text)}.</p>",
+        _table(
+            ["curriculum", "mean trials to criterion", "predicted speed-up"],
+            [[f"default: {name(default)}", trials(default), "–"], [f"proposed: {name(best)}", trials(best), _pct(p.get("predicted_speedup"))]],
+        ),
+    ]
+    robust, objective = p.get("robust"), p.get("objective")
+    if isinstance(robust, dict):
+        stat = objective.get("statistic", "?") if isinstance(objective, dict) else "?"
+        q = robust.get("quantile")
+        lq = robust.get("lower_quantile")
+        parts.append(f"<p>Ranked by {_e(stat)}; the {_e(f'{q:.0%}' if isinstance(q, float) else '?')} quantile of the per-(model, animal) speed-ups is {_e(f'{lq:+.1%}' if isinstance(lq, float) else '–')}.</p>")
+        fams = [f for f in robust.get("by_family", []) if isinstance(f, dict)]
+        if fams:
+            parts.append(_table(["rule family", "predicted speed-up", "animals"], [[f.get("family", "?"), _pct(f), f.get("n_units")] for f in fams]))
+    attribution = p.get("attribution")
+    if isinstance(attribution, dict):
+        changes = [c for c in attribution.get("changes", []) if isinstance(c, dict)]
+        if changes:
+            parts.append("<p>Changes of the best candidate against the default, each judged through the twins (drop-one: its contribution with the others kept; add-one: alone); only those that help robustly make the proposal.</p>")
+            parts.append(
+                _table(
+                    ["change", "drop-one", "add-one", "kept"],
+                    [[c.get("description", c.get("axis", "?")), _pct(c.get("drop_one")), _pct(c.get("add_one")), "yes" if c.get("kept") else f"no: {c.get('reason', '')}"] for c in changes],
+                )
+            )
+        else:
+            parts.append("<p>The best candidate made no change to the default.</p>")
+    return "".join(parts)
+
+
 def render_html(r: Report) -> str:
     """The report as one self-contained HTML page (see the module docstring)."""
     m = r.meta
@@ -256,6 +306,8 @@ def render_html(r: Report) -> str:
             body += _forecast_html(r)
         section(f.key, f.title, body)
     section("sessions", "Sessions", _sessions_html(r))
+    if r.search is not None:
+        section("curriculum-search", "Curriculum search", _search_html(r))
     n_trials = int(r.sessions["n_trials"].sum())
     subtitle = (
         f"Twin version {m.version}{' (' + ', '.join(m.aliases) + ')' if m.aliases else ''}, rule {m.rule}, trained through session {m.trained_through_session}. "

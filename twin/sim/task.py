@@ -83,7 +83,10 @@ class TaskEnv:
     filled), ``perf_sum`` ``[B, K]`` the correct ones among the last ``window`` (of the current
     phase's rule; kept up to date trial by trial), ``pending`` ``[B]`` an error calling for a
     debiasing trial, ``n_left``/``n_resp`` ``[B]`` the session's left choices and choices,
-    ``debias_trial`` ``[B]`` whether the trial last drawn was a debiasing one.
+    ``debias_trial`` ``[B]`` whether the trial last drawn was a debiasing one. In the compiled
+    form (``fused``) the state is updated in place, ``perf_buf`` holds the outcomes as bits
+    (``[B, K, ceil(M / 64)]`` int64, slot ``j`` in bit ``j % 64`` of word ``j // 64``) and
+    ``last_level`` ``[B]`` the performance level of the trial last drawn (-1: none).
 
     Args:
         protocol: the mechanics, one for every row or a sequence of ``B`` (one per row).
@@ -240,7 +243,10 @@ class TaskEnv:
         w = self.window[rows, self.phase[rows]].long()  # [R]
         age = (self.perf_ptr[rows].unsqueeze(-1) - 1 - self._age) % self.window_max  # [R, K, M]: 0 = the newest
         keep = (age < w.view(-1, 1, 1)) & (age < self.perf_n[rows].unsqueeze(-1))
-        return (self.perf_buf[rows] * keep).sum(-1)
+        buf = self.perf_buf[rows]
+        if self.fused:  # bits: slot j in bit j % 64 of word j // 64
+            buf = ((buf[..., self._age // 64] >> (self._age % 64)) & 1).float()
+        return (buf * keep).sum(-1)
 
     def _advance(self) -> None:
         """iblrig's ``check_training_phase``: at most one phase forward, before the draw."""
@@ -278,6 +284,7 @@ class TaskEnv:
             level_of = torch.full(self.table.shape, -1, dtype=torch.long)
             last_level = -1
         self.last_level = torch.full((b,), last_level, dtype=torch.long)
+        self.perf_buf = torch.zeros(b, self.perf_sum.shape[1], (self.window_max + 63) // 64, dtype=torch.long)  # bits
         self.perf_sum = self.perf_sum.contiguous()
         self._scratch_phase = torch.zeros(b, dtype=torch.long)
         self._scratch_rep = torch.zeros(b, dtype=torch.bool)
@@ -305,7 +312,7 @@ class TaskEnv:
         ss = session_start.to(torch.bool).contiguous().numpy()
         act, has_active = self._mask(active)
         has_levels = bool(self.levels.numel())
-        need_normal = task_kernels.draw_pre(ss, act, has_active, has_levels, *self._k_state, *self._k_rules, *self._k_scratch)
+        need_normal = task_kernels.draw_pre(ss, act, has_active, has_levels, self.window_max, *self._k_state, *self._k_rules, *self._k_scratch)
         u_pick, u_side, u_idx = self._u
         g, dev = self.g, self.device
         block_len = self._no_blocks
@@ -395,7 +402,7 @@ class TaskEnv:
         if self.fused:
             act, has_active = self._mask(active)
             ok = correct.to(torch.bool).contiguous().numpy()
-            task_kernels.observe(ok, act, has_active, bool(self.levels.numel()), *self._k_obs, self._k_window, self._k_debias_cut)
+            task_kernels.observe(ok, act, has_active, bool(self.levels.numel()), self.window_max, *self._k_obs, self._k_window, self._k_debias_cut)
             return
         old = self._snapshot(_OBSERVED)
         self.pending = (~correct) & (self.last_contrast >= self.debias_min - 1e-9)

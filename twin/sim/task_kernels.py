@@ -23,7 +23,10 @@ computed once by torch and passed in. Rows where ``active`` is False keep their 
 outputs are computed as the torch form computes them.
 
 Shapes: ``B`` rows, ``P`` phases, ``W`` the widest phase, ``L`` the contrast levels the
-performance rules look at, ``K = 2 L`` level-side pairs, ``M`` the longest window.
+performance rules look at, ``K = 2 L`` level-side pairs, ``M`` the longest window. The ring
+buffers of outcomes are bits (``perf_buf`` ``[B, K, ceil(M / 64)]`` int64, slot ``j`` in bit
+``j % 64`` of word ``j // 64``): a 50-trial window per level and side is one word, so the
+buffers of 10,000 rows stay in cache.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def _compiled(fn: Callable) -> Callable:  # type: ignore[type-arg]
 
 @_compiled
 def draw_pre(  # type: ignore[no-untyped-def]
-    ss, active, has_active, has_levels,
+    ss, active, has_active, has_levels, window_m,
     phase, count, perf_buf, perf_ptr, perf_n, perf_sum, pending, n_left, n_resp,
     is_perf, is_count, trials, cut, needs, window_i, debias_in, against_bias,
     scratch_phase, scratch_rep,
@@ -63,7 +66,7 @@ def draw_pre(  # type: ignore[no-untyped-def]
     whether any row repeats against the bias (then a normal draw is taken)."""
     b = phase.shape[0]
     n_k = perf_sum.shape[1]
-    m = perf_buf.shape[2]
+    m = window_m
     need_normal = False
     for i in range(b):
         act = (not has_active) or active[i]
@@ -105,7 +108,7 @@ def draw_pre(  # type: ignore[no-untyped-def]
                         for j in range(m):
                             age = (ptr - 1 - j) % m  # 0 = the newest
                             if age < w and age < n:
-                                tot += perf_buf[i, k, j]
+                                tot += np.float32((perf_buf[i, k, j >> 6] >> (j & 63)) & 1)
                         perf_sum[i, k] = tot
         rep = pend and debias_in[i, ph]
         scratch_phase[i] = ph
@@ -194,13 +197,13 @@ def draw_post(  # type: ignore[no-untyped-def]
 
 @_compiled
 def observe(  # type: ignore[no-untyped-def]
-    correct, active, has_active, has_levels,
+    correct, active, has_active, has_levels, window_m,
     phase, last_side, last_contrast, last_level, pending, n_left, n_resp,
     perf_buf, perf_ptr, perf_n, perf_sum, window_i, debias_cut,
 ):
     """The outcome ``correct`` of every active row's trial into its state, in place."""
     b = phase.shape[0]
-    m = perf_buf.shape[2]
+    m = window_m
     for i in range(b):
         if has_active and not active[i]:
             continue
@@ -214,10 +217,15 @@ def observe(  # type: ignore[no-untyped-def]
             k = 2 * level + (1 if last_side[i] != 0.0 else 0)
             ptr, n = perf_ptr[i, k], perf_n[i, k]
             w = window_i[i, phase[i]]
-            leaving = perf_buf[i, k, (ptr - w) % m] if n >= w else np.float32(0.0)
+            back = ptr - w  # (ptr - w) mod m, without an integer division (0 <= ptr < m, 1 <= w <= m)
+            if back < 0:
+                back += m
+            leaving = np.float32((perf_buf[i, k, back >> 6] >> (back & 63)) & 1) if n >= w else np.float32(0.0)
             new = np.float32(1.0) if ok else np.float32(0.0)
-            perf_buf[i, k, ptr] = new
-            perf_ptr[i, k] = (ptr + 1) % m
+            word, bit = perf_buf[i, k, ptr >> 6], ptr & 63
+            one_bit = np.int64(1) << bit
+            perf_buf[i, k, ptr >> 6] = (word | one_bit) if ok else (word & ~one_bit)
+            perf_ptr[i, k] = ptr + 1 if ptr + 1 < m else 0
             perf_n[i, k] = n + 1 if n + 1 < m else m
             perf_sum[i, k] = perf_sum[i, k] + np.float32(new - leaving)
 

@@ -49,12 +49,11 @@ def distinct(protocols: Sequence[Curriculum]) -> tuple[list[Curriculum], list[in
     Rows that share one protocol object are compared once (a batch is mostly a few objects
     repeated over many rows).
     """
-    by_object: dict[int, Curriculum] = {}
-    for p in protocols:
-        by_object.setdefault(id(p), p)
-    index = {p: i for i, p in enumerate(dict.fromkeys(by_object.values()))}
+    ids = list(map(id, protocols))
+    by_object = dict(zip(ids, protocols))  # each object once (hashing by value is slow)
+    index = {p: i for i, p in enumerate(dict.fromkeys(by_object[k] for k in dict.fromkeys(ids)))}
     of_object = {k: index[p] for k, p in by_object.items()}
-    return list(index), [of_object[id(p)] for p in protocols]
+    return list(index), list(map(of_object.__getitem__, ids))
 
 
 def _stack(rows: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -174,7 +173,9 @@ class TaskEnv:
             }
 
         parts = [per_protocol(p) for p in uniq]
-        par = {k: _stack([d[k] for d in parts], dev)[which.to(dev)] for k in parts[0]}
+        self._tables = {k: _stack([d[k] for d in parts], dev) for k in parts[0]}  # [U, ...] per distinct protocol
+        self._which = which.to(dev)  # [B] each row's protocol
+        par = {k: v[self._which] for k, v in self._tables.items()}
         self.table, self.cum, self.counts = par["table"], par["cum"], par["counts"]  # [B, P, W], [B, P, W], [B, P]
         self.n_phases = par["n_phases"]
         self.is_perf, self.is_count = par["is_perf"], par["is_count"]  # [B, P]: the rule that leaves phase p
@@ -271,17 +272,17 @@ class TaskEnv:
         """Tables and scratch buffers of the kernels, once per environment: thresholds as torch
         computes them in float32, each table entry's performance level (-1: none), numpy views
         of the state (updated in place from now on)."""
-        b = self.b
+        b, tb = self.b, self._tables
         lv = self.levels
-        cut = self.threshold * self.window + 1e-4  # [B, P]: what perf_sum must exceed
-        debias_cut = self.debias_min - 1e-9  # [B]
+        cut = tb["threshold"] * tb["window"] + 1e-4  # [U, P]: what perf_sum must exceed
+        debias_cut = tb["debias_min"] - 1e-9  # [U]
         if lv.numel():
-            hit = torch.isclose(self.table.unsqueeze(-1), lv)  # [B, P, W, L]
+            hit = torch.isclose(tb["table"].unsqueeze(-1), lv)  # [U, P, W, L]
             level_of = torch.where(hit.any(-1), hit.byte().argmax(-1), -1)
             z_hit = torch.isclose(torch.zeros(1), lv)
             last_level = int(z_hit.byte().argmax()) if bool(z_hit.any()) else -1
         else:
-            level_of = torch.full(self.table.shape, -1, dtype=torch.long)
+            level_of = torch.full(tb["table"].shape, -1, dtype=torch.long)
             last_level = -1
         self.last_level = torch.full((b,), last_level, dtype=torch.long)
         self.perf_buf = torch.zeros(b, self.perf_sum.shape[1], (self.window_max + 63) // 64, dtype=torch.long)  # bits
@@ -294,11 +295,13 @@ class TaskEnv:
         self._all = torch.ones(b, dtype=torch.bool).numpy()
         n = lambda t: t.contiguous().numpy()  # noqa: E731
         self._k_state = tuple(n(t) for t in (self.phase, self.count, self.perf_buf, self.perf_ptr, self.perf_n, self.perf_sum, self.pending, self.n_left, self.n_resp))
-        self._k_rules = tuple(n(t) for t in (self.is_perf, self.is_count, self.trials, cut, self.needs, self.window.long(), self.debias_in, self.against_bias))
+        window = tb["window"].long()
+        self._k_which = n(self._which)
+        self._k_rules = tuple(n(t) for t in (tb["is_perf"], tb["is_count"], tb["trials"], cut, tb["needs"], window, tb["debias_in"], tb["against_bias"]))
         self._k_block = tuple(n(t) for t in (self.p_left, self.block_left, self.last_side, self.last_contrast, self.last_level, self.debias_trial, self.n_left, self.n_resp))
-        self._k_table = tuple(n(t) for t in (self.biased, self.unbiased, self.p0, self.p1, self.cum, self.counts, self.table, level_of, self.against_bias, self.zero_left))
+        self._k_table = tuple(n(t) for t in (tb["biased"], tb["unbiased"], tb["p0"], tb["p1"], tb["cum"], tb["counts"], tb["table"], level_of, tb["against_bias"], tb["zero_left"]))
         self._k_obs = tuple(n(t) for t in (self.phase, self.last_side, self.last_contrast, self.last_level, self.pending, self.n_left, self.n_resp, self.perf_buf, self.perf_ptr, self.perf_n, self.perf_sum))
-        self._k_window, self._k_debias_cut = n(self.window.long()), n(debias_cut)
+        self._k_window, self._k_debias_cut = n(window), n(debias_cut)
         self._k_scratch = (self._scratch_phase.numpy(), self._scratch_rep.numpy())
 
     def _mask(self, active: torch.Tensor | None) -> tuple[np.ndarray, bool]:
@@ -312,7 +315,7 @@ class TaskEnv:
         ss = session_start.to(torch.bool).contiguous().numpy()
         act, has_active = self._mask(active)
         has_levels = bool(self.levels.numel())
-        need_normal = task_kernels.draw_pre(ss, act, has_active, has_levels, self.window_max, *self._k_state, *self._k_rules, *self._k_scratch)
+        need_normal = task_kernels.draw_pre(ss, act, has_active, has_levels, self.window_max, self._k_which, *self._k_state, *self._k_rules, *self._k_scratch)
         u_pick, u_side, u_idx = self._u
         g, dev = self.g, self.device
         block_len = self._no_blocks
@@ -325,7 +328,7 @@ class TaskEnv:
             torch.randn(self.b, generator=g, device=dev, out=self._z)
         out = torch.empty(4, self.b)
         task_kernels.draw_post(
-            ss, act, has_active, self.any_biased, bool(need_normal),
+            ss, act, has_active, self.any_biased, bool(need_normal), self._k_which,
             u_pick.numpy(), block_len.contiguous().numpy(), u_side.numpy(), u_idx.numpy(), self._z.numpy(),
             *self._k_block, *self._k_scratch, *self._k_table, *out.numpy(),
         )
@@ -402,7 +405,7 @@ class TaskEnv:
         if self.fused:
             act, has_active = self._mask(active)
             ok = correct.to(torch.bool).contiguous().numpy()
-            task_kernels.observe(ok, act, has_active, bool(self.levels.numel()), self.window_max, *self._k_obs, self._k_window, self._k_debias_cut)
+            task_kernels.observe(ok, act, has_active, bool(self.levels.numel()), self.window_max, self._k_which, *self._k_obs, self._k_window, self._k_debias_cut)
             return
         old = self._snapshot(_OBSERVED)
         self.pending = (~correct) & (self.last_contrast >= self.debias_min - 1e-9)

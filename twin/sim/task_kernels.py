@@ -19,7 +19,8 @@ floating-point value the kernels compute is exact (counts, comparisons, products
 computed in float32 as torch does, so both forms give identical results for the same seed
 (``tests/twin/sim/test_engine_golden.py``, ``tests/twin/sim/test_task_kernels.py``). Thresholds
 that torch computes in float32 (``threshold * window + 1e-4``, ``debias_min - 1e-9``) are
-computed once by torch and passed in. Rows where ``active`` is False keep their state; their
+computed once by torch and passed in. The tables are per protocol (``U`` distinct ones, row ``i``
+following protocol ``which[i]``), so they stay in cache however many rows share them. Rows where ``active`` is False keep their state; their
 outputs are computed as the torch form computes them.
 
 Shapes: ``B`` rows, ``P`` phases, ``W`` the widest phase, ``L`` the contrast levels the
@@ -56,7 +57,7 @@ def _compiled(fn: Callable) -> Callable:  # type: ignore[type-arg]
 
 @_compiled
 def draw_pre(  # type: ignore[no-untyped-def]
-    ss, active, has_active, has_levels, window_m,
+    ss, active, has_active, has_levels, window_m, which,
     phase, count, perf_buf, perf_ptr, perf_n, perf_sum, pending, n_left, n_resp,
     is_perf, is_count, trials, cut, needs, window_i, debias_in, against_bias,
     scratch_phase, scratch_rep,
@@ -69,17 +70,18 @@ def draw_pre(  # type: ignore[no-untyped-def]
     m = window_m
     need_normal = False
     for i in range(b):
+        u = which[i]
         act = (not has_active) or active[i]
         fresh = ss[i]
         c = 1 if fresh else count[i] + 1
         pend = pending[i] and not fresh
         ph = phase[i]
-        go = is_count[i, ph] and c >= trials[i, ph]
-        if has_levels and is_perf[i, ph] and not go:
+        go = is_count[u, ph] and c >= trials[u, ph]
+        if has_levels and is_perf[u, ph] and not go:
             ok = True
-            thr = cut[i, ph]
+            thr = cut[u, ph]
             for k in range(n_k):
-                if needs[i, ph, k // 2]:
+                if needs[u, ph, k // 2]:
                     s = np.float32(0.0) if fresh else perf_sum[i, k]
                     if not s > thr:
                         ok = False
@@ -101,7 +103,7 @@ def draw_pre(  # type: ignore[no-untyped-def]
             if go:
                 phase[i] = ph
                 if has_levels:  # the new phase's rule may look at another window
-                    w = window_i[i, ph]
+                    w = window_i[u, ph]
                     for k in range(n_k):
                         ptr, n = perf_ptr[i, k], perf_n[i, k]
                         tot = np.float32(0.0)
@@ -110,17 +112,17 @@ def draw_pre(  # type: ignore[no-untyped-def]
                             if age < w and age < n:
                                 tot += np.float32((perf_buf[i, k, j >> 6] >> (j & 63)) & 1)
                         perf_sum[i, k] = tot
-        rep = pend and debias_in[i, ph]
+        rep = pend and debias_in[u, ph]
         scratch_phase[i] = ph
         scratch_rep[i] = rep
-        if rep and against_bias[i]:
+        if rep and against_bias[u]:
             need_normal = True
     return need_normal
 
 
 @_compiled
 def draw_post(  # type: ignore[no-untyped-def]
-    ss, active, has_active, any_biased, need_normal,
+    ss, active, has_active, any_biased, need_normal, which,
     u_pick, block_len, u_side, u_idx, z,
     p_left, block_left, last_side, last_contrast, last_level, debias_trial, n_left, n_resp,
     scratch_phase, scratch_rep,
@@ -135,40 +137,41 @@ def draw_post(  # type: ignore[no-untyped-def]
     one = np.float32(1.0)
     zero = np.float32(0.0)
     for i in range(b):
+        u = which[i]
         act = (not has_active) or active[i]
         ph = scratch_phase[i]
         pl = p_left[i]
         bl = block_left[i]
         if any_biased:
-            if ss[i] and biased[i]:
+            if ss[i] and biased[u]:
                 pl = half
-                bl = unbiased[i]
-            switch = bl <= 0 and biased[i]
+                bl = unbiased[u]
+            switch = bl <= 0 and biased[u]
             first = switch and pl == half
             if first:
-                pl = p0[i] if u_pick[i] < half else p1[i]
+                pl = p0[u] if u_pick[i] < half else p1[u]
             elif switch:
-                pl = p1[i] if pl == p0[i] else p0[i]
+                pl = p1[u] if pl == p0[u] else p0[u]
             if switch:
                 bl = block_len[i]
-            if biased[i]:
+            if biased[u]:
                 bl = np.float32(bl - one)
         side = one if u_side[i] >= pl else zero
-        u = u_idx[i]
+        x = u_idx[i]
         idx = 0
         for j in range(width):
-            if u >= cum[i, ph, j]:
+            if x >= cum[u, ph, j]:
                 idx += 1
-        top = counts[i, ph] - 1
+        top = counts[u, ph] - 1
         if idx > top:
             idx = top
-        contrast = table[i, ph, idx]
-        level = level_of[i, ph, idx]
+        contrast = table[u, ph, idx]
+        level = level_of[u, ph, idx]
         rep = scratch_rep[i]
         prob_left = pl
         if rep:
             rep_side = last_side[i]
-            if need_normal and against_bias[i]:
+            if need_normal and against_bias[u]:
                 nl = zero if ss[i] else n_left[i]
                 nr = zero if ss[i] else n_resp[i]
                 if nr < one:
@@ -178,9 +181,9 @@ def draw_post(  # type: ignore[no-untyped-def]
             side = rep_side
             contrast = last_contrast[i]
             level = last_level[i]
-            if not against_bias[i]:
+            if not against_bias[u]:
                 prob_left = np.float32(one - last_side[i])
-        if contrast == zero and zero_left[i]:
+        if contrast == zero and zero_left[u]:
             side = zero
         out_left[i] = np.float32(contrast * np.float32(one - side))
         out_right[i] = np.float32(contrast * side)
@@ -197,7 +200,7 @@ def draw_post(  # type: ignore[no-untyped-def]
 
 @_compiled
 def observe(  # type: ignore[no-untyped-def]
-    correct, active, has_active, has_levels, window_m,
+    correct, active, has_active, has_levels, window_m, which,
     phase, last_side, last_contrast, last_level, pending, n_left, n_resp,
     perf_buf, perf_ptr, perf_n, perf_sum, window_i, debias_cut,
 ):
@@ -207,8 +210,9 @@ def observe(  # type: ignore[no-untyped-def]
     for i in range(b):
         if has_active and not active[i]:
             continue
+        u = which[i]
         ok = correct[i]
-        pending[i] = (not ok) and last_contrast[i] >= debias_cut[i]
+        pending[i] = (not ok) and last_contrast[i] >= debias_cut[u]
         if (last_side[i] == 0.0) == ok:
             n_left[i] += 1.0
         n_resp[i] += 1.0
@@ -216,7 +220,7 @@ def observe(  # type: ignore[no-untyped-def]
         if has_levels and level >= 0:
             k = 2 * level + (1 if last_side[i] != 0.0 else 0)
             ptr, n = perf_ptr[i, k], perf_n[i, k]
-            w = window_i[i, phase[i]]
+            w = window_i[u, phase[i]]
             back = ptr - w  # (ptr - w) mod m, without an integer division (0 <= ptr < m, 1 <= w <= m)
             if back < 0:
                 back += m

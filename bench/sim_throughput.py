@@ -40,7 +40,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
 from twin.data.features import contrast_transform
 from twin.models.learner import LearnerModel, ModelSpec

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from twin.data.features import FeatureSpec
@@ -96,8 +97,6 @@ def cases() -> dict[str, torch.Tensor]:
             out[f"plan/{tag}/n"], out[f"plan/{tag}/n_right"] = run.stats.n, run.stats.n_right
             out[f"plan/{tag}/w_max"], out[f"plan/{tag}/end_phase"] = run.w_max, run.end_phase
             # the trial-by-trial table (run_task)
-            import numpy as np
-
             starts = torch.from_numpy(session_schedule(b, 120, protos[1], np.random.default_rng(2)))
             gen = torch.Generator().manual_seed(9)
             env = TaskEnv(rows, b, gen)

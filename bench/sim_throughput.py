@@ -84,6 +84,8 @@ proto = Curriculum(session_trials=(trials, trials))
 simulate_training(model, [proto] * min(rollouts, 1000), 1, seed=0, stop_when_trained=False)
 c0, t0 = time.process_time(), time.perf_counter()
 simulate_training(model, [proto] * rollouts, 1, seed=1, stop_when_trained=False)
+import twin.sim.task as task
+assert not hasattr(task, "task_kernels"), "not the engine before the kernels"
 print(json.dumps([time.process_time() - c0, time.perf_counter() - t0]))
 """
 

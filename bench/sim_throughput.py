@@ -152,8 +152,9 @@ class Reference:
         self.h = torch.zeros(b, model.rule.state_size)
         self.phase = torch.zeros(b, dtype=torch.long)
         self.in_phase = torch.zeros(b)
-        self.buf = torch.zeros(b, 2 * n_lv, self.window)  # last outcomes per level and side
+        self.buf = torch.zeros(b, 2 * n_lv, self.window)  # ring buffers of the last outcomes per level and side
         self.filled = torch.zeros(b, 2 * n_lv, dtype=torch.long)
+        self.perf = torch.zeros(b, 2 * n_lv)  # correct among them, kept trial by trial
         self.pending = torch.zeros(b, dtype=torch.bool)
         self.last_c = torch.zeros(b)
         self.last_side = torch.zeros(b)
@@ -164,14 +165,13 @@ class Reference:
         self.k = k
 
     def state(self) -> list[torch.Tensor]:
-        return [self.w, self.h, self.phase, self.in_phase, self.buf, self.filled, self.pending, self.last_c, self.last_side, self.last_lv, self.n, self.n_right]
+        return [self.w, self.h, self.phase, self.in_phase, self.buf, self.filled, self.perf, self.pending, self.last_c, self.last_side, self.last_lv, self.n, self.n_right]
 
     def step(self, st: list[torch.Tensor], u: torch.Tensor) -> list[torch.Tensor]:
         """One trial of every row; ``u`` ``[B, 3]`` uniforms (contrast, side, choice)."""
-        w, h, phase, in_phase, buf, filled, pending, last_c, last_side, last_lv, n, n_right = st
+        w, h, phase, in_phase, buf, filled, perf, pending, last_c, last_side, last_lv, n, n_right = st
         rows = self.rows
-        # advancement, before the draw
-        perf = buf.sum(-1)  # [B, 2L] correct among the last 50 per level and side
+        # advancement, before the draw: correct among the last 50 per level and side
         ok = ((perf > 0.8 * self.window) | ~self.needs[phase]).all(1)
         go = (self.is_perf[phase] & ok) | (in_phase >= self.trials[phase])
         phase = phase + go.long()
@@ -193,12 +193,15 @@ class Reference:
         r = (y == side).float()
         # outcome: performance windows, debiasing, counts
         cell = 2 * lv + side.long()
-        slot = filled[rows, cell] % self.window
-        buf = buf.index_put((rows, cell, slot), r)
-        filled = filled.index_put((rows, cell), filled[rows, cell] + 1)
+        done = filled[rows, cell]
+        slot = done % self.window
+        leaving = buf[rows, cell, slot] * (done >= self.window)
+        buf.index_put_((rows, cell, slot), r)  # in place: the state is not copied each trial
+        filled.index_put_((rows, cell), done + 1)
+        perf.index_put_((rows, cell), r - leaving, accumulate=True)
         pending = (r == 0) & (c >= 0.5)
-        n = n.index_put((rows, cell), n[rows, cell] + 1)
-        n_right = n_right.index_put((rows, cell), n_right[rows, cell] + y)
+        n.index_put_((rows, cell), torch.ones_like(r), accumulate=True)
+        n_right.index_put_((rows, cell), y, accumulate=True)
         # the rule's step
         inp = torch.cat([w, x, (2 * y - 1)[:, None], (2 * r - 1)[:, None], (2 * side - 1)[:, None], torch.zeros_like(y)[:, None]], 1)
         rule = self.model.rule
@@ -209,7 +212,7 @@ class Reference:
         elif name == "rnn":
             h = rule.gru(inp, h)
             w = w + rule.head2(torch.relu(rule.head1(h))) * rule.log_scale.exp()
-        return [w, h, phase, in_phase, buf, filled, pending, c, side, lv, n, n_right]
+        return [w, h, phase, in_phase, buf, filled, perf, pending, c, side, lv, n, n_right]
 
 
 def reference(rule: str, rollouts: int, trials: int, compiled: bool) -> tuple[float, float]:

@@ -152,7 +152,9 @@ class Recorder(typing.Protocol):
     """Keeps what it needs of each trial."""
 
     def record(self, trial: Trial) -> None:
-        """Called once per trial, after the rule's update."""
+        """Called once per trial, after the rule's update. ``trial.phase`` is the environment's
+        own state tensor, which a compiled environment updates in place on the next trial: copy
+        what is kept."""
         ...
 
 

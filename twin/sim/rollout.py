@@ -191,6 +191,7 @@ def run_trials(
     starts, ends = schedule.start.t().contiguous(), schedule.end.t().contiguous().unsqueeze(2)
     actives = None if schedule.active is None else schedule.active.t().contiguous()
     masked = [False] * n if actives is None else (~actives.all(1)).tolist()
+    work: dict[str, torch.Tensor] = {}  # the rule's buffers, reused trial after trial
     for t in range(n):
         checkpoint()  # a caller's deadline or cancellation stops the loop here
         ss = starts[t]
@@ -205,7 +206,7 @@ def run_trials(
         r = (y == ans).float()
         env.observe(r.bool(), active)
         inp = UpdateInputs(x[:, None], y[:, None], r[:, None], ans[:, None], ends[t])
-        w_next, h_next = rule.step(w, h, rule.precompute(inp)[0], ctx)
+        w_next, h_next = rule.step_into(w, h, rule.precompute(inp)[0], ctx, work, t % 2)
         if rate is not None:
             w_next = w + rate * (w_next - w)
         if active is not None:

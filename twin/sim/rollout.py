@@ -152,7 +152,9 @@ class Recorder(typing.Protocol):
     """Keeps what it needs of each trial."""
 
     def record(self, trial: Trial) -> None:
-        """Called once per trial, after the rule's update."""
+        """Called once per trial, after the rule's update. ``trial.phase`` is the environment's
+        own state tensor, which a compiled environment updates in place on the next trial: copy
+        what is kept."""
         ...
 
 
@@ -189,6 +191,7 @@ def run_trials(
     starts, ends = schedule.start.t().contiguous(), schedule.end.t().contiguous().unsqueeze(2)
     actives = None if schedule.active is None else schedule.active.t().contiguous()
     masked = [False] * n if actives is None else (~actives.all(1)).tolist()
+    work: dict[str, torch.Tensor] = {}  # the rule's buffers, reused trial after trial
     for t in range(n):
         checkpoint()  # a caller's deadline or cancellation stops the loop here
         ss = starts[t]
@@ -203,7 +206,7 @@ def run_trials(
         r = (y == ans).float()
         env.observe(r.bool(), active)
         inp = UpdateInputs(x[:, None], y[:, None], r[:, None], ans[:, None], ends[t])
-        w_next, h_next = rule.step(w, h, rule.precompute(inp)[0], ctx)
+        w_next, h_next = rule.step_into(w, h, rule.precompute(inp)[0], ctx, work, t % 2)
         if rate is not None:
             w_next = w + rate * (w_next - w)
         if active is not None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from twin.protocol import AdvanceKind, Curriculum, DebiasSide, ZeroContrastSide
+from twin.sim import task_kernels
 
 def session_schedule(n_animals: int, n_trials: int, protocol: Curriculum, rng: np.random.Generator) -> np.ndarray:
     """``[B, T]`` bool: True on the first trial of each session, lengths drawn per session."""
@@ -48,12 +49,11 @@ def distinct(protocols: Sequence[Curriculum]) -> tuple[list[Curriculum], list[in
     Rows that share one protocol object are compared once (a batch is mostly a few objects
     repeated over many rows).
     """
-    by_object: dict[int, Curriculum] = {}
-    for p in protocols:
-        by_object.setdefault(id(p), p)
-    index = {p: i for i, p in enumerate(dict.fromkeys(by_object.values()))}
+    ids = list(map(id, protocols))
+    by_object = dict(zip(ids, protocols))  # each object once (hashing by value is slow)
+    index = {p: i for i, p in enumerate(dict.fromkeys(by_object[k] for k in dict.fromkeys(ids)))}
     of_object = {k: index[p] for k, p in by_object.items()}
-    return list(index), [of_object[id(p)] for p in protocols]
+    return list(index), list(map(of_object.__getitem__, ids))
 
 
 def _stack(rows: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -82,7 +82,10 @@ class TaskEnv:
     filled), ``perf_sum`` ``[B, K]`` the correct ones among the last ``window`` (of the current
     phase's rule; kept up to date trial by trial), ``pending`` ``[B]`` an error calling for a
     debiasing trial, ``n_left``/``n_resp`` ``[B]`` the session's left choices and choices,
-    ``debias_trial`` ``[B]`` whether the trial last drawn was a debiasing one.
+    ``debias_trial`` ``[B]`` whether the trial last drawn was a debiasing one. In the compiled
+    form (``fused``) the state is updated in place, ``perf_buf`` holds the outcomes as bits
+    (``[B, K, ceil(M / 64)]`` int64, slot ``j`` in bit ``j % 64`` of word ``j // 64``) and
+    ``last_level`` ``[B]`` the performance level of the trial last drawn (-1: none).
 
     Args:
         protocol: the mechanics, one for every row or a sequence of ``B`` (one per row).
@@ -91,6 +94,9 @@ class TaskEnv:
         device: where the state lives.
         start_phase: phase each animal starts in (an int or ``[B]``), e.g. where a twin's animal
             left off.
+        fused: run each trial's mechanics in the compiled kernels of :mod:`twin.sim.task_kernels`
+            (on the CPU, where numba is present; the state is then updated in place); False, or
+            another device: the torch form, their reference (the same results for the same seed).
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class TaskEnv:
         generator: torch.Generator,
         device: str | torch.device = "cpu",
         start_phase: int | torch.Tensor = 0,
+        fused: bool = True,
     ) -> None:
         protocols = [protocol] * n_animals if isinstance(protocol, Curriculum) else list(protocol)
         if len(protocols) != n_animals:
@@ -166,7 +173,9 @@ class TaskEnv:
             }
 
         parts = [per_protocol(p) for p in uniq]
-        par = {k: _stack([d[k] for d in parts], dev)[which.to(dev)] for k in parts[0]}
+        self._tables = {k: _stack([d[k] for d in parts], dev) for k in parts[0]}  # [U, ...] per distinct protocol
+        self._which = which.to(dev)  # [B] each row's protocol
+        par = {k: v[self._which] for k, v in self._tables.items()}
         self.table, self.cum, self.counts = par["table"], par["cum"], par["counts"]  # [B, P, W], [B, P, W], [B, P]
         self.n_phases = par["n_phases"]
         self.is_perf, self.is_count = par["is_perf"], par["is_count"]  # [B, P]: the rule that leaves phase p
@@ -200,6 +209,9 @@ class TaskEnv:
         self.block_left = self.unbiased.clone()
         self.arange = torch.arange(n_animals, device=dev)
         self._age = torch.arange(m, device=dev)
+        self.fused = bool(fused and task_kernels.AVAILABLE and dev.type == "cpu")
+        if self.fused:
+            self._prepare_kernels()
 
     @property
     def p(self) -> Curriculum:
@@ -232,7 +244,10 @@ class TaskEnv:
         w = self.window[rows, self.phase[rows]].long()  # [R]
         age = (self.perf_ptr[rows].unsqueeze(-1) - 1 - self._age) % self.window_max  # [R, K, M]: 0 = the newest
         keep = (age < w.view(-1, 1, 1)) & (age < self.perf_n[rows].unsqueeze(-1))
-        return (self.perf_buf[rows] * keep).sum(-1)
+        buf = self.perf_buf[rows]
+        if self.fused:  # bits: slot j in bit j % 64 of word j // 64
+            buf = ((buf[..., self._age // 64] >> (self._age % 64)) & 1).float()
+        return (buf * keep).sum(-1)
 
     def _advance(self) -> None:
         """iblrig's ``check_training_phase``: at most one phase forward, before the draw."""
@@ -253,6 +268,72 @@ class TaskEnv:
                 self.perf_sum = self.perf_sum.clone()
                 self.perf_sum[rows] = self.window_correct(rows)
 
+    def _prepare_kernels(self) -> None:
+        """Tables and scratch buffers of the kernels, once per environment: thresholds as torch
+        computes them in float32, each table entry's performance level (-1: none), numpy views
+        of the state (updated in place from now on)."""
+        b, tb = self.b, self._tables
+        lv = self.levels
+        cut = tb["threshold"] * tb["window"] + 1e-4  # [U, P]: what perf_sum must exceed
+        debias_cut = tb["debias_min"] - 1e-9  # [U]
+        if lv.numel():
+            hit = torch.isclose(tb["table"].unsqueeze(-1), lv)  # [U, P, W, L]
+            level_of = torch.where(hit.any(-1), hit.byte().argmax(-1), -1)
+            z_hit = torch.isclose(torch.zeros(1), lv)
+            last_level = int(z_hit.byte().argmax()) if bool(z_hit.any()) else -1
+        else:
+            level_of = torch.full(tb["table"].shape, -1, dtype=torch.long)
+            last_level = -1
+        self.last_level = torch.full((b,), last_level, dtype=torch.long)
+        self.perf_buf = torch.zeros(b, self.perf_sum.shape[1], (self.window_max + 63) // 64, dtype=torch.long)  # bits
+        self.perf_sum = self.perf_sum.contiguous()
+        self._scratch_phase = torch.zeros(b, dtype=torch.long)
+        self._scratch_rep = torch.zeros(b, dtype=torch.bool)
+        self._u = [torch.zeros(b) for _ in range(3)]  # pick (blocks), side, contrast
+        self._z = torch.zeros(b)
+        self._no_blocks = torch.zeros(b)
+        self._all = torch.ones(b, dtype=torch.bool).numpy()
+        n = lambda t: t.contiguous().numpy()  # noqa: E731
+        self._k_state = tuple(n(t) for t in (self.phase, self.count, self.perf_buf, self.perf_ptr, self.perf_n, self.perf_sum, self.pending, self.n_left, self.n_resp))
+        window = tb["window"].long()
+        self._k_which = n(self._which)
+        self._k_rules = tuple(n(t) for t in (tb["is_perf"], tb["is_count"], tb["trials"], cut, tb["needs"], window, tb["debias_in"], tb["against_bias"]))
+        self._k_block = tuple(n(t) for t in (self.p_left, self.block_left, self.last_side, self.last_contrast, self.last_level, self.debias_trial, self.n_left, self.n_resp))
+        self._k_table = tuple(n(t) for t in (tb["biased"], tb["unbiased"], tb["p0"], tb["p1"], tb["cum"], tb["counts"], tb["table"], level_of, tb["against_bias"], tb["zero_left"]))
+        self._k_obs = tuple(n(t) for t in (self.phase, self.last_side, self.last_contrast, self.last_level, self.pending, self.n_left, self.n_resp, self.perf_buf, self.perf_ptr, self.perf_n, self.perf_sum))
+        self._k_window, self._k_debias_cut = n(window), n(debias_cut)
+        self._k_scratch = (self._scratch_phase.numpy(), self._scratch_rep.numpy())
+
+    def _mask(self, active: torch.Tensor | None) -> tuple[np.ndarray, bool]:
+        if active is None:
+            return self._all, False
+        return active.to(torch.bool).contiguous().numpy(), True
+
+    def _draw_fused(
+        self, session_start: torch.Tensor, active: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        ss = session_start.to(torch.bool).contiguous().numpy()
+        act, has_active = self._mask(active)
+        has_levels = bool(self.levels.numel())
+        need_normal = task_kernels.draw_pre(ss, act, has_active, has_levels, self.window_max, self._k_which, *self._k_state, *self._k_rules, *self._k_scratch)
+        u_pick, u_side, u_idx = self._u
+        g, dev = self.g, self.device
+        block_len = self._no_blocks
+        if self.any_biased:  # the torch form's draws, in its order
+            torch.rand(self.b, generator=g, device=dev, out=u_pick)
+            block_len = self._block_lengths()
+        torch.rand(self.b, generator=g, device=dev, out=u_side)
+        torch.rand(self.b, generator=g, device=dev, out=u_idx)
+        if need_normal:
+            torch.randn(self.b, generator=g, device=dev, out=self._z)
+        out = torch.empty(4, self.b)
+        task_kernels.draw_post(
+            ss, act, has_active, self.any_biased, bool(need_normal), self._k_which,
+            u_pick.numpy(), block_len.contiguous().numpy(), u_side.numpy(), u_idx.numpy(), self._z.numpy(),
+            *self._k_block, *self._k_scratch, *self._k_table, *out.numpy(),
+        )
+        return out[0], out[1], out[2], out[3]
+
     def draw(
         self, session_start: torch.Tensor, active: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -266,6 +347,8 @@ class TaskEnv:
             ``(contrast_left, contrast_right, answer, prob_left)``, each ``[B]``; ``answer`` is the
             rewarded side (1 = right). ``self.phase`` is then the phase the trial was drawn in.
         """
+        if self.fused:
+            return self._draw_fused(session_start, active)
         old = self._snapshot()
         ss = session_start
         # a session starts with a fresh trials table and phase counters (iblrig: one Session each)
@@ -319,6 +402,11 @@ class TaskEnv:
             correct: ``[B]`` bool outcome of the trial just drawn.
             active: optional ``[B]`` bool; inactive rows' state is left unchanged.
         """
+        if self.fused:
+            act, has_active = self._mask(active)
+            ok = correct.to(torch.bool).contiguous().numpy()
+            task_kernels.observe(ok, act, has_active, bool(self.levels.numel()), self.window_max, self._k_which, *self._k_obs, self._k_window, self._k_debias_cut)
+            return
         old = self._snapshot(_OBSERVED)
         self.pending = (~correct) & (self.last_contrast >= self.debias_min - 1e-9)
         self.n_left = self.n_left + ((self.last_side == 0) == correct).float()

@@ -30,6 +30,7 @@ from twin.analysis.criteria import TRAINED_1A, CriterionConfig, SessionStats, cr
 from twin.models.learner import LearnerModel
 from twin.protocol import Curriculum
 from twin.sim.rollout import Carry, Schedule, Trial, run_trials
+from twin.sim import task_kernels
 from twin.sim.task import TaskEnv, distinct
 
 
@@ -131,6 +132,8 @@ class CriterionRecorder:
         self.w_min, self.w_max = w.clone(), w.clone()
         self.row_base = torch.arange(b) * n_bins
         self.ones = torch.ones(b, dtype=torch.float64)
+        self._levels_np = self.levels.numpy()
+        self._all = np.ones(b, dtype=bool)
         self.sn = self.sr = torch.zeros(0, dtype=torch.float64)
 
     def start_session(self, runs: torch.Tensor | None = None) -> torch.Tensor:
@@ -144,6 +147,13 @@ class CriterionRecorder:
         return live
 
     def record(self, trial: Trial) -> None:
+        if task_kernels.AVAILABLE:  # the same counts in one compiled pass
+            act = self._all if trial.active is None else trial.active.to(torch.bool).contiguous().numpy()
+            arrays = (t.to(torch.float32).contiguous().numpy() for t in (trial.contrast_left, trial.contrast_right, trial.answer, trial.choice))
+            task_kernels.count_trials(*arrays, act, trial.active is not None, self._levels_np, self.n_bins, self.sn.numpy(), self.sr.numpy())
+            torch.minimum(self.w_min, trial.w_next, out=self.w_min)
+            torch.maximum(self.w_max, trial.w_next, out=self.w_max)
+            return
         k = self.row_base + 2 * torch.searchsorted(self.levels, trial.contrast_left + trial.contrast_right) + trial.answer.long()
         if trial.active is None:
             self.sn.index_add_(0, k, self.ones)

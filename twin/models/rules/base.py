@@ -105,6 +105,14 @@ fit is no longer dispatch-bound and the per-step loop was as fast or faster on C
 animals; at 200, 0.9-1.2x for ``dnn`` and 0.7-0.95x for ``rnn`` over repeated runs)."""
 
 
+def scratch(work: dict[str, torch.Tensor], name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """The buffer ``work[name]`` of ``shape`` (``like``'s dtype and device), made on first use."""
+    t = work.get(name)
+    if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
+        t = work[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+    return t
+
+
 class LearningRule(nn.Module, abc.ABC):
     """A learning rule ``(w_{t+1}, h_{t+1}) = step(w_t, h_t, u_t)``; subclasses state their Δw.
 
@@ -177,6 +185,25 @@ class LearningRule(nn.Module, abc.ABC):
         Returns:
             ``(w_{t+1} [B, K], h_{t+1} [B, H])``.
         """
+
+    def step_into(
+        self, w: torch.Tensor, h: torch.Tensor, pre_t: torch.Tensor, ctx: Context, work: dict[str, torch.Tensor], slot: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`step` computed into preallocated buffers (no gradient): the same operations on
+        the same values, so the same results, without a fresh ``[B, H]`` buffer (and its page
+        faults) per operation. The simulation loop (:func:`twin.sim.rollout.run_trials`) calls it.
+
+        Args:
+            w, h, pre_t, ctx: as for :meth:`step`.
+            work: the caller's buffers, kept between steps (filled on first use, see :func:`scratch`).
+            slot: 0 or 1, alternating from step to step: the returned tensors are slot ``slot``'s
+                buffers, so they never alias the step's inputs (the previous step's outputs) and
+                stay valid until the step after next.
+
+        Returns:
+            ``(w_{t+1}, h_{t+1})``; rules without a buffered form return :meth:`step`'s.
+        """
+        return self.step(w, h, pre_t, ctx)
 
     def fused_rollout(
         self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None

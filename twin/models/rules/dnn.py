@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs
+from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs, scratch
 from twin.models.rules.fused import mlp_rollout
 from twin.models.rules.registry import register
 
@@ -55,6 +55,16 @@ class DNNRule(LearningRule):
         a1 = torch.relu(torch.addmm(pre_t, w, w1))
         a2 = torch.relu(torch.addmm(b2, a1, w2))
         return w + torch.addmm(b3s, a2, w3s), h
+
+    def step_into(
+        self, w: torch.Tensor, h: torch.Tensor, pre_t: torch.Tensor, ctx: Context, work: dict[str, torch.Tensor], slot: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        w1, w2, b2, w3s, b3s = ctx
+        b = w.shape[0]
+        a1 = torch.addmm(pre_t, w, w1, out=scratch(work, "a1", (b, w1.shape[1]), w)).relu_()
+        a2 = torch.addmm(b2, a1, w2, out=scratch(work, "a2", (b, w2.shape[1]), w)).relu_()
+        dw = torch.addmm(b3s, a2, w3s, out=scratch(work, "dw", (b, w3s.shape[1]), w))
+        return torch.add(w, dw, out=scratch(work, f"w{slot}", tuple(w.shape), w)), h
 
     def fused_rollout(
         self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None

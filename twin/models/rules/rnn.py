@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs
+from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs, scratch
 from twin.models.rules.fused import gru_rollout
 from twin.models.rules.registry import register
 
@@ -66,6 +66,24 @@ class RNNRule(LearningRule):
         h_new = n + z * (h - n)
         a = torch.relu(torch.addmm(b_h1, h_new, w_h1))
         return w + torch.addmm(b_h2s, a, w_h2s), h_new
+
+    def step_into(
+        self, w: torch.Tensor, h: torch.Tensor, pre_t: torch.Tensor, ctx: Context, work: dict[str, torch.Tensor], slot: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        w_iw, w_hh, b_hh, w_h1, b_h1, w_h2s, b_h2s = ctx
+        b, hd = h.shape
+        gi = torch.addmm(pre_t, w, w_iw, out=scratch(work, "gi", (b, 3 * hd), w))
+        gh = torch.addmm(b_hh, h, w_hh, out=scratch(work, "gh", (b, 3 * hd), w))
+        rz = torch.add(gi[:, : 2 * hd], gh[:, : 2 * hd], out=scratch(work, "rz", (b, 2 * hd), w)).sigmoid_()
+        r, z = rz[:, :hd], rz[:, hd:]
+        n = torch.mul(r, gh[:, 2 * hd :], out=scratch(work, "n", (b, hd), w))
+        n = torch.add(gi[:, 2 * hd :], n, out=n).tanh_()
+        d = torch.sub(h, n, out=scratch(work, "d", (b, hd), w))
+        d = torch.mul(z, d, out=d)
+        h_new = torch.add(n, d, out=scratch(work, f"h{slot}", (b, hd), w))
+        a = torch.addmm(b_h1, h_new, w_h1, out=scratch(work, "a", (b, w_h1.shape[1]), w)).relu_()
+        dw = torch.addmm(b_h2s, a, w_h2s, out=scratch(work, "dw", (b, w_h2s.shape[1]), w))
+        return torch.add(w, dw, out=scratch(work, f"w{slot}", tuple(w.shape), w)), h_new
 
     def fused_rollout(
         self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None

@@ -40,8 +40,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from twin.models import batch1
 from twin.models.learner import LearnerModel
 from twin.models.policy import p_right
 from twin.models.rules import UpdateInputs
@@ -256,7 +258,8 @@ def lookahead(
 
 
 class SideHistory:
-    """The last ``window`` trials' sides and easiness of ``B`` rows (for the constraints).
+    """The last ``window`` trials' sides and easiness of ``B`` rows (for the constraints; numpy:
+    a handful of values, where torch's per-op cost would dominate).
 
     Args:
         n_rows: ``B``.
@@ -265,19 +268,21 @@ class SideHistory:
 
     def __init__(self, n_rows: int, window: int) -> None:
         self.window = window
-        self.side = torch.zeros(n_rows, window)  # newest last
-        self.easy = torch.zeros(n_rows, window, dtype=torch.bool)
-        self.n = torch.zeros(n_rows, dtype=torch.long)
+        self.side = np.zeros((n_rows, window))  # newest last
+        self.easy = np.zeros((n_rows, window), dtype=bool)
+        self.n = np.zeros(n_rows, dtype=np.int64)
 
-    def push(self, side: torch.Tensor, easy: torch.Tensor) -> None:
+    def push(self, side: torch.Tensor | np.ndarray, easy: torch.Tensor | np.ndarray) -> None:
         """Append one trial (``[B]`` side 1 = right, ``[B]`` bool easy)."""
-        self.side = torch.cat([self.side[:, 1:], side.view(-1, 1).to(self.side.dtype)], 1)
-        self.easy = torch.cat([self.easy[:, 1:], easy.view(-1, 1)], 1)
-        self.n = (self.n + 1).clamp(max=self.window)
+        self.side[:, :-1] = self.side[:, 1:]
+        self.side[:, -1] = np.asarray(side, dtype=np.float64)
+        self.easy[:, :-1] = self.easy[:, 1:]
+        self.easy[:, -1] = np.asarray(easy, dtype=bool)
+        self.n = np.minimum(self.n + 1, self.window)
 
-    def reset(self, rows: torch.Tensor) -> None:
+    def reset(self, rows: torch.Tensor | np.ndarray) -> None:
         """Forget the history of ``rows`` (``[B]`` bool: a new session)."""
-        self.n = torch.where(rows, torch.zeros_like(self.n), self.n)
+        self.n = np.where(np.asarray(rows, dtype=bool), 0, self.n)
 
 
 def constraint_mask(candidates: Candidates, allowed: torch.Tensor, history: SideHistory, constraints: TeachingConstraints) -> torch.Tensor:
@@ -289,29 +294,32 @@ def constraint_mask(candidates: Candidates, allowed: torch.Tensor, history: Side
         history: the recent trials.
         constraints: the constraints.
     """
+    return torch.from_numpy(_constraint_mask(candidates.side.numpy() > 0.5, candidates.contrast.numpy(), np.asarray(allowed, dtype=bool), history, constraints))
+
+
+def _constraint_mask(side: np.ndarray, contrast: np.ndarray, allowed: np.ndarray, history: SideHistory, constraints: TeachingConstraints) -> np.ndarray:
+    """:func:`constraint_mask` on numpy arrays: ``[N]`` bool right side, ``[N]`` contrast, ``[B, N]`` allowed."""
     w = history.window
-    age = torch.arange(w - 1, -1, -1)  # 0 = the newest
-    valid = age.unsqueeze(0) < history.n.unsqueeze(1)  # [B, W]
-    right = ((history.side > 0.5) & valid).sum(1)
-    left = ((history.side <= 0.5) & valid).sum(1)
-    side = candidates.side.view(1, -1) > 0.5  # [1, N]
+    age = np.arange(w - 1, -1, -1)  # 0 = the newest
+    valid = age[None, :] < history.n[:, None]  # [B, W]
+    is_right = history.side > 0.5
+    right = (is_right & valid).sum(1)
+    left = (~is_right & valid).sum(1)
     run = min(constraints.max_same_side, w)
-    recent = age < run
-    in_run = valid & recent
+    in_run = valid & (age < run)[None, :]
     full_run = in_run.sum(1) >= run
-    all_right = full_run & ((history.side > 0.5) | ~in_run).all(1)
-    all_left = full_run & ((history.side <= 0.5) | ~in_run).all(1)
+    all_right = full_run & (is_right | ~in_run).all(1)
+    all_left = full_run & (~is_right | ~in_run).all(1)
     too_right = (right - left >= constraints.max_side_imbalance) | all_right  # [B]
     too_left = (left - right >= constraints.max_side_imbalance) | all_left
-    sides_ok = ~((side & too_right.unsqueeze(1)) | (~side & too_left.unsqueeze(1)))
+    sides_ok = ~((side[None, :] & too_right[:, None]) | (~side[None, :] & too_left[:, None]))
     n_easy = (history.easy & valid).sum(1)
-    need_easy = (history.n > 0) & (n_easy.float() < constraints.min_easy_fraction * history.n.float())
-    is_easy = candidates.contrast.view(1, -1) >= constraints.easy_contrast - 1e-9
-    easy_ok = is_easy | ~need_easy.unsqueeze(1)
-    mask = allowed & sides_ok & easy_ok
+    need_easy = (history.n > 0) & (n_easy < constraints.min_easy_fraction * history.n)
+    is_easy = contrast[None, :] >= constraints.easy_contrast - 1e-9
+    mask = allowed & sides_ok & (is_easy | ~need_easy[:, None])
     for relaxed in (allowed & sides_ok, allowed):  # drop the easy share, then the side rules
-        empty = ~mask.any(1, keepdim=True)
-        mask = torch.where(empty, relaxed, mask)
+        empty = ~mask.any(1, keepdims=True)
+        mask = np.where(empty, relaxed, mask)
     return mask
 
 
@@ -329,6 +337,46 @@ def choose(gain: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, t
     u = torch.rand(gain.shape, generator=generator)
     key = torch.where(mask & (g >= best - tol), u, torch.full_like(u, -1.0))
     return key.argmax(1)
+
+
+class _Tables:
+    """The compiled decision's inputs of one teacher (``B = 1``), precomputed once: for each of
+    the 6 histories (previous choice −1/0/+1, previous reward 0/1), the candidates' features
+    ``x [6, N, K]`` and the rule's precomputed inputs of every (candidate, choice) row
+    ``pre [6, 2N, D]`` (row ``2n + y``), as :func:`lookahead` builds them."""
+
+    def __init__(self, model: LearnerModel, candidates: Candidates, test_set: tuple[torch.Tensor, torch.Tensor], rate: torch.Tensor | None) -> None:
+        n, k = candidates.n, model.n_weights
+        pc = torch.tensor([-1.0, -1.0, 0.0, 0.0, 1.0, 1.0]).view(6, 1).expand(6, n)
+        pr = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0]).view(6, 1).expand(6, n)
+        cl, cr = candidates.sides()
+        x = model.spec.features.compute(cl.expand(6, n), cr.expand(6, n), pc, pr)  # [6, N, K]
+        xr = x.unsqueeze(2).expand(6, n, 2, k).reshape(6 * n * 2, k)
+        y = torch.tensor([0.0, 1.0]).expand(6, n, 2).reshape(-1)
+        ans = candidates.side.view(1, n, 1).expand(6, n, 2).reshape(-1)
+        rew = (y == ans).float()
+        with torch.no_grad():
+            inp = UpdateInputs(xr[:, None], y[:, None], rew[:, None], ans[:, None], torch.zeros(xr.shape[0], 1))
+            pre = model.rule.precompute(inp)[0]
+        self.x = np.ascontiguousarray(x.numpy(), dtype=np.float64)
+        self.pre = np.ascontiguousarray(pre.reshape(6, 2 * n, -1).numpy(), dtype=np.float64)
+        self.side = candidates.side.numpy() > 0.5
+        self.contrast = candidates.contrast.numpy().astype(np.float64)
+        self.x_test = np.ascontiguousarray(test_set[0].numpy(), dtype=np.float64)
+        self.right_test = test_set[1].numpy() > 0.5
+        r = None if rate is None else np.asarray(rate.detach().numpy(), dtype=np.float64).reshape(-1)
+        self.rate_rows = None if r is None else np.ascontiguousarray(np.broadcast_to(r, (2 * n, k)))
+        self.rate_one = None if r is None else np.ascontiguousarray(r.reshape(1, k))
+
+    @staticmethod
+    def history(prev_choice: float, prev_reward: float) -> int:
+        """Index of a history among the 6."""
+        return (int(round(prev_choice)) + 1) * 2 + int(round(prev_reward))
+
+    def accuracy(self, w: np.ndarray) -> np.ndarray:
+        """``[R]`` test-set accuracy of weights ``[R, K]``."""
+        p = 1.0 / (1.0 + np.exp(-(w @ self.x_test.T)))
+        return np.where(self.right_test, p, 1.0 - p).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -401,21 +449,45 @@ class TwinTeacher:
             lab = torch.tensor(constraints.allowed_contrasts)
             in_lab = torch.isclose(self.candidates.contrast.view(-1, 1), lab.view(1, -1), atol=1e-6).any(1)
             in_phase = in_phase & in_lab.view(1, 1, -1)
-        self._in_phase_only = hit.any(2)
-        self._in_phase = in_phase
+        self._in_phase_only = hit.any(2).numpy()
+        self._in_phase = in_phase.numpy()
+        self._side_np, self._contrast_np = self.candidates.side.numpy() > 0.5, self.candidates.contrast.numpy()
         self.shown_contrast, self.shown_side = torch.zeros(b), torch.zeros(b)
+        # the compiled decision (one rule step of every candidate x choice on batch1's kernel)
+        self._tables = _Tables(model, self.candidates, self.test_set, rate) if b == 1 and batch1.supports(model.rule) and model.rule.learns else None
 
     @property
     def phase(self) -> torch.Tensor:
         """``[B]`` protocol phase of the trial last drawn."""
         return self.env.phase
 
-    def allowed(self) -> torch.Tensor:
+    def allowed(self) -> np.ndarray:
         """``[B, N]`` bool: candidates of the current phase within the lab's allowed contrasts.
         A row whose phase has none of them keeps the phase's own set (the lab set is relaxed)."""
-        rows = torch.arange(self.phase.shape[0])
-        a = self._in_phase[rows, self.phase]
-        return torch.where(a.any(1, keepdim=True), a, self._in_phase_only[rows, self.phase])
+        rows, ph = np.arange(self.phase.shape[0]), self.phase.numpy()
+        a = self._in_phase[rows, ph]
+        return np.where(a.any(1, keepdims=True), a, self._in_phase_only[rows, ph])
+
+    def compiled(self) -> bool:
+        """Whether the next decision takes the compiled path (``B = 1``, a rule with a kernel,
+        kernels compiled); otherwise :func:`lookahead`'s torch ops."""
+        return self._tables is not None and batch1.why_not_rows(self.model.rule) is None
+
+    def _compiled_lookahead(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`lookahead` of the one row on the compiled path: ``([N] gain, [N] p_correct)``."""
+        t = self._tables
+        assert t is not None
+        c = t.history(float(self.prev_choice[0]), float(self.prev_reward[0]))
+        w = self.w[0].numpy().astype(np.float64)
+        n, k = t.x.shape[1], t.x.shape[2]
+        pright = 1.0 / (1.0 + np.exp(-(t.x[c] @ w)))
+        ws = np.ascontiguousarray(np.broadcast_to(w, (2 * n, k)))
+        hs = np.ascontiguousarray(np.broadcast_to(self.h[0].numpy().astype(np.float64), (2 * n, self.h.shape[1])))
+        w_next, _ = batch1.step_rows(self.model.rule, ws, hs, t.pre[c], t.rate_rows)
+        acc = t.accuracy(w_next).reshape(n, 2)
+        base = float(t.accuracy(w[None])[0])
+        gain = pright * acc[:, 1] + (1.0 - pright) * acc[:, 0] - base
+        return gain, np.where(t.side, pright, 1.0 - pright)
 
     def fallback_draw(self, session_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The protocol's own trial (advancement check, then its draw): ``(contrast_left,
@@ -429,11 +501,16 @@ class TwinTeacher:
 
     def decide(self) -> Decision:
         """The twin's choice for the trial just drawn (its phase), within the constraints."""
-        look = lookahead(self.model, self.w, self.h, self.prev_choice, self.prev_reward, self.candidates, self.objective, self.rate, self.test_set)
-        mask = constraint_mask(self.candidates, self.allowed(), self.history, self.constraints)
-        idx = choose(look.gain, mask, self.g)
+        if self.compiled():
+            g_np, p_np = self._compiled_lookahead()
+            gain, p_correct = torch.from_numpy(g_np).float().unsqueeze(0), torch.from_numpy(p_np).float().unsqueeze(0)
+        else:
+            look = lookahead(self.model, self.w, self.h, self.prev_choice, self.prev_reward, self.candidates, self.objective, self.rate, self.test_set)
+            gain, p_correct = look.gain, look.p_correct
+        mask = torch.from_numpy(_constraint_mask(self._side_np, self._contrast_np, self.allowed(), self.history, self.constraints))
+        idx = choose(gain, mask, self.g)
         rows = torch.arange(idx.shape[0])
-        return Decision(self.candidates.contrast[idx], self.candidates.side[idx], look.p_correct[rows, idx], look.gain[rows, idx])
+        return Decision(self.candidates.contrast[idx], self.candidates.side[idx], p_correct[rows, idx], gain[rows, idx])
 
     def show(self, contrast: torch.Tensor, side: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         """The stimulus shown on the trial just drawn (``[B]`` unsigned contrast and side), for
@@ -455,6 +532,8 @@ class TwinTeacher:
     def record_twin(self, choice: torch.Tensor, rewarded: torch.Tensor, responded: torch.Tensor | None = None) -> None:
         """Update the twin with the trial shown: ``[B]`` choice (1 right), ``[B]`` reward;
         rows that did not respond (``[B]`` bool False) keep their state."""
+        if self.compiled() and self._record_compiled(choice, rewarded, responded):
+            return
         feats = self.model.spec.features
         cl, cr = self.shown_contrast * (1 - self.shown_side), self.shown_contrast * self.shown_side
         x = feats.compute(cl, cr, self.prev_choice, self.prev_reward).to(self.w.dtype)
@@ -468,6 +547,31 @@ class TwinTeacher:
             pc = torch.where(responded, pc, self.prev_choice)
             pr = torch.where(responded, pr, self.prev_reward)
         self.w, self.h, self.prev_choice, self.prev_reward = w_next, h_next, pc, pr
+
+    def _record_compiled(self, choice: torch.Tensor, rewarded: torch.Tensor, responded: torch.Tensor | None) -> bool:
+        """:meth:`record_twin` of the one row on the compiled path, when the trial is one of the
+        precomputed rows (a candidate stimulus, reward = choice on the rewarded side); False
+        (nothing done) otherwise."""
+        t = self._tables
+        assert t is not None
+        if responded is not None and not bool(responded[0]):
+            return True
+        side, y, r = float(self.shown_side[0]), float(choice[0]), float(rewarded[0])
+        if r != float(y == side):
+            return False
+        hit = np.nonzero((np.abs(t.contrast - float(self.shown_contrast[0])) < 1e-6) & (t.side == (side > 0.5)))[0]
+        if not hit.size:
+            return False
+        c = t.history(float(self.prev_choice[0]), float(self.prev_reward[0]))
+        row = 2 * int(hit[0]) + int(y)
+        w = np.ascontiguousarray(self.w.numpy(), dtype=np.float64)
+        h = np.ascontiguousarray(self.h.numpy(), dtype=np.float64)
+        w_next, h_next = batch1.step_rows(self.model.rule, w, h, t.pre[c][row : row + 1], t.rate_one)
+        self.w = torch.from_numpy(w_next).to(self.w.dtype)
+        self.h = torch.from_numpy(h_next).to(self.h.dtype)
+        self.prev_choice = torch.tensor([2 * y - 1])
+        self.prev_reward = torch.tensor([r])
+        return True
 
     # -- Environment -------------------------------------------------------------------------
 

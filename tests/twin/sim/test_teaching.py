@@ -97,8 +97,8 @@ def test_constraints_side_runs_balance_and_easy_share():
     assert torch.equal(m[0], only_right_hard)
 
 
-def _session(seed: int, n: int = 120) -> tuple[list[tuple[float, float]], TwinTeacher]:
-    m = _model("dnn")
+def _session(seed: int, n: int = 120, rule: str = "dnn") -> tuple[list[tuple[float, float]], TwinTeacher]:
+    m = _model(rule)
     w, h = m.initial(1)
     g = torch.Generator().manual_seed(seed)
     c = TeachingConstraints(max_same_side=3, window=20, max_side_imbalance=6, allowed_contrasts=(1.0, 0.5, 0.25))
@@ -121,7 +121,11 @@ def _session(seed: int, n: int = 120) -> tuple[list[tuple[float, float]], TwinTe
 def test_teacher_session_is_deterministic_and_within_constraints():
     a, _ = _session(3)
     b, _ = _session(3)
-    c, _ = _session(4)
+    assert a == b
+    # a static twin gains nothing from any stimulus: every choice is a seeded tie-break
+    a, _ = _session(3, rule="static")
+    b, _ = _session(3, rule="static")
+    c, _ = _session(4, rule="static")
     assert a == b
     assert a != c
 
@@ -139,3 +143,32 @@ def test_teacher_runs_as_an_environment_of_run_trials():
     assert out.w.shape == (b, animal.n_weights)
     assert teacher.history.n.tolist() == [20, 20, 20]
     assert not torch.equal(teacher.w, w)  # the twin learned from the outcomes
+
+
+@pytest.mark.parametrize("rule", ["dnn", "rnn", "reinforce", "reinforce_history"])
+def test_compiled_decision_matches_the_torch_lookahead(rule):
+    m = _model(rule)
+    torch.manual_seed(2)
+    w = torch.randn(1, m.n_weights)
+    h = torch.rand(1, m.rule.state_size)
+    rate = torch.rand(m.n_weights) + 0.5
+    t = TwinTeacher(m, w, h, IBL_DEFAULT, torch.Generator().manual_seed(0), start_phase=4, rate=rate)
+    assert t.compiled()
+    for pc, pr in ((0.0, 0.0), (1.0, 1.0), (-1.0, 0.0)):
+        t.prev_choice, t.prev_reward = torch.tensor([pc]), torch.tensor([pr])
+        gain, p = t._compiled_lookahead()
+        look = lookahead(m, t.w, t.h, t.prev_choice, t.prev_reward, t.candidates, rate=rate)
+        assert gain == pytest.approx(look.gain[0].numpy(), abs=1e-5)
+        assert p == pytest.approx(look.p_correct[0].numpy(), abs=1e-5)
+    # the compiled twin update matches the torch step
+    t.fallback_draw(torch.tensor([False]))
+    t.show(torch.tensor([0.25]), torch.tensor([1.0]))
+    ref = TwinTeacher(m, t.w, t.h, IBL_DEFAULT, torch.Generator().manual_seed(0), start_phase=4, rate=rate)
+    ref._tables = None
+    ref.prev_choice, ref.prev_reward = t.prev_choice.clone(), t.prev_reward.clone()
+    ref.fallback_draw(torch.tensor([False]))
+    ref.show(torch.tensor([0.25]), torch.tensor([1.0]))
+    for teacher in (t, ref):
+        teacher.record_twin(torch.tensor([0.0]), torch.tensor([0.0]))
+    assert t.w.numpy() == pytest.approx(ref.w.numpy(), abs=1e-5)
+    assert t.h.numpy() == pytest.approx(ref.h.numpy(), abs=1e-5)

@@ -12,6 +12,7 @@ import pytest
 from server.app import build_plane
 from server.auth import AuthConfig
 from service.limits import Limits
+from twin.models import batch1
 from service.config import DataPlaneConfig
 from service.teaching import Teaching
 from twin_client.client import TwinClient, error_reason
@@ -55,7 +56,11 @@ def _start(store_dir, budget_ms: float, decide=None, limits: Limits = Limits()):
     plane = build_plane(store_dir, config=DataPlaneConfig(limits=limits, teach_decision_budget_ms=budget_ms))
     if decide is not None:
         plane.teaching = Teaching(plane.catalog, budget_ms=budget_ms, decide=decide)
-    return start_server(ServerConfig(address="127.0.0.1:0", auth=AuthConfig.from_tokens(TOKENS), max_workers=8), plane)
+    running = start_server(ServerConfig(address="127.0.0.1:0", auth=AuthConfig.from_tokens(TOKENS), max_workers=8), plane)
+    t0 = time.monotonic()
+    while not batch1.kernels_ready() and time.monotonic() - t0 < 120:  # one decision path for every trial
+        time.sleep(0.05)
+    return running
 
 
 def test_fifty_trials_through_the_twin(patient):

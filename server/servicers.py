@@ -168,6 +168,7 @@ class TeachingServicer(teaching_service_pb2_grpc.TeachingServiceServicer):
             raise InvalidArgumentError.field("open", "the first request of a Teach stream must open the session")
         session = self.teaching.open(convert.teach_open(first.open, self.limits), deadline)
         yield convert.teach_response_pb(session.first())
+        session.prepare()  # runs once gRPC has the response: while the rig runs the trial
         for req in request_iterator:
             if req.WhichOneof("kind") != "outcome":
                 raise InvalidArgumentError.field("outcome", "every request after the first reports the outcome of the trial last served")
@@ -175,6 +176,7 @@ class TeachingServicer(teaching_service_pb2_grpc.TeachingServiceServicer):
             if stimulus is None:
                 return
             yield convert.teach_response_pb(stimulus)
+            session.prepare()
 
 
 __all__ = ["CurriculumServicer", "OperationsServicer", "TeachingServicer", "TwinServicer"]

@@ -8,18 +8,26 @@ serves the next. Every trial the protocol draws first (its phase advancement, an
 stimulus); the twin's decision then replaces that stimulus unless there is no twin, the rig
 profile fixes the schedule, the decision raised, or it took longer than the per-decision
 budget (a late decision is discarded: the decision is not interrupted, so the budget bounds what
-the rig sees, not the server's work). A decision error never ends the stream; a client's bad
+the rig sees, not the server's work).
+
+Latency: the next trial depends on the outcome, but a rig's trial lasts seconds and its outcome
+is one of two likely ones (a left or a right choice on the stimulus served). The servicer calls
+:meth:`TeachingSession.prepare` right after handing a stimulus to gRPC: it computes the next
+trial for both outcomes, each on its own copy of the session, and the outcome's arrival only
+picks one (the same stimulus as computing it then: same protocol state, twin state and
+generator). Any other outcome (a no-go, a different stimulus shown) is computed on receipt. A decision error never ends the stream; a client's bad
 outcome (wrong trial index, a value out of range) does (INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -161,12 +169,45 @@ class TeachingSession:
     blocked: FallbackReason | None
     decide: DecideFn = _decide
     served: int = 0
-    _shown: tuple[float, int] = field(default=(0.0, 0))
+    last: TrialStimulus | None = None
+    _prepared: dict[tuple[Choice, bool], tuple["TeachingSession", TrialStimulus | None]] = field(default_factory=dict)
 
     def first(self) -> TrialStimulus:
         """Trial 0's stimulus."""
         t0 = time.perf_counter()
         return self._serve(t0, twin=self.twin)
+
+    def prepare(self) -> None:
+        """Work out, while the rig runs the trial last served, the next trial for each outcome
+        the rig will most likely report (the stimulus served, a left or a right choice, rewarded
+        when on the rewarded side): :meth:`next` then only looks it up. Each branch runs on its
+        own copy of the session (protocol state, twin state, generator), so the result is the
+        one :meth:`next` would compute on receipt; any other outcome is computed on receipt."""
+        self._prepared = {}
+        if self.last is None or self.served >= self.max_trials:
+            return
+        for choice in (Choice.LEFT, Choice.RIGHT):
+            rewarded = (choice is Choice.RIGHT) == (self.last.side == 1)
+            branch = self._fork()
+            o = Outcome(self.last.trial, self.last.contrast, self.last.side, choice, rewarded)
+            branch._record(o)
+            stim = None if branch.served >= branch.max_trials else branch._serve(time.perf_counter())
+            self._prepared[(choice, rewarded)] = (branch, stim)
+
+    def _fork(self) -> "TeachingSession":
+        """A copy that shares the read-only parts (the twin's model, precomputed tables) and
+        owns its state (protocol, twin weights, history, generator)."""
+        g = self.env.g
+        g2 = torch.Generator()
+        g2.set_state(g.get_state())
+        memo: dict[int, object] = {id(g): g2, id(self._prepared): {}}
+        if self.teacher is not None:
+            t = self.teacher
+            for shared in (t.model, t._tables, t.candidates, t.test_set, t._in_phase, t._in_phase_only, t.constraints, t.objective):
+                memo[id(shared)] = shared
+        if self.twin is not None:
+            memo[id(self.twin)] = self.twin
+        return copy.deepcopy(self, memo)
 
     def next(self, outcome: Outcome, deadline: Deadline = NO_DEADLINE) -> TrialStimulus | None:
         """Record the outcome of the trial last served and serve the next (None: ``max_trials``
@@ -187,6 +228,18 @@ class TeachingSession:
                 None if outcome.choice is not Choice.NO_GO or not outcome.rewarded else FieldViolation("outcome.rewarded", "a NO_GO trial is not rewarded"),
             ]
         )
+        last = self.last
+        hit = self._prepared.get((outcome.choice, outcome.rewarded))
+        self._prepared = {}
+        if hit is not None and last is not None and outcome.side == last.side and abs(outcome.contrast - last.contrast) < 1e-9:
+            branch, stim = hit
+            self.__dict__.update(branch.__dict__)  # the branch's state becomes this session's
+            self._prepared = {}
+            if stim is None:
+                return None
+            stim = replace(stim, decision_ms=(time.perf_counter() - t0) * 1e3)
+            self.last = stim
+            return stim
         self._record(outcome)
         if self.served >= self.max_trials:
             return None
@@ -238,7 +291,8 @@ class TeachingSession:
                 reason = FallbackReason.DECISION_ERROR
         self.served += 1
         ms = (time.perf_counter() - t0) * 1e3
-        return TrialStimulus(self.served - 1, contrast, side, phase, source, reason, p, ms, twin)
+        self.last = TrialStimulus(self.served - 1, contrast, side, phase, source, reason, p, ms, twin)
+        return self.last
 
 
 class Teaching:

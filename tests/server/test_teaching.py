@@ -146,3 +146,53 @@ def test_auth_bad_requests_and_the_stream_quota(store_dir):
         assert error_reason(err.value) is not None
         first.close()
     running.stop(grace_s=2.0)
+
+
+def _session_pair():
+    import torch
+
+    from twin.data.features import FeatureSpec
+    from twin.models.learner import LearnerModel, ModelSpec
+    from twin.protocol import IBL_DEFAULT
+    from twin.sim.teaching import TwinTeacher
+    from service.teaching import TeachingSession
+
+    torch.manual_seed(0)
+    m = LearnerModel(ModelSpec("dnn", FeatureSpec(history=True))).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    w, h = m.initial(1)
+
+    def make() -> TeachingSession:
+        t = TwinTeacher(m, w.clone(), h, IBL_DEFAULT, torch.Generator().manual_seed(5), start_phase=1)
+        return TeachingSession(t.env, t, None, 200, 10.0, None)
+
+    return make(), make()
+
+
+def test_prepared_trials_are_the_ones_computed_on_receipt():
+    from service.teaching import Choice, Outcome
+
+    live, ahead = _session_pair()
+    rng = random.Random(0)
+    a, b = live.first(), ahead.first()
+    hits = 0
+    for i in range(60):
+        assert (a.contrast, a.side, a.phase, a.source) == (b.contrast, b.side, b.phase, b.source)
+        ahead.prepare()
+        r = rng.random()
+        if r < 0.1:
+            o = Outcome(a.trial, a.contrast, a.side, Choice.NO_GO, False)  # not prepared: computed on receipt
+        else:
+            choice = Choice.RIGHT if r < 0.55 else Choice.LEFT
+            o = Outcome(a.trial, a.contrast, a.side, choice, (choice is Choice.RIGHT) == (a.side == 1))
+            hits += 1
+        a, b = live.next(o), ahead.next(o)
+    assert hits > 40
+    assert torch_equal(live.teacher.w, ahead.teacher.w)
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))

@@ -1,8 +1,9 @@
 """Latency benchmark of trial-by-trial teaching (TeachingService.Teach): per-decision latency
 with 1 and 32 concurrent rigs, next to a no-op bidirectional stream measured in the same run.
 
-Each rig is a client thread with its own channel and one open stream; it reports a trial's
-outcome and waits for the next trial's stimulus; the latency of a decision is that round trip
+Each rig is a client thread with its own channel and one open stream; it runs a trial (a short
+sleep standing in for it, :data:`TRIAL_MS`), reports its outcome and waits for the next trial's
+stimulus; the latency of a decision is that round trip
 (client-side: send the outcome, receive the stimulus). The server is ``twin serve`` in its own
 process (token auth, one torch thread, a DNN twin, its kernels compiled before measuring); the
 no-op reference is an echo stream (each request's bytes sent back at once) served by a plain
@@ -48,6 +49,10 @@ from twin_proto.pb import common_pb2, teaching_service_pb2 as tpb, teaching_serv
 TOKEN = "bench-reader-token"
 SUBJECT = "bench-000"
 RIGS = (1, 32)
+#: Each rig's trial (the time between receiving a stimulus and reporting its outcome), ms, per
+#: number of rigs: short stand-ins for real trials (an IBL trial with its inter-trial interval
+#: lasts 2 s or more), long enough for the server to prepare the next trial meanwhile.
+TRIAL_MS = {1: 20.0, 32: 250.0}
 ECHO_METHOD = "/bench.v1.Noop/Echo"
 WARMUP_TRIALS = 5
 
@@ -172,8 +177,9 @@ def _first_stimulus() -> tpb.TeachResponse:
     return tpb.TeachResponse(trial=0, contrast=1.0, side=common_pb2.SIDE_LEFT)
 
 
-def measure(kind: str, target: str, rigs: int, seconds: float, max_trials: int) -> tuple[Stats, list[float]]:
-    """``rigs`` concurrent streams of ``kind`` (``teach`` or ``noop``) for ``seconds``."""
+def measure(kind: str, target: str, rigs: int, seconds: float, max_trials: int, trial_ms: float = 0.0) -> tuple[Stats, list[float]]:
+    """``rigs`` concurrent streams of ``kind`` (``teach`` or ``noop``) for ``seconds``, each rig
+    running a trial of ``trial_ms`` between a stimulus and its outcome (started at a random phase)."""
     md = (("authorization", f"Bearer {TOKEN}"),)
     lat: list[list[float]] = [[] for _ in range(rigs)]
     server: list[list[float]] = [[] for _ in range(rigs)]
@@ -200,7 +206,9 @@ def measure(kind: str, target: str, rigs: int, seconds: float, max_trials: int) 
                 r = stream.send(_outcome(stim, trial, rng))
                 stim, trial = (r if kind == "teach" else stim), trial + 1
             barrier.wait()
+            time.sleep(rng.random() * trial_ms / 1e3)  # rigs out of step, as in a lab
             while time.perf_counter() < stop_at[0]:
+                time.sleep(trial_ms / 1e3)  # the rig runs the trial
                 if trial >= max_trials - 1:  # a fresh session (the stream's limit)
                     stream.close()
                     stream = open_stream(channel)
@@ -269,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         return echo_server(args.echo_port_file, args.echo_workers)
     torch.set_num_threads(1)
     rigs, seconds = ((1, 2), 0.3) if args.smoke else (RIGS, args.seconds)
+    trial_ms = {1: 20.0, 2: 20.0} if args.smoke else TRIAL_MS
     workers = max(rigs) + 8
     out_dir = args.out if args.out is not None or args.smoke else ROOT / "bench" / "results"
     load = os.getloadavg()[0]
@@ -280,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for n in rigs:
                 for kind, port in (("noop", echo_port), ("teach", teach_port)):
-                    stats, _ = measure(kind, f"127.0.0.1:{port}", n, seconds, max_trials=5000)
+                    stats, _ = measure(kind, f"127.0.0.1:{port}", n, seconds, max_trials=5000, trial_ms=trial_ms[n])
                     rows.append(stats)
                     print(_line(stats), flush=True)
         finally:
@@ -308,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         f"`python bench/teaching_latency.py --seconds {seconds:g}`; server: `twin serve` in its own process (token auth, 1 torch thread, a DNN twin), "
         f"no-op: an echo stream on a plain grpc server in another process; rigs: client threads, one channel and one stream each, on the same machine "
         f"({os.cpu_count()} CPUs, load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end). "
+        f"Each rig runs a trial of {', '.join(f'{trial_ms[n]:g} ms at {n} rig(s)' for n in rigs)} between a stimulus and its outcome (real trials last seconds); "
+        "the server prepares the next trial for both likely outcomes meanwhile (`TeachingSession.prepare`). "
         "Latency: client-side round trip from sending a trial's outcome to receiving the next stimulus. "
         "Server ms: each response's `decision_ms` (recording the outcome, the protocol's draw and the twin's decision). "
         "Twin share: trials whose stimulus the twin chose (the rest fell back, e.g. over the per-decision budget).",

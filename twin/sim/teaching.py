@@ -223,7 +223,7 @@ def lookahead(
         prev_choice: ``[B]`` previous choice in {-1, 0, +1}; ``prev_reward``: ``[B]`` in {0, 1}.
         candidates: the ``N`` stimuli.
         objective: the test set.
-        rate: ``[K]`` learning-rate multiplier (None: 1).
+        rate: ``[K]`` or ``[B, K]`` learning-rate multiplier (None: 1).
         test_set: :func:`criterion_test_set` precomputed (None: computed here).
 
     Returns:
@@ -249,7 +249,8 @@ def lookahead(
     rew = (y == ans).to(y.dtype)
     wr = w.unsqueeze(1).expand(b, n * 2, k).reshape(rows, k)
     hr = h.unsqueeze(1).expand(b, n * 2, h.shape[1]).reshape(rows, h.shape[1])
-    w_next, _ = rule_step(model, wr, hr, xr, y, rew, ans, rate)
+    rate_r = rate.unsqueeze(1).expand(b, n * 2, k).reshape(rows, k) if rate is not None and rate.dim() == 2 else rate
+    w_next, _ = rule_step(model, wr, hr, xr, y, rew, ans, rate_r)
     acc = _accuracy(w_next, x_test.to(w.dtype), side_test).view(b, n, 2)
     base = _accuracy(w, x_test.to(w.dtype), side_test)  # [B]
     gain = pright * acc[..., 1] + (1 - pright) * acc[..., 0] - base.unsqueeze(1)
@@ -412,7 +413,7 @@ class TwinTeacher:
         start_phase: phase to start in (an int or ``[B]``).
         constraints: what keeps the session sane.
         objective: the test set the lookahead scores on.
-        rate: ``[K]`` the twin's learning-rate multiplier (None: 1).
+        rate: ``[K]`` or ``[B, K]`` the twin's learning-rate multiplier (None: 1).
 
     Raises:
         TeachingUnsupportedError: the twin's features are named stimuli.

@@ -50,9 +50,10 @@ TOKEN = "bench-reader-token"
 SUBJECT = "bench-000"
 RIGS = (1, 32)
 #: Each rig's trial (the time between receiving a stimulus and reporting its outcome), ms, per
-#: number of rigs: short stand-ins for real trials (an IBL trial with its inter-trial interval
-#: lasts 2 s or more), long enough for the server to prepare the next trial meanwhile.
-TRIAL_MS = {1: 20.0, 32: 250.0}
+#: number of rigs: stand-ins for real trials, shorter than them (an IBL trial with its
+#: inter-trial interval lasts 2 s or more); the server prepares the next trial meanwhile (a few
+#: ms of CPU per trial and rig, in one Python process).
+TRIAL_MS = {1: 100.0, 32: 1000.0}
 ECHO_METHOD = "/bench.v1.Noop/Echo"
 WARMUP_TRIALS = 5
 

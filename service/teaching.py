@@ -13,15 +13,14 @@ the rig sees, not the server's work).
 Latency: the next trial depends on the outcome, but a rig's trial lasts seconds and its outcome
 is one of two likely ones (a left or a right choice on the stimulus served). The servicer calls
 :meth:`TeachingSession.prepare` right after handing a stimulus to gRPC: it computes the next
-trial for both outcomes, each on its own copy of the session, and the outcome's arrival only
-picks one (the same stimulus as computing it then: same protocol state, twin state and
-generator). Any other outcome (a no-go, a different stimulus shown) is computed on receipt. A decision error never ends the stream; a client's bad
+trial for both outcomes, each from the same snapshot of the session, and the outcome's arrival
+only restores the chosen branch's state (the same stimulus as computing it then: same protocol
+state, twin state and generator). Any other outcome (a no-go, a different stimulus shown) is computed on receipt. A decision error never ends the stream; a client's bad
 outcome (wrong trial index, a value out of range) does (INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
 
-import copy
 import enum
 import logging
 import math
@@ -170,7 +169,7 @@ class TeachingSession:
     decide: DecideFn = _decide
     served: int = 0
     last: TrialStimulus | None = None
-    _prepared: dict[tuple[Choice, bool], tuple["TeachingSession", TrialStimulus | None]] = field(default_factory=dict)
+    _prepared: dict[tuple[Choice, bool], tuple[tuple[object, ...], TrialStimulus | None]] = field(default_factory=dict)
 
     def first(self) -> TrialStimulus:
         """Trial 0's stimulus."""
@@ -180,34 +179,34 @@ class TeachingSession:
     def prepare(self) -> None:
         """Work out, while the rig runs the trial last served, the next trial for each outcome
         the rig will most likely report (the stimulus served, a left or a right choice, rewarded
-        when on the rewarded side): :meth:`next` then only looks it up. Each branch runs on its
-        own copy of the session (protocol state, twin state, generator), so the result is the
-        one :meth:`next` would compute on receipt; any other outcome is computed on receipt."""
+        when on the rewarded side): :meth:`next` then only looks it up. Each branch starts from
+        the same snapshot of the session (protocol, twin, history, generator), so its result is
+        the one :meth:`next` would compute on receipt; any other outcome is computed then."""
         self._prepared = {}
         if self.last is None or self.served >= self.max_trials:
             return
+        start = self._snapshot()
+        prepared = {}
         for choice in (Choice.LEFT, Choice.RIGHT):
             rewarded = (choice is Choice.RIGHT) == (self.last.side == 1)
-            branch = self._fork()
-            o = Outcome(self.last.trial, self.last.contrast, self.last.side, choice, rewarded)
-            branch._record(o)
-            stim = None if branch.served >= branch.max_trials else branch._serve(time.perf_counter())
-            self._prepared[(choice, rewarded)] = (branch, stim)
+            self._record(Outcome(self.last.trial, self.last.contrast, self.last.side, choice, rewarded))
+            stim = None if self.served >= self.max_trials else self._serve(time.perf_counter())
+            prepared[(choice, rewarded)] = (self._snapshot(), stim)
+            self._restore(start)
+        self._prepared = prepared
 
-    def _fork(self) -> "TeachingSession":
-        """A copy that shares the read-only parts (the twin's model, precomputed tables) and
-        owns its state (protocol, twin weights, history, generator)."""
-        g = self.env.g
-        g2 = torch.Generator()
-        g2.set_state(g.get_state())
-        memo: dict[int, object] = {id(g): g2, id(self._prepared): {}}
+    def _snapshot(self) -> tuple[object, ...]:
+        proto = self.teacher.snapshot() if self.teacher is not None else (self.env.snapshot(), self.env.g.get_state())
+        return (self.served, self.last, self.blocked, proto)
+
+    def _restore(self, snap: tuple[object, ...]) -> None:
+        self.served, self.last, self.blocked, proto = snap  # type: ignore[assignment]
         if self.teacher is not None:
-            t = self.teacher
-            for shared in (t.model, t._tables, t.candidates, t.test_set, t._in_phase, t._in_phase_only, t.constraints, t.objective):
-                memo[id(shared)] = shared
-        if self.twin is not None:
-            memo[id(self.twin)] = self.twin
-        return copy.deepcopy(self, memo)
+            self.teacher.restore(proto)  # type: ignore[arg-type]
+        else:
+            env_snap, g_state = proto  # type: ignore[misc]
+            self.env.restore(env_snap)
+            self.env.g.set_state(g_state)
 
     def next(self, outcome: Outcome, deadline: Deadline = NO_DEADLINE) -> TrialStimulus | None:
         """Record the outcome of the trial last served and serve the next (None: ``max_trials``
@@ -232,9 +231,8 @@ class TeachingSession:
         hit = self._prepared.get((outcome.choice, outcome.rewarded))
         self._prepared = {}
         if hit is not None and last is not None and outcome.side == last.side and abs(outcome.contrast - last.contrast) < 1e-9:
-            branch, stim = hit
-            self.__dict__.update(branch.__dict__)  # the branch's state becomes this session's
-            self._prepared = {}
+            snap, stim = hit
+            self._restore(snap)
             if stim is None:
                 return None
             stim = replace(stim, decision_ms=(time.perf_counter() - t0) * 1e3)

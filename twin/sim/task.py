@@ -66,6 +66,9 @@ _STATE = ("phase", "count", "perf_ptr", "perf_n", "perf_sum", "pending", "n_left
 _OBSERVED = ("pending", "n_left", "n_resp")
 """What ``observe`` replaces (its buffer writes touch active rows only)."""
 
+_IN_PLACE = ("perf_buf", "perf_ptr", "perf_n", "perf_sum")
+"""The buffers ``observe`` writes in place (a snapshot copies them; the rest is replaced)."""
+
 
 class TaskEnv:
     """Batched task state for ``B`` animals, each following its own protocol (or one for all).
@@ -205,6 +208,18 @@ class TaskEnv:
     def p(self) -> Curriculum:
         """The protocol of the first row (all rows' when one protocol was given)."""
         return self.protocols[0]
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """The per-row state, for :meth:`restore` (the generator's state is the caller's to keep)."""
+        snap = {k: getattr(self, k) for k in _STATE}
+        for k in _IN_PLACE:
+            snap[k] = getattr(self, k).clone()
+        return snap
+
+    def restore(self, snap: dict[str, torch.Tensor]) -> None:
+        """Return to a :meth:`snapshot` (which stays valid: it can be restored again)."""
+        for k, v in snap.items():
+            setattr(self, k, v.clone() if k in _IN_PLACE else v)
 
     def _rand(self) -> torch.Tensor:
         return torch.rand(self.b, generator=self.g, device=self.device)

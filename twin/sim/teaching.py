@@ -283,7 +283,7 @@ class SideHistory:
 
     def reset(self, rows: torch.Tensor | np.ndarray) -> None:
         """Forget the history of ``rows`` (``[B]`` bool: a new session)."""
-        self.n = np.where(np.asarray(rows, dtype=bool), 0, self.n)
+        self.n = np.where(rows.numpy() if isinstance(rows, torch.Tensor) else rows, 0, self.n)
 
 
 def constraint_mask(candidates: Candidates, allowed: torch.Tensor, history: SideHistory, constraints: TeachingConstraints) -> torch.Tensor:
@@ -527,7 +527,7 @@ class TwinTeacher:
     def record_protocol(self, rewarded: torch.Tensor) -> None:
         """Feed the outcome (``[B]`` bool) of the trial shown to the protocol and the history."""
         self.env.observe(rewarded.bool())
-        self.history.push(self.shown_side, self.shown_contrast >= self.constraints.easy_contrast - 1e-9)
+        self.history.push(self.shown_side.numpy(), (self.shown_contrast >= self.constraints.easy_contrast - 1e-9).numpy())
 
     @torch.no_grad()
     def record_twin(self, choice: torch.Tensor, rewarded: torch.Tensor, responded: torch.Tensor | None = None) -> None:
@@ -573,6 +573,24 @@ class TwinTeacher:
         self.prev_choice = torch.tensor([2 * y - 1])
         self.prev_reward = torch.tensor([r])
         return True
+
+    def snapshot(self) -> dict[str, object]:
+        """Everything a trial changes (protocol, generator, twin, history), for :meth:`restore`."""
+        hist = self.history
+        return {
+            "env": self.env.snapshot(),
+            "g": self.g.get_state(),
+            "twin": (self.w, self.h, self.prev_choice, self.prev_reward, self.shown_contrast, self.shown_side),
+            "history": (hist.side.copy(), hist.easy.copy(), hist.n.copy()),
+        }
+
+    def restore(self, snap: dict[str, object]) -> None:
+        """Return to a :meth:`snapshot` (which stays valid: it can be restored again)."""
+        self.env.restore(snap["env"])  # type: ignore[arg-type]
+        self.g.set_state(snap["g"])  # type: ignore[arg-type]
+        self.w, self.h, self.prev_choice, self.prev_reward, self.shown_contrast, self.shown_side = snap["twin"]  # type: ignore[misc]
+        side, easy, n = snap["history"]  # type: ignore[misc]
+        self.history.side, self.history.easy, self.history.n = side.copy(), easy.copy(), n.copy()
 
     # -- Environment -------------------------------------------------------------------------
 

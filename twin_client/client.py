@@ -470,11 +470,12 @@ class TwinClient:
         protocol: "protocol_pb2.TaskProtocol | None" = None,
         version: int | None = None,
         alias: str | None = None,
-        timeout_s: float | None = None,
+        timeout_s: float = 8 * 3600.0,
     ) -> TeachSession:
         """Open a trial-by-trial teaching session of ``subject`` (TeachingService.Teach): its
         ``first`` is trial 0's stimulus; ``report(choice, rewarded)`` after each trial returns
-        the next one. ``timeout_s`` is the deadline of the whole session (default: the client's).
+        the next one. ``timeout_s`` is the deadline of the whole session (default 8 hours, not the
+        client's per-call deadline: a session lasts an hour or more).
 
         Example::
 

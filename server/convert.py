@@ -670,13 +670,15 @@ def teaching_constraints(c: teaching_service_pb2.TeachingConstraints, field: str
     if not (math.isfinite(easy) and 0.0 <= easy <= 1.0):
         raise InvalidArgumentError.field(f"{field}.min_easy_fraction", "must be in [0, 1]")
     window = int(c.window) or d.window
-    limits.check(limits.over(f"{field}.window", window, "max_session_trials", "trials"))
+    cover = int(c.cover_window) if c.HasField("cover_window") else d.cover_window
+    limits.check(limits.over(f"{field}.window", window, "max_session_trials", "trials"), limits.over(f"{field}.cover_window", cover, "max_session_trials", "trials"))
     return TeachingConstraints(
         max_same_side=int(c.max_same_side) or d.max_same_side,
         window=window,
         max_side_imbalance=int(c.max_side_imbalance) or d.max_side_imbalance,
         min_easy_fraction=float(easy),
         allowed_contrasts=tuple(float(v) for v in allowed) or None,
+        cover_window=cover,
     )
 
 

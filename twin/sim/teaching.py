@@ -21,7 +21,10 @@ and the teacher shows the allowed candidate of largest ``G`` (ties broken by a s
 **Constraints** (:class:`TeachingConstraints`, :func:`constraint_mask`) keep a session sane:
 only contrasts of the allowed set; no more than ``max_same_side`` trials in a row on one side;
 over the last ``window`` trials, the sides within ``max_side_imbalance`` of each other and at
-least ``min_easy_fraction`` of easy trials (contrast ``>= easy_contrast``). A constraint that
+least ``min_easy_fraction`` of easy trials (contrast ``>= easy_contrast``); and every allowed
+stimulus (contrast and side) shown at least once every ``cover_window`` trials (the protocol's
+advancement and the criterion judge contrasts a greedy teacher would otherwise never show: a
+stimulus not shown for ``cover_window`` trials is due, and due ones are shown first). A constraint that
 would leave no candidate is dropped for that trial (the allowed set is never dropped).
 
 :class:`TwinTeacher` runs the decision for ``B`` rows; it is an
@@ -67,6 +70,8 @@ class TeachingConstraints:
         easy_contrast: unsigned contrast at and above which a trial is easy.
         allowed_contrasts: the lab's allowed unsigned contrasts (None: every contrast of the
             protocol's phase).
+        cover_window: every allowed stimulus is shown at least once in this many trials of a
+            session (0: no coverage rule).
     """
 
     max_same_side: int = 4
@@ -75,8 +80,11 @@ class TeachingConstraints:
     min_easy_fraction: float = 0.25
     easy_contrast: float = 0.5
     allowed_contrasts: tuple[float, ...] | None = None
+    cover_window: int = 40
 
     def __post_init__(self) -> None:
+        if self.cover_window < 0:
+            raise ValueError(f"cover_window must be >= 0, got {self.cover_window}")
         if self.max_same_side < 1:
             raise ValueError(f"max_same_side must be >= 1, got {self.max_same_side}")
         if self.window < 1:
@@ -271,14 +279,17 @@ class SideHistory:
         self.window = window
         self.side = np.zeros((n_rows, window))  # newest last
         self.easy = np.zeros((n_rows, window), dtype=bool)
+        self.contrast = np.full((n_rows, window), -1.0)
         self.n = np.zeros(n_rows, dtype=np.int64)
 
-    def push(self, side: torch.Tensor | np.ndarray, easy: torch.Tensor | np.ndarray) -> None:
-        """Append one trial (``[B]`` side 1 = right, ``[B]`` bool easy)."""
+    def push(self, side: torch.Tensor | np.ndarray, easy: torch.Tensor | np.ndarray, contrast: torch.Tensor | np.ndarray | None = None) -> None:
+        """Append one trial (``[B]`` side 1 = right, ``[B]`` bool easy, ``[B]`` contrast)."""
         self.side[:, :-1] = self.side[:, 1:]
         self.side[:, -1] = np.asarray(side, dtype=np.float64)
         self.easy[:, :-1] = self.easy[:, 1:]
         self.easy[:, -1] = np.asarray(easy, dtype=bool)
+        self.contrast[:, :-1] = self.contrast[:, 1:]
+        self.contrast[:, -1] = -1.0 if contrast is None else np.asarray(contrast, dtype=np.float64)
         self.n = np.minimum(self.n + 1, self.window)
 
     def reset(self, rows: torch.Tensor | np.ndarray) -> None:
@@ -300,10 +311,12 @@ def constraint_mask(candidates: Candidates, allowed: torch.Tensor, history: Side
 
 def _constraint_mask(side: np.ndarray, contrast: np.ndarray, allowed: np.ndarray, history: SideHistory, constraints: TeachingConstraints) -> np.ndarray:
     """:func:`constraint_mask` on numpy arrays: ``[N]`` bool right side, ``[N]`` contrast, ``[B, N]`` allowed."""
-    w = history.window
-    age = np.arange(w - 1, -1, -1)  # 0 = the newest
-    valid = age[None, :] < history.n[:, None]  # [B, W]
-    is_right = history.side > 0.5
+    w = min(constraints.window, history.window)
+    age_all = np.arange(history.window - 1, -1, -1)  # 0 = the newest
+    seen = age_all[None, :] < history.n[:, None]  # [B, W_history]
+    valid = seen[:, -w:]
+    age = age_all[-w:]
+    is_right = history.side[:, -w:] > 0.5
     right = (is_right & valid).sum(1)
     left = (~is_right & valid).sum(1)
     run = min(constraints.max_same_side, w)
@@ -314,10 +327,18 @@ def _constraint_mask(side: np.ndarray, contrast: np.ndarray, allowed: np.ndarray
     too_right = (right - left >= constraints.max_side_imbalance) | all_right  # [B]
     too_left = (left - right >= constraints.max_side_imbalance) | all_left
     sides_ok = ~((side[None, :] & too_right[:, None]) | (~side[None, :] & too_left[:, None]))
-    n_easy = (history.easy & valid).sum(1)
-    need_easy = (history.n > 0) & (n_easy < constraints.min_easy_fraction * history.n)
+    n_easy = (history.easy[:, -w:] & valid).sum(1)
+    n_w = valid.sum(1)
+    need_easy = (n_w > 0) & (n_easy < constraints.min_easy_fraction * n_w)
     is_easy = contrast[None, :] >= constraints.easy_contrast - 1e-9
     mask = allowed & sides_ok & (is_easy | ~need_easy[:, None])
+    cw = min(constraints.cover_window, history.window)
+    if cw > 0:
+        recent = seen[:, -cw:]
+        shown = (np.abs(history.contrast[:, -cw:, None] - contrast[None, None, :]) < 1e-6) & ((history.side[:, -cw:, None] > 0.5) == side[None, None, :]) & recent[:, :, None]
+        due = allowed & ~shown.any(1) & (history.n >= cw)[:, None]  # [B, N]: not shown for cover_window trials
+        due_ok = mask & due
+        mask = np.where(due_ok.any(1, keepdims=True), due_ok, mask)
     for relaxed in (allowed & sides_ok, allowed):  # drop the easy share, then the side rules
         empty = ~mask.any(1, keepdims=True)
         mask = np.where(empty, relaxed, mask)
@@ -438,7 +459,7 @@ class TwinTeacher:
         self.env = TaskEnv(protocol, b, generator, start_phase=start_phase)
         self.w, self.h = w.detach().clone(), h.detach().clone()
         self.prev_choice, self.prev_reward = torch.zeros(b), torch.zeros(b)
-        self.history = SideHistory(b, constraints.window)
+        self.history = SideHistory(b, max(constraints.window, constraints.cover_window))
         self.candidates = Candidates.of(protocol.contrasts, protocol.stimulus.zero_contrast_side is ZeroContrastSide.LEFT)
         self.test_set = criterion_test_set(model, objective)
         # [B, P, N]: candidate n is in phase p's contrasts (and the lab's allowed set)
@@ -527,7 +548,7 @@ class TwinTeacher:
     def record_protocol(self, rewarded: torch.Tensor) -> None:
         """Feed the outcome (``[B]`` bool) of the trial shown to the protocol and the history."""
         self.env.observe(rewarded.bool())
-        self.history.push(self.shown_side.numpy(), (self.shown_contrast >= self.constraints.easy_contrast - 1e-9).numpy())
+        self.history.push(self.shown_side.numpy(), (self.shown_contrast >= self.constraints.easy_contrast - 1e-9).numpy(), self.shown_contrast.numpy())
 
     @torch.no_grad()
     def record_twin(self, choice: torch.Tensor, rewarded: torch.Tensor, responded: torch.Tensor | None = None) -> None:
@@ -581,7 +602,7 @@ class TwinTeacher:
             "env": self.env.snapshot(),
             "g": self.g.get_state(),
             "twin": (self.w, self.h, self.prev_choice, self.prev_reward, self.shown_contrast, self.shown_side),
-            "history": (hist.side.copy(), hist.easy.copy(), hist.n.copy()),
+            "history": (hist.side.copy(), hist.easy.copy(), hist.contrast.copy(), hist.n.copy()),
         }
 
     def restore(self, snap: dict[str, object]) -> None:
@@ -589,8 +610,8 @@ class TwinTeacher:
         self.env.restore(snap["env"])  # type: ignore[arg-type]
         self.g.set_state(snap["g"])  # type: ignore[arg-type]
         self.w, self.h, self.prev_choice, self.prev_reward, self.shown_contrast, self.shown_side = snap["twin"]  # type: ignore[misc]
-        side, easy, n = snap["history"]  # type: ignore[misc]
-        self.history.side, self.history.easy, self.history.n = side.copy(), easy.copy(), n.copy()
+        side, easy, contrast, n = snap["history"]  # type: ignore[misc]
+        self.history.side, self.history.easy, self.history.contrast, self.history.n = side.copy(), easy.copy(), contrast.copy(), n.copy()
 
     # -- Environment -------------------------------------------------------------------------
 

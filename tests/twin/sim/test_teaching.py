@@ -3,6 +3,7 @@ the allowed set and the constraints, prefers informative stimuli, and is determi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,7 +79,7 @@ def test_prefers_an_informative_stimulus_over_one_already_answered():
 
 def test_constraints_side_runs_balance_and_easy_share():
     cands = Candidates.of((1.0, 0.25), zero_left=False)  # (1, L), (1, R), (.25, L), (.25, R)
-    c = TeachingConstraints(max_same_side=3, window=10, max_side_imbalance=4, min_easy_fraction=0.5)
+    c = TeachingConstraints(max_same_side=3, window=10, max_side_imbalance=4, min_easy_fraction=0.5, cover_window=0)
     allowed = torch.ones(1, cands.n, dtype=torch.bool)
     hist = SideHistory(1, c.window)
     for _ in range(3):
@@ -141,7 +142,7 @@ def test_teacher_runs_as_an_environment_of_run_trials():
     wa, ha = animal.initial(b)
     out = run_trials(animal, teacher, Schedule.from_starts(starts), torch.Generator().manual_seed(1), Carry.start(wa, ha))
     assert out.w.shape == (b, animal.n_weights)
-    assert teacher.history.n.tolist() == [20, 20, 20]
+    assert teacher.history.n.tolist() == [40, 40, 40]  # the history keeps max(window, cover_window) trials
     assert not torch.equal(teacher.w, w)  # the twin learned from the outcomes
 
 
@@ -172,3 +173,24 @@ def test_compiled_decision_matches_the_torch_lookahead(rule):
         teacher.record_twin(torch.tensor([0.0]), torch.tensor([0.0]))
     assert t.w.numpy() == pytest.approx(ref.w.numpy(), abs=1e-5)
     assert t.h.numpy() == pytest.approx(ref.h.numpy(), abs=1e-5)
+
+
+def test_coverage_shows_every_allowed_stimulus_within_its_window():
+    """A greedy teacher would show full contrast only (its gain is the largest); the coverage
+    rule makes every stimulus of the phase due once it has not been shown for cover_window trials."""
+    cands = Candidates.of((1.0, 0.5), zero_left=False)
+    c = TeachingConstraints(cover_window=8, max_same_side=8, max_side_imbalance=8, min_easy_fraction=0.0)
+    hist = SideHistory(1, max(c.window, c.cover_window))
+    allowed = torch.ones(1, cands.n, dtype=torch.bool)
+    gain = (cands.contrast == 1.0).float().unsqueeze(0)  # full contrast always looks best
+    g = torch.Generator().manual_seed(0)
+    shown = []
+    for _ in range(40):
+        m = constraint_mask(cands, allowed, hist, c)
+        i = int(choose(gain, m, g)[0])
+        shown.append((float(cands.contrast[i]), float(cands.side[i])))
+        hist.push(cands.side[i : i + 1].numpy(), np.array([True]), cands.contrast[i : i + 1].numpy())
+    for lo in range(8, 40 - 8):
+        window = set(shown[lo : lo + 9])
+        assert {(0.5, 0.0), (0.5, 1.0)} <= window, (lo, shown)
+    assert sum(s[0] == 1.0 for s in shown) > 25  # the free trials still follow the gain

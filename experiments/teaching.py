@@ -10,9 +10,8 @@ session until ``trained_1a`` or ``--max-sessions``:
   the default constraints), the protocol's phases and advancement running on the trials shown.
 
 The teacher's twin here is the *oracle*: the animal's own rule with its own starting weights and
-learning rate, updated with every outcome: the best case for trial-level teaching (no twin
-error), an upper bound on what a fitted twin could do with this objective; a fitted twin is not
-run at this scale. Both arms use the same loop (:func:`twin.sim.rollout.run_trials`), the same
+learning rate, updated with every outcome: trial-level teaching without any twin error (what
+the objective and constraints do on their own); a fitted twin is not run at this scale. Both arms use the same loop (:func:`twin.sim.rollout.run_trials`), the same
 session lengths and the same seeds for the session schedule.
 
 Usage::
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`python experiments/teaching.py --animals {args.animals} --max-sessions {args.max_sessions} --families {args.families} --seed {args.seed}`: "
         "ground-truth families of `twin.sim.agents.DEFAULT_TRUTHS` (individual starting weights and rates), the same animals and session lengths in both arms, "
-        "to `trained_1a`. The teacher's twin is the animal's own rule and parameters (an oracle: an upper bound for a fitted twin).",
+        "to `trained_1a`. The teacher's twin is the animal's own rule and parameters (an oracle: no twin error).",
         "",
         "| family | default reached | teaching reached | default mean trials | teaching mean trials | reduction (both reached) | teaching end phases |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",

@@ -187,12 +187,17 @@ class TeachingSession:
             return
         start = self._snapshot()
         prepared = {}
-        for choice in (Choice.LEFT, Choice.RIGHT):
-            rewarded = (choice is Choice.RIGHT) == (self.last.side == 1)
-            self._record(Outcome(self.last.trial, self.last.contrast, self.last.side, choice, rewarded))
-            stim = None if self.served >= self.max_trials else self._serve(time.perf_counter())
-            prepared[(choice, rewarded)] = (self._snapshot(), stim)
+        try:
+            for choice in (Choice.LEFT, Choice.RIGHT):
+                rewarded = (choice is Choice.RIGHT) == (self.last.side == 1)
+                self._record(Outcome(self.last.trial, self.last.contrast, self.last.side, choice, rewarded))
+                stim = None if self.served >= self.max_trials else self._serve(time.perf_counter())
+                prepared[(choice, rewarded)] = (self._snapshot(), stim)
+                self._restore(start)
+        except Exception:  # noqa: BLE001 - nothing prepared: the outcome is computed on receipt
+            log.exception("preparing the next trial failed; it is computed when the outcome arrives")
             self._restore(start)
+            return
         self._prepared = prepared
 
     def _snapshot(self) -> tuple[object, ...]:

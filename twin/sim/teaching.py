@@ -34,9 +34,14 @@ and the learner the loop runs may differ: a fitted twin teaching the true learne
 stream (:mod:`service.teaching`) uses the same class with ``B = 1``, the rig reporting each
 outcome.
 
-Cost: one decision is one batched rule step over ``B · N · 2`` rows (``N`` candidates, at most
-twice the phase's contrasts) plus a ``[B·N·2, K] x [K, M]`` matmul: about 0.1-0.3 ms on one CPU
-thread for ``B = 1`` (``bench/teaching_latency.py``).
+Cost: one decision is one rule step over ``B · N · 2`` rows (``N`` candidates, at most twice the
+phase's contrasts) plus a ``[B·N·2, K] x [K, M]`` matmul. With ``B = 1`` and a rule that has a
+batch-1 kernel (:func:`twin.models.batch1.step_rows`, the rule's inputs precomputed once per
+teacher for the 6 possible histories) it is numpy and one kernel call: the lookahead took
+0.05-0.3 ms and the whole decision (constraints and tie-break included) 0.3-0.9 ms on one thread
+of a 2-CPU machine at load average 6; the torch path (other rules, ``B > 1``) about 1 ms there.
+The protocol's own trial (:class:`~twin.sim.task.TaskEnv` draw and observe at ``B = 1``) costs
+about as much again; the served stream takes both off the rig's wait (:mod:`service.teaching`).
 """
 
 from __future__ import annotations

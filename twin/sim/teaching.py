@@ -24,7 +24,10 @@ over the last ``window`` trials, the sides within ``max_side_imbalance`` of each
 least ``min_easy_fraction`` of easy trials (contrast ``>= easy_contrast``); and every allowed
 stimulus (contrast and side) shown at least once every ``cover_window`` trials (the protocol's
 advancement and the criterion judge contrasts a greedy teacher would otherwise never show: a
-stimulus not shown for ``cover_window`` trials is due, and due ones are shown first). A constraint that
+stimulus not shown for ``cover_window`` trials is due, and due ones are shown first); and, with
+``fill_advancement``, the contrasts the current phase's performance rule looks at are shown first
+until each has the rule's ``window`` trials on each side in the session (iblrig's advancement
+judges the last 50 trials of each; without them the phase never advances). A constraint that
 would leave no candidate is dropped for that trial (the allowed set is never dropped).
 
 :class:`TwinTeacher` runs the decision for ``B`` rows; it is an
@@ -77,6 +80,8 @@ class TeachingConstraints:
             protocol's phase).
         cover_window: every allowed stimulus is shown at least once in this many trials of a
             session (0: no coverage rule).
+        fill_advancement: show the contrasts the phase's performance rule judges first, until
+            the session holds its window of trials of each on each side.
     """
 
     max_same_side: int = 4
@@ -86,6 +91,7 @@ class TeachingConstraints:
     easy_contrast: float = 0.5
     allowed_contrasts: tuple[float, ...] | None = None
     cover_window: int = 40
+    fill_advancement: bool = True
 
     def __post_init__(self) -> None:
         if self.cover_window < 0:
@@ -479,6 +485,14 @@ class TwinTeacher:
         self._in_phase_only = hit.any(2).numpy()
         self._in_phase = in_phase.numpy()
         self._side_np, self._contrast_np = self.candidates.side.numpy() > 0.5, self.candidates.contrast.numpy()
+        # candidate n → its performance-rule cell k = 2 l + side of the protocol (-1: no rule looks at it)
+        lv = self.env.levels
+        cell = torch.full((self.candidates.n,), -1, dtype=torch.long)
+        if lv.numel():
+            hit_l = torch.isclose(self.candidates.contrast.view(-1, 1), lv.view(1, -1), atol=1e-6)
+            has = hit_l.any(1)
+            cell = torch.where(has, 2 * hit_l.byte().argmax(1) + self.candidates.side.long(), cell)
+        self._cell = cell
         self.shown_contrast, self.shown_side = torch.zeros(b), torch.zeros(b)
         # the compiled decision (one rule step of every candidate x choice on batch1's kernel)
         self._tables = _Tables(model, self.candidates, self.test_set, rate) if b == 1 and batch1.supports(model.rule) and model.rule.learns else None
@@ -494,6 +508,21 @@ class TwinTeacher:
         rows, ph = np.arange(self.phase.shape[0]), self.phase.numpy()
         a = self._in_phase[rows, ph]
         return np.where(a.any(1, keepdims=True), a, self._in_phase_only[rows, ph])
+
+    def advancement_due(self) -> torch.Tensor:
+        """``[B, N]`` bool: candidates the current phase's performance rule judges whose side has
+        fewer than the rule's window of trials in the session."""
+        env, b = self.env, self.phase.shape[0]
+        if not env.levels.numel():
+            return torch.zeros(b, self.candidates.n, dtype=torch.bool)
+        rows = torch.arange(b)
+        ph = env.phase
+        on = self._cell >= 0
+        k = self._cell.clamp(min=0)
+        level = torch.div(k, 2, rounding_mode="floor")
+        needed = env.needs[rows, ph][:, level] & env.is_perf[rows, ph].unsqueeze(1)  # [B, N]
+        short = env.perf_n[:, k] < env.window[rows, ph].long().unsqueeze(1)
+        return needed & short & on.unsqueeze(0)
 
     def compiled(self) -> bool:
         """Whether the next decision takes the compiled path (``B = 1``, a rule with a kernel,
@@ -535,6 +564,9 @@ class TwinTeacher:
             look = lookahead(self.model, self.w, self.h, self.prev_choice, self.prev_reward, self.candidates, self.objective, self.rate, self.test_set)
             gain, p_correct = look.gain, look.p_correct
         mask = torch.from_numpy(_constraint_mask(self._side_np, self._contrast_np, self.allowed(), self.history, self.constraints))
+        if self.constraints.fill_advancement:
+            due = self.advancement_due() & mask
+            mask = torch.where(due.any(1, keepdim=True), due, mask)
         idx = choose(gain, mask, self.g)
         rows = torch.arange(idx.shape[0])
         return Decision(self.candidates.contrast[idx], self.candidates.side[idx], p_correct[rows, idx], gain[rows, idx])

@@ -194,3 +194,24 @@ def test_coverage_shows_every_allowed_stimulus_within_its_window():
         window = set(shown[lo : lo + 9])
         assert {(0.5, 0.0), (0.5, 1.0)} <= window, (lo, shown)
     assert sum(s[0] == 1.0 for s in shown) > 25  # the free trials still follow the gain
+
+
+def test_fill_advancement_shows_the_rules_contrasts_until_their_windows_fill():
+    """In phase 0 iblrig's rule judges the last 50 trials of each of ±1 and ±0.5 (more than 80%
+    correct): a static twin gains nothing from any stimulus, and the teacher still shows those
+    four until they pass, so the phase advances as soon as it can."""
+    m = _model("static", history=False)
+    w, h = m.initial(1)
+    t = TwinTeacher(m, w.clone(), h, IBL_DEFAULT, torch.Generator().manual_seed(0), constraints=TeachingConstraints(cover_window=0, min_easy_fraction=0.0))
+    counts: dict[tuple[float, float], int] = {}
+    for i in range(400):
+        cl, cr, ans, _ = t.draw(torch.tensor([i == 0]))
+        if int(t.phase[0]) == 1:
+            break
+        key = (float(cl + cr), float(ans))
+        counts[key] = counts.get(key, 0) + 1
+        t.observe(torch.tensor([True]))
+    assert int(t.phase[0]) == 1, counts
+    assert set(counts) == {(1.0, 0.0), (1.0, 1.0), (0.5, 0.0), (0.5, 1.0)}
+    assert all(41 <= n <= 50 for n in counts.values()), counts
+    assert i <= 4 * 50 + 10

@@ -679,6 +679,7 @@ def teaching_constraints(c: teaching_service_pb2.TeachingConstraints, field: str
         min_easy_fraction=float(easy),
         allowed_contrasts=tuple(float(v) for v in allowed) or None,
         cover_window=cover,
+        fill_advancement=bool(c.fill_advancement) if c.HasField("fill_advancement") else d.fill_advancement,
     )
 
 

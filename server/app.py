@@ -33,7 +33,7 @@ from server.auth import AuthConfig
 from server.interceptors import ApiInterceptor, ServerState
 from server.quotas import CallQuotas
 from server.reflection import enable_reflection
-from server.servicers import CurriculumServicer, OperationsServicer, TwinServicer
+from server.servicers import CurriculumServicer, OperationsServicer, TeachingServicer, TwinServicer
 from service.admission import Admission
 from service.cache import TwinCache
 from service.config import DataPlaneConfig
@@ -44,6 +44,7 @@ from twin_proto.pb import (
     SERVICE_NAMES,
     curriculum_service_pb2_grpc,
     operations_service_pb2_grpc,
+    teaching_service_pb2_grpc,
     twin_service_pb2_grpc,
 )
 
@@ -96,7 +97,7 @@ class ServerConfig:
     auth: AuthConfig | None = None
     local_demo: bool = False
     tls: TlsConfig | None = None
-    max_workers: int = 16
+    max_workers: int = 32
     max_receive_bytes: int | None = None
     max_send_bytes: int = 64 * MiB
     grace_s: float = 20.0
@@ -268,6 +269,7 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
     twin_service_pb2_grpc.add_TwinServiceServicer_to_server(TwinServicer(plane.catalog, plane.predictions, plane.updates, Admission(plane.catalog, plane.jobs)), server)
     curriculum_service_pb2_grpc.add_CurriculumServiceServicer_to_server(CurriculumServicer(plane.curricula, plane.config.max_interval_width), server)
     operations_service_pb2_grpc.add_OperationsServiceServicer_to_server(OperationsServicer(plane.operations, lambda: state.draining, limits), server)
+    teaching_service_pb2_grpc.add_TeachingServiceServicer_to_server(TeachingServicer(plane.teaching, limits), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:

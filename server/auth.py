@@ -177,6 +177,7 @@ METHOD_ROLES: Mapping[str, Role] = {
     "/twin.v1.TwinService/FitCohort": Role.ADMIN,
     "/twin.v1.CurriculumService/NextSession": Role.READER,
     "/twin.v1.CurriculumService/SearchCurricula": Role.ADMIN,
+    "/twin.v1.TeachingService/Teach": Role.READER,
     "/twin.v1.OperationsService/GetOperation": Role.READER,
     "/twin.v1.OperationsService/ListOperations": Role.READER,
     "/twin.v1.OperationsService/WatchOperation": Role.READER,

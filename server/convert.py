@@ -36,7 +36,10 @@ from server.status import to_rpc_status
 from service.errors import FieldViolation, InvalidArgumentError
 from service.jobs import JobKind, JobSnapshot, JobState
 from service.limits import Limits, raise_invalid
-from twin_proto.pb import common_pb2, curriculum_service_pb2, operation_pb2, protocol_pb2, twin_service_pb2
+from twin_proto.pb import common_pb2, curriculum_service_pb2, operation_pb2, protocol_pb2, teaching_service_pb2, twin_service_pb2
+from twin.protocol import CUSTOM_TASK, CurriculumError, rig_profile
+from twin.sim.teaching import TeachingConstraints
+from service.teaching import Choice, FallbackReason as TeachFallback, Outcome, StimulusSource, TeachOpen, TrialStimulus
 from optimizer.attribution import ChangeEffect
 from optimizer.planning import (
     CurriculumCandidate,
@@ -675,3 +678,95 @@ __all__ = [
     "twin_selector",
     "twin_version_pb",
 ]
+
+
+# -- teaching ---------------------------------------------------------------------------------
+
+_CHOICE_FROM_PB = {
+    teaching_service_pb2.TRIAL_CHOICE_LEFT: Choice.LEFT,
+    teaching_service_pb2.TRIAL_CHOICE_RIGHT: Choice.RIGHT,
+    teaching_service_pb2.TRIAL_CHOICE_NO_GO: Choice.NO_GO,
+}
+_STIMULUS_SOURCE_TO_PB = {StimulusSource.TWIN: teaching_service_pb2.STIMULUS_SOURCE_TWIN, StimulusSource.FALLBACK: teaching_service_pb2.STIMULUS_SOURCE_FALLBACK}
+_TEACH_FALLBACK_TO_PB = {
+    TeachFallback.NONE: teaching_service_pb2.TEACH_FALLBACK_REASON_NONE,
+    TeachFallback.NO_TWIN: teaching_service_pb2.TEACH_FALLBACK_REASON_NO_TWIN,
+    TeachFallback.DECISION_ERROR: teaching_service_pb2.TEACH_FALLBACK_REASON_DECISION_ERROR,
+    TeachFallback.DECISION_TIMEOUT: teaching_service_pb2.TEACH_FALLBACK_REASON_DECISION_TIMEOUT,
+    TeachFallback.RIG_PROFILE: teaching_service_pb2.TEACH_FALLBACK_REASON_RIG_PROFILE,
+}
+
+
+def teaching_constraints(c: teaching_service_pb2.TeachingConstraints, field: str, limits: Limits = Limits()) -> TeachingConstraints:
+    """The core's teaching constraints (unset fields: the defaults)."""
+    d = TeachingConstraints()
+    allowed = list(c.allowed_contrasts)
+    limits.check(limits.over(f"{field}.allowed_contrasts", len(allowed), "max_phase_contrasts", "contrasts"))
+    bad = [i for i, v in enumerate(allowed) if not (math.isfinite(v) and 0.0 <= v <= 1.0)]
+    if bad:
+        raise InvalidArgumentError.field(f"{field}.allowed_contrasts[{bad[0]}]", "must be in [0, 1]")
+    easy = c.min_easy_fraction if c.HasField("min_easy_fraction") else d.min_easy_fraction
+    if not (math.isfinite(easy) and 0.0 <= easy <= 1.0):
+        raise InvalidArgumentError.field(f"{field}.min_easy_fraction", "must be in [0, 1]")
+    window = int(c.window) or d.window
+    cover = int(c.cover_window) if c.HasField("cover_window") else d.cover_window
+    limits.check(limits.over(f"{field}.window", window, "max_session_trials", "trials"), limits.over(f"{field}.cover_window", cover, "max_session_trials", "trials"))
+    return TeachingConstraints(
+        max_same_side=int(c.max_same_side) or d.max_same_side,
+        window=window,
+        max_side_imbalance=int(c.max_side_imbalance) or d.max_side_imbalance,
+        min_easy_fraction=float(easy),
+        allowed_contrasts=tuple(float(v) for v in allowed) or None,
+        cover_window=cover,
+        fill_advancement=bool(c.fill_advancement) if c.HasField("fill_advancement") else d.fill_advancement,
+    )
+
+
+def teach_open(req: teaching_service_pb2.TeachOpen, limits: Limits = Limits()) -> TeachOpen:
+    """The data plane's TeachOpen."""
+    profile = CUSTOM_TASK
+    if req.rig_profile:
+        raise_invalid([limits.name("open.rig_profile", req.rig_profile)])
+        try:
+            profile = rig_profile(req.rig_profile)
+        except CurriculumError as exc:
+            raise InvalidArgumentError.field("open.rig_profile", exc.reason) from None
+    return TeachOpen(
+        twin=twin_selector(req.twin, "open.twin"),
+        rig_profile=profile,
+        protocol=protocol_from_pb(req.protocol, "open.protocol", limits) if req.HasField("protocol") else None,
+        start_phase=int(req.start_phase) if req.HasField("start_phase") else None,
+        constraints=teaching_constraints(req.constraints, "open.constraints", limits),
+        seed=int(req.seed),
+        max_trials=int(req.max_trials) or None,
+    )
+
+
+def trial_outcome(o: teaching_service_pb2.TrialOutcome) -> Outcome:
+    """The data plane's Outcome."""
+    if o.side not in _SIDE:
+        raise InvalidArgumentError.field("outcome.side", "must be SIDE_LEFT or SIDE_RIGHT")
+    if o.choice not in _CHOICE_FROM_PB:
+        raise InvalidArgumentError.field("outcome.choice", "must be LEFT, RIGHT or NO_GO")
+    if not math.isfinite(o.contrast):
+        raise InvalidArgumentError.field("outcome.contrast", "must be in [0, 1]")
+    return Outcome(int(o.trial), float(o.contrast), _SIDE[o.side], _CHOICE_FROM_PB[o.choice], bool(o.rewarded))
+
+
+def teach_response_pb(s: TrialStimulus) -> teaching_service_pb2.TeachResponse:
+    """A served trial's stimulus as a TeachResponse."""
+    r = teaching_service_pb2.TeachResponse(
+        trial=s.trial,
+        contrast=s.contrast,
+        side=common_pb2.SIDE_RIGHT if s.side == 1 else common_pb2.SIDE_LEFT,
+        signed_contrast=s.contrast if s.side == 1 else -s.contrast,
+        phase=s.phase,
+        source=_STIMULUS_SOURCE_TO_PB[s.source],
+        fallback_reason=_TEACH_FALLBACK_TO_PB[s.reason],
+        decision_ms=s.decision_ms,
+    )
+    if s.p_correct is not None:
+        r.predicted_p_correct = s.p_correct
+    if s.twin is not None:
+        r.twin.CopyFrom(twin_version_pb(s.twin))
+    return r

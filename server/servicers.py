@@ -13,16 +13,20 @@ from server import convert
 from service.admission import Admission
 from service.catalog import TwinCatalog, check_page
 from service.config import Deadline
+from service.errors import InvalidArgumentError
 from service.limits import Limits, raise_invalid
 from service.curricula import Curricula
 from service.operations import Operations
 from service.predictions import Predictions
+from service.teaching import Teaching
 from service.updates import Updates
 from twin_proto.pb import (
     curriculum_service_pb2,
     curriculum_service_pb2_grpc,
     operations_service_pb2,
     operations_service_pb2_grpc,
+    teaching_service_pb2,
+    teaching_service_pb2_grpc,
     twin_service_pb2,
     twin_service_pb2_grpc,
 )
@@ -144,4 +148,35 @@ class OperationsServicer(operations_service_pb2_grpc.OperationsServiceServicer):
             yield convert.operation_pb(snap)
 
 
-__all__ = ["CurriculumServicer", "OperationsServicer", "TwinServicer"]
+class TeachingServicer(teaching_service_pb2_grpc.TeachingServiceServicer):
+    """twin.v1.TeachingService.
+
+    Args:
+        teaching: opens teaching sessions.
+        limits: the request limits.
+    """
+
+    def __init__(self, teaching: Teaching, limits: Limits = Limits()) -> None:
+        self.teaching, self.limits = teaching, limits
+
+    def Teach(self, request_iterator: Iterator[teaching_service_pb2.TeachRequest], context: grpc.ServicerContext) -> Iterator[teaching_service_pb2.TeachResponse]:
+        deadline = _deadline(context)
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        if first.WhichOneof("kind") != "open":
+            raise InvalidArgumentError.field("open", "the first request of a Teach stream must open the session")
+        session = self.teaching.open(convert.teach_open(first.open, self.limits), deadline)
+        yield convert.teach_response_pb(session.first())
+        session.prepare()  # runs once gRPC has the response: while the rig runs the trial
+        for req in request_iterator:
+            if req.WhichOneof("kind") != "outcome":
+                raise InvalidArgumentError.field("outcome", "every request after the first reports the outcome of the trial last served")
+            stimulus = session.next(convert.trial_outcome(req.outcome), deadline)
+            if stimulus is None:
+                return
+            yield convert.teach_response_pb(stimulus)
+            session.prepare()
+
+
+__all__ = ["CurriculumServicer", "OperationsServicer", "TeachingServicer", "TwinServicer"]

@@ -30,6 +30,8 @@ class DataPlaneConfig:
         metadata_ttl_s: how stale a subject's metadata snapshot (versions, aliases, sessions) may
             be; changes made by other processes sharing the store are seen within it, changes
             made through this server at once.
+        teach_decision_budget_ms: per-decision time budget of a Teach stream; a slower decision
+            is discarded and the trial falls back to the session protocol.
     """
 
     limits: Limits = field(default_factory=Limits)
@@ -40,6 +42,7 @@ class DataPlaneConfig:
     update_fit: FitConfig | None = None
     prediction_cache_trials: int = 2_000_000
     metadata_ttl_s: float = 1.0
+    teach_decision_budget_ms: float = 3.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_page_size <= self.limits.max_page_size:

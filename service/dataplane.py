@@ -30,6 +30,7 @@ from service.config import DataPlaneConfig
 from service.curricula import Curricula, search_outcome, search_outcome_json
 from service.jobs import JobKind, JobManager, JobType
 from service.operations import Operations
+from service.teaching import Teaching
 from service.predictions import Predictions
 from service.updates import CohortFitFn, Updates, local_cohort_fit
 
@@ -54,6 +55,7 @@ class TwinDataPlane:
         updates: session uploads, twin updates and cohort fits.
         curricula: next-session plans and curriculum searches.
         operations: the long-running operations.
+        teaching: trial-by-trial teaching streams.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class TwinDataPlane:
         self.updates = Updates(self.catalog, jobs, cohort_fit)
         self.curricula = Curricula(self.catalog, jobs, lab, propose, search)
         self.operations = Operations(jobs, config)
+        self.teaching = Teaching(self.catalog, lab, config.teach_decision_budget_ms)
         # a finished search's candidates are kept in its operation's row (written with its
         # SUCCEEDED state, in one transaction); an interrupted search is marked failed after a
         # restart (it is cheap to start again)

@@ -16,6 +16,8 @@ NextSession               rollouts, ``constraints.min_trials``/``max_trials``
                           (``max_session_trials``), rollouts x the longest session the plan can
                           have (``max_forecast_trial_steps``)
 UploadSession             trials of the session (``max_session_trials``)
+Teach (stream)            ``open.max_trials`` (``max_session_trials``); open streams
+                          (``max_concurrent_teach_streams``, ``max_teach_streams_per_client``)
 FitCohort                 subjects (``max_fit_subjects``), epochs (``max_fit_epochs``), stored
                           trials x epochs (``max_fit_trial_epochs``)
 SearchCurricula           subjects (``max_search_subjects``), candidates
@@ -94,6 +96,8 @@ class Limits:
         max_concurrent_rig_calls: the same for the rig role.
         max_concurrent_admin_calls: the same for the admin role.
         max_concurrent_watches: WatchOperation streams open at once (each holds a thread).
+        max_concurrent_teach_streams: Teach streams open at once (each holds a thread).
+        max_teach_streams_per_client: Teach streams one client (token) may hold open at once.
         max_queued_calls: calls accepted at once, running or waiting for a thread; gRPC
             answers the next one RESOURCE_EXHAUSTED at once.
     """
@@ -123,6 +127,8 @@ class Limits:
     max_concurrent_admin_calls: int = 2
     max_concurrent_watches: int = 4
     max_queued_calls: int = 64
+    max_concurrent_teach_streams: int = 8
+    max_teach_streams_per_client: int = 4
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -310,10 +316,13 @@ class ConcurrencyGate:
 
     Args:
         limits: kind → how many may run at once.
+        default: how many of any other kind may run at once (None: not counted), e.g. the
+            calls of each client when kinds are client names.
     """
 
-    def __init__(self, limits: Mapping[str, int]) -> None:
+    def __init__(self, limits: Mapping[str, int], default: int | None = None) -> None:
         self._limits = dict(limits)
+        self._default = default
         self._running = {k: 0 for k in limits}
         self._lock = threading.Lock()
 
@@ -329,19 +338,22 @@ class ConcurrencyGate:
         Raises:
             LimitExceededError: ``kind`` is at its limit.
         """
-        cap = self._limits.get(kind)
+        cap = self._limits.get(kind, self._default)
         if cap is None:
             yield
             return
         with self._lock:
-            if self._running[kind] >= cap:
-                raise LimitExceededError(LimitViolation("", limit_name, cap, self._running[kind] + 1, f"{what} at once; retry later"))
-            self._running[kind] += 1
+            running = self._running.get(kind, 0)
+            if running >= cap:
+                raise LimitExceededError(LimitViolation("", limit_name, cap, running + 1, f"{what} at once; retry later"))
+            self._running[kind] = running + 1
         try:
             yield
         finally:
             with self._lock:
                 self._running[kind] -= 1
+                if not self._running[kind] and kind not in self._limits:
+                    del self._running[kind]  # bound memory: a client's count goes when it is 0
 
 
 def check_seed(seed: int, field: str = "seed") -> None:

@@ -45,6 +45,8 @@ from twin_proto.pb import (
     operations_service_pb2,
     operations_service_pb2_grpc,
     protocol_pb2,
+    teaching_service_pb2,
+    teaching_service_pb2_grpc,
     twin_service_pb2,
     twin_service_pb2_grpc,
 )
@@ -227,6 +229,62 @@ def _ref(subject: str, version: int | None, alias: str | None) -> common_pb2.Twi
     return common_pb2.TwinRef(subject=subject)
 
 
+_CHOICES = {"left": teaching_service_pb2.TRIAL_CHOICE_LEFT, "right": teaching_service_pb2.TRIAL_CHOICE_RIGHT, "no_go": teaching_service_pb2.TRIAL_CHOICE_NO_GO}
+
+
+class TeachSession:
+    """One open Teach stream, driven trial by trial (:meth:`TwinClient.teach`).
+
+    ``first`` is trial 0's stimulus; :meth:`report` sends the outcome of the trial last served
+    and returns the next one (None when the server ended the session: ``max_trials`` reached);
+    :meth:`close` ends the stream. A server error raises ``grpc.RpcError``.
+
+    Attributes:
+        first: trial 0's stimulus (``contrast``, ``side``, ``phase``, ``source``, ...).
+        last: the stimulus last served.
+    """
+
+    _END = object()
+
+    def __init__(self, stub: teaching_service_pb2_grpc.TeachingServiceStub, open_req: teaching_service_pb2.TeachOpen, kw: Mapping[str, object]) -> None:
+        import queue
+
+        self._q: "queue.Queue[object]" = queue.Queue()
+        self._q.put(teaching_service_pb2.TeachRequest(open=open_req))
+        self._call = stub.Teach(iter(self._next_request, self._END), **kw)
+        self.first = self.last = next(self._call)
+
+    def _next_request(self) -> object:
+        return self._q.get()
+
+    def report(self, choice: str, rewarded: bool, contrast: float | None = None, side: int | None = None) -> "teaching_service_pb2.TeachResponse | None":
+        """Send the outcome of the trial last served (``choice``: ``left``, ``right`` or
+        ``no_go``; the stimulus shown defaults to the one served) and return the next trial's."""
+        last = self.last
+        out = teaching_service_pb2.TrialOutcome(
+            trial=last.trial,
+            contrast=last.contrast if contrast is None else contrast,
+            side=last.side if side is None else (common_pb2.SIDE_RIGHT if side == 1 else common_pb2.SIDE_LEFT),
+            choice=_CHOICES[choice],
+            rewarded=rewarded,
+        )
+        self._q.put(teaching_service_pb2.TeachRequest(outcome=out))
+        nxt = next(self._call, None)
+        if nxt is not None:
+            self.last = nxt
+        return nxt
+
+    def close(self) -> None:
+        """End the stream (the server ends the session)."""
+        self._q.put(self._END)
+
+    def __enter__(self) -> "TeachSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class TwinClient:
     """A connection to a twin.v1 server.
 
@@ -259,6 +317,7 @@ class TwinClient:
         self.twins = twin_service_pb2_grpc.TwinServiceStub(self.channel)
         self.curricula = curriculum_service_pb2_grpc.CurriculumServiceStub(self.channel)
         self.operations = operations_service_pb2_grpc.OperationsServiceStub(self.channel)
+        self.teaching = teaching_service_pb2_grpc.TeachingServiceStub(self.channel)
 
     def close(self) -> None:
         """Close the channel."""
@@ -399,6 +458,42 @@ class TwinClient:
         req = curriculum_service_pb2.NextSessionRequest(twin=_ref(subject, version, alias), constraints=c, n_rollouts=n_rollouts, seed=seed)
         return self.curricula.NextSession(req, **self._kw()).plan
 
+    def teach(
+        self,
+        subject: str,
+        *,
+        rig_profile: str = "",
+        start_phase: int | None = None,
+        seed: int = 0,
+        max_trials: int = 0,
+        constraints: "teaching_service_pb2.TeachingConstraints | None" = None,
+        protocol: "protocol_pb2.TaskProtocol | None" = None,
+        version: int | None = None,
+        alias: str | None = None,
+        timeout_s: float = 8 * 3600.0,
+    ) -> TeachSession:
+        """Open a trial-by-trial teaching session of ``subject`` (TeachingService.Teach): its
+        ``first`` is trial 0's stimulus; ``report(choice, rewarded)`` after each trial returns
+        the next one. ``timeout_s`` is the deadline of the whole session (default 8 hours, not the
+        client's per-call deadline: a session lasts an hour or more).
+
+        Example::
+
+            with client.teach("mouse-7", rig_profile="custom") as s:
+                stim = s.first
+                while stim is not None:
+                    choice, rewarded = run_trial(stim.contrast, stim.side)  # the rig's own code
+                    stim = s.report(choice, rewarded)
+        """
+        req = teaching_service_pb2.TeachOpen(twin=_ref(subject, version, alias), rig_profile=rig_profile, seed=seed, max_trials=max_trials)
+        if start_phase is not None:
+            req.start_phase = start_phase
+        if constraints is not None:
+            req.constraints.CopyFrom(constraints)
+        if protocol is not None:
+            req.protocol.CopyFrom(protocol)
+        return TeachSession(self.teaching, req, self._kw(timeout_s))
+
     def search_curricula(self, subjects: Sequence[str] = (), n_candidates: int = 0, horizon_trials: int = 0, seed: int = 0, request_id: str = "") -> operations_pb2.Operation:
         """Start a curriculum search (admin); a retry with the same ``request_id`` returns the
         same operation."""
@@ -445,6 +540,7 @@ __all__ = [
     "DONE_STATES",
     "RESULT_TYPES",
     "OperationResult",
+    "TeachSession",
     "TwinClient",
     "error_reason",
     "field_violations",

@@ -19,6 +19,8 @@ from twin_proto.gen.twin.v1 import (  # noqa: E402  (must follow the freshness c
     operations_service_pb2,
     operations_service_pb2_grpc,
     protocol_pb2,
+    teaching_service_pb2,
+    teaching_service_pb2_grpc,
     twin_service_pb2,
     twin_service_pb2_grpc,
 )
@@ -28,6 +30,7 @@ SERVICE_NAMES: tuple[str, ...] = (
     twin_service_pb2.DESCRIPTOR.services_by_name["TwinService"].full_name,
     curriculum_service_pb2.DESCRIPTOR.services_by_name["CurriculumService"].full_name,
     operations_service_pb2.DESCRIPTOR.services_by_name["OperationsService"].full_name,
+    teaching_service_pb2.DESCRIPTOR.services_by_name["TeachingService"].full_name,
 )
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "operations_service_pb2",
     "operations_service_pb2_grpc",
     "protocol_pb2",
+    "teaching_service_pb2",
+    "teaching_service_pb2_grpc",
     "twin_service_pb2",
     "twin_service_pb2_grpc",
 ]

@@ -22,6 +22,7 @@ EXPECTED = {
     "ray_cohort.py": "max_abs_val_ll_diff_nats",
     "oversized_requests.py": "criterion_over_p99_lt_100ms",
     "ensemble_fit.py": "extrapolated to",
+    "teaching_latency.py": "Teach p99 at 1 rig",
 }
 
 

@@ -14,7 +14,7 @@ from server_env import ADMIN, READER, RIG, TOKENS, TWIN_SUBJECTS
 from server.app import ServerConfig, TlsConfig
 from server.auth import METHOD_ROLES, AuthConfig, Role, bearer_token, required_role
 from twin_client.client import TwinClient
-from twin_proto.pb import curriculum_service_pb2, operations_service_pb2, twin_service_pb2
+from twin_proto.pb import curriculum_service_pb2, operations_service_pb2, teaching_service_pb2, twin_service_pb2
 
 S = TWIN_SUBJECTS[0]
 
@@ -58,7 +58,7 @@ def test_roles(connect, cohort_trials):
 def test_every_method_has_an_explicit_role():
     methods = {
         f"/{svc.full_name}/{m.name}"
-        for mod in (twin_service_pb2, curriculum_service_pb2, operations_service_pb2)
+        for mod in (twin_service_pb2, curriculum_service_pb2, operations_service_pb2, teaching_service_pb2)
         for svc in mod.DESCRIPTOR.services_by_name.values()
         for m in svc.methods
     }

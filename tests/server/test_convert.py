@@ -73,7 +73,7 @@ def test_a_plan_converts_with_its_changes_and_sessions_cap():
 
     kept = ChangeEffect("session_trials_low", 550, 420, "shortest session (trials) 550 → 420", Interval(0.12, 0.05, 0.2), Interval(0.1, 0.04, 0.16), True, "helps")
     dropped = ChangeEffect("easy_weight", 1.0, 1.7, "frequency of easy contrasts (x base) 1 → 1.7", Interval(-0.02, -0.05, 0.01), Interval(0.0, -0.03, 0.03), False, "no robust benefit")
-    plan = SessionPlan("m", IBL_DEFAULT, 0, 550, PlanSource.OPTIMIZER, None, "why", None, None, (kept, dropped), 15)
+    plan = SessionPlan("m", IBL_DEFAULT, 0, 550, PlanSource.OPTIMIZER, None, "why", None, None, changes=(kept, dropped), max_sessions=15)
     msg = plan_pb(plan)
     assert msg.max_sessions == 15 and [c.axis for c in msg.changes] == ["session_trials_low", "easy_weight"]
     c0, c1 = msg.changes

@@ -17,7 +17,7 @@ def test_stubs_are_fresh_and_importable_as_a_package():
     assert not codegen.is_stale()
     from twin_proto import pb
 
-    assert pb.SERVICE_NAMES == ("twin.v1.TwinService", "twin.v1.CurriculumService", "twin.v1.OperationsService")
+    assert pb.SERVICE_NAMES == ("twin.v1.TwinService", "twin.v1.CurriculumService", "twin.v1.OperationsService", "twin.v1.TeachingService")
     for path in codegen.DEFAULT_OUT_DIR.rglob("*.py"):
         text = path.read_text()
         assert "from twin.v1 import" not in text and "import twin.v1" not in text, path  # would hit the core package `twin`

@@ -433,6 +433,42 @@ def rollout(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Ten
     return torch.from_numpy(ws_all).to(w.dtype), torch.from_numpy(h_np).to(h.dtype)
 
 
+def why_not_rows(rule: LearningRule) -> str | None:
+    """Why :func:`step_rows` cannot run ``rule`` now (None: it can)."""
+    if _NUMBA_ERROR is not None:
+        return _NUMBA_ERROR
+    if getattr(_enabled, "off", False):
+        return "torch path requested"
+    if not supports(rule):
+        return f"no fused kernel for {type(rule).__name__}"
+    if not rule.learns:
+        return "no per-trial loop to fuse"
+    if not kernels_ready():
+        return "kernels still compiling"
+    return None
+
+
+def step_rows(rule: LearningRule, w: np.ndarray, h: np.ndarray, pre: np.ndarray, rate: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One step of ``rule`` for ``R`` independent rows on the compiled path, numpy in and out
+    (a teaching decision's candidates x outcomes, :mod:`twin.sim.teaching`); the caller checked
+    :func:`why_not_rows`. The kernels are the rollout's, called with one trial, so the compiled
+    code is the one :func:`warm_up` compiled.
+
+    Args:
+        rule: a rule with a kernel.
+        w: ``[R, K]`` float64 C-contiguous weights; ``h``: ``[R, H]`` float64 state.
+        pre: ``[R, D]`` float64 rows of the rule's :meth:`~LearningRule.precompute`.
+        rate: ``[R, K]`` float64 learning-rate multipliers (None: 1).
+
+    Returns:
+        ``(w_next [R, K], h_next [R, H])``.
+    """
+    kernel, *ctx = _kernel_args(rule)
+    rate_np = np.ones_like(w) if rate is None else rate
+    ws, h_out = kernel(w, h, pre[None], rate_np, rate is not None, *ctx)
+    return ws[0], h_out
+
+
 def dispatch(
     rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None = None, fused: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -512,8 +548,10 @@ __all__ = [
     "kernels_ready",
     "mark_ready",
     "rollout",
+    "step_rows",
     "supports",
     "torch_path",
     "warm_up",
     "why_not",
+    "why_not_rows",
 ]

@@ -66,6 +66,9 @@ _STATE = ("phase", "count", "perf_ptr", "perf_n", "perf_sum", "pending", "n_left
 _OBSERVED = ("pending", "n_left", "n_resp")
 """What ``observe`` replaces (its buffer writes touch active rows only)."""
 
+_IN_PLACE = ("perf_buf", "perf_ptr", "perf_n", "perf_sum")
+"""The buffers ``observe`` writes in place (a snapshot copies them; the rest is replaced)."""
+
 
 class TaskEnv:
     """Batched task state for ``B`` animals, each following its own protocol (or one for all).
@@ -217,6 +220,24 @@ class TaskEnv:
     def p(self) -> Curriculum:
         """The protocol of the first row (all rows' when one protocol was given)."""
         return self.protocols[0]
+
+    def _state_names(self) -> tuple[str, ...]:
+        return (*_STATE, "perf_buf", *(("last_level",) if self.fused else ()))
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the per-row state, for :meth:`restore` (the generator's state is the caller's
+        to keep)."""
+        return {k: getattr(self, k).clone() for k in self._state_names()}
+
+    def restore(self, snap: dict[str, torch.Tensor]) -> None:
+        """Return to a :meth:`snapshot` (which stays valid: it can be restored again). The
+        compiled form's kernels hold views of the state tensors, so it is copied into them in
+        place; the torch form replaces them, as its steps do."""
+        for k, v in snap.items():
+            if self.fused:
+                getattr(self, k).copy_(v)
+            else:
+                setattr(self, k, v.clone())
 
     def _rand(self) -> torch.Tensor:
         return torch.rand(self.b, generator=self.g, device=self.device)
@@ -394,6 +415,28 @@ class TaskEnv:
         self.last_side, self.last_contrast = side, contrast
         self._keep_inactive(old, active)
         return contrast * (1 - side), contrast * side, side, prob_left
+
+    def show(self, contrast: torch.Tensor, side: torch.Tensor) -> None:
+        """Replace the stimulus of the trial just drawn by the one the rig showed (a teacher's
+        choice, or the rig's own record): ``[B]`` unsigned contrast and side (1 = right). Its
+        outcome then counts for that stimulus's window; a replaced debiasing repeat no longer
+        counts as one. The compiled form's kernels hold views of the state, so it is written in
+        place."""
+        contrast = contrast.to(self.last_contrast.dtype)
+        side = side.to(self.last_side.dtype)
+        same = (contrast == self.last_contrast) & (side == self.last_side)
+        if self.fused:  # the compiled observe finds the window by the trial's level
+            if self.levels.numel():
+                hit = torch.isclose(contrast.unsqueeze(1), self.levels)  # [B, L]
+                self.last_level.copy_(torch.where(hit.any(1), hit.byte().argmax(1), -1))
+            else:
+                self.last_level.fill_(-1)
+            self.debias_trial.logical_and_(same)
+            self.last_contrast.copy_(contrast)
+            self.last_side.copy_(side)
+        else:
+            self.debias_trial = self.debias_trial & same
+            self.last_contrast, self.last_side = contrast.clone(), side.clone()
 
     def observe(self, correct: torch.Tensor, active: torch.Tensor | None = None) -> None:
         """Record the outcome ``correct`` (``[B]`` bool) of the trial just drawn.

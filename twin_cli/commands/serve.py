@@ -124,7 +124,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     sv.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: serve over TLS")
     sv.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     sv.add_argument("--tls-client-ca", type=Path, default=None, help="PEM CA bundle: require client certificates signed by it")
-    sv.add_argument("--max-workers", type=int, default=16, help="threads serving calls")
+    sv.add_argument("--max-workers", type=int, default=32, help="threads serving calls (each open Teach or Watch stream holds one)")
     sv.add_argument("--job-workers", type=int, default=1, help="long-running operations (fits) run at once")
     sv.add_argument("--cache-size", type=int, default=256, help="twins kept loaded in memory (LRU)")
     sv.add_argument(

@@ -59,3 +59,49 @@ def test_protocol_without_performance_rules():
         fused.observe(ok)
         ref.observe(ok)
     assert torch.equal(fused.n_left, ref.n_left)
+
+
+def test_shown_stimuli_and_snapshots_match_the_torch_form():
+    """A teacher replaces the drawn stimulus (:meth:`TaskEnv.show`) and rewinds the environment
+    (:meth:`TaskEnv.snapshot` / :meth:`TaskEnv.restore`): the compiled form, whose kernels hold
+    views of the state, stays equal to the torch form."""
+    protos = golden_engine.protocols()
+    rows = [p for p in protos for _ in range(3)]
+    b = len(rows)
+    fused, ref = _pair(rows, 0)
+    g = torch.Generator().manual_seed(3)
+    snaps = None
+    for t in range(300):
+        ss = torch.full((b,), t % 101 == 0)
+        for a, r in zip(fused.draw(ss), ref.draw(ss)):
+            assert torch.equal(a, r), t
+        if t % 4 == 0:  # the rig showed something else
+            idx = torch.randint(0, fused.levels.numel() + 1, (b,), generator=g)
+            contrast = torch.cat([fused.levels, torch.zeros(1)])[idx]
+            side = (torch.rand(b, generator=g) < 0.5).float()
+            fused.show(contrast, side)
+            ref.show(contrast, side)
+        if t == 150:
+            snaps = (fused.snapshot(), ref.snapshot(), fused.g.get_state(), ref.g.get_state())
+        correct = torch.rand(b, generator=g) < 0.7
+        fused.observe(correct)
+        ref.observe(correct)
+        for k in STATE:
+            assert torch.equal(getattr(fused, k), getattr(ref, k)), (t, k)
+        assert torch.equal(fused.window_correct(), ref.window_correct()), t
+    assert snaps is not None
+    before = {k: getattr(fused, k).clone() for k in STATE}
+    fused.restore(snaps[0])
+    ref.restore(snaps[1])
+    fused.g.set_state(snaps[2])
+    ref.g.set_state(snaps[3])
+    assert any(not torch.equal(before[k], getattr(fused, k)) for k in STATE)  # it did rewind
+    for _ in range(20):  # and runs on from there identically
+        ss = torch.zeros(b, dtype=torch.bool)
+        for a, r in zip(fused.draw(ss), ref.draw(ss)):
+            assert torch.equal(a, r)
+        ok = torch.rand(b, generator=g) < 0.6
+        fused.observe(ok)
+        ref.observe(ok)
+        for k in STATE:
+            assert torch.equal(getattr(fused, k), getattr(ref, k)), k

@@ -303,7 +303,7 @@ def _window_sum(t: torch.Tensor, w: int) -> torch.Tensor:
 
 def _window_min(t: torch.Tensor, w: int) -> torch.Tensor:
     """Minimum over sessions ``e-w+1..e`` along dim 1 (partial windows at the start)."""
-    pad = torch.full_like(t[:, : w - 1], float("inf"))
+    pad = torch.full((t.shape[0], w - 1), float("inf"), dtype=t.dtype, device=t.device)  # also when there are fewer than w - 1 sessions
     return torch.cat([pad, t], 1).unfold(1, w, 1).amin(-1)
 
 

@@ -77,6 +77,13 @@ def test_a_novice_is_in_training():
     assert a.target is TRAINED_1A
 
 
+@pytest.mark.parametrize("n_sessions", [1, 2])
+def test_fewer_sessions_than_a_criterion_window(n_sessions):
+    """One or two sessions (a window is three): in training, no criterion met, no error."""
+    a = assess_stage(table([GOOD] * n_sessions), "m1")
+    assert a.stage is TrainingStage.TRAINING and a.trained_1a_session is None and a.n_sessions == n_sessions
+
+
 def test_trained_1a_then_trained_1b():
     a = assess_stage(table([NOVICE, FAIR, FAIR, FAIR]), "m1")
     assert (a.stage, a.trained_1a_session, a.trained_1b_session) == (TrainingStage.TRAINED_1A, 4, None)

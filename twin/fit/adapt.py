@@ -299,7 +299,8 @@ def cohort_start_prior(population: LearnerModel, first: TrialBatch, w0_sd: float
     Each fitting animal's start is inferred from its first trials the way a new animal's will be
     (:func:`infer_start`, ``w0`` and ``ρ``) under a wide prior (mean the population ``w0``, SDs
     ``w0_sd`` and ``log_rate_sd``); the prior is the spread of those starts
-    (:meth:`StartPrior.from_params`), estimation noise included: a conservative prior.
+    (:meth:`StartPrior.from_params`), estimation noise included: a conservative prior. With a
+    single animal there is no spread to measure, and the wide prior itself is returned.
 
     Args:
         population: the cohort model (not modified).
@@ -310,6 +311,8 @@ def cohort_start_prior(population: LearnerModel, first: TrialBatch, w0_sd: float
     """
     k = population.n_weights
     wide = StartPrior(population.w0.detach().clone().float(), torch.full((k,), float(w0_sd)), torch.full((k,), float(log_rate_sd)))
+    if first.n_animals < 2:
+        return wide
     return StartPrior.from_params([t.params for t in infer_start(population, first, wide, fit_rate=True, iterations=iterations).values()])
 
 

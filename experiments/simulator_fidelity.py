@@ -89,6 +89,7 @@ class FidelityConfig:
             animal's last two sessions, stacked on the last) so that the rules still see most
             of the learning at half the cost.
         boot: bootstrap resamples.
+        infer_iterations: L-BFGS iterations at most of each start inference.
         seed: seeds the cohort, the fits and the rollouts.
     """
 
@@ -104,6 +105,7 @@ class FidelityConfig:
     refit: bool = True
     boot: int = 2000
     seed: int = 0
+    infer_iterations: int = 100
 
 
 def _sessions_upto(df: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -191,8 +193,8 @@ def run_family(family: Family, cfg: FidelityConfig, progress: bool = False) -> t
     first_fit, first_test = make_batch(_sessions_upto(fitting_df, cfg.cutoff)), make_batch(_sessions_upto(test_df, cfg.cutoff))
     mapped: list[list[TwinModel]] = []
     for pop in populations:
-        prior = cohort_start_prior(pop, first_fit)
-        starts = infer_start(pop, first_test, prior, fit_rate=True)
+        prior = cohort_start_prior(pop, first_fit, iterations=cfg.infer_iterations)
+        starts = infer_start(pop, first_test, prior, fit_rate=True, iterations=cfg.infer_iterations)
         mapped.append([starts[s] for s in first_test.subjects])
     order = list(first_test.subjects)
     _log(f"{family.value}: held-out starts inferred", t0)
@@ -296,7 +298,7 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
         "",
         f"**Scale: {scale}**" + ("" if target else " — REDUCED, not the issue's target of 30 fitting + 20 held-out animals × 5,000 trials") + ".",
         f"Ensemble of {', '.join(cfg.rules)} ({cfg.seeds} seed(s) each), {cfg.epochs} epochs at most (patience {cfg.patience}), refit after stacking: {cfg.refit}" + ("" if cfg.refit else " (the rules fitted on all but each fitting animal's last 2 sessions, stacked on the last)") + ";",
-        f"held-out starts inferred from each animal's first {cfg.cutoff} sessions (MAP w0 and rates under the population prior), scored on the later sessions;",
+        f"held-out starts inferred from each animal's first {cfg.cutoff} sessions (MAP w0 and rates under the population prior, L-BFGS ≤ {cfg.infer_iterations} iterations), scored on the later sessions;",
         f"{cfg.rollouts} rollouts per held-out animal; 95% bootstrap intervals over held-out animals ({cfg.boot} resamples); seed {cfg.seed}.",
         "PASS/FAIL judged on the point estimate. Script: `experiments/simulator_fidelity.py` (its docstring defines every figure).",
         "",
@@ -346,13 +348,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--boot", type=int, default=d.boot)
     ap.add_argument("--families", nargs="+", default=[f.value for f in Family], choices=[f.value for f in Family])
     ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--infer-iterations", type=int, default=d.infer_iterations, help="L-BFGS iterations at most of each held-out start inference")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--smoke", action="store_true", help="a tiny run for correctness (overrides the scale options)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("experiments/results/simulator_fidelity"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = FidelityConfig(args.fit_animals, args.test_animals, args.trials, args.epochs, args.patience, args.rollouts, args.cutoff, tuple(args.rules), args.seeds, not args.no_refit, args.boot, args.seed)
+    cfg = FidelityConfig(args.fit_animals, args.test_animals, args.trials, args.epochs, args.patience, args.rollouts, args.cutoff, tuple(args.rules), args.seeds, not args.no_refit, args.boot, args.seed, args.infer_iterations)
     if args.smoke:
         cfg = replace(SMOKE, seed=args.seed)
     rows, per = [], []

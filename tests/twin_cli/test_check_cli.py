@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import torch
 
 from cli_runner import run
 
@@ -29,8 +30,35 @@ def test_check_on_a_trials_file_and_model_replays_the_sessions(tmp_path):
     assert rc == 0, err
     sessions = pd.read_csv(tmp_path / "o" / "check_sessions.csv")
     assert sessions["session"].min() == 2  # the free run starts after the cut-off
+    # these animals are not the model's fitting cohort: each one's start comes from its own sessions
+    assert "model-cutoff1-own-start" in text and "inferred from its own first 1 session" in text
     rc, _, err = run(["check", str(data), "--out", str(tmp_path / "o")])
     assert rc == 2 and "--model or --store" in err
+
+
+def test_model_file_twins_start_from_each_animals_own_sessions():
+    """Past the cut-off each animal's w0 is its own MAP, never silently the population mean;
+    ``population`` (or cut-off 0) gives every animal the population's, as the label says."""
+    from twin.fit.train import FitConfig, fit
+    from twin.data.batch import make_batch
+    from twin.data.splits import split_last_sessions
+    from twin.models.learner import ModelSpec
+    from twin.protocol import IBL_DEFAULT
+    from twin.sim.agents import DEFAULT_TRUTHS, Family, Individuality, draw_individuals
+    from twin.sim.simulate import simulate
+    from twin_cli.commands.check import _model_twins
+
+    gt = DEFAULT_TRUTHS[Family.REINFORCE]
+    w0, lr = draw_individuals(gt, 4, Individuality(w0_sd=(0.0, 1.0)), seed=3)
+    df = simulate(gt.build(), IBL_DEFAULT, 4, 1200, seed=3, w0=w0, log_rate=lr).trials
+    pop = fit(ModelSpec("reinforce"), *split_last_sessions(make_batch(df)), FitConfig(epochs=1, patience=1), progress=False).model
+    subjects = list(dict.fromkeys(df["subject"]))
+    own, _, _ = _model_twins(pop, df, subjects, 1, "own")
+    got = torch.stack([t.params.w0 for t in own])
+    assert not torch.allclose(got, pop.w0.detach().float().expand_as(got), atol=1e-3)  # not the population mean
+    assert float(got[:, 1].std()) > 0.05  # each animal its own bias start
+    for same in (_model_twins(pop, df, subjects, 1, "population")[0], _model_twins(pop, df, subjects, 0, "own")[0]):
+        assert all(torch.allclose(t.params.w0, pop.w0.detach().float()) for t in same)
 
 
 def test_check_on_a_store_starts_each_twin_after_its_trained_through_session(tmp_path):

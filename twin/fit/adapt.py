@@ -293,4 +293,27 @@ def infer_start(population: LearnerModel, first: TrialBatch, prior: StartPrior, 
     return {s: TwinModel(shared, TwinParams(w0[i].detach().float(), log_rate[i].detach().float(), ref)) for i, s in enumerate(first.subjects)}
 
 
-__all__ = ["StartPrior", "TwinFitResult", "adapt", "adapt_batched", "choose_adaptation", "forecast_ll", "infer_start"]
+def cohort_start_prior(population: LearnerModel, first: TrialBatch, w0_sd: float = 3.0, log_rate_sd: float = 1.0, iterations: int = 100) -> StartPrior:
+    """The population prior of new animals' starts, made from fitting animals' first trials.
+
+    Each fitting animal's start is inferred from its first trials the way a new animal's will be
+    (:func:`infer_start`, ``w0`` and ``ρ``) under a wide prior (mean the population ``w0``, SDs
+    ``w0_sd`` and ``log_rate_sd``); the prior is the spread of those starts
+    (:meth:`StartPrior.from_params`), estimation noise included: a conservative prior. With a
+    single animal there is no spread to measure, and the wide prior itself is returned.
+
+    Args:
+        population: the cohort model (not modified).
+        first: the fitting animals' first trials (at least two animals).
+        w0_sd: SD of the wide prior on the initial weights.
+        log_rate_sd: SD of the wide prior on the log learning-rate multipliers.
+        iterations: L-BFGS iterations at most.
+    """
+    k = population.n_weights
+    wide = StartPrior(population.w0.detach().clone().float(), torch.full((k,), float(w0_sd)), torch.full((k,), float(log_rate_sd)))
+    if first.n_animals < 2:
+        return wide
+    return StartPrior.from_params([t.params for t in infer_start(population, first, wide, fit_rate=True, iterations=iterations).values()])
+
+
+__all__ = ["StartPrior", "TwinFitResult", "adapt", "adapt_batched", "choose_adaptation", "cohort_start_prior", "forecast_ll", "infer_start"]

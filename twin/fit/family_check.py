@@ -23,12 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
-import torch
 
 from twin.analysis.generative import GenerativeCheck, generative_check
 from twin.data.batch import make_batch
 from twin.data.splits import split_animals, split_last_sessions
-from twin.fit.adapt import StartPrior, infer_start
+from twin.fit.adapt import cohort_start_prior, infer_start
 from twin.fit.train import FitConfig, FitResult, fit
 from twin.models.learner import ModelSpec
 from twin.models.params import TwinModel, TwinParams
@@ -104,10 +103,8 @@ def check_family(family: Family, config: FamilyCheckConfig = FamilyCheckConfig()
         # the prior: the spread of the fitting animals' own starts, each inferred the same way from
         # its first sessions under a wide prior (estimation noise included: a conservative prior)
         first = lambda df: df[df.groupby("subject")["session"].rank(method="dense") <= config.cutoff]  # noqa: E731
-        k = res.model.n_weights
-        wide = StartPrior(res.model.w0.detach().clone(), torch.full((k,), 3.0), torch.full((k,), 1.0))
         fitting = sim.trials[~sim.trials["subject"].isin(test)]
-        prior = StartPrior.from_params([t.params for t in infer_start(res.model, make_batch(first(fitting)), wide, fit_rate=True).values()])
+        prior = cohort_start_prior(res.model, make_batch(first(fitting)))
         mapped = infer_start(res.model, make_batch(first(trials)), prior, fit_rate=True)
         cases["twin-map-future"] = ([mapped[s] for s in test], res.model, config.cutoff)
     checks, runs = {}, {}

@@ -4,7 +4,8 @@ trained, per-session accuracy and psychometric, bias drift; CRPS, log score, cov
 
 Three sources of twins: a synthetic family (``--family``: simulate, fit ``--rule`` on the fitting
 animals, check the held-out ones, the true rule beside it as the oracle), a trials file with a
-model file (``--model``: the population rule from each animal's ``--cutoff``), or a twin store
+model file (``--model``: the population rule from each animal's ``--cutoff``, its ``w0`` and rates
+inferred from its own sessions before the cut-off unless ``--start population``), or a twin store
 (``--store``: each animal's twin from the session it was trained through).
 """
 
@@ -54,7 +55,6 @@ def _protocol(arg: str | None):  # type: ignore[no-untyped-def]
 
 def _checks_from_file(args: argparse.Namespace) -> dict[str, object]:
     from twin.data.readers import load_trials
-    from twin.models.params import TwinModel
     from twin.persist.model_files import load_model
     from twin.analysis.generative import generative_check
     from twin.sim.check import run_check, twin_starts
@@ -89,7 +89,8 @@ def _checks_from_file(args: argparse.Namespace) -> dict[str, object]:
         population, label = twins[0].population, "store"
     else:
         population = load_model(args.model).model
-        twins, keep, cut, label = [TwinModel.of(population)] * len(subjects), subjects, [args.cutoff] * len(subjects), f"model-cutoff{args.cutoff}"
+        twins, keep, cut = _model_twins(population, df, subjects, args.cutoff, args.start)
+        label = f"model-cutoff{args.cutoff}" + ("-own-start" if args.cutoff > 0 and args.start == "own" else "-population-start")
     trials = df[df["subject"].isin(keep)]
     try:
         start = twin_starts(twins, trials, keep, cut, protocol)
@@ -97,6 +98,28 @@ def _checks_from_file(args: argparse.Namespace) -> dict[str, object]:
     except ValueError as exc:
         raise TwinError(str(exc)) from None
     return {label: generative_check(run.subjects, run.observed, run.predicted, run.cutoff, run.n_rollouts)}
+
+
+def _model_twins(population: object, df: pd.DataFrame, subjects: list[str], cutoff: int, start: str) -> tuple[list, list[str], list[int]]:  # type: ignore[type-arg]
+    """Each animal's twin over a model file's population rule: with ``start == "own"`` and a
+    cut-off, its ``w0`` and rate multipliers are inferred from its own sessions before the cut-off
+    (:func:`twin.fit.adapt.infer_start`, MAP under a prior whose spread is that of the checked
+    animals' own pre-cut-off starts, :func:`twin.fit.adapt.cohort_start_prior`); at cut-off 0 (no
+    own data), or with ``start == "population"``, every animal starts from the population's
+    ``w0`` and rate, and the check's label says so."""
+    from twin.data.batch import make_batch
+    from twin.fit.adapt import cohort_start_prior, infer_start
+    from twin.models.params import TwinModel
+
+    cut = [cutoff] * len(subjects)
+    if cutoff <= 0 or start == "population":
+        print("starts: the population's w0 and rate for every animal" + (" (cut-off 0: no own sessions to infer a start from)" if cutoff <= 0 else ""))
+        return [TwinModel.of(population)] * len(subjects), subjects, cut  # type: ignore[arg-type]
+    first = df[df.groupby("subject")["session"].rank(method="dense") <= cutoff]
+    batch = make_batch(first, population.spec.features)  # type: ignore[attr-defined]
+    starts = infer_start(population, batch, cohort_start_prior(population, batch), fit_rate=True)  # type: ignore[arg-type]
+    print(f"starts: each animal's w0 and rate inferred from its own first {cutoff} session(s) (MAP under the checked animals' prior)")
+    return [starts[s] for s in subjects], subjects, cut
 
 
 def _ensemble_check(ensembles: list, trials: pd.DataFrame, keep: list[str], cut: list[int], protocol: object, args: argparse.Namespace) -> object:  # type: ignore[type-arg]
@@ -174,6 +197,10 @@ def add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     c.add_argument("--patience", type=int, default=10)
     c.add_argument("--cutoff", type=int, default=0, help="sessions each animal consumes before running free (0: from scratch)")
     c.add_argument("--rollouts", type=int, default=100, help="free runs per animal")
+    c.add_argument(
+        "--start", choices=("own", "population"), default="own",
+        help="with --model and --cutoff > 0: each animal's w0 and rate inferred from its own sessions before the cut-off (own, the default), or the population's",
+    )
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", type=Path, required=True, help="folder for the CSV/JSON tables and the figures")
     c.set_defaults(func=cmd_check)

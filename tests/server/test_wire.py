@@ -59,3 +59,32 @@ def test_unknown_fields_are_skipped():
 
 def test_empty():
     assert wire.trial_table(twin_service_pb2.SuppliedHistory()).shape == (0, len(wire.COLUMNS))
+
+
+@pytest.mark.parametrize("top", [1, 127, 128, 16_383, 16_384, 2**21, 2**32 - 1])
+@pytest.mark.parametrize("n", [0, 1, 7, 1000])
+def test_packed_fields_are_the_messages_the_api_builds(top: int, n: int) -> None:
+    """Columns written as packed wire bytes parse into exactly the message that setting each
+    list through the protobuf API builds (varints of every length, NaN, non-ASCII names)."""
+    rng = np.random.default_rng(top + n)
+    session, trial = rng.integers(0, top + 1, n), rng.integers(0, top + 1, n)
+    p = rng.random(n)
+    p[: min(n, 2)] = np.nan
+    w = rng.normal(size=(n, 3))
+    names = ["stimulus", "bias", "é"]
+    head = dict(twin=common_pb2.TwinVersion(subject="a"), log_likelihood=-1.5, n_trials=n)
+    expected = twin_service_pb2.PredictResponse(
+        **head, session=session.tolist(), trial=trial.tolist(), p_right=p.tolist(),
+        weights=[twin_service_pb2.WeightTrajectory(feature=f, values=w[:, k].tolist()) for k, f in enumerate(names)],
+    )
+    fields = wire.PackedFields(twin_service_pb2.PredictResponse.DESCRIPTOR).unsigned("session", session).unsigned("trial", trial).doubles("p_right", p)
+    for k, f in enumerate(names):
+        fields.message("weights", wire.PackedFields(twin_service_pb2.WeightTrajectory.DESCRIPTOR).string("feature", f).doubles("values", w[:, k]))
+    got = twin_service_pb2.PredictResponse(**head)
+    got.MergeFromString(fields.bytes())
+    assert got.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
+
+
+def test_packed_unsigned_refuses_negative_values() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        wire.PackedFields(twin_service_pb2.PredictResponse.DESCRIPTOR).unsigned("session", np.array([1, -2]))

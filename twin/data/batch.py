@@ -207,25 +207,28 @@ def _batch(
     dtype: torch.dtype,
 ) -> TrialBatch:
     """The batch of packed ``[B, T]`` arrays (float32; ``session`` int64, ``valid`` bool;
-    ``stim`` ``[B, T, S]`` or None)."""
-    y_t = torch.from_numpy(y).to(dtype)
-    r_t = torch.from_numpy(reward).to(dtype)
-    ss_t = torch.from_numpy(ss).to(dtype)
-    prev_choice = torch.zeros_like(y_t)
-    prev_reward = torch.zeros_like(y_t)
-    prev_choice[:, 1:] = (2 * y_t[:, :-1] - 1) * (1 - ss_t[:, 1:])
-    prev_reward[:, 1:] = r_t[:, :-1]
-    cl_t, cr_t = torch.from_numpy(cl).to(dtype), torch.from_numpy(cr).to(dtype)
-    stim_t = None if stim is None else torch.from_numpy(stim).to(dtype)
-    x = features.compute(cl_t, cr_t, prev_choice, prev_reward, stimuli=stim_t)
+    ``stim`` ``[B, T, S]`` or None). The elementwise arithmetic runs in NumPy in ``dtype`` (the
+    same IEEE operations torch would do, one dispatch cheaper each) and the arrays become
+    tensors once."""
+    np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    y_n, r_n, ss_n = (np.asarray(v, np_dtype) for v in (y, reward, ss))
+    prev_choice = np.zeros_like(y_n)
+    prev_reward = np.zeros_like(y_n)
+    prev_choice[:, 1:] = (2 * y_n[:, :-1] - 1) * (1 - ss_n[:, 1:])
+    prev_reward[:, 1:] = r_n[:, :-1]
+    y_t, r_t, ss_t = torch.from_numpy(y_n), torch.from_numpy(r_n), torch.from_numpy(ss_n)
+    cl_t, cr_t = torch.from_numpy(np.asarray(cl, np_dtype)), torch.from_numpy(np.asarray(cr, np_dtype))
+    stim_t = None if stim is None else torch.from_numpy(np.asarray(stim, np_dtype))
+    x = features.compute(cl_t, cr_t, torch.from_numpy(prev_choice), torch.from_numpy(prev_reward), stimuli=stim_t)
     valid_t = torch.from_numpy(valid)
-    x = x * valid_t.unsqueeze(-1)
+    if not valid.all():  # padding: zero features (x * 1 is x, so a full batch skips the product)
+        x = x * valid_t.unsqueeze(-1)
     return TrialBatch(
         subjects=names,
         x=x,
         y=y_t,
         reward=r_t,
-        answer=torch.from_numpy(answer).to(dtype),
+        answer=torch.from_numpy(np.asarray(answer, np_dtype)),
         session_start=ss_t,
         session=torch.from_numpy(session),
         contrast_left=cl_t,

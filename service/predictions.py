@@ -225,7 +225,7 @@ class Predictions:
         with deadline.scope("running the twin"):
             start = self.catalog.state(twin) if history.continue_from_twin else None
             if twin.model.spec.features.stimuli or twin.ensemble is not None:  # named stimuli need their table columns; an ensemble mixes its components' predictions
-                return self._predict_frame(twin, validate_trials(cols.frame(twin.meta.subject), source=history.field), start, None, deadline)
+                return self._predict_frame(twin, cols.frame(twin.meta.subject), start, None, deadline)  # validated columns make a canonical table
             pred = predict_batch(twin.model, columns_batch(cols, twin.meta.subject, twin.model.spec.features), start=start)
         return PredictResult(twin.meta, cols.session, cols.trial, pred.p_right, pred.weights, pred.feature_names, float(pred.log_likelihood))
 

@@ -32,6 +32,10 @@ class TrialDataError(TwinError, ValueError):
         return self.column
 
 
+class OptionalDependencyError(TwinError, ImportError):
+    """An optional package that a feature needs is not installed."""
+
+
 class UnknownRuleError(TwinError, KeyError):
     """A learning rule name that is not in the registry."""
 

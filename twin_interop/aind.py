@@ -75,7 +75,7 @@ import numpy as np
 from collections.abc import Sequence
 from typing import Any, Literal, Optional
 
-from twin.data.alf import OptionalDependencyError
+from twin.errors import OptionalDependencyError
 from twin.protocol import (
     SCHEMA_VERSION,
     AdvanceKind,

@@ -13,7 +13,7 @@ import torch
 
 abc = pytest.importorskip("aind_behavior_curriculum")
 
-from twin.data.alf import OptionalDependencyError  # noqa: E402
+from twin.errors import OptionalDependencyError  # noqa: E402
 from twin.protocol import (  # noqa: E402
     IBL_DEFAULT,
     AdvanceKind,

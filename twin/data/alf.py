@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twin.errors import TrialDataError, TwinError
+from twin.errors import OptionalDependencyError, TrialDataError
 from twin.data.alf_datasets import (
     RawSession,
     choose_collection,
@@ -47,10 +47,6 @@ from twin.data.trials import validate_trials
 
 #: name of the extra to install for :func:`read_one_cache`.
 ONE_EXTRA = "learning-twins[one]"
-
-
-class OptionalDependencyError(TwinError, ImportError):
-    """An optional package that a feature needs is not installed."""
 
 
 # --------------------------------------------------------------------------------------------

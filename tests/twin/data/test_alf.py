@@ -5,14 +5,14 @@ ONE itself: ``test_one.py``), and load_trials on a folder."""
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from twin.data.alf import OptionalDependencyError, read_alf_dir, read_one_cache
+from twin.data.alf import read_alf_dir, read_one_cache
+from twin.errors import OptionalDependencyError
 from twin.data.alf_sessions import AlfIngestReport, AlfLayout, DuplicatePolicy, find_sessions
 from twin.data.readers import load_trials
 from twin.errors import TrialDataError

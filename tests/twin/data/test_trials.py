@@ -265,3 +265,4 @@ def test_valid_columns_come_back_as_the_table_would():
         got = getattr(cols, c)
         assert got.dtype == table[c].to_numpy().dtype and np.array_equal(got, table[c].to_numpy()), c
     pd.testing.assert_frame_equal(validate_trials(cols.frame("m")), table)
+    pd.testing.assert_frame_equal(cols.frame("m"), table)  # already canonical: Predict's fallback runs it unvalidated

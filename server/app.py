@@ -9,6 +9,7 @@ calls and running operations get ``grace_s`` seconds to finish, then the server 
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import signal
@@ -93,6 +94,10 @@ class ServerConfig:
         max_send_bytes: largest response sent.
         grace_s: seconds in-flight calls and running operations get at shutdown.
         reflection: serve the reflection service (``grpcurl list``).
+        freeze_gc: once the kernels are warm, move every object loaded so far out of the
+            garbage collector's sight (``gc.freeze``): the libraries' ~340k objects live as long
+            as the server, and a full collection walking them paused calls for up to 0.6 s
+            (``twin serve`` turns it on; a server inside a test process leaves it off).
     """
 
     address: str = "127.0.0.1:50051"
@@ -104,6 +109,7 @@ class ServerConfig:
     max_send_bytes: int = 64 * MiB
     grace_s: float = 20.0
     reflection: bool = True
+    freeze_gc: bool = False
 
     def __post_init__(self) -> None:
         if self.auth is None and not self.local_demo:
@@ -213,7 +219,7 @@ class RunningServer:
         self._stopped.wait()
 
 
-def warm_up_kernels(background: bool = True) -> threading.Thread | None:
+def warm_up_kernels(background: bool = True, freeze_gc: bool = False) -> threading.Thread | None:
     """Compile (or load from numba's on-disk cache) the batch-1 rollout kernels, the trial
     decoder and screen and the task environment's kernels; until they are ready, calls take the torch path and the field-by-field reader, so
     no request waits on a compiler (about a second on a warm cache; the first compile takes tens
@@ -221,6 +227,7 @@ def warm_up_kernels(background: bool = True) -> threading.Thread | None:
 
     Args:
         background: warm up in a daemon thread (returned) instead of before returning.
+        freeze_gc: then ``gc.freeze()`` (:attr:`ServerConfig.freeze_gc`).
     """
     batch1.defer_until_ready()
 
@@ -235,7 +242,9 @@ def warm_up_kernels(background: bool = True) -> threading.Thread | None:
             log.exception("kernel warm-up failed; serving on the torch path")
             return
         batch1.mark_ready()
-        log.info("kernels ready", extra={"seconds": round(time.perf_counter() - t0, 2), "fused_rules": list(report.kernels), "fused_error": report.error})
+        if freeze_gc:
+            gc.freeze()
+        log.info("kernels ready", extra={"seconds": round(time.perf_counter() - t0, 2), "fused_rules": list(report.kernels), "fused_error": report.error, "gc_frozen_objects": gc.get_freeze_count()})
 
     if not background:
         run()
@@ -287,7 +296,7 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
         raise RuntimeError(f"could not listen on {config.address}: {exc}") from exc
     if port == 0:
         raise RuntimeError(f"could not listen on {config.address}")
-    warm_up_kernels()
+    warm_up_kernels(freeze_gc=config.freeze_gc)
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+
 from twin_cli.service_demo import service_roundtrip
 
 
@@ -11,3 +16,21 @@ def test_service_roundtrip(cohort_trials, tmp_path):
     lo = rep.plan_accuracy[1]
     assert 0.0 <= lo <= rep.plan_accuracy[0] <= rep.plan_accuracy[2] <= 1.0
     assert len(rep.lines()) == 3
+
+
+def test_warm_up_freezes_the_collector_only_when_asked() -> None:
+    """``twin serve`` (``freeze_gc``) moves the libraries' objects out of the collector's sight
+    once the kernels are warm; without it the collector is left alone. In a subprocess: freezing
+    is for the whole process."""
+    code = (
+        "import gc\n"
+        "from server.app import warm_up_kernels\n"
+        "warm_up_kernels(background=False)\n"
+        "before = gc.get_freeze_count()\n"
+        "warm_up_kernels(background=False, freeze_gc=True)\n"
+        "print(before, gc.get_freeze_count())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = (int(v) for v in out.stdout.split()[-2:])
+    assert before == 0 and after > 10_000

@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls=tls,
             max_workers=args.max_workers,
             grace_s=args.grace,
+            freeze_gc=True,  # a long-lived process: the libraries' objects out of the collector's sight
         )
     except (ValueError, OSError) as exc:
         print(f"twin serve: error: {exc}", file=sys.stderr)

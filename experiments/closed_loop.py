@@ -39,6 +39,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -102,16 +103,16 @@ QUICK = ClosedLoopConfig(
 )
 
 MEDIUM = ClosedLoopConfig(
-    n_fit=16,
-    fit_trials=8000,
+    n_fit=12,
+    fit_trials=6000,
     ensemble=2,
-    fit_epochs=20,
-    search=SearchConfig(n_trials=16, batch_size=8, n_rollouts=2, rescore_top=2, rescore_rollouts=4, max_sessions=40),
+    fit_epochs=10,
+    search=SearchConfig(n_trials=8, batch_size=8, n_rollouts=1, rescore_top=2, rescore_rollouts=2, max_sessions=40),
     n_fresh=300,
 )
 """A scale at which every family runs within about an hour on two shared cores (the twins are
-fitted on fewer animals, for fewer epochs, and the search sees fewer candidates than
-:class:`ClosedLoopConfig`'s full scale; the fresh animals are as many)."""
+fitted on fewer animals, for fewer epochs, and the search sees fewer candidates and rollouts
+than :class:`ClosedLoopConfig`'s full scale; there are more fresh animals)."""
 
 SCALES: dict[str, ClosedLoopConfig] = {"quick": QUICK, "medium": MEDIUM, "full": ClosedLoopConfig()}
 
@@ -301,15 +302,17 @@ def summary_rows(rows: list[dict[str, object]]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def families_markdown(table: pd.DataFrame, rows: list[dict[str, object]], command: str, cfg: ClosedLoopConfig, seconds: float) -> str:
-    """The across-families summary as Markdown (command, scale, table, done-when verdicts)."""
+def families_markdown(table: pd.DataFrame, rows: list[dict[str, object]], command: str, cfg: ClosedLoopConfig, seconds: float, runs: Sequence[str] = ()) -> str:
+    """The across-families summary as Markdown (command, scale, table, done-when verdicts);
+    ``runs``: the commands of runs made apart that ``command`` merged."""
     mean_real = float(table["realised_speedup"].mean())
     shown = list(FAMILY_COLUMNS) + ["dw1", "dw2", "dw4"]
     lines = [
         "# Closed-loop curriculum validation on every ground-truth family",
         "",
-        f"Command: `{command}` ({seconds / 60:.0f} min). Scale: `{json.dumps(asdict(cfg), default=str)}`",
+        f"Command: `{command}` ({seconds / 60:.0f} min{' of per-family wall time in all' if runs else ''}). Scale: `{json.dumps(asdict(cfg), default=str)}`",
         "",
+        *([f"Merging the runs (made side by side, one process each, `nice -n 10`, 1 torch thread): {'; '.join(f'`{r}`' for r in runs)}", ""] if runs else []),
         f"Default: `{IBL_DEFAULT.name}` (iblrig v8 trainingChoiceWorld, rule for rule). One sessions cap, {cfg.search.max_sessions}, "
         f"for the twins' predictions and the fresh animals' runs. {cfg.n_fresh} fresh ground-truth animals per family, the same animals "
         f"under both curricula (paired). Twins: rule(s) `{cfg.rule}`, {cfg.ensemble} population fit(s) each, fitted on {cfg.n_fit} animals "
@@ -338,6 +341,31 @@ def families_markdown(table: pd.DataFrame, rows: list[dict[str, object]], comman
     return "\n".join(lines)
 
 
+def merge_runs(csvs: list[Path], out: Path, stem: str, command: str, cfg: ClosedLoopConfig) -> pd.DataFrame:
+    """The across-families summary of runs made apart (say, families split over processes): each
+    run's per-family CSV (``closed_loop_<scale>_<rule>.csv``) and, beside it, its Markdown's
+    command line, which the summary states."""
+    frames = [pd.read_csv(c, keep_default_na=False) for c in csvs]
+    raw = pd.concat(frames, ignore_index=True)
+    order = {f.value: i for i, f in enumerate(Family)}
+    raw = raw.sort_values("family", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in raw.to_dict(orient="records")]
+    for r in rows:
+        r["kept_change_harmful_90"] = str(r["kept_change_harmful_90"]).lower() == "true"
+    runs = []
+    for c in csvs:
+        md = c.with_suffix(".md")
+        line = next((ln for ln in md.read_text().splitlines() if ln.startswith("Command: `")), "") if md.exists() else ""
+        runs.append(line.split("`")[1] if line else str(c))
+    summary = summary_rows(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out / f"{stem}.csv", index=False)
+    raw.to_csv(out / f"{stem}_runs.csv", index=False)
+    seconds = float(raw["total_seconds"].sum())
+    (out / f"{stem}.md").write_text(families_markdown(summary, rows, command, cfg, seconds, runs))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a small, fast version (for tests and smoke runs); same as --scale quick")
@@ -349,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-fresh", type=int, default=None, help="fresh ground-truth animals per family (overrides the scale)")
     ap.add_argument("--max-sessions", type=int, default=None, help="the one sessions cap of predictions and validation (overrides the scale)")
     ap.add_argument("--stem", default=None, help="file name stem of the across-families summary (default closed_loop_families[_quick]_<rule>)")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, help="only write the across-families summary of these runs' per-family CSVs (made with the same scale)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     scale = "quick" if args.quick else (args.scale or "full")
@@ -357,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, n_fresh=args.n_fresh)
     if args.max_sessions is not None:
         cfg = replace(cfg, search=replace(cfg.search, max_sessions=args.max_sessions))
+    if args.merge:
+        argv_shown = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+        stem = args.stem or f"closed_loop_families{'' if scale == 'full' else '_' + scale}_{args.rule.replace(',', '_')}"
+        summary = merge_runs(args.merge, args.out, stem, f"python experiments/closed_loop.py {argv_shown}", cfg)
+        print(summary[list(FAMILY_COLUMNS) + ["dw1", "dw2", "dw4"]].to_string(index=False))
+        return 0
     families = [f.value for f in Family] if "all" in args.families else args.families
     args.out.mkdir(parents=True, exist_ok=True)
     rule_tag = args.rule.replace(",", "_")

@@ -322,7 +322,10 @@ def families_markdown(table: pd.DataFrame, rows: list[dict[str, object]], comman
         "",
         f"Predicted: the twins' speed-up with its {cfg.search.robust.level:.0%} interval (animals and models resampled). "
         "Realised: on the fresh animals, with a 95 % paired-bootstrap interval. Never trained: fraction of fresh animals "
-        f"not at trained_1a within the cap (their trials count as those done, so realised speed-ups are of censored counts).",
+        f"not at trained_1a within the cap (their trials count as those done, so realised speed-ups are of censored counts). "
+        "The fresh animals' two runs share the animals (starting weights, learning rates) but not the simulation seeds, so where the "
+        "search kept the default (\"none (default kept)\") the realised figure compares two independent runs of the same protocol: it "
+        "measures the run-to-run noise, not an effect.",
         "",
         table[shown].to_markdown(index=False),
         "",

@@ -335,9 +335,15 @@ def families_markdown(table: pd.DataFrame, rows: list[dict[str, object]], comman
         "dw2: |predicted - realised| <= 10 points and the predicted interval covers the realised value; "
         "dw4: no kept change harmful by its drop-one effect with 90 % confidence.",
         "",
-        "Per family, the kept changes' effects (drop-one, add-one; twins' 90 % intervals), the changes dropped, and notes:",
-        "",
     ]
+    if all("twin_default_mean_trials" in r for r in rows):
+        lines += [
+            "Twins against the fresh animals under the default (mean trials to trained_1a within the cap; the twins' own figure is "
+            "over their fitted animals and rollouts): "
+            + "; ".join(f"{r['family']} twins {float(r['twin_default_mean_trials']):.0f} vs fresh {float(r['default_mean_trials']):.0f}" for r in rows),  # type: ignore[arg-type]
+            "",
+        ]
+    lines += ["Per family, the kept changes' effects (drop-one, add-one; twins' 90 % intervals), the changes dropped, and notes:", ""]
     for r in rows:
         lines.append(f"- {r['family']}: {r['proposed_change_effects'] or 'no change kept'}" + (f"; dropped: {r['dropped_changes']}" if r["dropped_changes"] else "") + (f"; note: {r['search_note']}" if r["search_note"] else ""))
     lines.append("")

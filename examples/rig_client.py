@@ -82,6 +82,9 @@ def _plan_summary(plan: curriculum_service_pb2.SessionPlan) -> str:
         lines.append(
             f"{'change' if c.kept else 'left out'}: {c.description}: contribution {d.mean:+.1%} [{d.lo:+.1%}, {d.hi:+.1%}], alone {a1.mean:+.1%} [{a1.lo:+.1%}, {a1.hi:+.1%}]"
         )
+    for f in plan.family_speedups:
+        s = f.speedup
+        lines.append(f"{f.family} twins predict {s.mean:+.1%} [{s.lo:+.1%}, {s.hi:+.1%}] ({f.interval_level:.0%} interval, {f.n_units} runs)")
     return "\n".join(lines)
 
 

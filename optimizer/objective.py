@@ -448,11 +448,13 @@ class FamilySpeedup:
             this family (their models of it averaged by weight), bootstrap over those animals
             and models.
         n_units: animals (units) with a model of this family.
+        level: coverage of ``speedup``'s interval.
     """
 
     family: str
     speedup: Interval
     n_units: int
+    level: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -484,7 +486,7 @@ class RobustSpeedup:
             "speedup": {"mean": self.speedup.mean, "lo": self.speedup.lo, "hi": self.speedup.hi},
             "lower_quantile": self.lower_quantile,
             "quantile": self.quantile,
-            "by_family": [{"family": f.family, "mean": f.speedup.mean, "lo": f.speedup.lo, "hi": f.speedup.hi, "n_units": f.n_units} for f in self.by_family],
+            "by_family": [{"family": f.family, "mean": f.speedup.mean, "lo": f.speedup.lo, "hi": f.speedup.hi, "n_units": f.n_units, "level": f.level} for f in self.by_family],
             "max_sessions": self.max_sessions,
         }
 
@@ -550,7 +552,7 @@ def robust_speedup(grid: ModelGrid, reference: np.ndarray, other: np.ndarray, ma
     for f in grid.families():
         sub = grid.restrict(f)
         if sub is not None:
-            fams.append(FamilySpeedup(f, paired_speedup(sub, reference, other, config.level, config.n_boot, seed), sub.n_units))
+            fams.append(FamilySpeedup(f, paired_speedup(sub, reference, other, config.level, config.n_boot, seed), sub.n_units, config.level))
     return RobustSpeedup(
         speedup=paired_speedup(grid, reference, other, config.level, config.n_boot, seed),
         lower_quantile=lower_quantile_speedup(grid, reference, other, config.quantile),

@@ -45,6 +45,7 @@ from twin.models.state import TwinState
 from twin.persist.store import Twin, TwinStore, TwinVersion
 from twin.protocol import IBL_BIASED, IBL_DEFAULT, REWARD_VOLUME_UL, Curriculum, RigProfile
 from optimizer.attribution import ChangeEffect
+from optimizer.objective import FamilySpeedup
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ class Proposal:
             its changes' effects (None: no simulation).
         changes: the changes of the proposal against the lab's base protocol with their
             effects through the twin (the dropped ones too, flagged).
+        family_speedups: the proposal's speed-up against the base as each rule family of the
+            twin predicts it, over the same runs as the changes' effects (empty: none).
     """
 
     protocol: Curriculum
@@ -150,6 +153,7 @@ class Proposal:
     expected_trials: Interval | None = None
     max_sessions: int | None = None
     changes: tuple[ChangeEffect, ...] = ()
+    family_speedups: tuple[FamilySpeedup, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,8 @@ class SessionPlan:
             changes' effects (None when there are none).
         changes: an optimizer plan's changes against the lab's base protocol and their effects
             (kept and dropped); empty otherwise.
+        family_speedups: an optimizer plan's speed-up against the lab's base protocol as each
+            rule family of the twin predicts it (within ``max_sessions``); empty otherwise.
     """
 
     subject: str
@@ -192,6 +198,7 @@ class SessionPlan:
     expected_trials: Interval | None = None
     max_sessions: int | None = None
     changes: tuple[ChangeEffect, ...] = ()
+    family_speedups: tuple[FamilySpeedup, ...] = ()
 
     @property
     def fallback(self) -> bool:
@@ -290,7 +297,7 @@ def plan_next_session(
             fc = forecast(twin, state, candidate)
             if not _too_uncertain(fc, width):
                 why = candidate.explanation or "the optimizer's proposal"
-                return replace(plan(candidate, PlanSource.OPTIMIZER, None, f"{why} (twin v{twin.meta.version})", fc), changes=candidate.changes, max_sessions=candidate.max_sessions or None)
+                return replace(plan(candidate, PlanSource.OPTIMIZER, None, f"{why} (twin v{twin.meta.version})", fc), changes=candidate.changes, family_speedups=candidate.family_speedups, max_sessions=candidate.max_sessions or None)
             fd = forecast(twin, state, default)
             acc = fc.accuracy
             why = f"The optimizer's proposal is too uncertain (accuracy interval [{acc.lo:.2f}, {acc.hi:.2f}] wider than {width:.2f}): the lab's default protocol"
@@ -346,10 +353,26 @@ class CurriculumCandidate:
 
 @dataclass(frozen=True)
 class CurriculumSearchOutcome:
-    """A search's result: candidates (best first) and the default protocol scored alike."""
+    """A search's result: candidates (best first) and the default protocol scored alike.
+
+    Attributes:
+        candidates: the proposal (the minimal set of changes that help robustly) first, then the
+            other re-scored candidates.
+        baseline: the lab's base protocol, scored alike.
+        changes: the search's best candidate's changes against the base protocol and their
+            effects (kept and dropped; empty: none).
+        criterion: name of the criterion trials are counted to (empty: not stated).
+        max_sessions: the sessions cap of every simulation behind the outcome (0: not stated).
+        family_speedups: the proposal's speed-up against the base as each rule family of the
+            twins predicts it (empty when the base was kept).
+    """
 
     candidates: tuple[CurriculumCandidate, ...]
     baseline: CurriculumCandidate | None = None
+    changes: tuple[ChangeEffect, ...] = ()
+    criterion: str = ""
+    max_sessions: int = 0
+    family_speedups: tuple[FamilySpeedup, ...] = ()
 
 
 class SearchProgress(Protocol):

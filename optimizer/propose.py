@@ -21,7 +21,7 @@ import torch
 
 from twin.protocol import Curriculum
 from optimizer.attribution import Attribution, AttributionConfig, attribute
-from optimizer.objective import ModelGrid
+from optimizer.objective import FamilySpeedup, ModelGrid, RobustConfig, robust_speedup
 from optimizer.space import CurriculumSpace, ParamKind, describe_change
 from twin.analysis.criteria import TRAINED_1A, CriterionConfig
 from twin.sim.forecast import Interval, SessionForecast, forecast_ensemble_session, forecast_session, interval
@@ -72,6 +72,9 @@ class NextSessionProposal:
         attribution: the best candidate's changes against the base and their effects (None:
             the best candidate was the base).
         max_sessions: the horizon, the sessions cap of every simulation behind the proposal.
+        family_speedups: the minimal proposal's speed-up against the base as each rule family of
+            the twin predicts it (an ensemble twin: over the rollouts drawn from that family's
+            components), on the same runs as ``gain``; empty when no change was kept.
     """
 
     curriculum: Curriculum
@@ -86,6 +89,7 @@ class NextSessionProposal:
     candidates: tuple[tuple[str, float], ...] = field(default=())
     attribution: Attribution | None = None
     max_sessions: int = 0
+    family_speedups: tuple[FamilySpeedup, ...] = ()
 
 
 def sample_candidates(space: CurriculumSpace, n: int, seed: int) -> list[Curriculum]:
@@ -145,6 +149,24 @@ def _simulate_ensemble(ensemble: TwinEnsemble, cands: list[Curriculum], config: 
     return out
 
 
+def rollout_families(model: LearnerModel, ensemble: TwinEnsemble | None, n_rollouts: int, seed: int) -> tuple[str, ...]:
+    """The rule family of each of the ``n_rollouts`` rollouts a simulation with ``seed`` runs:
+    the drawn component's (:func:`_simulate_ensemble` draws them the same way), or ``model``'s."""
+    if ensemble is None:
+        return (model.spec.rule,) * n_rollouts
+    drawn = ensemble.sample(n_rollouts, torch.Generator().manual_seed(seed))
+    rules = [c.model.spec.rule for c in ensemble.components]
+    return tuple(rules[int(j)] for j in drawn)
+
+
+def family_speedups(families: tuple[str, ...], base: np.ndarray, other: np.ndarray, max_sessions: int, level: float, seed: int) -> tuple[FamilySpeedup, ...]:
+    """``other`` against ``base`` (``[R]`` remaining trials of the same rollouts) per rule family
+    of the rollouts (``families[r]``), paired bootstrap over each family's rollouts."""
+    n = len(families)
+    grid = ModelGrid.of(np.arange(n), np.ones(n), families, n)
+    return robust_speedup(grid, base, other, max_sessions, RobustConfig(level=level), seed=seed).by_family
+
+
 def _ratio_gain(base: np.ndarray, other: np.ndarray, level: float, seed: int, n_boot: int = 2000) -> Interval:
     """``1 - mean(other) / mean(base)`` with a bootstrap interval (independent rollouts)."""
     rng = np.random.default_rng(seed)
@@ -173,7 +195,10 @@ def propose_next_session(
     if ensemble is not None and ensemble.states is None:
         raise ValueError("an ensemble proposal needs each component's end state")
 
+    seeds: list[int] = []  # of every simulation, in order: the last one is the attribution's last round
+
     def simulate(cands: list[Curriculum], seed: int) -> np.ndarray:
+        seeds.append(seed)
         return _simulate(model, state, cands, config, seed) if ensemble is None else _simulate_ensemble(ensemble, cands, config, seed)
 
     base_values = space.base_values()
@@ -200,6 +225,10 @@ def propose_next_session(
     changed = fresh is not None and gain.lo > 0
     if not changed:
         chosen = base
+    by_family: tuple[FamilySpeedup, ...] = ()
+    if changed and fresh is not None:
+        fams = rollout_families(model, ensemble, config.n_rollouts, seeds[-1])
+        by_family = family_speedups(fams, fresh[0], fresh[1], config.horizon_sessions, config.level, config.seed)
     ttc_base = fresh[0] if fresh is not None else (attr.base_trials if attr is not None and attr.base_trials.size else first[0])
     ttc_pick = fresh[1] if changed and fresh is not None else ttc_base
     start = min(state.phase, len(chosen.stimulus.phases) - 1)
@@ -236,7 +265,8 @@ def propose_next_session(
         candidates=tuple((c.name, float(m)) for c, m in zip(cands, means)),
         attribution=attr,
         max_sessions=config.horizon_sessions,
+        family_speedups=by_family,
     )
 
 
-__all__ = ["NextSessionProposal", "ProposalConfig", "propose_next_session", "sample_candidates", "sample_values"]
+__all__ = ["NextSessionProposal", "ProposalConfig", "family_speedups", "propose_next_session", "rollout_families", "sample_candidates", "sample_values"]

@@ -41,6 +41,7 @@ from twin.protocol import CUSTOM_TASK, CurriculumError, rig_profile
 from twin.sim.teaching import TeachingConstraints
 from service.teaching import Choice, FallbackReason as TeachFallback, Outcome, StimulusSource, TeachOpen, TrialStimulus
 from optimizer.attribution import ChangeEffect
+from optimizer.objective import FamilySpeedup
 from optimizer.planning import (
     CurriculumCandidate,
     CurriculumSearchOutcome,
@@ -585,7 +586,13 @@ def plan_pb(p: SessionPlan) -> curriculum_service_pb2.SessionPlan:
     if p.expected_trials is not None:
         msg.expected_trials_to_target.CopyFrom(interval_pb(p.expected_trials))
     msg.changes.extend(plan_change_pb(c) for c in p.changes)
+    msg.family_speedups.extend(family_speedup_pb(f) for f in p.family_speedups)
     return msg
+
+
+def family_speedup_pb(f: FamilySpeedup) -> curriculum_service_pb2.FamilySpeedup:
+    """A FamilySpeedup message."""
+    return curriculum_service_pb2.FamilySpeedup(family=f.family, speedup=interval_pb(f.speedup), n_units=f.n_units, interval_level=f.level)
 
 
 def plan_change_pb(c: ChangeEffect) -> curriculum_service_pb2.PlanChange:
@@ -642,6 +649,10 @@ def operation_result_pb(r: object) -> operation_pb2.TwinUpdateResult | operation
         res = operation_pb2.CurriculumSearchResult(candidates=[_candidate_pb(c) for c in r.candidates])
         if r.baseline is not None:
             res.baseline.CopyFrom(_candidate_pb(r.baseline))
+        res.changes.extend(plan_change_pb(c) for c in r.changes)
+        res.criterion = r.criterion
+        res.max_sessions = r.max_sessions
+        res.family_speedups.extend(family_speedup_pb(f) for f in r.family_speedups)
         return res
     return None
 

@@ -15,6 +15,8 @@ from twin.persist.store import Twin
 from twin.protocol import Curriculum
 from twin.sim.forecast import Interval, SessionForecast, forecast_session
 
+from optimizer.attribution import ChangeEffect
+from optimizer.objective import FamilySpeedup
 from optimizer.planning import (
     CurriculumCandidate,
     CurriculumSearchFn,
@@ -188,21 +190,68 @@ def _candidate(d: Mapping[str, object]) -> CurriculumCandidate:
     return CurriculumCandidate(Curriculum.from_dict(dict(d["protocol"])), Interval(mean, lo, hi), float(d["reached_criterion"]))  # type: ignore[arg-type, call-overload]
 
 
+def _interval_json(i: Interval) -> list[float | str]:
+    return [_number(i.mean), _number(i.lo), _number(i.hi)]
+
+
+def _interval(v: object) -> Interval:
+    mean, lo, hi = (float(x) for x in v)  # type: ignore[attr-defined]
+    return Interval(mean, lo, hi)
+
+
+def _change_json(c: ChangeEffect) -> dict[str, object]:
+    return {
+        "axis": c.axis, "base_value": c.base_value, "proposed_value": c.proposed_value, "description": c.description,
+        "drop_one": _interval_json(c.drop_one), "add_one": _interval_json(c.add_one), "kept": c.kept, "reason": c.reason,
+    }
+
+
+def _change(d: Mapping[str, object]) -> ChangeEffect:
+    return ChangeEffect(
+        str(d["axis"]), d["base_value"], d["proposed_value"], str(d["description"]),  # type: ignore[arg-type]
+        _interval(d["drop_one"]), _interval(d["add_one"]), bool(d["kept"]), str(d["reason"]),
+    )
+
+
+def _family_json(f: FamilySpeedup) -> dict[str, object]:
+    return {"family": f.family, "speedup": _interval_json(f.speedup), "n_units": f.n_units, "level": _number(f.level)}
+
+
+def _family(d: Mapping[str, object]) -> FamilySpeedup:
+    return FamilySpeedup(str(d["family"]), _interval(d["speedup"]), int(d["n_units"]), float(d["level"]))  # type: ignore[call-overload, arg-type]
+
+
 def search_outcome_json(outcome: object) -> dict[str, object]:
     """A finished search's outcome as JSON, for its operation's row: every candidate (curriculum,
-    trials to criterion, fraction reaching it) and the baseline ({} for anything else a search
+    trials to criterion, fraction reaching it), the baseline, the best candidate's changes, the
+    criterion, the sessions cap and the per-family speed-ups ({} for anything else a search
     function returned)."""
     if not isinstance(outcome, CurriculumSearchOutcome):
         return {}
-    return {"candidates": [_candidate_json(c) for c in outcome.candidates], "baseline": None if outcome.baseline is None else _candidate_json(outcome.baseline)}
+    return {
+        "candidates": [_candidate_json(c) for c in outcome.candidates],
+        "baseline": None if outcome.baseline is None else _candidate_json(outcome.baseline),
+        "changes": [_change_json(c) for c in outcome.changes],
+        "criterion": outcome.criterion,
+        "max_sessions": outcome.max_sessions,
+        "family_speedups": [_family_json(f) for f in outcome.family_speedups],
+    }
 
 
 def search_outcome(d: Mapping[str, object]) -> CurriculumSearchOutcome | None:
-    """The outcome :func:`search_outcome_json` wrote (None for {})."""
+    """The outcome :func:`search_outcome_json` wrote (None for {}; rows written before the
+    changes, criterion, cap and per-family figures were kept read without them)."""
     if "candidates" not in d:
         return None
     base = d.get("baseline")
-    return CurriculumSearchOutcome(tuple(_candidate(c) for c in d.get("candidates", ())), None if base is None else _candidate(base))  # type: ignore[union-attr, arg-type]
+    return CurriculumSearchOutcome(
+        tuple(_candidate(c) for c in d.get("candidates", ())),  # type: ignore[union-attr]
+        None if base is None else _candidate(base),  # type: ignore[arg-type]
+        changes=tuple(_change(c) for c in d.get("changes", ())),  # type: ignore[union-attr]
+        criterion=str(d.get("criterion", "")),
+        max_sessions=int(d.get("max_sessions", 0)),  # type: ignore[call-overload]
+        family_speedups=tuple(_family(f) for f in d.get("family_speedups", ())),  # type: ignore[union-attr]
+    )
 
 
 #: What an unset ``n_candidates`` and ``horizon_trials`` cost as: the optimizer search's own

@@ -42,7 +42,7 @@ def optimizer_proposer(space: CurriculumSpace = CurriculumSpace(), config: Propo
         if p.changed:
             why += f"; gain {g.mean:.0%} [{g.lo:.0%}, {g.hi:.0%}]"
         changes = p.attribution.changes if p.attribution is not None and p.changed else ()
-        return Proposal(p.curriculum, p.n_trials, p.start_phase, why, expected_trials=e, max_sessions=p.max_sessions or cap, changes=changes)
+        return Proposal(p.curriculum, p.n_trials, p.start_phase, why, expected_trials=e, max_sessions=p.max_sessions or cap, changes=changes, family_speedups=p.family_speedups)
 
     return propose
 
@@ -81,7 +81,15 @@ def optimizer_search(space: CurriculumSpace = CurriculumSpace(), config: SearchC
         res, _ = search_store(store, cut, cfg, subjects=req.subjects, fit_range=False, result_name=f"grpc-{req.seed}", backend=backend, on_pool=started)
         ctx.report(0.95, "re-scored the best candidates")
         ranked = sorted((s for s in res.rescored[1:] if s.curriculum != res.best.curriculum), key=lambda s: s.mean_trials.mean)
-        return CurriculumSearchOutcome(candidates=tuple(_candidate(s) for s in [res.best, *ranked]), baseline=_candidate(res.default))  # the proposal (the minimal set) first
+        proposed = res.robust is not None and res.attribution is not None and bool(res.attribution.kept) and not res.note  # else the base was kept
+        return CurriculumSearchOutcome(
+            candidates=tuple(_candidate(s) for s in [res.best, *ranked]),  # the proposal (the minimal set) first
+            baseline=_candidate(res.default),
+            changes=res.attribution.changes if res.attribution is not None else (),
+            criterion=res.criterion.label if res.criterion is not None else "",
+            max_sessions=res.max_sessions or 0,
+            family_speedups=res.robust.by_family if proposed and res.robust is not None else (),
+        )
 
     return search
 

@@ -80,3 +80,35 @@ def test_a_plan_converts_with_its_changes_and_sessions_cap():
     assert (c0.base_value, c0.proposed_value, c0.kept) == ("550", "420", True) and c0.drop_one.lo == pytest.approx(0.05)
     assert (c1.base_value, c1.proposed_value, c1.kept) == ("1", "1.7", False) and c1.add_one.hi == pytest.approx(0.03)
     assert c1.reason == "no robust benefit" and "easy contrasts" in c1.description
+
+
+def test_a_plan_converts_with_its_family_speedups():
+    from optimizer.objective import FamilySpeedup
+    from optimizer.planning import PlanSource, SessionPlan
+    from server.convert import plan_pb
+    from twin.sim.forecast import Interval
+
+    fams = (FamilySpeedup("dnn", Interval(0.2, 0.1, 0.3), 12, 0.9), FamilySpeedup("reinforce", Interval(-0.05, -0.2, 0.1), 4, 0.9))
+    msg = plan_pb(SessionPlan("m", IBL_DEFAULT, 0, 550, PlanSource.OPTIMIZER, None, "why", None, None, max_sessions=15, family_speedups=fams))
+    assert [(f.family, f.n_units, f.interval_level) for f in msg.family_speedups] == [("dnn", 12, pytest.approx(0.9)), ("reinforce", 4, pytest.approx(0.9))]
+    assert (msg.family_speedups[1].speedup.mean, msg.family_speedups[1].speedup.lo, msg.family_speedups[1].speedup.hi) == pytest.approx((-0.05, -0.2, 0.1))
+    assert not plan_pb(SessionPlan("m", IBL_DEFAULT, 0, 550, PlanSource.DEFAULT_PROTOCOL, None, "why", None, None)).family_speedups
+
+
+def test_a_search_result_converts_with_its_changes_criterion_cap_and_family_speedups():
+    from optimizer.attribution import ChangeEffect
+    from optimizer.objective import FamilySpeedup
+    from optimizer.planning import CurriculumCandidate, CurriculumSearchOutcome
+    from server.convert import operation_result_pb
+    from twin.sim.forecast import Interval
+
+    cand = CurriculumCandidate(IBL_DEFAULT, Interval(9000.0, 8000.0, 10000.0), 0.9)
+    change = ChangeEffect("debias", True, False, "repeat-on-error debiasing on → off", Interval(-0.1, -0.15, -0.05), Interval(-0.08, -0.12, -0.04), False, "harmful")
+    out = CurriculumSearchOutcome((cand,), cand, changes=(change,), criterion="trained_1a", max_sessions=40, family_speedups=(FamilySpeedup("dnn", Interval(0.1, 0.0, 0.2), 20, 0.9),))
+    res = operation_result_pb(out)
+    assert res.criterion == "trained_1a" and res.max_sessions == 40
+    assert [(c.axis, c.base_value, c.proposed_value, c.kept, c.reason) for c in res.changes] == [("debias", "True", "False", False, "harmful")]
+    assert res.changes[0].drop_one.hi == pytest.approx(-0.05)
+    assert [(f.family, f.n_units) for f in res.family_speedups] == [("dnn", 20)] and res.family_speedups[0].speedup.hi == pytest.approx(0.2)
+    bare = operation_result_pb(CurriculumSearchOutcome((cand,)))
+    assert not bare.changes and bare.criterion == "" and bare.max_sessions == 0 and not bare.family_speedups

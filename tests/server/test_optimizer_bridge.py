@@ -32,6 +32,10 @@ def test_next_session_comes_from_the_optimizer(serve):
     assert "trials to trained_1a" in plan.explanation
     assert f"horizon of {plan.max_sessions} sessions" in plan.explanation
     assert all(c.axis and c.description and (c.kept or c.reason) for c in plan.changes)
+    # the per-family speed-ups come with a kept change, over the proposer's rollouts, within its cap
+    assert bool(plan.family_speedups) == any(c.kept for c in plan.changes)
+    assert all(f.family and 0 < f.n_units <= 4 and f.interval_level == pytest.approx(0.9) and f.speedup.lo <= f.speedup.mean <= f.speedup.hi for f in plan.family_speedups)
+    assert sum(f.n_units for f in plan.family_speedups) in (0, 4)
     assert 300 <= plan.n_trials <= 1000 and plan.HasField("forecast")
     assert sum(c.proportion for c in plan.contrasts) == pytest.approx(1.0)
 
@@ -46,6 +50,11 @@ def test_search_curricula_runs_the_optimizer_and_stores_the_result(serve, store_
     res = operation_result(done)
     assert 1 <= len(res.candidates) <= 2 and res.baseline.trials_to_criterion.mean > 0  # the minimal proposal first, then the re-scored top one unless it is the same
     assert res.candidates[0].protocol.phases and 0 <= res.baseline.reached_criterion <= 1
+    # the attribution, the criterion and the one sessions cap travel with the result
+    assert res.criterion == "trained_1a" and res.max_sessions == 4
+    assert all(c.axis and c.description and c.reason for c in res.changes)
+    assert bool(res.family_speedups) <= any(c.kept for c in res.changes)  # per-family figures only for a proposal that changes something
+    assert all(f.family and f.n_units > 0 for f in res.family_speedups)
     stored = TwinStore(store_dir).get_result(ResultKind.CURRICULUM_SEARCH, "grpc-5")
     assert stored.payload["default"]["curriculum"]["name"] == "ibl-default"
     running.stop(grace_s=2.0)

@@ -455,3 +455,25 @@ def test_metadata_follows_moved_aliases_and_predictions_are_cached(connect, serv
     moved = c.predict(S)
     assert moved.twin.version == 2 and moved.twin.aliases == ["serving"]
     assert server.plane.predictions.cache.hits == hits + 1  # a new version is a new cache key
+
+
+def test_a_search_outcome_survives_its_json_row_with_changes_and_family_speedups():
+    import json
+
+    from optimizer.attribution import ChangeEffect
+    from optimizer.objective import FamilySpeedup
+    from optimizer.planning import CurriculumCandidate, CurriculumSearchOutcome
+    from service.curricula import search_outcome, search_outcome_json
+    from twin.protocol import IBL_DEFAULT
+    from twin.sim.forecast import Interval
+
+    cand = CurriculumCandidate(IBL_DEFAULT, Interval(9000.0, 8000.0, 10000.0), 0.9)
+    changes = (
+        ChangeEffect("debias", True, False, "debiasing off", Interval(-0.1, -0.15, -0.05), Interval(-0.08, -0.12, -0.04), False, "harmful"),
+        ChangeEffect("session_trials_low", 550, 420, "shorter sessions", Interval(0.12, 0.05, 0.2), Interval(0.1, 0.04, 0.16), True, "helps"),
+    )
+    out = CurriculumSearchOutcome((cand,), cand, changes, "trained_1a", 40, (FamilySpeedup("dnn", Interval(0.1, 0.0, 0.2), 20, 0.9),))
+    back = search_outcome(json.loads(json.dumps(search_outcome_json(out))))
+    assert back == out
+    old_row = {"candidates": search_outcome_json(out)["candidates"], "baseline": None}  # written before the attribution was kept
+    assert search_outcome(old_row) == CurriculumSearchOutcome((cand,))

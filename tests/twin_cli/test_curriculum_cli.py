@@ -105,6 +105,8 @@ def test_propose_names_the_stage_target_and_session_cap(store_dir, tmp_path):
     # random choices: in training, aimed at trained_1a, the forecast capped at 3 sessions
     assert p["stage"] == "training" and p["target_criterion"] == "trained_1a" and p["max_sessions"] == 3
     assert "trained_1a" in p["explanation"] and "capped at 3 sessions" in p["explanation"] and "|bias| < 16%" in p["target_criterion_description"]
+    # per-rule-family speed-ups come with a changed plan only
+    assert bool(p["family_speedups"]) == p["changed"] and all(f["lo"] <= f["mean"] <= f["hi"] for f in p["family_speedups"])
 
 
 def test_propose_gives_a_trained_animal_biased_blocks(tmp_path, capsys):

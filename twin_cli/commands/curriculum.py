@@ -240,6 +240,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
             default_expected_remaining_trials=dataclasses.asdict(p.base_expected_remaining),
             max_sessions=cfg.horizon_sessions,
             changes=[c.to_dict() for c in p.attribution.changes] if p.attribution is not None else [],
+            family_speedups=[{"family": f.family, "mean": f.speedup.mean, "lo": f.speedup.lo, "hi": f.speedup.hi, "n_units": f.n_units, "level": f.level} for f in p.family_speedups],
             predicted_accuracy=dataclasses.asdict(p.forecast.accuracy),
             rig_profile=space.profile.name,
             rig_export=p.curriculum.export(space.profile, p.start_phase, p.n_trials),

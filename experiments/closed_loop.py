@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from twin.protocol import IBL_DEFAULT, Curriculum  # noqa: E402
 from optimizer.objective import FitRange, TwinPool, bootstrap_mean, paired_reduction  # noqa: E402
-from optimizer.search import SamplerKind, SearchConfig, search_curricula  # noqa: E402
+from optimizer.search import SearchConfig, search_curricula  # noqa: E402
 from optimizer.space import Constraints, CurriculumSpace  # noqa: E402
 from twin.sim.agents import PACED_TRUTHS, Family, Individuality, draw_individuals  # noqa: E402
 from twin.fit.cohort import CohortFitConfig, adapt_animals, fit_population  # noqa: E402

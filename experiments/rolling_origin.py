@@ -42,10 +42,14 @@ Paired two-sided sign tests (``scipy.stats.binomtest``, ties dropped) of the ens
 each baseline, over (animal, origin) pairs and per origin (for the rat, one animal, over
 (origin, forecast session) pairs). Writes ``rolling_origin_summary.md``,
 ``rolling_origin_per_animal.csv`` (one row per dataset, origin, animal and model) and
-``rolling_origin_sign_tests.csv`` into ``experiments/results/`` (``--quick``: ``runs/rolling_origin_quick/``).
+``rolling_origin_sign_tests.csv`` into ``experiments/results/`` (``--quick``: ``runs/rolling_origin_quick/``);
+with ``--dataset ibl`` or ``rat`` alone the stem is ``rolling_origin_ibl`` / ``rolling_origin_rat``
+(so the two data sets can run as two processes).
 Run from the repository root:
 
     nice -n 10 .venv/bin/python experiments/rolling_origin.py            # mice k=4,6,8 and rat k=20..70 by 10
+    nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset ibl   # the mice only (~40 min on 2 busy cores)
+    nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset rat   # the rat only (~15 min)
     nice -n 10 .venv/bin/python experiments/rolling_origin.py --quick    # 3 mice, 2 origins, few epochs
 """
 
@@ -555,16 +559,20 @@ def _fit_lines(cfg: RollingConfig) -> str:
     )
 
 
-def write_summary(out: Path, sections: list[tuple[str, RollingConfig, list[OriginResult], pd.DataFrame, str]], command: str, wall: float, load: tuple[str, str], notes: list[str]) -> str:
-    """Write the CSVs and ``rolling_origin_summary.md``; return the summary text."""
+def write_summary(
+    out: Path, sections: list[tuple[str, RollingConfig, list[OriginResult], pd.DataFrame, str]], command: str, wall: float, load: tuple[str, str], notes: list[str],
+    stem: str = "rolling_origin",
+) -> str:
+    """Write ``<stem>_per_animal.csv``, ``<stem>_per_session.csv``, ``<stem>_sign_tests.csv`` and
+    ``<stem>_summary.md``; return the summary text."""
     out.mkdir(parents=True, exist_ok=True)
     per = pd.concat([r.per_animal.assign(dataset=name) for name, _, rs, _, _ in sections for r in rs], ignore_index=True)
     per = per[["dataset", *[c for c in per.columns if c != "dataset"]]]
-    per.to_csv(out / "rolling_origin_per_animal.csv", index=False, float_format="%.6f")
+    per.to_csv(out / f"{stem}_per_animal.csv", index=False, float_format="%.6f")
     sess = pd.concat([r.per_session.assign(dataset=name) for name, _, rs, _, _ in sections for r in rs], ignore_index=True)
-    sess.to_csv(out / "rolling_origin_per_session.csv", index=False, float_format="%.6f")
+    sess.to_csv(out / f"{stem}_per_session.csv", index=False, float_format="%.6f")
     tests = pd.concat([t for *_, t, _ in sections], ignore_index=True)
-    tests.to_csv(out / "rolling_origin_sign_tests.csv", index=False, float_format="%.6g")
+    tests.to_csv(out / f"{stem}_sign_tests.csv", index=False, float_format="%.6g")
     lines = [
         "# Rolling-origin forecast evaluation on real data (issue 16, done-when 3)",
         "",
@@ -628,7 +636,7 @@ def write_summary(out: Path, sections: list[tuple[str, RollingConfig, list[Origi
         "",
     ]
     text = "\n".join(lines)
-    (out / "rolling_origin_summary.md").write_text(text)
+    (out / f"{stem}_summary.md").write_text(text)
     return text
 
 
@@ -690,7 +698,8 @@ def main(argv: list[str] | None = None) -> str:
         sections.append(("rat", cfg, rs, sign_tests(sess, "rat", unit="session"), desc))
     if args.quick:
         notes.append("- **Quick mode** (smoke test): few mice, 2 origins, 3 epochs, 10 rollouts; the numbers mean nothing.")
-    text = write_summary(out, sections, command.strip(), time.perf_counter() - t_start, (load0, _loadavg()), notes)
+    stem = "rolling_origin" if args.dataset == "both" else f"rolling_origin_{args.dataset}"
+    text = write_summary(out, sections, command.strip(), time.perf_counter() - t_start, (load0, _loadavg()), notes, stem)
     print(text, flush=True)
     return text
 

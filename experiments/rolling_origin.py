@@ -47,9 +47,9 @@ with ``--dataset ibl`` or ``rat`` alone the stem is ``rolling_origin_ibl`` / ``r
 (so the two data sets can run as two processes).
 Run from the repository root:
 
-    nice -n 10 .venv/bin/python experiments/rolling_origin.py            # mice k=4,6,8 and rat k=20..70 by 10
-    nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset ibl   # the mice only (~40 min on 2 busy cores)
-    nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset rat   # the rat only (~15 min)
+    nice -n 10 .venv/bin/python experiments/rolling_origin.py            # mice k=4,6,8 and rat k=20,40,60 in one process
+    nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset ibl   # the mice only (~60 min on 2 cores at load ~8)
+    nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset rat   # the rat only (~45 min at load ~8)
     nice -n 10 .venv/bin/python experiments/rolling_origin.py --quick    # 3 mice, 2 origins, few epochs
 """
 
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--quick", action="store_true", help="3 mice, origins 3 and 4, rat origins 15 and 20, few epochs, 10 rollouts (smoke test)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--origins", type=int, nargs="+", default=None, help="IBL origins (default 4 6 8)")
-    ap.add_argument("--rat-origins", type=int, nargs="+", default=None, help="rat origins (default 20 30 40 50 60 70)")
+    ap.add_argument("--rat-origins", type=int, nargs="+", default=None, help="rat origins (default 20 40 60: one animal fitted one trial at a time costs ~k/20 x 6 min per origin on 2 busy cores)")
     ap.add_argument("--horizon", type=int, default=3)
     ap.add_argument("--rollouts", type=int, default=100)
     ap.add_argument("--max-subjects", type=int, default=None)
@@ -686,7 +686,7 @@ def main(argv: list[str] | None = None) -> str:
         from twin.data.generic import read_psytrack_rat
 
         df, _ = read_psytrack_rat()
-        origins = tuple(args.rat_origins or ((15, 20) if args.quick else (20, 30, 40, 50, 60, 70)))
+        origins = tuple(args.rat_origins or ((15, 20) if args.quick else (20, 40, 60)))
         rat_base = replace(base, features=rd.RAT_FEATURES, rules=tuple(r for r in base.rules if r != "rnn"),
                            rule_fit=() if args.quick else rd.RAT_RULE_FIT, adaptations=(Adaptation.NONE,), max_subjects=None)
         cfg = RollingConfig(origins=origins, horizon=args.horizon, forecast=rat_base, rollouts=0, seed=args.seed)

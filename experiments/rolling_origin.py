@@ -67,6 +67,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
+from collections.abc import Callable
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -425,14 +427,20 @@ def run_origin(df: pd.DataFrame, k: int, config: RollingConfig, generative: bool
     return OriginResult(k, long, per_session, weights, seconds, excluded)
 
 
-def run_rolling(df: pd.DataFrame, config: RollingConfig, generative: bool = True, progress: bool = False) -> list[OriginResult]:
-    """:func:`run_origin` at every origin (skipping origins no animal reaches)."""
+def run_rolling(
+    df: pd.DataFrame, config: RollingConfig, generative: bool = True, progress: bool = False, on_origin: Callable[[OriginResult], None] | None = None
+) -> list[OriginResult]:
+    """:func:`run_origin` at every origin (skipping origins no animal reaches); ``on_origin`` is
+    called with each origin's result as soon as it is done."""
     out = []
     for k in config.origins:
         try:
             out.append(run_origin(df, k, config, generative, progress))
         except ValueError as exc:
             rd._log(True, f"origin k={k} skipped: {exc}")
+            continue
+        if on_origin is not None:
+            on_origin(out[-1])
     return out
 
 
@@ -551,6 +559,16 @@ def _loadavg() -> str:
         return "n/a"
 
 
+def config_line(cfg: RollingConfig, generative: bool) -> str:
+    """What a section's settings were, one markdown bullet (without the origins)."""
+    return (
+        f"horizon {cfg.horizon} sessions; rules {', '.join(cfg.forecast.rules)} (fits: {_fit_lines(cfg)}; adaptation max {cfg.forecast.adapt.epochs} "
+        f"epochs); PsyTrack {'left out' if cfg.forecast.psytrack is None else 'fitted on sessions ' + ('1' if cfg.forecast.psytrack_sessions is None else f'k-{cfg.forecast.psytrack_sessions - 1}') + '..k'}; "
+        f"generative check: {cfg.rollouts if generative else 0} rollouts per animal"
+        + (f"; at most {cfg.forecast.max_subjects} animals per origin" if cfg.forecast.max_subjects else "")
+    )
+
+
 def _fit_lines(cfg: RollingConfig) -> str:
     fc = cfg.forecast
     return "; ".join(
@@ -560,7 +578,7 @@ def _fit_lines(cfg: RollingConfig) -> str:
 
 
 def write_summary(
-    out: Path, sections: list[tuple[str, RollingConfig, list[OriginResult], pd.DataFrame, str]], command: str, wall: float, load: tuple[str, str], notes: list[str],
+    out: Path, sections: list[tuple[str, str, list[OriginResult], pd.DataFrame, str]], command: str, wall: float, load: tuple[str, str], notes: list[str],
     stem: str = "rolling_origin",
 ) -> str:
     """Write ``<stem>_per_animal.csv``, ``<stem>_per_session.csv``, ``<stem>_sign_tests.csv`` and
@@ -576,7 +594,7 @@ def write_summary(
     lines = [
         "# Rolling-origin forecast evaluation on real data (issue 16, done-when 3)",
         "",
-        f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread, niced, "
+        f"Command: {command} ({platform.machine()}, torch {torch.__version__}, 1 thread per process, niced, "
         f"2 CPU cores shared with other agents' jobs; load average (1/5/15 min) {load[0]} at start, {load[1]} at end; wall time {wall / 60:.1f} min).",
         "",
         "Protocol (the convention of `experiments/real_data.py`): at origin k every rule is fitted as a population on sessions 1..k-1, "
@@ -595,7 +613,7 @@ def write_summary(
     ]
     for name, _, _, tests_d, _ in sections:
         lines += _verdict_lines(tests_d, name)
-    for name, cfg, rs, tests_d, desc in sections:
+    for name, cfg_text, rs, tests_d, desc in sections:
         per_d = per[per["dataset"] == name]
         lines += [
             "",
@@ -603,9 +621,7 @@ def write_summary(
             "",
             desc,
             "",
-            f"- Origins {', '.join(str(r.k) for r in rs)}; horizon {cfg.horizon} sessions; rules {', '.join(cfg.forecast.rules)} "
-            f"(fits: {_fit_lines(cfg)}; adaptation max {cfg.forecast.adapt.epochs} epochs); "
-            f"generative check: {cfg.rollouts if name != 'rat' else 0} rollouts per animal.",
+            f"- Origins {', '.join(str(r.k) for r in rs)}; {cfg_text}.",
             "- Excluded (<= k sessions): " + "; ".join(f"k={r.k}: {len(r.excluded)}" for r in rs) + ".",
             "- Cohort stacking weights: " + "; ".join(f"k={r.k}: " + ", ".join(f"{c} {w:.2f}" for c, w in r.weights.items()) for r in rs) + ".",
             "- Time per origin: " + "; ".join(f"k={r.k}: " + ", ".join(f"{s} {v / 60:.1f}" for s, v in r.seconds.items()) + " min" for r in rs) + ".",
@@ -653,14 +669,24 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--max-subjects", type=int, default=None)
     ap.add_argument("--rnn", action="store_true", help="also fit the RNN rule (an ensemble component; ~5 min per IBL origin)")
     ap.add_argument("--no-psytrack", action="store_true")
+    ap.add_argument("--delta-epochs", type=int, default=None, help="epoch cap of the dnn_delta population fit (default: real_data's 60)")
+    ap.add_argument("--psytrack-sessions", type=int, default=None, help="fit PsyTrack on the last this-many sessions ..k (default: all)")
+    ap.add_argument("--parts", type=Path, default=None, help="also save each origin's result here as soon as it is done (DATASET_kK.pkl)")
+    ap.add_argument("--combine", type=Path, default=None, help="fit nothing: write the summary from the origins saved in this --parts folder")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.combine is not None:
+        return combine(args.combine, args.out or Path("experiments/results"), args.dataset)
     torch.set_num_threads(1)
     t_start, load0 = time.perf_counter(), _loadavg()
     rules = ("static", "reinforce", "dnn", "dnn_delta") + (("rnn",) if args.rnn else ())
     base = rd.ForecastConfig(rules=rules, seed=args.seed, max_subjects=args.max_subjects)
     if args.no_psytrack:
         base = replace(base, psytrack=None)
+    if args.psytrack_sessions is not None:
+        base = replace(base, psytrack_sessions=args.psytrack_sessions)
+    if args.delta_epochs is not None:
+        base = replace(base, rule_fit=tuple((r, replace(f, epochs=args.delta_epochs) if r == "dnn_delta" else f) for r, f in base.rule_fit))
     rollouts = args.rollouts
     if args.quick:
         base = replace(base, rules=("static", "reinforce", "dnn"), fit=FitConfig(epochs=3, patience=2), rule_fit=(),
@@ -676,12 +702,8 @@ def main(argv: list[str] | None = None) -> str:
         df, _ = read_ibl_export()
         origins = tuple(args.origins or ((3, 4) if args.quick else (4, 6, 8)))
         cfg = RollingConfig(origins=origins, horizon=args.horizon, forecast=base, rollouts=rollouts, seed=args.seed)
-        rs = run_rolling(df, cfg, generative=True, progress=True)
-        per = pd.concat([r.per_animal for r in rs], ignore_index=True)
-        desc = ("Data: `../shared/data/ibl/ibl_may2020_53mice_trained.csv.gz` (`twin.data.ibl.read_ibl_export`, no-go trials dropped), "
-                f"{per['subject'].nunique()} mice" + (f" (the first {base.max_subjects} eligible per origin)" if base.max_subjects else "")
-                + ". Features: stimulus, bias. Sign-test pairs: (mouse, origin).")
-        sections.append(("ibl", cfg, rs, sign_tests(per, "ibl"), desc))
+        rs = run_rolling(df, cfg, generative=True, progress=True, on_origin=_saver(args.parts, "ibl", config_line(cfg, True), command, t_start, load0))
+        sections.append(("ibl", config_line(cfg, True), rs, sign_tests(_cat(rs, "per_animal"), "ibl"), IBL_DESC))
     if args.dataset in ("rat", "both"):
         from twin.data.generic import read_psytrack_rat
 
@@ -690,16 +712,69 @@ def main(argv: list[str] | None = None) -> str:
         rat_base = replace(base, features=rd.RAT_FEATURES, rules=tuple(r for r in base.rules if r != "rnn"),
                            rule_fit=() if args.quick else rd.RAT_RULE_FIT, adaptations=(Adaptation.NONE,), max_subjects=None)
         cfg = RollingConfig(origins=origins, horizon=args.horizon, forecast=rat_base, rollouts=0, seed=args.seed)
-        rs = run_rolling(df, cfg, generative=False, progress=True)
-        sess = pd.concat([r.per_session for r in rs], ignore_index=True)
-        desc = ("Data: `../shared/data/ibl/psytrack_rat_W053_Akrami.npz` (`twin.data.generic.read_psytrack_rat`; features s_a, s_b, bias), "
-                "one animal, so the adaptation is `none` and the sign-test pairs are (origin, forecast session), per-session teacher-forced LL. "
-                "No free-running check: the simulator presents contrasts, not the rat's tone pairs.")
-        sections.append(("rat", cfg, rs, sign_tests(sess, "rat", unit="session"), desc))
+        rs = run_rolling(df, cfg, generative=False, progress=True, on_origin=_saver(args.parts, "rat", config_line(cfg, False), command, t_start, load0))
+        sections.append(("rat", config_line(cfg, False), rs, sign_tests(_cat(rs, "per_session"), "rat", unit="session"), RAT_DESC))
     if args.quick:
         notes.append("- **Quick mode** (smoke test): few mice, 2 origins, 3 epochs, 10 rollouts; the numbers mean nothing.")
     stem = "rolling_origin" if args.dataset == "both" else f"rolling_origin_{args.dataset}"
-    text = write_summary(out, sections, command.strip(), time.perf_counter() - t_start, (load0, _loadavg()), notes, stem)
+    text = write_summary(out, sections, f"`{command.strip()}`", time.perf_counter() - t_start, (load0, _loadavg()), notes, stem)
+    print(text, flush=True)
+    return text
+
+
+IBL_DESC = ("Data: `../shared/data/ibl/ibl_may2020_53mice_trained.csv.gz` (`twin.data.ibl.read_ibl_export`, no-go trials dropped). "
+            "Features: stimulus, bias. Sign-test pairs: (mouse, origin).")
+RAT_DESC = ("Data: `../shared/data/ibl/psytrack_rat_W053_Akrami.npz` (`twin.data.generic.read_psytrack_rat`; features s_a, s_b, bias), "
+            "one animal, so the adaptation is `none` and the sign-test pairs are (origin, forecast session), per-session teacher-forced LL. "
+            "No free-running check: the simulator presents contrasts, not the rat's tone pairs.")
+
+
+def _cat(rs: list[OriginResult], what: str) -> pd.DataFrame:
+    return pd.concat([getattr(r, what) for r in rs], ignore_index=True)
+
+
+def _saver(folder: Path | None, dataset: str, cfg_text: str, command: str, t_start: float, load0: str) -> Callable[[OriginResult], None] | None:
+    """A callback that pickles each origin's result (plain tables and dicts) into ``folder``."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(r: OriginResult) -> None:
+        part = {
+            "dataset": dataset, "k": r.k, "per_animal": r.per_animal, "per_session": r.per_session, "weights": r.weights, "seconds": r.seconds,
+            "excluded": r.excluded, "config": cfg_text, "command": command.strip(), "wall_s": time.perf_counter() - t_start, "load": (load0, _loadavg()),
+        }
+        with open(folder / f"{dataset}_k{r.k}.pkl", "wb") as f:
+            pickle.dump(part, f)
+
+    return save
+
+
+def combine(folder: Path, out: Path, dataset: str = "both") -> str:
+    """Write the summary of the origins saved by ``--parts`` runs (one or several processes) in
+    ``folder``: their tables, the commands that made them and the longest process's wall time."""
+    parts = []
+    for f in sorted(folder.glob("*_k*.pkl")):
+        with open(f, "rb") as fh:
+            parts.append(pickle.load(fh))
+    parts = [p for p in parts if dataset == "both" or p["dataset"] == dataset]
+    if not parts:
+        raise SystemExit(f"no saved origins in {folder}")
+    sections = []
+    for name, desc, unit, what in (("ibl", IBL_DESC, "animal", "per_animal"), ("rat", RAT_DESC, "session", "per_session")):
+        ps = sorted((p for p in parts if p["dataset"] == name), key=lambda p: p["k"])
+        if not ps:
+            continue
+        rs = [OriginResult(p["k"], p["per_animal"], p["per_session"], p["weights"], p["seconds"], tuple(p["excluded"])) for p in ps]
+        cfgs = sorted({p["config"] for p in ps})
+        sections.append((name, " / ".join(cfgs), rs, sign_tests(_cat(rs, what), name, unit=unit), desc))
+    commands = sorted({p["command"] for p in parts})
+    wall = max(p["wall_s"] for p in parts)
+    loads = (min(p["load"][0] for p in parts), max(p["load"][1] for p in parts))
+    notes = [f"- Run as {len(commands)} process(es) at once, each saving its origins (`--parts`), combined by "
+             f"`nice -n 10 .venv/bin/python experiments/rolling_origin.py --combine {folder}`; the wall time is the longest process's."]
+    stem = "rolling_origin" if dataset == "both" else f"rolling_origin_{dataset}"
+    text = write_summary(out, sections, "; ".join(f"`{c}`" for c in commands), wall, loads, notes, stem)
     print(text, flush=True)
     return text
 

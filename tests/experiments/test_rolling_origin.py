@@ -151,7 +151,8 @@ def test_synthetic_rolling_run(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     df = _table({"a": [120] * 6, "b": [120] * 6, "c": [120] * 4}, seed=2)
     cfg = ro.RollingConfig(origins=(3, 4), horizon=2, forecast=rd.ForecastConfig(**TINY), rollouts=5)
-    rs = ro.run_rolling(df, cfg, generative=True)
+    saved = ro._saver(tmp_path / "parts", "ibl", ro.config_line(cfg, True), "test", time.perf_counter(), "0")
+    rs = ro.run_rolling(df, cfg, generative=True, on_origin=saved)
     assert [r.k for r in rs] == [3, 4] and rs[1].excluded == ("c",)
     for r in rs:
         per = r.per_animal
@@ -166,10 +167,16 @@ def test_synthetic_rolling_run(tmp_path: Path) -> None:
     per = pd.concat([r.per_animal for r in rs])
     tests = ro.sign_tests(per, "synthetic")
     assert set(tests["score"]) == {"ll", "gen_crps_acc", "gen_crps_easy"}
-    text = ro.write_summary(tmp_path, [("synthetic", cfg, rs, tests, "tiny")], "test", 1.0, ("0", "0"), [])
+    text = ro.write_summary(tmp_path, [("synthetic", ro.config_line(cfg, True), rs, tests, "tiny")], "test", 1.0, ("0", "0"), [])
     assert "## Verdicts" in text and (tmp_path / "rolling_origin_per_animal.csv").exists()
     back = pd.read_csv(tmp_path / "rolling_origin_sign_tests.csv")
     assert len(back) == len(tests)
+    # the saved origins combine into the same tests
+    assert sorted(f.name for f in (tmp_path / "parts").iterdir()) == ["ibl_k3.pkl", "ibl_k4.pkl"]
+    text2 = ro.combine(tmp_path / "parts", tmp_path / "combined", "ibl")
+    assert "--combine" in text2
+    again = pd.read_csv(tmp_path / "combined" / "rolling_origin_ibl_sign_tests.csv")
+    pd.testing.assert_frame_equal(again.drop(columns="dataset"), back.drop(columns="dataset"))
 
 
 def test_config_checks() -> None:

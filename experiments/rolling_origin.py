@@ -47,10 +47,17 @@ with ``--dataset ibl`` or ``rat`` alone the stem is ``rolling_origin_ibl`` / ``r
 (so the two data sets can run as two processes).
 Run from the repository root:
 
-    nice -n 10 .venv/bin/python experiments/rolling_origin.py            # mice k=4,6,8 and rat k=20,40,60 in one process
-    nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset ibl   # the mice only (~60 min on 2 cores at load ~8)
-    nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset rat   # the rat only (~45 min at load ~8)
+    nice -n 10 .venv/bin/python experiments/rolling_origin.py            # mice k=4,6,8 and rat k=20,40,60 in one process (> 2 h on busy cores)
     nice -n 10 .venv/bin/python experiments/rolling_origin.py --quick    # 3 mice, 2 origins, few epochs
+
+The committed tables were made as four processes at once, each origin saved as it finished, then
+combined (the fits are sequential in time, so one process per origin is what makes it fit in an
+hour on 2 shared cores):
+
+    for k in 4 6 8; do nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset ibl --origins $k \
+        --delta-epochs 20 --psytrack-sessions 3 --parts runs/rolling_parts --out runs/rolling_ibl_k$k & done
+    nice -n 10 .venv/bin/python experiments/rolling_origin.py --dataset rat --rat-origins 20 30 40 --parts runs/rolling_parts &
+    wait; nice -n 10 .venv/bin/python experiments/rolling_origin.py --combine runs/rolling_parts
 """
 
 from __future__ import annotations

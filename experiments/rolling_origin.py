@@ -680,10 +680,11 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--psytrack-sessions", type=int, default=None, help="fit PsyTrack on the last this-many sessions ..k (default: all)")
     ap.add_argument("--parts", type=Path, default=None, help="also save each origin's result here as soon as it is done (DATASET_kK.pkl)")
     ap.add_argument("--combine", type=Path, default=None, help="fit nothing: write the summary from the origins saved in this --parts folder")
+    ap.add_argument("--note", action="append", default=[], help="with --combine: a line added to the summary's notes (e.g. what did not finish)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.combine is not None:
-        return combine(args.combine, args.out or Path("experiments/results"), args.dataset)
+        return combine(args.combine, args.out or Path("experiments/results"), args.dataset, tuple(args.note))
     torch.set_num_threads(1)
     t_start, load0 = time.perf_counter(), _loadavg()
     rules = ("static", "reinforce", "dnn", "dnn_delta") + (("rnn",) if args.rnn else ())
@@ -757,7 +758,7 @@ def _saver(folder: Path | None, dataset: str, cfg_text: str, command: str, t_sta
     return save
 
 
-def combine(folder: Path, out: Path, dataset: str = "both") -> str:
+def combine(folder: Path, out: Path, dataset: str = "both", extra_notes: tuple[str, ...] = ()) -> str:
     """Write the summary of the origins saved by ``--parts`` runs (one or several processes) in
     ``folder``: their tables, the commands that made them and the longest process's wall time."""
     parts = []
@@ -780,6 +781,7 @@ def combine(folder: Path, out: Path, dataset: str = "both") -> str:
     loads = (min(p["load"][0] for p in parts), max(p["load"][1] for p in parts))
     notes = [f"- Run as {len(commands)} process(es) at once, each saving its origins (`--parts`), combined by "
              f"`nice -n 10 .venv/bin/python experiments/rolling_origin.py --combine {folder}`; the wall time is the longest process's."]
+    notes += [f"- {n}" for n in extra_notes]
     stem = "rolling_origin" if dataset == "both" else f"rolling_origin_{dataset}"
     text = write_summary(out, sections, "; ".join(f"`{c}`" for c in commands), wall, loads, notes, stem)
     print(text, flush=True)

@@ -55,7 +55,7 @@ if str(_REPO) not in sys.path:  # run as a script from anywhere
 
 from twin.baselines.psytrack import PsyTrackConfig, forecast_psytrack, psytrack_available  # noqa: E402
 from twin.data.batch import TrialBatch, make_batch  # noqa: E402
-from twin.data.splits import split_sessions  # noqa: E402
+from twin.data.splits import SessionSplit, split_sessions  # noqa: E402
 from twin.data.features import FeatureSpec  # noqa: E402
 from twin.fit.train import FitConfig, fit  # noqa: E402
 from twin.models.learner import ModelSpec  # noqa: E402
@@ -253,6 +253,81 @@ def _log(progress: bool, msg: str) -> None:
         print(msg, flush=True)
 
 
+@dataclass(frozen=True)
+class RuleFit:
+    """One rule fitted as a population and adapted per animal (the adaptation chosen on the
+    validation session).
+
+    Attributes:
+        rule: the rule.
+        twins: subject → the chosen adaptation's twin.
+        test_ll: ``[B, T]`` per-trial log-likelihood on the forecast trials (0 elsewhere).
+        test_hit: ``[B, T]`` hits there.
+        val_ll: ``[B, T]`` per-trial log-likelihood on the validation session (0 elsewhere).
+        rows: the adaptation table's rows of this rule.
+        seconds: wall time of the fit and its adaptations.
+    """
+
+    rule: str
+    twins: dict[str, TwinModel]
+    test_ll: torch.Tensor
+    test_hit: torch.Tensor
+    val_ll: torch.Tensor
+    rows: list[dict[str, object]]
+    seconds: float
+
+
+def fit_rule(rule: str, split: SessionSplit, config: ForecastConfig, progress: bool = False) -> RuleFit:
+    """Fit ``rule`` as a population on ``split.train`` (early-stopped on ``split.val``), adapt it
+    per animal with each candidate adaptation, keep the one with the better validation
+    likelihood, and score its twins teacher-forced on ``split.test``."""
+    t0 = time.perf_counter()
+    test = split.test
+    pop = fit(ModelSpec(rule, config.features), split.train, split.val, config.fit_for(rule), progress=False)
+    _log(progress, f"{rule}: population val LL {pop.best_val_ll:.4f} at epoch {pop.best_epoch}/{len(pop.history)} "
+         f"({pop.seconds:.0f} s)")
+    rows: list[dict[str, object]] = []
+    best: tuple[float, str, dict[str, TwinModel], torch.Tensor, torch.Tensor] | None = None
+    for ad in _adapt_candidates(pop.model.rule.learns, config.adaptations):
+        res = adapt(pop.model, split.train, split.val, ad, replace(config.adapt, seed=config.seed))
+        ll, hit = twin_trial_scores(res.twins, test)
+        n = float(test.mask.sum())
+        rows.append(
+            {
+                "rule": rule,
+                "adaptation": ad.value,
+                "val_ll": res.val_ll,
+                "forecast_ll": float(ll.sum()) / n,
+                "population_epochs": len(pop.history),
+                "population_best_epoch": pop.best_epoch,
+                "seconds": res.seconds,
+            }
+        )
+        _log(progress, f"  adapt {ad.value}: val LL {res.val_ll:.4f}, forecast LL {float(ll.sum()) / n:.4f} ({res.seconds:.0f} s)")
+        if best is None or res.val_ll > best[0]:
+            best = (res.val_ll, ad.value, res.twins, ll, hit)
+    assert best is not None
+    for row in rows:
+        row["chosen"] = row["adaptation"] == best[1]
+    val_ll, _ = twin_trial_scores(best[2], split.val)
+    return RuleFit(rule, best[2], best[3], best[4], val_ll, rows, time.perf_counter() - t0)
+
+
+def psytrack_scores(test: TrialBatch, config: ForecastConfig, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """PsyTrack fitted on sessions ``..k`` (the last ``psytrack_sessions`` of them), its last
+    weights carried forward over ``test.mask``: ``([B, T] log-likelihood, [B, T] hit, seconds)``,
+    or None when it is left out or not installed."""
+    if config.psytrack is None:
+        return None
+    if not psytrack_available():
+        _log(True, "psytrack is not installed: PsyTrack left out (pip install psytrack==2.0.2)")
+        return None
+    t0 = time.perf_counter()
+    first = 1 if config.psytrack_sessions is None else max(1, config.k - config.psytrack_sessions + 1)
+    pt = forecast_psytrack(test, config.k, config.psytrack, fit_from=first, progress=progress)
+    return torch.from_numpy(pt.ll).float(), torch.from_numpy(pt.hit).float(), time.perf_counter() - t0
+
+
 def compare_forecasts(df: pd.DataFrame, config: ForecastConfig = ForecastConfig(), progress: bool = False) -> ForecastComparison:
     """Fit every model on each animal's earlier sessions and score its later ones.
 
@@ -283,47 +358,15 @@ def compare_forecasts(df: pd.DataFrame, config: ForecastConfig = ForecastConfig(
     adapt_rows: list[dict[str, object]] = []
 
     for rule in config.rules:
-        t0 = time.perf_counter()
-        pop = fit(ModelSpec(rule, config.features), split.train, split.val, config.fit_for(rule), progress=False)
-        _log(progress, f"{rule}: population val LL {pop.best_val_ll:.4f} at epoch {pop.best_epoch}/{len(pop.history)} "
-             f"({pop.seconds:.0f} s)")
-        best: tuple[float, str, torch.Tensor, torch.Tensor] | None = None
-        for ad in _adapt_candidates(pop.model.rule.learns, config.adaptations):
-            res = adapt(pop.model, split.train, split.val, ad, replace(config.adapt, seed=config.seed))
-            ll, hit = twin_trial_scores(res.twins, test)
-            n = float(test.mask.sum())
-            adapt_rows.append(
-                {
-                    "rule": rule,
-                    "adaptation": ad.value,
-                    "val_ll": res.val_ll,
-                    "forecast_ll": float(ll.sum()) / n,
-                    "population_epochs": len(pop.history),
-                    "population_best_epoch": pop.best_epoch,
-                    "seconds": res.seconds,
-                }
-            )
-            _log(progress, f"  adapt {ad.value}: val LL {res.val_ll:.4f}, forecast LL {float(ll.sum()) / n:.4f} ({res.seconds:.0f} s)")
-            if best is None or res.val_ll > best[0]:
-                best = (res.val_ll, ad.value, ll, hit)
-        assert best is not None
-        for row in adapt_rows:
-            if row["rule"] == rule:
-                row["chosen"] = row["adaptation"] == best[1]
-        trial_ll[rule], trial_hit[rule] = best[2], best[3]
-        seconds[rule] = time.perf_counter() - t0
+        rf = fit_rule(rule, split, config, progress)
+        adapt_rows += rf.rows
+        trial_ll[rule], trial_hit[rule] = rf.test_ll, rf.test_hit
+        seconds[rule] = rf.seconds
 
     trial_ll[LAST_ACCURACY], trial_hit[LAST_ACCURACY] = last_accuracy_scores(test, config.k)
-    if config.psytrack is not None:
-        if psytrack_available():
-            t0 = time.perf_counter()
-            first = 1 if config.psytrack_sessions is None else max(1, config.k - config.psytrack_sessions + 1)
-            pt = forecast_psytrack(test, config.k, config.psytrack, fit_from=first, progress=progress)
-            trial_ll[PSYTRACK] = torch.from_numpy(pt.ll).float()
-            trial_hit[PSYTRACK] = torch.from_numpy(pt.hit).float()
-            seconds[PSYTRACK] = time.perf_counter() - t0
-        else:
-            _log(True, "psytrack is not installed: PsyTrack left out (pip install psytrack==2.0.2)")
+    pt_scores = psytrack_scores(test, config, progress)
+    if pt_scores is not None:
+        trial_ll[PSYTRACK], trial_hit[PSYTRACK], seconds[PSYTRACK] = pt_scores
 
     models = (*config.compared, *[lbl for lbl in trial_ll if lbl not in config.compared])
     per_animal, per_session = _tables(batch, split.train, test, trial_ll, trial_hit, models)

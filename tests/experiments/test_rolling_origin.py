@@ -8,7 +8,6 @@ import importlib.util
 import math
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 

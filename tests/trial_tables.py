@@ -71,3 +71,31 @@ def ibl_export_subset(out_dir, n_subjects: int = 4, max_biased_sessions: int | N
     copy = out_dir / "ibl_subset.csv"
     raw.to_csv(copy, index=False)
     return read_ibl_export(copy)[0]
+
+
+def follower_trials(lengths: dict[str, list[int]], seed: int = 0) -> pd.DataFrame:
+    """Canonical trials of stimulus-following animals (~85% correct), ``lengths``: trials per
+    session of each subject."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for subj, sessions in lengths.items():
+        for s, n in enumerate(sessions, start=1):
+            side = rng.integers(0, 2, n)
+            c = rng.choice([0.0, 0.25, 1.0], n)
+            choice = np.where(rng.random(n) < 0.85, side, 1 - side)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "subject": subj,
+                        "session": s,
+                        "trial": np.arange(1, n + 1),
+                        "contrast_left": c * (1 - side),
+                        "contrast_right": c * side,
+                        "choice": choice,
+                        "feedback": np.where(choice == side, 1, -1),
+                        "correct_side": side,
+                        "prob_left": 0.5,
+                    }
+                )
+            )
+    return pd.concat(rows, ignore_index=True)

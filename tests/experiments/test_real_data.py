@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 import pytest
+from trial_tables import follower_trials
 import torch
 
 from twin.baselines.psytrack import PsyTrackConfig, psytrack_available
@@ -47,35 +48,10 @@ def _export() -> Path | None:
 needs_export = pytest.mark.skipif(_export() is None, reason="shared IBL export ibl_may2020_53mice_trained.csv.gz not present")
 
 
-def _table(lengths: dict[str, list[int]], seed: int = 0) -> pd.DataFrame:
-    """Canonical trials of simulated stimulus-following animals (~85% correct)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for subj, sessions in lengths.items():
-        for s, n in enumerate(sessions, start=1):
-            side = rng.integers(0, 2, n)
-            c = rng.choice([0.0, 0.25, 1.0], n)
-            choice = np.where(rng.random(n) < 0.85, side, 1 - side)
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "subject": subj,
-                        "session": s,
-                        "trial": np.arange(1, n + 1),
-                        "contrast_left": c * (1 - side),
-                        "contrast_right": c * side,
-                        "choice": choice,
-                        "feedback": np.where(choice == side, 1, -1),
-                        "correct_side": side,
-                        "prob_left": 0.5,
-                    }
-                )
-            )
-    return pd.concat(rows, ignore_index=True)
 
 
 def test_prepare_sessions_caps_and_excludes() -> None:
-    df = _table({"a": [20] * 6, "b": [20] * 3, "c": [20] * 9})
+    df = follower_trials({"a": [20] * 6, "b": [20] * 3, "c": [20] * 9})
     out, excluded = rd.prepare_sessions(df, k=4, m=2)
     assert excluded == ("b",)
     assert sorted(out["subject"].unique()) == ["a", "c"]
@@ -85,7 +61,7 @@ def test_prepare_sessions_caps_and_excludes() -> None:
 
 
 def test_last_accuracy_reference() -> None:
-    df = _table({"a": [200, 200, 200]})
+    df = follower_trials({"a": [200, 200, 200]})
     batch = make_batch(df)
     test = batch.with_mask(batch.sessions_mask(3))
     ll, hit = rd.last_accuracy_scores(test, 2)
@@ -173,7 +149,7 @@ def test_tiny_ibl_comparison(tmp_path: Path) -> None:
 
 
 def test_synthetic_comparison_without_shared_data() -> None:
-    df = _table({"a": [150] * 5, "b": [150] * 5, "c": [150] * 2})
+    df = follower_trials({"a": [150] * 5, "b": [150] * 5, "c": [150] * 2})
     cfg = rd.ForecastConfig(**{**TINY, "psytrack": None})
     res = rd.compare_forecasts(df, cfg)
     assert res.excluded == ("c",)

@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 import pytest
+from trial_tables import follower_trials
 import torch
 
 from twin.data.batch import make_batch
@@ -47,31 +48,6 @@ def _has_export() -> bool:
         return False
 
 
-def _table(lengths: dict[str, list[int]], seed: int = 0) -> pd.DataFrame:
-    """Canonical trials of simulated stimulus-following animals (~85% correct)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for subj, sessions in lengths.items():
-        for s, n in enumerate(sessions, start=1):
-            side = rng.integers(0, 2, n)
-            c = rng.choice([0.0, 0.25, 1.0], n)
-            choice = np.where(rng.random(n) < 0.85, side, 1 - side)
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "subject": subj,
-                        "session": s,
-                        "trial": np.arange(1, n + 1),
-                        "contrast_left": c * (1 - side),
-                        "contrast_right": c * side,
-                        "choice": choice,
-                        "feedback": np.where(choice == side, 1, -1),
-                        "correct_side": side,
-                        "prob_left": 0.5,
-                    }
-                )
-            )
-    return pd.concat(rows, ignore_index=True)
 
 
 def test_mixture_scores_match_the_ensemble_mixture() -> None:
@@ -88,7 +64,7 @@ def test_mixture_scores_match_the_ensemble_mixture() -> None:
 
 
 def test_p_correct_from_ll() -> None:
-    df = _table({"a": [50, 50]})
+    df = follower_trials({"a": [50, 50]})
     b = make_batch(df)
     p_right = torch.full_like(b.y, 0.7, dtype=torch.float64)
     ll = torch.where(b.y == 1, p_right, 1 - p_right).log()
@@ -98,7 +74,7 @@ def test_p_correct_from_ll() -> None:
 
 def test_sampled_check_is_calibrated_for_the_true_probability() -> None:
     # animals correct with p = 0.85 on every trial; a forecast sampling p = 0.85 covers ~80% of sessions at 80%
-    df = _table({f"a{i}": [300] * 4 for i in range(12)}, seed=1)
+    df = follower_trials({f"a{i}": [300] * 4 for i in range(12)}, seed=1)
     b = make_batch(df)
     test = b.with_mask((b.session >= 3) & b.valid)
     good = ro.sampled_check(test, torch.full(b.y.shape, 0.85, dtype=torch.float64), 200, 0)
@@ -148,7 +124,7 @@ TINY = dict(
 
 def test_synthetic_rolling_run(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    df = _table({"a": [120] * 6, "b": [120] * 6, "c": [120] * 4}, seed=2)
+    df = follower_trials({"a": [120] * 6, "b": [120] * 6, "c": [120] * 4}, seed=2)
     cfg = ro.RollingConfig(origins=(3, 4), horizon=2, forecast=rd.ForecastConfig(**TINY), rollouts=5)
     saved = ro._saver(tmp_path / "parts", "ibl", ro.config_line(cfg, True), "test", time.perf_counter(), "0")
     rs = ro.run_rolling(df, cfg, generative=True, on_origin=saved)

@@ -75,7 +75,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from collections.abc import Callable
-import pickle
+import json
 
 import numpy as np
 import pandas as pd
@@ -678,7 +678,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--no-psytrack", action="store_true")
     ap.add_argument("--delta-epochs", type=int, default=None, help="epoch cap of the dnn_delta population fit (default: real_data's 60)")
     ap.add_argument("--psytrack-sessions", type=int, default=None, help="fit PsyTrack on the last this-many sessions ..k (default: all)")
-    ap.add_argument("--parts", type=Path, default=None, help="also save each origin's result here as soon as it is done (DATASET_kK.pkl)")
+    ap.add_argument("--parts", type=Path, default=None, help="also save each origin's result here as soon as it is done (DATASET_kK.json)")
     ap.add_argument("--combine", type=Path, default=None, help="fit nothing: write the summary from the origins saved in this --parts folder")
     ap.add_argument("--note", action="append", default=[], help="with --combine: a line added to the summary's notes (e.g. what did not finish)")
     ap.add_argument("--seed", type=int, default=0)
@@ -742,18 +742,17 @@ def _cat(rs: list[OriginResult], what: str) -> pd.DataFrame:
 
 
 def _saver(folder: Path | None, dataset: str, cfg_text: str, command: str, t_start: float, load0: str) -> Callable[[OriginResult], None] | None:
-    """A callback that pickles each origin's result (plain tables and dicts) into ``folder``."""
+    """A callback that writes each origin's result (plain tables and dicts, as JSON: never a pickle) into ``folder``."""
     if folder is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
 
     def save(r: OriginResult) -> None:
         part = {
-            "dataset": dataset, "k": r.k, "per_animal": r.per_animal, "per_session": r.per_session, "weights": r.weights, "seconds": r.seconds,
+            "dataset": dataset, "k": r.k, "per_animal": r.per_animal.to_dict(orient="list"), "per_session": r.per_session.to_dict(orient="list"), "weights": r.weights, "seconds": r.seconds,
             "excluded": r.excluded, "config": cfg_text, "command": command.strip(), "wall_s": time.perf_counter() - t_start, "load": (load0, _loadavg()),
         }
-        with open(folder / f"{dataset}_k{r.k}.pkl", "wb") as f:
-            pickle.dump(part, f)
+        (folder / f"{dataset}_k{r.k}.json").write_text(json.dumps(part, default=float))
 
     return save
 
@@ -762,9 +761,10 @@ def combine(folder: Path, out: Path, dataset: str = "both", extra_notes: tuple[s
     """Write the summary of the origins saved by ``--parts`` runs (one or several processes) in
     ``folder``: their tables, the commands that made them and the longest process's wall time."""
     parts = []
-    for f in sorted(folder.glob("*_k*.pkl")):
-        with open(f, "rb") as fh:
-            parts.append(pickle.load(fh))
+    for f in sorted(folder.glob("*_k*.json")):
+        part = json.loads(f.read_text())
+        part["per_animal"], part["per_session"] = pd.DataFrame(part["per_animal"]), pd.DataFrame(part["per_session"])
+        parts.append(part)
     parts = [p for p in parts if dataset == "both" or p["dataset"] == dataset]
     if not parts:
         raise SystemExit(f"no saved origins in {folder}")

@@ -147,7 +147,7 @@ def test_synthetic_rolling_run(tmp_path: Path) -> None:
     back = pd.read_csv(tmp_path / "rolling_origin_sign_tests.csv")
     assert len(back) == len(tests)
     # the saved origins combine into the same tests
-    assert sorted(f.name for f in (tmp_path / "parts").iterdir()) == ["ibl_k3.pkl", "ibl_k4.pkl"]
+    assert sorted(f.name for f in (tmp_path / "parts").iterdir()) == ["ibl_k3.json", "ibl_k4.json"]
     text2 = ro.combine(tmp_path / "parts", tmp_path / "combined", "ibl")
     assert "--combine" in text2
     again = pd.read_csv(tmp_path / "combined" / "rolling_origin_ibl_sign_tests.csv")

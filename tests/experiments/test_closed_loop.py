@@ -58,3 +58,20 @@ def test_runs_made_apart_merge_in_family_order(tmp_path):
     assert list(out["family"]) == ["reinforce", "asymmetric", "plateau"] and list(out["dw4"]) == ["met", "met", "not met"]
     md = (tmp_path / "out" / "fam.md").read_text()
     assert "`python experiments/closed_loop.py --families a`" in md and "(3 min of per-family wall time in all)" in md
+
+
+def test_fresh_runs_share_animals_and_random_numbers():
+    """Common random numbers: the same curriculum twice gives identical runs (so a kept default
+    realises exactly zero), and the paired difference is computed on the same animals."""
+    from dataclasses import replace
+
+    import numpy as np
+    from twin.protocol import IBL_DEFAULT
+    from twin.sim.agents import Family
+
+    cfg = replace(closed_loop.QUICK, n_fresh=6, search=replace(closed_loop.QUICK.search, max_sessions=3))
+    a, b = closed_loop.fresh_runs(Family.REINFORCE, [IBL_DEFAULT, IBL_DEFAULT], cfg)
+    assert np.array_equal(a.trials_to_criterion.numpy(), b.trials_to_criterion.numpy())
+    assert np.array_equal(a.reached.numpy(), b.reached.numpy())
+    diff = closed_loop.paired_difference(a.trials_to_criterion.double().numpy(), b.trials_to_criterion.double().numpy())
+    assert (diff.mean, diff.lo, diff.hi) == (0.0, 0.0, 0.0)

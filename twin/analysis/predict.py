@@ -11,6 +11,7 @@ import torch
 
 from twin.data.batch import TrialBatch, make_batch
 from twin.errors import TwinError
+from twin.models import batch1
 from twin.models.ensemble import TwinEnsemble
 from twin.models.learner import LearnerModel
 from twin.models.state import TwinState
@@ -70,6 +71,10 @@ def predict_batch(model: LearnerModel, batch: TrialBatch, start: TwinState | Non
         w, h = model.initial(1)
     else:
         w, h = start.w.reshape(1, -1), start.h.reshape(1, -1)
+    fused = batch1.policy_along(model.rule, w, h, pre[:-1], batch.x[0], batch.y[0], rate=model.rate())
+    if fused is not None:  # the compiled path: rollout and policy in float64, no tensor made
+        weights, p_right, ll_fused = fused
+        return Prediction(p_right=p_right, weights=weights, feature_names=model.spec.features.names, log_likelihood=ll_fused, n_trials=int(batch.n_trials))
     ws, _ = model.rollout(w, h, pre[:-1])
     traj = torch.cat([w.unsqueeze(0), ws], 0)[:, 0]  # [T, K]
     logits = (traj * batch.x[0]).sum(-1)

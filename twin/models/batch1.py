@@ -409,6 +409,12 @@ def rollout(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Ten
     Returns:
         ``(ws [n, B, K], h [B, H])`` in ``w``'s dtype, as the torch path returns them.
     """
+    ws_all, h_np = _rollout_f64(rule, w, h, pre, rate)
+    return torch.from_numpy(ws_all).to(w.dtype), torch.from_numpy(h_np).to(h.dtype)
+
+
+def _rollout_f64(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rollout`'s kernel calls: ``(ws [n, B, K], h [B, H])`` as the kernel's float64."""
     kernel, *ctx = _kernel_args(rule)
     b, k = w.shape
     w_np, h_np = _f64(w), _f64(h)
@@ -422,8 +428,57 @@ def rollout(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Ten
         parts.append(ws)
         if ws.shape[0]:
             w_np = np.ascontiguousarray(ws[-1])
-    ws_all = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return torch.from_numpy(ws_all).to(w.dtype), torch.from_numpy(h_np).to(h.dtype)
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), h_np
+
+
+@compiled
+def _policy_kernel(w0, ws, x, y):  # type: ignore[no-untyped-def]
+    """``traj = [w0; ws[:, 0]]`` ``[T, K]``, ``p = sigmoid(traj · x)`` ``[T]`` and
+    ``Σ_t log p(y_t)`` (``y`` 1 right, 0 left), with ``log p`` as ``-softplus(∓z)``. The weights
+    are rounded to float32, the model's dtype, as the torch path returns them (so both paths
+    give the same weights, and ``p`` within a float32 rounding)."""
+    n, k = x.shape[0], x.shape[1]
+    traj = np.empty((n, k))
+    p = np.empty(n)
+    ll = 0.0
+    for t in range(n):
+        z = 0.0
+        for j in range(k):
+            v = np.float64(np.float32(w0[j] if t == 0 else ws[t - 1, 0, j]))
+            traj[t, j] = v
+            z += v * x[t, j]
+        p[t] = _sigmoid(z)
+        m = -z if y[t] > 0.5 else z  # log p(y) = -softplus(m)
+        ll -= (m + np.log1p(np.exp(-m))) if m > 0 else np.log1p(np.exp(m))
+    return traj, p, ll
+
+
+def policy_along(
+    rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, x: torch.Tensor, y: torch.Tensor, rate: torch.Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """One animal's teacher-forced policy on the compiled path: the rollout (as
+    :func:`dispatch`) and the policy along it in one more kernel, float64 throughout, with no
+    tensor made on the way (a served Predict's model step). None where :func:`why_not` sends the
+    rollout to the torch path (the caller then runs it), counted and logged as :func:`dispatch`
+    counts and logs.
+
+    Args:
+        rule: the rule.
+        w: ``[1, K]`` weights before the first trial; ``h``: ``[1, H]`` its state.
+        pre: ``[T - 1, 1, D]`` the rule's precomputed inputs of every trial but the last.
+        x: ``[T, K]`` policy features; ``y``: ``[T]`` choices (1 right).
+        rate: optional ``[K]`` or ``[1, K]`` multiplier of every update.
+
+    Returns:
+        ``(weights [T, K], p_right [T], log-likelihood)`` or None.
+    """
+    if _path(rule, w, h, pre, rate, fused=True) is not None:
+        return None
+    ws, _ = _rollout_f64(rule, w, h, pre, rate)
+    x_np = np.ascontiguousarray(x.detach().numpy(), dtype=np.float64)
+    y_np = np.ascontiguousarray(y.detach().numpy(), dtype=np.float64)
+    traj, p, ll = _policy_kernel(_f64(w[0]), ws, x_np, y_np)
+    return traj, p, float(ll)
 
 
 def why_not_rows(rule: LearningRule) -> str | None:
@@ -469,14 +524,19 @@ def dispatch(
     allows it; the path taken is logged at DEBUG and counted in :data:`PATH_COUNTS`.
     ``fused=False`` forces the rule's own step loop (the reference of both the compiled batch-1
     path and the rule's fused training rollout)."""
+    if _path(rule, w, h, pre, rate, fused):
+        return rule.rollout(w, h, pre, rate=rate, fused=fused)
+    return rollout(rule, w, h, pre, rate)
+
+
+def _path(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None, fused: bool) -> str | None:
+    """Why this rollout takes the torch path (None: the fused one), counted and logged."""
     reason = why_not(rule, w, h, pre, rate) if fused else "reference loop requested"
     path = "torch" if reason else "fused"
     PATH_COUNTS[(path, rule.name, reason or "")] += 1
     if log.isEnabledFor(logging.DEBUG):
         log.debug("rollout path=%s rule=%s batch=%d trials=%d%s", path, rule.name, w.shape[0], pre.shape[0], f" reason={reason}" if reason else "")
-    if reason:
-        return rule.rollout(w, h, pre, rate=rate, fused=fused)
-    return rollout(rule, w, h, pre, rate)
+    return reason
 
 
 @dataclass(frozen=True)
@@ -525,6 +585,7 @@ def warm_up() -> WarmUp:
                 for rate in (None, torch.ones(k)):
                     rollout(rule, torch.zeros(1, k), rule.initial_state(1), pre, rate)
         names.append(name)
+    _policy_kernel(np.zeros(k), np.zeros((1, 1, k)), np.ones((2, k)), np.ones(2))
     took = time.perf_counter() - t0
     log.info("fused kernels ready in %.2f s: %s", took, ", ".join(names))
     return WarmUp(took, tuple(names))
@@ -535,6 +596,7 @@ __all__ = [
     "MAX_FUSED_BATCH",
     "PATH_COUNTS",
     "WarmUp",
+    "policy_along",
     "compiled",
     "defer_until_ready",
     "dispatch",

@@ -90,6 +90,45 @@ def test_fused_matches_torch(name, options, with_rate):
     torch.testing.assert_close(h_out, ref_h, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("name,options,with_rate", _cases())
+def test_policy_along_matches_the_torch_policy(name, options, with_rate):
+    """The compiled rollout-and-policy of a served Predict against the torch rollout followed by
+    the policy in torch: the same weights, ``p`` and log-likelihood."""
+    features = FeatureSpec(history=True)
+    m = _model(name, options, features, seed=1)
+    k = features.n_features
+    inp = _inputs(300, k, seed=2)
+    log_rate = torch.linspace(-0.5, 0.5, k) if with_rate else None
+    w, h = m.initial(1)
+    with torch.no_grad():
+        pre = m.rule.precompute(inp)
+        got = batch1.policy_along(m.rule, w, h, pre[:-1], inp.x[0], inp.y[0], rate=m.rate(log_rate))
+        if not m.rule.learns:
+            assert got is None  # no loop to fuse: the caller runs the torch path
+            return
+        ws, _ = m.rule.rollout(w, h, pre[:-1], rate=m.rate(log_rate))
+        traj = torch.cat([w.unsqueeze(0), ws], 0)[:, 0]
+        logits = (traj * inp.x[0]).sum(-1)
+        ll = -torch.nn.functional.binary_cross_entropy_with_logits(logits, inp.y[0], reduction="sum")
+    assert got is not None
+    weights, p, ll_got = got
+    assert weights.shape == (300, k) and p.shape == (300,) and weights.dtype == p.dtype == np.float64
+    assert float(np.abs(weights[-1] - weights[0]).max()) > 1e-3  # the weights moved
+    np.testing.assert_allclose(weights, traj.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(p, torch.sigmoid(logits).numpy(), rtol=0, atol=1e-5)
+    assert ll_got == pytest.approx(float(ll), abs=1e-3)
+
+
+def test_policy_along_leaves_gradients_and_requested_torch_paths_to_the_caller():
+    m = _model("dnn", {}, FeatureSpec(), seed=4)
+    inp = _inputs(50, 2, seed=5)
+    w, h = m.initial(1)
+    pre = m.rule.precompute(inp)
+    assert batch1.policy_along(m.rule, w, h, pre[:-1], inp.x[0], inp.y[0]) is None  # a gradient is needed
+    with torch.no_grad(), batch1.torch_path():
+        assert batch1.policy_along(m.rule, w, h, pre[:-1].detach(), inp.x[0], inp.y[0]) is None
+
+
 def test_learner_takes_fused_path_without_gradient_and_torch_path_with_one(caplog):
     m = _model("dnn", {}, FeatureSpec(), seed=4)
     inp = _inputs(50, 2, seed=5)

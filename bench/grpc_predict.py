@@ -49,6 +49,7 @@ import grpc  # noqa: E402
 import torch  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
+from _serve import twin_serve  # noqa: E402
 from twin_client.client import trials_to_pb  # noqa: E402
 from twin_proto.pb import common_pb2, twin_service_pb2, twin_service_pb2_grpc  # noqa: E402
 from twin.sim.agents import DEFAULT_TRUTHS, Family  # noqa: E402
@@ -93,27 +94,6 @@ def build_store(root: Path, n_trials: int = N_TRIALS) -> int:
     store.put(SUBJECT, TwinModel.of(model), trained_through_session=int(trials["session"].max()), data_hash=hash_trials(trials), alias=SERVING_ALIAS, state=state)
     store.close()
     return len(trials)
-
-
-def start_server(store: Path, port_file: Path, log_file: Path) -> subprocess.Popen:
-    """``twin serve`` in its own process, its JSON log (access lines included) into ``log_file``."""
-    env = {**os.environ, "TWIN_AUTH_TOKENS": f"reader:{TOKEN}"}
-    cmd = [sys.executable, "-m", "twin_cli.cli", "serve", "--store", str(store), "--address", "127.0.0.1:0", "--port-file", str(port_file), "--log-level", "info", "--max-workers", "40",
-           # 32 concurrent Predict clients: lift the reader role's quota of costly calls (default 4)
-           "--limit", "max_concurrent_reader_calls=64"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file.open("w"), text=True)
-    deadline = time.monotonic() + 180
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log_file.read_text()[-4000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.1)
-    while '"kernels ready"' not in log_file.read_text():  # it serves at once, on the torch path until then
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server's kernels were not ready: {log_file.read_text()[-4000:]}")
-        time.sleep(0.1)
-    return proc
 
 
 def make_calls(target: str) -> tuple[Callable[[], Callable[[], object]], Callable[[], Callable[[], object]], Callable[[], Callable[[], object]]]:
@@ -231,10 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         store, port_file, log_file = Path(tmp) / "store", Path(tmp) / "port", Path(tmp) / "server.log"
         n = build_store(store, n_req)
         t_start = time.perf_counter()
-        proc = start_server(store, port_file, log_file)
+        # 32 concurrent Predict clients: lift the reader role's quota of costly calls (default 4)
+        proc, port = twin_serve(store, port_file, log_file, ["--max-workers", "40", "--limit", "max_concurrent_reader_calls=64"], {"TWIN_AUTH_TOKENS": f"reader:{TOKEN}"})
         startup_s = time.perf_counter() - t_start
         try:
-            target = f"127.0.0.1:{int(port_file.read_text())}"
+            target = f"127.0.0.1:{port}"
             noop, predict, supplied_factory = make_calls(target)
             t0 = time.perf_counter()
             first = predict()()

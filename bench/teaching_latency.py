@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 import torch  # noqa: E402
 
+from _serve import twin_serve, wait_for_port  # noqa: E402
 from twin_proto.pb import common_pb2, teaching_service_pb2 as tpb, teaching_service_pb2_grpc  # noqa: E402
 
 TOKEN = "bench-reader-token"
@@ -119,31 +120,12 @@ def build_store(root: Path) -> None:
     store.close()
 
 
-def _wait_port(proc: subprocess.Popen, port_file: Path, log_file: Path | None, ready: str | None) -> int:
-    deadline = time.monotonic() + 180
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log_file.read_text()[-4000:] if log_file else ''}")
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.1)
-    while ready is not None and log_file is not None and ready not in log_file.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server's kernels were not ready: {log_file.read_text()[-4000:]}")
-        time.sleep(0.1)
-    return int(port_file.read_text())
-
-
 def start_servers(tmp: Path, workers: int) -> tuple[subprocess.Popen, int, subprocess.Popen, int]:
     """``twin serve`` and the echo server, each in its own process."""
-    env = {**os.environ, "TWIN_AUTH_TOKENS": f"reader:{TOKEN}", "OMP_NUM_THREADS": "1"}
-    log_file = tmp / "server.log"
-    cmd = [sys.executable, "-m", "twin_cli.cli", "serve", "--store", str(tmp / "store"), "--address", "127.0.0.1:0", "--port-file", str(tmp / "port"),
-           "--log-level", "info", "--max-workers", str(workers),
-           "--limit", f"max_concurrent_teach_streams={workers}", "--limit", f"max_teach_streams_per_client={workers}"]
-    teach = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file.open("w"), text=True)
-    echo = subprocess.Popen([sys.executable, __file__, "--echo-port-file", str(tmp / "echo-port"), "--echo-workers", str(workers)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return teach, _wait_port(teach, tmp / "port", log_file, '"kernels ready"'), echo, _wait_port(echo, tmp / "echo-port", None, None)
+    env = {"TWIN_AUTH_TOKENS": f"reader:{TOKEN}", "OMP_NUM_THREADS": "1"}
+    teach, port = twin_serve(tmp / "store", tmp / "port", tmp / "server.log", ["--max-workers", str(workers), "--limit", f"max_concurrent_teach_streams={workers}", "--limit", f"max_teach_streams_per_client={workers}"], env)
+    echo = subprocess.Popen([sys.executable, __file__, "--echo-port-file", str(tmp / "echo-port"), "--echo-workers", str(workers)], env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return teach, port, echo, wait_for_port(echo, tmp / "echo-port")
 
 
 # -- the rigs -----------------------------------------------------------------------------------

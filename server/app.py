@@ -181,6 +181,8 @@ class RunningServer:
         health: the health servicer.
         state: draining flag and in-flight counter.
         config: how it was started.
+        warm_up: the kernels' warm-up thread (None once joined, or when none was started);
+            :meth:`stop` waits for it, so no thread of a stopped server is left logging.
     """
 
     server: grpc.Server
@@ -189,6 +191,7 @@ class RunningServer:
     health: health.HealthServicer
     state: ServerState
     config: ServerConfig
+    warm_up: threading.Thread | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -210,6 +213,8 @@ class RunningServer:
         idle = self.state.wait_idle(grace)
         self.plane.jobs.shutdown(max(0.0, grace - (time.monotonic() - t0)))
         self.server.stop(max(0.0, grace - (time.monotonic() - t0))).wait()
+        if self.warm_up is not None:  # a compile in progress finishes (the first start's takes tens of seconds)
+            self.warm_up.join(timeout=max(1.0, grace - (time.monotonic() - t0)))
         self.plane.store.close()
         self._stopped.set()
         log.info("stopped", extra={"drained": idle, "seconds": round(time.monotonic() - t0, 3)})
@@ -296,7 +301,7 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
         raise RuntimeError(f"could not listen on {config.address}: {exc}") from exc
     if port == 0:
         raise RuntimeError(f"could not listen on {config.address}")
-    warm_up_kernels(freeze_gc=config.freeze_gc)
+    warm_up = warm_up_kernels(freeze_gc=config.freeze_gc)
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -313,7 +318,7 @@ def start_server(config: ServerConfig, plane: TwinDataPlane) -> RunningServer:
             "limits": limits.as_dict(),
         },
     )
-    return RunningServer(server, port, plane, health_servicer, state, config)
+    return RunningServer(server, port, plane, health_servicer, state, config, warm_up)
 
 
 def serve(config: ServerConfig, plane: TwinDataPlane, on_started: Callable[[RunningServer], None] | None = None) -> int:

@@ -34,3 +34,14 @@ def test_warm_up_freezes_the_collector_only_when_asked() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     before, after = (int(v) for v in out.stdout.split()[-2:])
     assert before == 0 and after > 10_000
+
+
+def test_stop_waits_for_the_kernels_warm_up(tmp_path) -> None:
+    """A stopped server leaves no warm-up thread behind (one that logged after a test had
+    closed its streams printed '--- Logging error ---')."""
+    from server.app import ServerConfig, build_plane, start_server
+
+    running = start_server(ServerConfig(address="127.0.0.1:0", local_demo=True), build_plane(tmp_path / "twins"))
+    assert running.warm_up is not None
+    running.stop(grace_s=60.0)
+    assert not running.warm_up.is_alive()

@@ -81,6 +81,7 @@ def main() -> None:
     mode.add_argument("--full", action="store_true", help="40 animals x 6,000 trials, 300-epoch cap")
     ap.add_argument("--rules", default=None, help="comma-separated subset of the rules (a shared machine's 3-minute runs: one part of the ensemble per run; its cost is the sum of its components')")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ray", action="store_true", help="also time the ensemble fit with its components as Ray tasks on a local Ray of every core (cluster.ensemble)")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; with --smoke, none unless given)")
     args = ap.parse_args()
     if args.out is None and not args.smoke:
@@ -105,6 +106,17 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     ens = fit_ensemble(df, cfg, progress=False)
     ens_s, ens_cpu = time.perf_counter() - t0, time.process_time() - c0
+    ray_s = None
+    if args.ray:  # the same fit, its components as Ray tasks on every core (started before the clock)
+        from cluster.ensemble import fit_components_ray
+        from cluster.ray_env import init_ray
+
+        init_ray()
+        t0 = time.perf_counter()
+        ens_ray = fit_ensemble(df, cfg, progress=False, fit_components=fit_components_ray())
+        ray_s = time.perf_counter() - t0  # the driver waits; the CPU is in the workers
+        same = max(abs(a.heldout_ll - b.heldout_ll) for a, b in zip(ens.components, ens_ray.components))
+        print(f"ensemble fit, components as Ray tasks ({os.cpu_count()} CPUs): {ray_s:.1f} s wall ({ens_s / ray_s:.2f}x the in-process fit); max |held-out LL difference| {same:.2e}", flush=True)
     table = ens.table()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
     print(f"ensemble fit ({len(cfg.components)} components): {ens_s:.1f} s wall, {ens_cpu:.1f} s CPU (reference {single_cpu:.1f} s CPU)", flush=True)
@@ -141,6 +153,8 @@ def main() -> None:
         "ensemble_over_single": ens_s / single_s,
         "single_dnn_fit_cpu_seconds": single_cpu,
         "ensemble_fit_cpu_seconds": ens_cpu,
+        "ensemble_fit_ray_seconds": ray_s,
+        "ensemble_in_process_over_ray": None if ray_s is None else ens_s / ray_s,
         "load_average_1min_at_end": os.getloadavg()[0],
         "check_single_seconds": check_single_s,
         "check_ensemble_seconds": check_ens_s,
@@ -162,18 +176,19 @@ def main() -> None:
     if args.out is None:  # a smoke run writes nothing
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = ("ensemble_fit" if name != "smoke" else "ensemble_fit_smoke") + (f"_{'_'.join(size.rules)}" if args.rules else "")
+    stem = ("ensemble_fit" if name != "smoke" else "ensemble_fit_smoke") + (f"_{'_'.join(size.rules)}" if args.rules else "") + ("_ray" if args.ray else "")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
     md = [
         "# Ensemble fit",
         "",
-        f"`.venv/bin/python bench/ensemble_fit.py{' --' + name if name != 'reduced' else ''}{' --rules ' + args.rules if args.rules else ''}` on {result['machine']}, torch {torch.__version__}, "
+        f"`.venv/bin/python bench/ensemble_fit.py{' --' + name if name != 'reduced' else ''}{' --rules ' + args.rules if args.rules else ''}{' --ray' if args.ray else ''}` on {result['machine']}, torch {torch.__version__}, "
         f"{args.threads} thread(s); {size.animals} animals x {size.trials} trials, epoch cap {size.epochs}, patience {size.patience}.",
         "",
         "| what | seconds |",
         "| --- | --- |",
         f"| single `dnn` twins (reference, same run) | {single_s:.1f} wall, {single_cpu:.1f} CPU |",
         f"| ensemble fit, {len(cfg.components)} components | {ens_s:.1f} wall, {ens_cpu:.1f} CPU ({ens_cpu / single_cpu:.1f}x the reference's CPU) |",
+        *([f"| ensemble fit, components as Ray tasks on {os.cpu_count()} CPUs (`--ray`) | {ray_s:.1f} wall ({ens_s / ray_s:.2f}x faster than in-process) |"] if ray_s is not None else []),
         f"| generative check, single `dnn` twins, {size.rollouts} rollouts/animal | {check_single_s:.1f} |",
         f"| generative check, ensemble twins | {check_ens_s:.1f} |",
         "",

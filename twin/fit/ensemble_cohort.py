@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -33,7 +33,7 @@ from twin.data.features import FeatureSpec
 from twin.data.splits import split_last_sessions, split_sessions
 from twin.errors import TwinError
 from twin.fit.adapt import adapt, default_adapt_config
-from twin.fit.cohort import SERVING_ALIAS, CohortFitConfig, PopulationFit, adapt_animals, animal_batches, fit_population, twin_end_state
+from twin.fit.cohort import SERVING_ALIAS, AnimalTwin, CohortFitConfig, PopulationFit, adapt_animals, animal_batches, fit_population, twin_end_state
 from twin.fit.stacking import StackingConfig, StackingResult, stack
 from twin.fit.train import FitConfig, fit
 from twin.models.ensemble import TwinEnsemble, mixture_log_likelihood
@@ -221,44 +221,112 @@ def _fit_split(comp: ComponentConfig, df: pd.DataFrame, batch: TrialBatch, k: in
     return ll, PopulationFit(pop.model, pop.best_val_ll, config.adaptation, None), [w.message for w in pop.warnings]
 
 
-def fit_ensemble(df: pd.DataFrame, config: EnsembleFitConfig = EnsembleFitConfig(), progress: bool = True, animals_per_batch: int = 32) -> EnsembleFit:
+@dataclass(frozen=True)
+class ComponentFit:
+    """One component fitted through both phases (what :func:`fit_component` returns).
+
+    Attributes:
+        label: the component's name.
+        heldout_ll: ``[B, T]`` per-trial held-out log-likelihoods of its stacking-phase twins
+            (the cohort batch's animals and trials; 0 outside the held-out sessions).
+        twins: its final twin of every animal, by subject.
+        population_val_ll: the final population fit's validation log-likelihood per trial.
+        seconds: wall time of both phases.
+        warnings: convergence warnings of its population fits.
+    """
+
+    label: str
+    heldout_ll: torch.Tensor
+    twins: dict[str, AnimalTwin]
+    population_val_ll: float
+    seconds: float
+    warnings: tuple[str, ...]
+
+
+def stacking_session(df: pd.DataFrame, config: EnsembleFitConfig) -> int:
+    """Session ``k`` of the stacking split: ``config.choose_at``, else half the smallest
+    animal's session count (at least 2)."""
+    if config.choose_at:
+        return config.choose_at
+    return max(2, int(df.groupby("subject", sort=False)["session"].max().min()) // 2)
+
+
+def fit_component(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitConfig, k: int, animals_per_batch: int = 32, progress: bool = False) -> ComponentFit:
+    """Both phases of one component (the module docstring's protocol): the unit of work that
+    :func:`fit_ensemble` maps over the components, in this process or elsewhere (Ray tasks:
+    :mod:`cluster.ensemble`); it depends on nothing but its arguments.
+
+    Args:
+        comp: the component.
+        df: canonical trials of the cohort.
+        config: the ensemble fit's settings.
+        k: the stacking split's session (:func:`stacking_session`).
+        animals_per_batch: animals adapted per batch.
+        progress: progress bars of its population fits.
+    """
+    c0 = time.perf_counter()
+    batch = make_batch(df, config.features)
+    ll, split_pop, warns = _fit_split(comp, df, batch, k, config, progress)
+    if config.refit:
+        fit_df = bootstrap_animals(df, comp.seed) if comp.bootstrap else df
+        cfg = CohortFitConfig(spec=comp.spec, fit=replace(config.fit, seed=comp.seed), adaptation=config.adaptation)
+        pop = fit_population(fit_df, cfg, progress)
+    else:
+        pop = split_pop
+    twins = [t for part in animal_batches(df, animals_per_batch) for t in adapt_animals(pop, part)]
+    return ComponentFit(comp.label, ll, {t.subject: t for t in twins}, pop.val_ll, time.perf_counter() - c0, tuple(warns))
+
+
+FitComponents = Callable[[Sequence[ComponentConfig], pd.DataFrame, EnsembleFitConfig, int, int, bool], list[ComponentFit]]
+"""``(components, df, config, k, animals_per_batch, progress) → one ComponentFit per component,
+in order``: how :func:`fit_ensemble` runs its components."""
+
+
+def fit_components_here(
+    components: Sequence[ComponentConfig], df: pd.DataFrame, config: EnsembleFitConfig, k: int, animals_per_batch: int = 32, progress: bool = False
+) -> list[ComponentFit]:
+    """:func:`fit_component` for each component, one after the other in this process."""
+    return [fit_component(c, df, config, k, animals_per_batch, progress) for c in components]
+
+
+def fit_ensemble(
+    df: pd.DataFrame, config: EnsembleFitConfig = EnsembleFitConfig(), progress: bool = True, animals_per_batch: int = 32, fit_components: FitComponents = fit_components_here
+) -> EnsembleFit:
     """Fit every component on the cohort, stack them on held-out future sessions, and make one
     ensemble twin per animal (see the module docstring for the protocol).
+
+    Args:
+        df: canonical trials of the cohort.
+        config: components, optimisation, adaptation, stacking.
+        progress: progress bars of the population fits.
+        animals_per_batch: animals adapted per batch.
+        fit_components: how the components run (default one after the other here; the
+            components are independent, so :func:`cluster.ensemble.fit_components_ray` runs them
+            as parallel Ray tasks with the same results).
 
     Raises:
         ValueError: an animal with too few sessions for the split (it needs more than ``k``).
     """
     t0 = time.perf_counter()
     batch = make_batch(df, config.features)
-    k = config.choose_at or max(2, int(batch.session.max(1).values.min().item()) // 2)
+    k = stacking_session(df, config)
     split_mask = split_sessions(batch, k).test.mask
-    lls, finals, reports = [], [], []
-    for comp in config.components:
-        c0 = time.perf_counter()
-        ll, split_pop, warns = _fit_split(comp, df, batch, k, config, progress)
-        if config.refit:
-            fit_df = bootstrap_animals(df, comp.seed) if comp.bootstrap else df
-            cfg = CohortFitConfig(spec=comp.spec, fit=replace(config.fit, seed=comp.seed), adaptation=config.adaptation)
-            pop = fit_population(fit_df, cfg, progress)
-        else:
-            pop = split_pop
-        twins = [t for part in animal_batches(df, animals_per_batch) for t in adapt_animals(pop, part)]
-        lls.append(ll)
-        finals.append({t.subject: t for t in twins})
-        reports.append((comp.label, pop.val_ll, time.perf_counter() - c0, tuple(warns)))
-    weights = stack(torch.stack(lls), split_mask, config.stacking)
+    fits = fit_components(config.components, df, config, k, animals_per_batch, progress)
+    if [f.label for f in fits] != [c.label for c in config.components]:
+        raise TwinError("the component fits do not match the ensemble's components")
+    weights = stack(torch.stack([f.heldout_ll for f in fits]), split_mask, config.stacking)
     _, val = split_last_sessions(batch)
-    val_ll = torch.stack([component_log_likelihood([f[s].twin for s in batch.subjects], val) for f in finals])  # [M, B, T]
+    val_ll = torch.stack([component_log_likelihood([f.twins[s].twin for s in batch.subjects], val) for f in fits])  # [M, B, T]
     labels = tuple(c.label for c in config.components)
     animals = []
     for i, s in enumerate(batch.subjects):
-        members = [f[s] for f in finals]
+        members = [f.twins[s] for f in fits]
         ens = TwinEnsemble.of([m.twin for m in members], weights.per_animal[i], labels, [m.state for m in members])  # type: ignore[misc]
         sel = val.mask[i]
         v = float(mixture_log_likelihood(val_ll[:, i, sel], ens.weights).mean()) if bool(sel.any()) else float("nan")
         animals.append(AnimalEnsemble(s, ens, members[0].trained_through_session, members[0].data_hash, v))
     comps = tuple(
-        ComponentReport(label, float(weights.component_ll[j]), float(weights.cohort[j]), pv, sec, warns) for j, (label, pv, sec, warns) in enumerate(reports)
+        ComponentReport(f.label, float(weights.component_ll[j]), float(weights.cohort[j]), f.population_val_ll, f.seconds, f.warnings) for j, f in enumerate(fits)
     )
     return EnsembleFit(tuple(animals), weights, comps, k, time.perf_counter() - t0)
 
@@ -278,10 +346,15 @@ def store_ensembles(store: TwinStore, result: EnsembleFit, config: EnsembleFitCo
 
 
 def fit_ensemble_cohort(
-    df: pd.DataFrame, store: TwinStore, config: EnsembleFitConfig = EnsembleFitConfig(), progress: bool = True, animals_per_batch: int = 32
+    df: pd.DataFrame,
+    store: TwinStore,
+    config: EnsembleFitConfig = EnsembleFitConfig(),
+    progress: bool = True,
+    animals_per_batch: int = 32,
+    fit_components: FitComponents = fit_components_here,
 ) -> tuple[EnsembleFit, tuple[TwinVersion, ...]]:
     """:func:`fit_ensemble`, then :func:`store_ensembles`."""
-    result = fit_ensemble(df, config, progress, animals_per_batch)
+    result = fit_ensemble(df, config, progress, animals_per_batch, fit_components)
     return result, store_ensembles(store, result, config)
 
 
@@ -327,6 +400,7 @@ def update_ensemble(
 __all__ = [
     "AnimalEnsemble",
     "ComponentConfig",
+    "ComponentFit",
     "ComponentReport",
     "DEFAULT_ENSEMBLE_RULES",
     "EnsembleFit",
@@ -335,8 +409,12 @@ __all__ = [
     "component_log_likelihood",
     "ensemble_components",
     "ensemble_hyperparameters",
+    "FitComponents",
+    "fit_component",
+    "fit_components_here",
     "fit_ensemble",
     "fit_ensemble_cohort",
+    "stacking_session",
     "store_ensembles",
     "update_ensemble",
 ]

@@ -81,8 +81,6 @@ def fit_ensemble_twins(args: argparse.Namespace) -> int:
     from twin.models.params import Adaptation
     from twin.models.rules import get_rule
 
-    if args.ray or args.ray_address:
-        raise TwinError("--ensemble runs in this process; drop --ray/--ray-address")
     if args.adaptation in ("auto", "full"):
         adaptation = Adaptation.INITIAL_WEIGHTS_AND_RATE
     else:
@@ -103,8 +101,14 @@ def fit_ensemble_twins(args: argparse.Namespace) -> int:
     df, report = load_trials_input(args)
     print(report.summary())
     store = open_store(args, create=True)
+    if args.ray or args.ray_address:  # every component a Ray task: all the cores (or workers) at once
+        from cluster.ensemble import fit_components_ray
+
+        run_components = fit_components_ray(args.ray_address)
+    else:
+        from twin.fit.ensemble_cohort import fit_components_here as run_components
     try:
-        res, versions = fit_ensemble_cohort(df, store, cfg, progress=show_progress(args))
+        res, versions = fit_ensemble_cohort(df, store, cfg, progress=show_progress(args), fit_components=run_components)
     except ValueError as exc:  # e.g. an animal with too few sessions for the stacking split
         raise TwinError(f"--ensemble: {exc}") from None
     print(f"ensemble weights stacked on held-out sessions after {res.choose_at} (cohort; per animal shrunk toward them):")
@@ -213,7 +217,7 @@ def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ft.add_argument("--hidden", type=int, default=32)
     ft.add_argument("--device", default="cpu")
     ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--ray", action="store_true", help="adapt the twins in Ray tasks on a local Ray (loopback)")
+    ft.add_argument("--ray", action="store_true", help="adapt the twins in Ray tasks on a local Ray (loopback); with --ensemble, fit each component as a Ray task")
     ft.add_argument("--ray-address", default=None, help="join this Ray cluster instead (implies --ray)")
     ft.add_argument("--animals-per-task", type=int, default=16, help="animals per Ray task (batched fit)")
     max_trials_arg(ft)

@@ -1,0 +1,51 @@
+"""An ensemble fit's components as parallel Ray tasks.
+
+The components of :func:`twin.fit.ensemble_cohort.fit_ensemble` (a rule, a seed or bootstrap)
+are independent until stacking, and each is a sequential, single-threaded fit, so one process
+uses one core however many the machine has. :func:`fit_components_ray` runs each component's
+:func:`~twin.fit.ensemble_cohort.fit_component` as a Ray task (one CPU each, torch at one thread):
+on a local Ray that is every core of the machine, on a cluster every worker. The results are the
+in-process ones (same seeds, same arithmetic); stacking and the per-animal ensembles are then
+made in the calling process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import ray
+
+from cluster.ray_env import init_ray
+from twin.fit.ensemble_cohort import ComponentConfig, ComponentFit, EnsembleFitConfig, FitComponents, fit_component
+
+
+def _run_component(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitConfig, k: int, animals_per_batch: int) -> ComponentFit:
+    import torch
+
+    torch.set_num_threads(1)
+    return fit_component(comp, df, config, k, animals_per_batch, progress=False)
+
+
+def fit_components_ray(address: str | None = None, num_cpus: int | None = None, max_retries: int = 1) -> FitComponents:
+    """A :data:`~twin.fit.ensemble_cohort.FitComponents` that runs each component as a Ray task.
+
+    Args:
+        address: Ray cluster to join (None: a local Ray on loopback, ``num_cpus`` CPUs, default
+            all of this machine's).
+        num_cpus: CPUs of the local Ray.
+        max_retries: retries of a task whose worker died (a raised error is not retried: a
+            component's fit is deterministic, so it would raise again).
+    """
+
+    def run(components: Sequence[ComponentConfig], df: pd.DataFrame, config: EnsembleFitConfig, k: int, animals_per_batch: int = 32, progress: bool = False) -> list[ComponentFit]:
+        init_ray(address, num_cpus=num_cpus)
+        remote = ray.remote(num_cpus=1, max_retries=max_retries)(_run_component)
+        df_ref, cfg_ref = ray.put(df), ray.put(config)
+        refs = [remote.remote(c, df_ref, cfg_ref, k, animals_per_batch) for c in components]
+        return [ray.get(r) for r in refs]  # in the components' order
+
+    return run
+
+
+__all__ = ["fit_components_ray"]

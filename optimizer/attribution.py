@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from optimizer.objective import ModelGrid, paired_speedup
+from optimizer.objective import ModelGrid, check_interval_settings, paired_speedup
 from twin.sim.forecast import Interval
 
 Value = float | int | bool
@@ -66,10 +66,7 @@ class AttributionConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_contribution < 1.0:
             raise ValueError(f"min_contribution must be in [0, 1), got {self.min_contribution}")
-        if not 0.0 < self.level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {self.level}")
-        if self.n_boot < 1:
-            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
+        check_interval_settings(self.level, self.n_boot)
 
 
 @dataclass(frozen=True)

@@ -354,10 +354,19 @@ class RobustConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.quantile < 1.0:
             raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
-        if not 0.0 < self.level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {self.level}")
-        if self.n_boot < 1:
-            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
+        check_interval_settings(self.level, self.n_boot)
+
+
+def check_interval_settings(level: float, n_boot: int) -> None:
+    """The checks of a bootstrap interval's settings (every config that has them).
+
+    Raises:
+        ValueError: ``level`` outside (0, 1) or ``n_boot`` < 1.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
 
 
 @dataclass(frozen=True)
@@ -564,6 +573,7 @@ def robust_speedup(grid: ModelGrid, reference: np.ndarray, other: np.ndarray, ma
 
 __all__ = [
     "CurriculumScore",
+    "check_interval_settings",
     "FamilySpeedup",
     "FitRange",
     "ModelGrid",

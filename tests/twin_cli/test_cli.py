@@ -281,3 +281,18 @@ def test_fit_twins_twins_and_update_twin_report_convergence_warnings(tmp_path, c
     assert cli_main(["update-twin", str(data), "--subject", "reinforce-000", "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert f"warning: reinforce-000 v2: {cap}" in out  # the update keeps the rule, and its warning
+
+
+@pytest.mark.parametrize("command", [["fit", "cohort.parquet", "--out", "m.safetensors"], ["fit-twins", "cohort.parquet", "--store", "twins"]])
+def test_fit_and_fit_twins_take_the_same_optimisation_settings(command):
+    """The hyperparameters that matter (the update scales' step size included) reach the fit's
+    config from either command; an out-of-range one is a clear error."""
+    from twin.errors import TwinError
+    from twin_cli.cli import build_parser
+    from twin_cli.commands.common import fit_config
+
+    args = build_parser().parse_args([*command, "--scale-lr-multiplier", "10", "--lr", "0.01", "--tbptt", "300", "--lbfgs-rounds", "2", "--fixed-w0"])
+    cfg = fit_config(args)
+    assert (cfg.scale_lr_multiplier, cfg.learning_rate, cfg.tbptt, cfg.lbfgs_rounds, cfg.fit_w0) == (10.0, 0.01, 300, 2, False)
+    with pytest.raises(TwinError, match="epochs must be >= 1"):
+        fit_config(build_parser().parse_args([*command, "--epochs", "0"]))

@@ -112,6 +112,8 @@ class PsyTrackFit:
         sig_day: ``[K]`` fitted session-boundary standard deviations (None if not used).
         log_evidence: approximate log evidence at the fitted hyperparameters.
         seconds: wall time of the fit.
+        note: why the hyperparameters are the initial ones, when the evidence optimisation
+            failed numerically (None: they were optimised).
     """
 
     names: tuple[str, ...]
@@ -120,6 +122,7 @@ class PsyTrackFit:
     sig_day: np.ndarray | None
     log_evidence: float
     seconds: float
+    note: str | None = None
 
     @property
     def final_weights(self) -> np.ndarray:
@@ -164,20 +167,29 @@ def fit_psytrack(
         raise ValueError("PsyTrack needs both choices in the fitted trials")
     keys = [f"f{i:02d}_{n}" for i, n in enumerate(names)]
     k = len(keys)
-    dat = {
-        "y": (y.astype(int) + 1).astype(float),  # PsyTrack's coding: 1 = left, 2 = right (a fresh array: it edits in place)
-        "inputs": {key: x[:, [i]] for i, key in enumerate(keys)},
-        "dayLength": lengths,
-    }
-    hyper: dict[str, object] = {"sigma": np.full(k, config.sigma), "sigInit": np.full(k, config.sig_init)}
-    if config.sig_day is not None:
-        hyper["sigDay"] = np.full(k, config.sig_day)
-    else:
-        hyper["sigDay"] = None
+
+    def data() -> dict[str, object]:  # fresh arrays for every PsyTrack call: it edits them in place
+        return {
+            "y": (y.astype(int) + 1).astype(float),  # PsyTrack's coding: 1 = left, 2 = right
+            "inputs": {key: x[:, [i]].copy() for i, key in enumerate(keys)},
+            "dayLength": lengths.copy(),
+        }
+
+    def initial() -> dict[str, object]:
+        return {"sigma": np.full(k, config.sigma), "sigInit": np.full(k, config.sig_init), "sigDay": None if config.sig_day is None else np.full(k, config.sig_day)}
+
     t0 = time.perf_counter()
-    best_hyper, log_evd, w_mode, _ = psy.hyperOpt(
-        dat, hyper, {key: 1 for key in keys}, list(config.optimize), jump=config.jump, hess_calc=None
-    )
+    note = None
+    try:
+        best_hyper, log_evd, w_mode, _ = psy.hyperOpt(data(), initial(), {key: 1 for key in keys}, list(config.optimize), jump=config.jump, hess_calc=None)
+    except (RuntimeError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        # the evidence search can step to hyperparameters whose posterior is numerically singular
+        # (seen on a real mouse: "Factor is exactly singular" after an overflow); the MAP
+        # weights at the initial hyperparameters are PsyTrack's fit without that search
+        best_hyper = initial()
+        get_map = importlib.import_module("psytrack.getMAP").getMAP  # the function (psytrack.getMAP is its module)
+        w_mode, _, log_evd, _ = get_map(data(), best_hyper, {key: 1 for key in keys})
+        note = f"evidence optimisation failed ({type(exc).__name__}: {str(exc)[:120]}); MAP weights at the initial hyperparameters"
     weights = np.asarray(w_mode, dtype=float).reshape(k, -1).T  # psytrack: [K, N], keys sorted = our order
     sig_day = best_hyper.get("sigDay")
     return PsyTrackFit(
@@ -187,6 +199,7 @@ def fit_psytrack(
         sig_day=None if sig_day is None else np.broadcast_to(np.asarray(sig_day, dtype=float), (k,)).copy(),
         log_evidence=float(log_evd),
         seconds=time.perf_counter() - t0,
+        note=note,
     )
 
 
@@ -284,12 +297,13 @@ def forecast_psytrack(
             "fit_trials": int(fit_m.sum()),
             "seconds": res.seconds,
             "log_evidence": res.log_evidence,
+            "note": res.note or "",
         }
         row.update({f"sigma_{name}": float(v) for name, v in zip(names, res.sigma)})
         row.update({f"w_{name}": float(w) for name, w in zip(names, res.final_weights)})
         rows.append(row)
         if progress:
-            print(f"  psytrack {subject}: forecast ll {row['ll']:.4f} nats/trial ({res.seconds:.1f} s)", flush=True)
+            print(f"  psytrack {subject}: forecast ll {row['ll']:.4f} nats/trial ({res.seconds:.1f} s){'; ' + res.note if res.note else ''}", flush=True)
     return PsyTrackForecast(per_animal=pd.DataFrame(rows), ll=ll_all, hit=hit_all)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from twin.errors import TwinError
-from twin_cli.commands.common import FAMILIES, load_trials_input, show_progress, trials_args
+from twin_cli.commands.common import FAMILIES, fit_config, load_trials_input, optimisation_args, show_progress, trials_args
 from twin_cli.tables import format_table
 
 #: Default of ``--max-trials``: rows of a trials file read into memory.
@@ -150,7 +150,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from twin.data.batch import make_batch
     from twin.data.splits import split_last_sessions
     from twin.data.features import FeatureSpec, StimulusCoding
-    from twin.fit.train import FitConfig, fit
+    from twin.fit.train import fit
     from twin.models.learner import ModelSpec
     from twin.models.rules import get_rule, make_config
     from twin.persist.model_files import save_model
@@ -172,14 +172,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             raise TwinError(f"{exc}; use --val-sessions 0") from None
     rule_cfg = make_config(args.rule, hidden_size=args.hidden, mirror_symmetric=args.mirror_symmetric, within_session_drift=not args.overnight_drift_only)
     spec = ModelSpec(args.rule, feats, rule_cfg)
-    try:
-        cfg = FitConfig(
-            epochs=args.epochs, learning_rate=args.lr, tbptt=args.tbptt, patience=args.patience, lr_patience=args.lr_patience,
-            grad_clip=args.grad_clip, seed=args.seed, device=args.device, fit_w0=not args.fixed_w0,
-            scale_lr_multiplier=args.scale_lr_multiplier, lbfgs_rounds=args.lbfgs_rounds, lbfgs_iterations=args.lbfgs_iterations,
-        )
-    except ValueError as exc:
-        raise TwinError(str(exc)) from None
+    cfg = fit_config(args)
     res = fit(spec, train, val, cfg, progress=show_progress(args))
     meta = {
         "data": str(args.data if args.data is not None else args.one_cache),
@@ -260,23 +253,7 @@ def add_fit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     trials_args(f)
     f.add_argument("--rule", default="dnn", help=f"learning rule: {', '.join(rule_names())} (default dnn)")
     f.add_argument("--out", type=Path, required=True, help="model file to write (.safetensors)")
-    f.add_argument("--epochs", type=int, default=300)
-    f.add_argument("--patience", type=int, default=30, help="epochs without validation improvement before stopping")
-    f.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the rule's own, 3e-3 for dnn/rnn)")
-    f.add_argument("--tbptt", type=int, default=500, help="truncated-BPTT chunk length in trials")
-    f.add_argument(
-        "--lbfgs-rounds", type=int, default=0,
-        help="after Adam, rounds of 50 full-batch L-BFGS iterations on the untruncated likelihood (exact ML refinement; "
-        "about 2 s per iteration for 30 animals x 6000 trials; default 0)",
-    )
-    f.add_argument("--lbfgs-iterations", type=int, default=50, help="L-BFGS iterations per round (default 50)")
-    f.add_argument("--lr-patience", type=int, default=10, help="epochs without improvement before the Adam step size is halved")
-    f.add_argument("--grad-clip", type=float, default=10.0, help="maximum gradient norm")
-    f.add_argument(
-        "--scale-lr-multiplier", type=float, default=1.0,
-        help="step-size multiplier of the DNN/RNN rules' log update scales (they start at 1e-3; the real-data experiment uses 10)",
-    )
-    f.add_argument("--fixed-w0", action="store_true", help="keep the initial weights at zero instead of fitting them")
+    optimisation_args(f)
     f.add_argument("--hidden", type=int, default=32, help="hidden size (dnn, rnn)")
     f.add_argument(
         "--mirror-symmetric", action="store_true",
@@ -290,9 +267,7 @@ def add_fit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--stimulus", choices=["signed", "split"], default="signed", help="one signed stimulus weight or separate left/right weights")
     f.add_argument("--no-bias", action="store_true", help="drop the bias regressor")
     f.add_argument("--history", action="store_true", help="add previous-choice and previous-reward-side regressors")
-    f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     max_trials_arg(f)
-    f.add_argument("--seed", type=int, default=0)
     f.set_defaults(func=cmd_fit)
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from twin.errors import TwinError
-from twin_cli.commands.common import load_trials_input, open_store, show_progress, store_args, trials_args
+from twin_cli.commands.common import fit_config, load_trials_input, open_store, optimisation_args, show_progress, store_args, trials_args
 from twin_cli.commands.models import check_input, check_store_output, max_trials_arg
 from twin_cli.tables import format_table
 
@@ -33,7 +33,6 @@ def print_warnings(versions: "list[TwinVersion] | tuple[TwinVersion, ...]") -> N
 
 def cmd_fit_twins(args: argparse.Namespace) -> int:
     from twin.fit.cohort import CohortFitConfig, fit_cohort
-    from twin.fit.train import FitConfig
     from twin.models.learner import ModelSpec
     from twin.models.rules import get_rule, make_config
     from twin.models.params import Adaptation
@@ -49,7 +48,7 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     store = open_store(args, create=True)
     cfg = CohortFitConfig(
         spec=ModelSpec(args.rule, rule_config=make_config(args.rule, hidden_size=args.hidden)),
-        fit=FitConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device),
+        fit=fit_config(args),
         adaptation=None if args.adaptation == "auto" else Adaptation(args.adaptation),
     )
     if args.ray or args.ray_address:
@@ -77,7 +76,6 @@ def fit_ensemble_twins(args: argparse.Namespace) -> int:
     """``twin fit-twins --ensemble``: several rules (and seeds/bootstraps) stacked per animal."""
     from twin.fit.ensemble_cohort import EnsembleFitConfig, ensemble_components, fit_ensemble_cohort
     from twin.fit.stacking import StackingConfig
-    from twin.fit.train import FitConfig
     from twin.models.params import Adaptation
     from twin.models.rules import get_rule
 
@@ -91,7 +89,7 @@ def fit_ensemble_twins(args: argparse.Namespace) -> int:
     try:
         cfg = EnsembleFitConfig(
             components=ensemble_components(rules, seeds=args.seeds, bootstraps=args.bootstraps, hidden_size=args.hidden),
-            fit=FitConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device),
+            fit=fit_config(args),
             adaptation=adaptation,
             stacking=StackingConfig(shrinkage=None if args.shrinkage < 0 else args.shrinkage),
             refit=not args.no_refit,
@@ -212,11 +210,8 @@ def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ft.add_argument("--shrinkage", type=float, default=100.0, help="with --ensemble: pseudo-trials pulling each animal's weights to the cohort's (negative: cohort weights only)")
     ft.add_argument("--no-refit", action="store_true", help="with --ensemble: keep the stacking split's population rules (half the cost) instead of refitting on all sessions")
     ft.add_argument("--adaptation", choices=["auto", "none", "w0", "w0+rate", "full"], default="auto", help="per-animal adaptation (auto: chosen on held-out future sessions)")
-    ft.add_argument("--epochs", type=int, default=300)
-    ft.add_argument("--patience", type=int, default=30)
-    ft.add_argument("--hidden", type=int, default=32)
-    ft.add_argument("--device", default="cpu")
-    ft.add_argument("--seed", type=int, default=0)
+    optimisation_args(ft)
+    ft.add_argument("--hidden", type=int, default=32, help="hidden size (dnn, dnn_delta, rnn)")
     ft.add_argument("--ray", action="store_true", help="adapt the twins in Ray tasks on a local Ray (loopback); with --ensemble, fit each component as a Ray task")
     ft.add_argument("--ray-address", default=None, help="join this Ray cluster instead (implies --ray)")
     ft.add_argument("--animals-per-task", type=int, default=16, help="animals per Ray task (batched fit)")

@@ -138,3 +138,21 @@ def test_forecast_carries_the_last_weights_forward() -> None:
     # fitting only the last sessions
     fc2 = forecast_psytrack(test, fit_through=3, config=FAST, fit_from=3)
     assert fc2.per_animal.iloc[0]["fit_trials"] == 300
+
+
+@needs_psytrack
+def test_a_failed_evidence_search_falls_back_to_the_map_at_the_initial_hyperparameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PsyTrack's hyperparameter search can fail numerically on real animals ("Factor is exactly
+    singular"): the fit then keeps PsyTrack's MAP weights at the initial hyperparameters, says so,
+    and is still a fit (it tracks the drifting weight)."""
+    import psytrack
+
+    def singular(*_a: object, **_k: object) -> object:
+        raise RuntimeError("Factor is exactly singular")
+
+    monkeypatch.setattr(psytrack, "hyperOpt", singular)
+    x, y, w, lengths = _drifting(n_sessions=3, per_session=300)
+    res = fit_psytrack(x, y, lengths, ("stimulus", "bias"), FAST)
+    assert res.note is not None and "Factor is exactly singular" in res.note and "initial hyperparameters" in res.note
+    assert np.allclose(res.sigma, FAST.sigma) and res.weights.shape == (900, 2) and np.isfinite(res.log_evidence)
+    assert res.weights[-1, 0] > res.weights[0, 0] + 1.0  # the stimulus weight still rises as it did

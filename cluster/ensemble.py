@@ -20,6 +20,20 @@ from cluster.ray_env import init_ray
 from twin.fit.ensemble_cohort import ComponentConfig, ComponentFit, EnsembleFitConfig, FitComponents, fit_component
 
 
+#: Rule → relative cost of its fit, for the order tasks are submitted in (the longest first, so
+#: that on fewer CPUs than components no long fit starts last): the per-origin fit times of the
+#: rolling-origin experiment (``experiments/results/rolling_origin_summary.md``: static 0.3,
+#: dnn 3.9, reinforce 6.1, dnn_delta 11.8 min) and the RNN's step, the costliest per trial
+#: (``bench/results/fit_throughput.md``). Unknown rules count as the costliest.
+FIT_COST_RANK = {"static": 0, "dnn": 1, "reinforce": 2, "dnn_delta": 3, "rnn": 4}
+
+
+def submission_order(components: Sequence[ComponentConfig]) -> list[int]:
+    """Indices of ``components`` by decreasing expected fit cost (stable among equals)."""
+    top = max(FIT_COST_RANK.values()) + 1
+    return sorted(range(len(components)), key=lambda i: -FIT_COST_RANK.get(components[i].spec.rule, top))
+
+
 def _run_component(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitConfig, k: int, animals_per_batch: int) -> ComponentFit:
     import torch
 
@@ -42,10 +56,10 @@ def fit_components_ray(address: str | None = None, num_cpus: int | None = None, 
         init_ray(address, num_cpus=num_cpus)
         remote = ray.remote(num_cpus=1, max_retries=max_retries)(_run_component)
         df_ref, cfg_ref = ray.put(df), ray.put(config)
-        refs = [remote.remote(c, df_ref, cfg_ref, k, animals_per_batch) for c in components]
-        return [ray.get(r) for r in refs]  # in the components' order
+        refs = {i: remote.remote(components[i], df_ref, cfg_ref, k, animals_per_batch) for i in submission_order(components)}
+        return [ray.get(refs[i]) for i in range(len(components))]  # in the components' order
 
     return run
 
 
-__all__ = ["fit_components_ray"]
+__all__ = ["FIT_COST_RANK", "fit_components_ray", "submission_order"]

@@ -37,3 +37,12 @@ def test_components_on_ray_make_the_in_process_ensemble(local_ray):
     for a, b in zip(here.animals, there.animals):
         assert a.subject == b.subject and b.val_ll == pytest.approx(a.val_ll, abs=1e-6)
         assert b.ensemble.weights.tolist() == pytest.approx(a.ensemble.weights.tolist(), abs=1e-6)
+
+
+def test_the_costliest_fits_are_submitted_first():
+    from cluster.ensemble import submission_order
+
+    comps = ensemble_components(("static", "reinforce", "dnn", "dnn_delta", "rnn"), seeds=2)
+    order = [comps[i].label for i in submission_order(comps)]
+    assert order[:2] == ["rnn/seed0", "rnn/seed1"] and order[-1] == "static/seed0"
+    assert sorted(order) == sorted(c.label for c in comps)

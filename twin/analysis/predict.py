@@ -72,7 +72,7 @@ def predict_batch(model: LearnerModel, batch: TrialBatch, start: TwinState | Non
     else:
         w, h = start.w.reshape(1, -1), start.h.reshape(1, -1)
     fused = batch1.policy_along(model.rule, w, h, pre[:-1], batch.x[0], batch.y[0], rate=model.rate())
-    if fused is not None:  # the compiled path: rollout and policy in float64, no tensor made
+    if fused is not None:  # the compiled path: rollout and policy in float64 arithmetic, no tensor made
         weights, p_right, ll_fused = fused
         return Prediction(p_right=p_right, weights=weights, feature_names=model.spec.features.names, log_likelihood=ll_fused, n_trials=int(batch.n_trials))
     ws, _ = model.rollout(w, h, pre[:-1])

@@ -457,7 +457,7 @@ def policy_along(
     rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, x: torch.Tensor, y: torch.Tensor, rate: torch.Tensor | None = None
 ) -> tuple[np.ndarray, np.ndarray, float] | None:
     """One animal's teacher-forced policy on the compiled path: the rollout (as
-    :func:`dispatch`) and the policy along it in one more kernel, float64 throughout, with no
+    :func:`dispatch`) and the policy along it in one more kernel, in float64 arithmetic, with no
     tensor made on the way (a served Predict's model step). None where :func:`why_not` sends the
     rollout to the torch path (the caller then runs it), counted and logged as :func:`dispatch`
     counts and logs.

@@ -38,7 +38,7 @@ Scores per animal and origin:
    as Bernoulli(session-``k`` accuracy) per trial — for easy accuracy its session-``k`` easy
    accuracy (each the natural carried-forward forecast of that number).
 
-Paired two-sided sign tests (``scipy.stats.binomtest``, ties dropped) of the ensemble against
+Paired two-sided exact sign tests (``real_data.sign_test_p``, ties dropped) of the ensemble against
 each baseline, over (animal, origin) pairs and per origin (for the rat, one animal, over
 (origin, forecast session) pairs). Writes ``rolling_origin_summary.md``,
 ``rolling_origin_per_animal.csv`` (one row per dataset, origin, animal and model) and
@@ -80,7 +80,6 @@ import json
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import binomtest
 
 _REPO = Path(__file__).resolve().parent.parent
 if str(_REPO) not in sys.path:
@@ -92,7 +91,7 @@ from twin.data.batch import TrialBatch, make_batch  # noqa: E402
 from twin.data.splits import split_sessions  # noqa: E402
 from twin.fit.stacking import StackingConfig, stack  # noqa: E402
 from twin.fit.train import FitConfig  # noqa: E402
-from twin.models.ensemble import TwinEnsemble  # noqa: E402
+from twin.models.ensemble import TwinEnsemble, mixture_log_likelihood  # noqa: E402
 from twin.models.params import Adaptation  # noqa: E402
 from twin.sim.check import CheckRun, run_check, run_ensemble_check, twin_starts  # noqa: E402
 
@@ -198,8 +197,7 @@ def mixture_scores(component_ll: torch.Tensor, weights: torch.Tensor, mask: torc
         ``([B, T] log Σ_j π_bj exp(ll_jbt), [B, T] hit)``, 0 off the mask; a hit when the mixture
         gave the observed choice more than 1/2.
     """
-    logw = weights.double().clamp(min=1e-300).log().T.unsqueeze(-1)  # [M, B, 1]
-    ll = torch.logsumexp(component_ll.double() + logw, 0)
+    ll = mixture_log_likelihood(component_ll, weights.T)
     m = mask.double()
     return (ll * m).float(), ((ll > np.log(0.5)).double() * m).float()
 
@@ -460,7 +458,7 @@ def sign_test(diff: np.ndarray) -> dict[str, object]:
     d = np.asarray(diff, dtype=float)
     d = d[np.isfinite(d)]
     wins, losses = int((d > 0).sum()), int((d < 0).sum())
-    p = binomtest(wins, wins + losses, 0.5, alternative="two-sided").pvalue if wins + losses else float("nan")
+    p = rd.sign_test_p(wins, losses)
     return {
         "n_pairs": len(d),
         "wins": wins,
@@ -610,7 +608,7 @@ def write_summary(
         "<= k sessions are left out of that origin. The ensemble (the default twin) mixes the fitted rules per trial with weights stacked "
         "on each animal's session-k per-trial likelihoods (cohort weights, per-animal MAP with shrinkage 100 pseudo-trials) — session k "
         "also early-stopped the fits; the forecast sessions are used by nothing but the scores. Sign tests: two-sided exact binomial "
-        "(scipy.stats.binomtest), ties dropped; `ensemble_wins` = pairs the ensemble is better / worse; diff = ensemble - baseline "
+        "(real_data.sign_test_p), ties dropped; `ensemble_wins` = pairs the ensemble is better / worse; diff = ensemble - baseline "
         "(LL: higher is better; CRPS: baseline - ensemble, so > 0 favours the ensemble).",
         "",
         *notes,

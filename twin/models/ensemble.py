@@ -119,9 +119,10 @@ class TwinEnsemble:
 
 def mixture_log_likelihood(component_ll: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``log Σ_k π_k exp(ll_k)`` over the first axis: ``[M, ...]`` component log-likelihoods and
-    ``[M]`` weights to ``[...]`` (float64)."""
+    ``[M]`` weights (or ``[M, B]``, one mixture per row ``b`` of the second axis) to ``[...]``
+    (float64)."""
     w = torch.as_tensor(weights, dtype=torch.float64)
-    return torch.logsumexp(component_ll.double() + w.log().reshape((-1,) + (1,) * (component_ll.dim() - 1)), 0)
+    return torch.logsumexp(component_ll.double() + w.log().reshape(w.shape + (1,) * (component_ll.dim() - w.dim())), 0)
 
 
 __all__ = ["ENSEMBLE_RULE", "TwinEnsemble", "mixture_log_likelihood"]

@@ -6,7 +6,7 @@ Measures, in one run on this machine:
 * a naive DNN step (``nn.Sequential`` on the concatenated inputs every trial, no precomputation)
   at the same batch sizes: the baseline the optimised rules are compared against;
 * the wall time of a whole cohort fit: 40 animals x 6,000 trials, DNN rule, early stopping;
-* the fused rollouts of the dnn and rnn rules (``twin/models/rules/fused.py``) against the
+* the fused rollouts of the dnn, dnn_delta and rnn rules (``twin/models/rules/fused.py``) against the
   per-step autograd loop they replace (``FitConfig.fused=False``, kept as the in-run reference):
   training-epoch throughput at batch 32 and 200 animals, interleaved old/new rounds, the ratio
   per round in CPU seconds and wall seconds; aten operations per trial step (forward +
@@ -43,6 +43,9 @@ from twin.models.policy import choice_log_likelihood
 from twin.models.rules import MODEL_RULES, UpdateInputs, base
 from twin.sim.simulate import simulate
 from twin.protocol import IBL_DEFAULT
+
+FUSED_RULES = ("dnn", "dnn_delta", "rnn")
+"""The rules with a fused training rollout (``twin/models/rules/fused.py``)."""
 
 
 def rule_throughput(rule: str, batch, epochs: int, chunk: int = 500, fused: bool = True) -> float:
@@ -154,15 +157,15 @@ def fused_report(args: argparse.Namespace, uptime: str) -> None:
     big = make_batch(simulate(truth, IBL_DEFAULT, max(args.sizes), args.fused_trials, seed=0).trials)
     rows = []
     for b in args.sizes:
-        for rule in ("dnn", "rnn"):
+        for rule in FUSED_RULES:
             rows.append(fused_vs_reference(rule, big.select(list(range(b))), args.rounds))
             print({k: v for k, v in rows[-1].items() if k != "ratio_cpu_per_round"}, flush=True)
     b32 = big.select(list(range(min(32, big.n_animals))))
-    ops = [{"rule": rule, "reference_ops_per_step": ops_per_step(rule, b32, False), "fused_ops_per_step": ops_per_step(rule, b32, True)} for rule in ("dnn", "rnn")]
+    ops = [{"rule": rule, "reference_ops_per_step": ops_per_step(rule, b32, False), "fused_ops_per_step": ops_per_step(rule, b32, True)} for rule in FUSED_RULES]
     for o in ops:
         print(o, flush=True)
     small = make_batch(simulate(truth, IBL_DEFAULT, args.ll_animals, args.ll_trials, seed=2).trials)
-    lls = [val_ll_check(rule, small, args.ll_epochs) for rule in ("dnn", "rnn")]
+    lls = [val_ll_check(rule, small, args.ll_epochs) for rule in FUSED_RULES]
     for o in lls:
         print(o, flush=True)
     base.FUSED_MAX_BATCH = shipped_limit

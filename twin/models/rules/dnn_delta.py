@@ -20,6 +20,7 @@ from torch import nn
 
 from twin.data.features import Mirror
 from twin.models.rules.base import Context, LearningRule, NetworkConfig, UpdateInputs
+from twin.models.rules.fused import delta_rollout
 from twin.models.rules.registry import register
 
 
@@ -148,3 +149,11 @@ class DNNDeltaRule(LearningRule):
             gain = 0.5 * (gain[:n] - gain[n:].index_select(1, perm))
             drift = 0.5 * (drift[:n] + drift[n:].index_select(1, perm) * w_sign)
         return w + gain * x + drift * where, h
+
+    def fused_rollout(
+        self, w: torch.Tensor, h: torch.Tensor, pre: torch.Tensor, rate: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.mirror is not None:  # the mirrored pass has no fused form: the step loop runs
+            return None
+        hdim, k = self.config.hidden_size, self.n_weights
+        return delta_rollout(w, pre[..., :hdim], pre[..., hdim : hdim + k], pre[..., hdim + k :], *self.context(), rate=rate), h

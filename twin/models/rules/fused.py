@@ -2,9 +2,9 @@
 
 The generic :meth:`LearningRule.rollout <twin.models.rules.base.LearningRule.rollout>` records an
 autograd graph of every step: at batch 32 the fit is bound by the per-step dispatch of small
-operations (36 aten operations per trial step forward + backward for ``dnn``, 78 for ``rnn``) and
-the graph's bookkeeping, not by arithmetic. The functions here compute the same rollouts as one
-:class:`torch.autograd.Function` each (10 and 17 operations per step;
+operations (36 aten operations per trial step forward + backward for ``dnn``, 81 for ``dnn_delta``,
+78 for ``rnn``) and the graph's bookkeeping, not by arithmetic. The functions here compute the same
+rollouts as one :class:`torch.autograd.Function` each (10, 22 and 17 operations per step;
 ``bench/fit_throughput.py --fused-only`` counts them):
 
 * the forward runs without a graph, writing every intermediate into preallocated time-major
@@ -19,8 +19,9 @@ Above ~100 animals per batch the fit is no longer dispatch-bound, and the large 
 animals, a loss for ``rnn``; see ``bench/results/fit_throughput_fused.md``), so batches above
 :data:`~twin.models.rules.base.FUSED_MAX_BATCH` animals take the step loop.
 
-They are mathematically identical to the step loops of :class:`~twin.models.rules.dnn.DNNRule`
-and :class:`~twin.models.rules.rnn.RNNRule` (tests check losses and gradients against them); only
+They are mathematically identical to the step loops of :class:`~twin.models.rules.dnn.DNNRule`,
+:class:`~twin.models.rules.dnn_delta.DNNDeltaRule` (without its mirror symmetry, which keeps the
+loop) and :class:`~twin.models.rules.rnn.RNNRule` (tests check losses and gradients against them); only
 the floating-point summation order of the parameter gradients differs.
 """
 
@@ -279,4 +280,132 @@ def gru_rollout(
     return _GRURollout.apply(w.contiguous(), h.contiguous(), p4, wc, w_h1.contiguous(), b_h1, wh2b, rate)
 
 
-__all__ = ["gru_rollout", "mlp_rollout"]
+class _DeltaRollout(torch.autograd.Function):
+    """``w_{t+1} = w_t + ρ ⊙ (g_t ⊙ x_t + d_t · c_t)``, ``[g_t, d_t] = [a2_t, 1] W3'``,
+    ``a2_t = relu(b2 + relu(pre_t + p_t v + w_t W1) W2)``, ``p_t = sigmoid(w_t · x_t)``
+    (see :func:`delta_rollout`)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, w0: torch.Tensor, pre: torch.Tensor, x: torch.Tensor, where: torch.Tensor, w1: torch.Tensor,
+        v: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, w3b: torch.Tensor, rate: torch.Tensor | None,
+    ) -> torch.Tensor:
+        n, b, hd = pre.shape
+        k = w0.shape[1]
+        ws = pre.new_empty(n + 1, b, k)  # ws[t]: weights before step t
+        ps = pre.new_empty(n, b, 1)  # p(right) at step t
+        a1 = pre.new_empty(n, b, hd)
+        a2 = pre.new_empty(n, b, hd + 1)
+        a2[..., hd] = 1.0
+        gd = pre.new_empty(n, b, 2 * k)  # [gain, drift]
+        delta = pre.new_empty(n, b, k)  # the update before the rate
+        wx = pre.new_empty(b, k)
+        ws[0] = w0
+        # per-step views made once (unbind), not by indexing inside the loop
+        pre_, x_, c_, ws_, ps_, a1_, a2_, gd_, dl_ = (t.unbind(0) for t in (pre, x, where, ws, ps, a1, a2, gd, delta))
+        a2h_, g_, d_ = a2[..., :hd].unbind(0), gd[..., :k].unbind(0), gd[..., k:].unbind(0)
+        for t in range(n):
+            checkpoint()  # a caller's deadline or cancellation stops the rollout here
+            torch.mul(ws_[t], x_[t], out=wx)
+            torch.sum(wx, -1, keepdim=True, out=ps_[t]).sigmoid_()
+            torch.addmm(pre_[t], ws_[t], w1, out=a1_[t]).addcmul_(ps_[t], v).relu_()
+            torch.addmm(b2, a1_[t], w2, out=a2h_[t]).relu_()
+            torch.mm(a2_[t], w3b, out=gd_[t])
+            torch.mul(g_[t], x_[t], out=dl_[t]).addcmul_(d_[t], c_[t])
+            if rate is None:
+                torch.add(ws_[t], dl_[t], out=ws_[t + 1])
+            else:
+                torch.addcmul(ws_[t], rate, dl_[t], out=ws_[t + 1])
+        ctx.save_for_backward(x, where, w1, v, w2, w3b, rate, ws, ps, a1, a2, gd, delta)
+        return ws[1:].clone()
+
+    @staticmethod
+    def backward(ctx: Any, g_ws: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, where, w1, v, w2, w3b, rate, ws, ps, a1, a2, gd, delta = ctx.saved_tensors
+        n, b, k = g_ws.shape
+        hd = a1.shape[-1]
+        m1, m2 = a1 > 0, a2[..., :hd] > 0  # the ReLUs' derivatives, as bool masks
+        dp = ps * (1 - ps)  # the sigmoid's derivative
+        w1t, w2t, w3t = w1.t(), w2.t(), w3b[:hd].t()  # w3t: [2K, H]
+        vc = v.unsqueeze(1)  # [H, 1]
+        # as in _MLPRollout: the gradient reaching w_{t+1} is G_t (a reversed cumulative sum of
+        # the outputs') plus E_t (through the later steps' networks); only E_t needs the loop.
+        # The update is linear in [g, d] with per-step factors [x_t, c_t], so the G part of
+        # every step's network input gradient is one matmul outside the loop.
+        xc = torch.stack([x, where.expand(n, b, k)], 2)  # [n, B, 2, K]
+        g_cum = g_ws.flip(0).cumsum(0).flip(0)
+        gr = g_cum if rate is None else g_cum * rate
+        p = (_flat((gr.unsqueeze(2) * xc).reshape(n, b, 2 * k)) @ w3t).reshape(n, b, hd)
+        e = g_ws.new_zeros(n + 1, b, k)  # e[t + 1] = E_t; e[0] reaches w_0
+        g_z2 = torch.empty_like(a1)
+        g_z1 = torch.empty_like(a1)
+        g_s = torch.empty_like(ps)  # the gradient of w_t · x_t
+        g_out = g_ws.new_empty(b, 2, k)
+        p_, e_, gz2_, gz1_, gs_, m1_, m2_, dp_, x_, xc_ = (
+            t.unbind(0) for t in (p, e, g_z2, g_z1, g_s, m1, m2, dp, x, xc)
+        )
+        g_outf = g_out.view(b, 2 * k)
+        for t in range(n - 1, -1, -1):
+            e_t = e_[t + 1] if rate is None else e_[t + 1] * rate
+            torch.mul(e_t.unsqueeze(1), xc_[t], out=g_out)
+            torch.addmm(p_[t], g_outf, w3t, out=gz2_[t]).mul_(m2_[t])
+            torch.mm(gz2_[t], w2t, out=gz1_[t]).mul_(m1_[t])
+            torch.mm(gz1_[t], vc, out=gs_[t]).mul_(dp_[t])
+            torch.addmm(e_[t + 1], gz1_[t], w1t, out=e_[t]).addcmul_(gs_[t], x_[t])
+        g_w = g_cum + e[1:]  # the whole gradient reaching w_{t+1}
+        g_dl = g_w if rate is None else g_w * rate  # ... reaching the update
+        g_gd = (g_dl.unsqueeze(2) * xc).reshape(n, b, 2 * k)
+        gz2, gz1 = _flat(g_z2), _flat(g_z1)
+        g_pre = g_x = g_where = g_rate = None
+        if ctx.needs_input_grad[1]:
+            g_pre = g_z1
+        if ctx.needs_input_grad[2]:
+            g_x = g_dl * gd[..., :k] + g_s * ws[:-1]
+        if ctx.needs_input_grad[3]:
+            g_where = _sum_to((g_dl * gd[..., k:]).sum(-1, keepdim=True), where)
+        if rate is not None and ctx.needs_input_grad[9]:
+            g_rate = _sum_to((g_w * delta).sum(0), rate)
+        return (
+            g_cum[0] + e[0] if ctx.needs_input_grad[0] else None,
+            g_pre,
+            g_x,
+            g_where,
+            _flat(ws[:-1]).t() @ gz1 if ctx.needs_input_grad[4] else None,
+            (gz1 * _flat(ps)).sum(0) if ctx.needs_input_grad[5] else None,
+            _flat(a1).t() @ gz2 if ctx.needs_input_grad[6] else None,
+            gz2.sum(0) if ctx.needs_input_grad[7] else None,
+            _flat(a2).t() @ _flat(g_gd) if ctx.needs_input_grad[8] else None,
+            g_rate,
+        )
+
+
+def delta_rollout(
+    w: torch.Tensor, pre: torch.Tensor, x: torch.Tensor, where: torch.Tensor, w1: torch.Tensor, v: torch.Tensor,
+    w2: torch.Tensor, b2: torch.Tensor, wg: torch.Tensor, bg: torch.Tensor, wd: torch.Tensor, bd: torch.Tensor,
+    rate: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The DNN-delta rule's rollout ``w_{t+1} = w_t + ρ ⊙ (g_t ⊙ x_t + d_t c_t)`` with
+    ``[g_t, d_t] = [bg, bd] + a2_t [Wg, Wd]``, ``a2_t = relu(b2 + relu(pre_t + p_t v + w_t W1) W2)``
+    and ``p_t = sigmoid(w_t · x_t)`` (:class:`~twin.models.rules.dnn_delta.DNNDeltaRule`, without
+    its mirror symmetry).
+
+    Args:
+        w: ``[B, K]`` weights before the first step.
+        pre: ``[n, B, H]`` the trial inputs' part of the first layer, bias included.
+        x: ``[n, B, K]`` the trials' features; where: ``[n, B, 1]`` where the drift acts (``c_t``).
+        w1: ``[K, H]`` first layer's weights on ``w``; v: ``[H]`` its weights on ``p``.
+        w2: ``[H, H]``, b2: ``[H]`` second layer.
+        wg, wd: ``[H, K]``, bg, bd: ``[K]`` the gain and drift heads (the update scale folded in).
+        rate: optional ``[K]`` or ``[B, K]`` multiplier ``ρ`` of every update.
+
+    Returns:
+        ``[n, B, K]`` the weights after each step.
+    """
+    w = w.expand(pre.shape[1], -1).contiguous() if w.shape[0] != pre.shape[1] else w.contiguous()
+    w3b = torch.cat([torch.cat([wg, wd], 1), torch.cat([bg, bd]).unsqueeze(0)], 0)  # [H + 1, 2K]
+    return _DeltaRollout.apply(
+        w, pre.contiguous(), x.contiguous(), where.contiguous(), w1.contiguous(), v, w2.contiguous(), b2, w3b, rate
+    )
+
+
+__all__ = ["delta_rollout", "gru_rollout", "mlp_rollout"]

@@ -12,7 +12,7 @@ from twin.models.policy import choice_log_likelihood
 from twin.models.rules import UpdateInputs, make_config, make_rule, rule_names
 
 K, B, T = 2, 3, 40
-FUSED = ("dnn", "rnn")
+FUSED = ("dnn", "dnn_delta", "rnn")
 
 
 def _inputs(dtype: torch.dtype, seed: int = 0) -> UpdateInputs:
@@ -26,10 +26,11 @@ def _inputs(dtype: torch.dtype, seed: int = 0) -> UpdateInputs:
     return UpdateInputs.from_trials(x, y, (y == answer).to(dtype), answer, ss)
 
 
-def _loss_and_grads(name: str, dtype: torch.dtype, rate_shape: tuple[int, ...] | None, fused: bool):
+def _loss_and_grads(name: str, dtype: torch.dtype, rate_shape: tuple[int, ...] | None, fused: bool, **extra):
     torch.manual_seed(0)
     # a large update scale, so that the updates move the weights and every path carries gradient
     options = {"hidden_size": 8, "scale_init": 0.1} if name in ("dnn", "rnn", "dnn_delta") else {}
+    options.update(extra)
     rule = make_rule(name, K, make_config(name, **options)).to(dtype)
     inp = _inputs(dtype)
     g = torch.Generator().manual_seed(1)
@@ -138,3 +139,24 @@ def test_fused_rollout_on_cuda_matches_the_step_loop(name):
         out.append([p.grad.clone() for p in rule.parameters()])
     for a, b in zip(*out):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("rate_shape", [None, (B, K)], ids=["no-rate", "rate-BK"])
+def test_dnn_delta_with_overnight_drift_only_matches_the_step_loop(rate_shape):
+    # the drift's factor c_t is the next-session flag, not 1 at every trial
+    ref = _loss_and_grads("dnn_delta", torch.float64, rate_shape, fused=False, within_session_drift=False)
+    new = _loss_and_grads("dnn_delta", torch.float64, rate_shape, fused=True, within_session_drift=False)
+    assert abs(float(ref[0] - new[0])) <= 1e-10
+    for a, b in zip(new[1], ref[1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_a_mirror_symmetric_dnn_delta_takes_the_step_loop():
+    from twin.data.features import Mirror
+
+    rule = make_rule("dnn_delta", K, make_config("dnn_delta", hidden_size=8, mirror_symmetric=True))
+    rule.use_mirror(Mirror(perm=(0, 1), x_sign=(1.0, -1.0), w_sign=(-1.0, 1.0)))
+    pre = rule.precompute(_inputs(torch.float32))
+    assert rule.fused_rollout(torch.zeros(B, K), rule.initial_state(B), pre, None) is None
+    ws, _ = rule.rollout(torch.zeros(B, K), rule.initial_state(B), pre)
+    assert ws.shape == (T, B, K) and "Rollout" not in type(ws.grad_fn).__name__

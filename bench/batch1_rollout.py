@@ -8,7 +8,13 @@ registered rule, three ways in one run (1 torch thread):
 * ``fused``: the numba kernel of :mod:`twin.models.batch1`, the path taken without a gradient.
 
 Reports the median time per rollout and the speed-up over the torch loop, and checks the fused
-weights against the torch loop's (max |Δw|). Writes ``bench/results/batch1_rollout.{json,md}``.
+weights against the torch loop's (max |Δw|).
+
+Then the batch sweep: a no-grad rollout of ``--batch-trials`` trials for batches of animals
+(``--batches``) through each kernel and through the torch loop, interleaved, CPU seconds (best of
+3 each): the kernel's time grows with the batch and the torch loop's hardly does, and the table
+shows where each rule's shipped limit (``twin.models.batch1.FUSED_BATCH_LIMITS``) sits against the
+measured crossover. Writes ``bench/results/batch1_rollout.{json,md}``.
 
     python bench/batch1_rollout.py            # ~1-2 min
     python bench/batch1_rollout.py --smoke    # a few seconds, no torch.compile, nothing written
@@ -63,6 +69,44 @@ def _compiled_rollout(rule, w, h, pre):  # type: ignore[no-untyped-def]
     return run
 
 
+def batch_sweep(batches: list[int], trials: int) -> list[dict[str, object]]:
+    """Kernel vs torch loop for no-grad rollouts of ``trials`` trials at each batch size, every
+    rule with a kernel that learns: CPU seconds, best of 3 interleaved runs of each."""
+    rows: list[dict[str, object]] = []
+    for name in rule_names():
+        torch.manual_seed(0)
+        m = LearnerModel(ModelSpec(name)).eval().requires_grad_(False)
+        if not batch1.supports(m.rule) or not m.rule.learns:
+            continue
+        k = m.n_weights
+        for b in batches:
+            g = torch.Generator().manual_seed(b)
+            x = torch.randn(b, trials, k, generator=g)
+            y = (torch.rand(b, trials, generator=g) < 0.5).float()
+            ans = (torch.rand(b, trials, generator=g) < 0.5).float()
+            ss = torch.zeros(b, trials)
+            ss[:, :: max(trials // 4, 1)] = 1.0
+            with torch.no_grad():
+                pre = m.rule.precompute(UpdateInputs.from_trials(x, y, (y == ans).float(), ans, ss))
+                w, h = m.initial(b)
+                rate = torch.full((b, k), 1.1)
+                times: dict[str, list[float]] = {"torch": [], "kernel": []}
+                outs = {}
+                for _ in range(3):
+                    for path in ("torch", "kernel"):
+                        c0 = time.process_time()
+                        outs[path] = (m.rule.rollout(w, h, pre, rate) if path == "torch" else batch1.rollout(m.rule, w, h, pre, rate))[0]
+                        times[path].append(time.process_time() - c0)
+            row = {
+                "rule": name, "batch": b, "torch_s": min(times["torch"]), "kernel_s": min(times["kernel"]),
+                "limit": batch1.max_fused_batch(m.rule), "max_abs_dw": float((outs["torch"] - outs["kernel"]).abs().max()),
+            }
+            row["speedup"] = row["torch_s"] / max(row["kernel_s"], 1e-9)  # type: ignore[operator]
+            rows.append(row)
+            print(f"batch sweep: rule={name} batch={b} torch_s={row['torch_s']:.4f} kernel_s={row['kernel_s']:.4f} speedup={row['speedup']:.2f} limit={row['limit']}", flush=True)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=1000)
@@ -70,10 +114,13 @@ def main() -> int:
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; with --smoke, none unless given)")
     ap.add_argument("--smoke", action="store_true", help="a few seconds: 50 trials, 2 repeats, no torch.compile")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 32, 64, 128, 256, 512], help="batch sizes of the batch sweep")
+    ap.add_argument("--batch-trials", type=int, default=2000, help="trials per rollout in the batch sweep")
     args = ap.parse_args()
     out = args.out if args.out is not None or args.smoke else ROOT / "bench" / "results"
     if args.smoke:
         args.trials, args.repeats, args.no_compile = 50, 2, True
+        args.batches, args.batch_trials = [1, 4], 50
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
     warm = batch1.warm_up()
@@ -115,10 +162,14 @@ def main() -> int:
             row["torch_compile_speedup"] = row["torch_ms"] / row["torch_compile_ms"]
         rows.append(row)
         print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    sweep = batch_sweep(args.batches, args.batch_trials)
     if out is None:
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    result = {"trials": args.trials, "repeats": args.repeats, "torch_threads": 1, "load_average_1min_at_start": load, "load_average_1min_at_end": os.getloadavg()[0], "rows": rows}
+    result = {
+        "trials": args.trials, "repeats": args.repeats, "torch_threads": 1, "load_average_1min_at_start": load,
+        "load_average_1min_at_end": os.getloadavg()[0], "rows": rows, "batch_trials": args.batch_trials, "batch_sweep": sweep,
+    }
     (out / "batch1_rollout.json").write_text(json.dumps(result, indent=1) + "\n")
 
     def cell(r: dict, key: str, fmt: str = ".3f") -> str:  # type: ignore[type-arg]
@@ -135,6 +186,18 @@ def main() -> int:
         *[
             f"| {r['rule']} | {r['torch_ms']:.2f} | {cell(r, 'torch_compile_ms', '.2f')} | {r['fused_ms']:.3f} | {r['fused_speedup']:.1f}x | {cell(r, 'torch_compile_speedup', '.1f')} | {r['max_abs_dw_vs_torch']:.1e} |"
             for r in rows
+        ],
+        "",
+        f"## Batches: no-grad rollouts of {args.batch_trials} trials, kernel vs torch loop",
+        "",
+        "CPU seconds per rollout (best of 3, interleaved); `kernel / torch` > 1 means the kernel is faster. "
+        "`limit`: the largest batch the shipped `FUSED_BATCH_LIMITS` sends to the kernel.",
+        "",
+        "| rule | batch | torch s | kernel s | torch / kernel | limit | path shipped | max abs Δw |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        *[
+            f"| {r['rule']} | {r['batch']} | {r['torch_s']:.4f} | {r['kernel_s']:.4f} | {r['speedup']:.2f}x | {r['limit']} | {'kernel' if r['batch'] <= r['limit'] else 'torch'} | {r['max_abs_dw']:.1e} |"
+            for r in sweep
         ],
         "",
     ]

@@ -82,11 +82,13 @@ def main() -> None:
     ap.add_argument("--rules", default=None, help="comma-separated subset of the rules (a shared machine's 3-minute runs: one part of the ensemble per run; its cost is the sum of its components')")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ray", action="store_true", help="also time the ensemble fit with its components as Ray tasks on a local Ray of every core (cluster.ensemble)")
+    ap.add_argument("--ray-only", action="store_true", help="only the Ray fit (no in-process fit to compare it with): the full size's wall time on every core, in half the run time")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; with --smoke, none unless given)")
     args = ap.parse_args()
     if args.out is None and not args.smoke:
         args.out = Path("bench/results")
     torch.set_num_threads(args.threads)
+    args.ray = args.ray or args.ray_only
     name = "smoke" if args.smoke else "full" if args.full else "reduced"
     size = SIZES[name]
     if args.rules:
@@ -103,9 +105,11 @@ def main() -> None:
     print(f"reference: single dnn twins of {size.animals} x {size.trials}: {single_s:.1f} s", flush=True)
 
     cfg = EnsembleFitConfig(components=ensemble_components(size.rules), fit=fit_cfg)
-    t0, c0 = time.perf_counter(), time.process_time()
-    ens = fit_ensemble(df, cfg, progress=False)
-    ens_s, ens_cpu = time.perf_counter() - t0, time.process_time() - c0
+    ens, ens_s, ens_cpu = None, None, None
+    if not args.ray_only:
+        t0, c0 = time.perf_counter(), time.process_time()
+        ens = fit_ensemble(df, cfg, progress=False)
+        ens_s, ens_cpu = time.perf_counter() - t0, time.process_time() - c0
     ray_s = None
     if args.ray:  # the same fit, its components as Ray tasks on every core (started before the clock)
         from cluster.ensemble import fit_components_ray
@@ -115,11 +119,17 @@ def main() -> None:
         t0 = time.perf_counter()
         ens_ray = fit_ensemble(df, cfg, progress=False, fit_components=fit_components_ray())
         ray_s = time.perf_counter() - t0  # the driver waits; the CPU is in the workers
-        same = max(abs(a.heldout_ll - b.heldout_ll) for a, b in zip(ens.components, ens_ray.components))
-        print(f"ensemble fit, components as Ray tasks ({os.cpu_count()} CPUs): {ray_s:.1f} s wall ({ens_s / ray_s:.2f}x the in-process fit); max |held-out LL difference| {same:.2e}", flush=True)
+        if ens is None:
+            ens = ens_ray
+            print(f"ensemble fit, components as Ray tasks ({os.cpu_count()} CPUs): {ray_s:.1f} s wall (no in-process fit: --ray-only)", flush=True)
+        else:
+            same = max(abs(a.heldout_ll - b.heldout_ll) for a, b in zip(ens.components, ens_ray.components))
+            print(f"ensemble fit, components as Ray tasks ({os.cpu_count()} CPUs): {ray_s:.1f} s wall ({ens_s / ray_s:.2f}x the in-process fit); max |held-out LL difference| {same:.2e}", flush=True)
+    assert ens is not None
     table = ens.table()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
-    print(f"ensemble fit ({len(cfg.components)} components): {ens_s:.1f} s wall, {ens_cpu:.1f} s CPU (reference {single_cpu:.1f} s CPU)", flush=True)
+    if ens_s is not None:
+        print(f"ensemble fit ({len(cfg.components)} components): {ens_s:.1f} s wall, {ens_cpu:.1f} s CPU (reference {single_cpu:.1f} s CPU)", flush=True)
 
     subjects = [a.subject for a in ens.animals]
     cut = [max(1, int(df.loc[df.subject == s, "session"].max()) // 2) for s in subjects]
@@ -134,11 +144,13 @@ def main() -> None:
     print(f"generative check, {size.rollouts} rollouts per animal: single dnn {check_single_s:.1f} s, ensemble {check_ens_s:.1f} s", flush=True)
 
     scale = (TARGET_ANIMALS * TARGET_TRIALS) / (size.animals * size.trials)
-    extrapolated = ens_s if name == "full" else ens_s * scale
-    extrapolated_cpu = ens_cpu if name == "full" else ens_cpu * scale
+    fit_s = ens_s if ens_s is not None else ray_s  # the in-process fit, or (--ray-only) the Ray fit's wall time
+    assert fit_s is not None
+    extrapolated = fit_s if name == "full" else fit_s * scale
+    extrapolated_cpu = None if ens_cpu is None else ens_cpu if name == "full" else ens_cpu * scale
     # per-step cost is nearly flat in the batch (fit_throughput.md: a DNN step at batch 32 costs
     # ~1.35x one at batch 1), so a second estimate scales by trials per animal and that factor
-    by_trials_cpu = ens_cpu if name == "full" else ens_cpu * (TARGET_TRIALS / size.trials) * BATCH_FACTOR
+    by_trials_cpu = None if ens_cpu is None else ens_cpu if name == "full" else ens_cpu * (TARGET_TRIALS / size.trials) * BATCH_FACTOR
     result = {
         "mode": name,
         "machine": f"{platform.machine()} {platform.processor()}",
@@ -150,11 +162,12 @@ def main() -> None:
         "components": [c.label for c in cfg.components],
         "single_dnn_fit_seconds": single_s,
         "ensemble_fit_seconds": ens_s,
-        "ensemble_over_single": ens_s / single_s,
+        "ensemble_over_single": None if ens_s is None else ens_s / single_s,
         "single_dnn_fit_cpu_seconds": single_cpu,
         "ensemble_fit_cpu_seconds": ens_cpu,
         "ensemble_fit_ray_seconds": ray_s,
-        "ensemble_in_process_over_ray": None if ray_s is None else ens_s / ray_s,
+        "ensemble_in_process_over_ray": None if ray_s is None or ens_s is None else ens_s / ray_s,
+        "ray_only": args.ray_only,
         "load_average_1min_at_end": os.getloadavg()[0],
         "check_single_seconds": check_single_s,
         "check_ensemble_seconds": check_ens_s,
@@ -171,24 +184,25 @@ def main() -> None:
             "NOT a measurement of the full size"
         ),
     }
-    print(f"extrapolated to {TARGET_ANIMALS} x {TARGET_TRIALS}: {extrapolated:.0f} s wall, {extrapolated_cpu:.0f} s CPU ({result['extrapolation']}); "
-          f"by trials x batching factor {BATCH_FACTOR}: {by_trials_cpu:.0f} s CPU; target {TARGET_SECONDS} s")
+    fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+    print(f"extrapolated to {TARGET_ANIMALS} x {TARGET_TRIALS}: {extrapolated:.0f} s wall{' (the Ray fit)' if ens_s is None else ''}, {fmt(extrapolated_cpu)} s CPU ({result['extrapolation']}); "
+          f"by trials x batching factor {BATCH_FACTOR}: {fmt(by_trials_cpu)} s CPU; target {TARGET_SECONDS} s")
     if args.out is None:  # a smoke run writes nothing
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = ("ensemble_fit" if name != "smoke" else "ensemble_fit_smoke") + (f"_{'_'.join(size.rules)}" if args.rules else "") + ("_ray" if args.ray else "")
+    stem = ("ensemble_fit" if name == "reduced" else f"ensemble_fit_{name}") + (f"_{'_'.join(size.rules)}" if args.rules else "") + ("_ray" if args.ray else "")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
     md = [
         "# Ensemble fit",
         "",
-        f"`.venv/bin/python bench/ensemble_fit.py{' --' + name if name != 'reduced' else ''}{' --rules ' + args.rules if args.rules else ''}{' --ray' if args.ray else ''}` on {result['machine']}, torch {torch.__version__}, "
+        f"`.venv/bin/python bench/ensemble_fit.py{' --' + name if name != 'reduced' else ''}{' --rules ' + args.rules if args.rules else ''}{' --ray-only' if args.ray_only else ' --ray' if args.ray else ''}` on {result['machine']}, torch {torch.__version__}, "
         f"{args.threads} thread(s); {size.animals} animals x {size.trials} trials, epoch cap {size.epochs}, patience {size.patience}.",
         "",
         "| what | seconds |",
         "| --- | --- |",
         f"| single `dnn` twins (reference, same run) | {single_s:.1f} wall, {single_cpu:.1f} CPU |",
-        f"| ensemble fit, {len(cfg.components)} components | {ens_s:.1f} wall, {ens_cpu:.1f} CPU ({ens_cpu / single_cpu:.1f}x the reference's CPU) |",
-        *([f"| ensemble fit, components as Ray tasks on {os.cpu_count()} CPUs (`--ray`) | {ray_s:.1f} wall ({ens_s / ray_s:.2f}x faster than in-process) |"] if ray_s is not None else []),
+        *([f"| ensemble fit, {len(cfg.components)} components, in process | {ens_s:.1f} wall, {ens_cpu:.1f} CPU ({ens_cpu / single_cpu:.1f}x the reference's CPU) |"] if ens_s is not None and ens_cpu is not None else []),
+        *([f"| ensemble fit, {len(cfg.components)} components as Ray tasks on {os.cpu_count()} CPUs | {ray_s:.1f} wall" + (f" ({ens_s / ray_s:.2f}x faster than in-process) |" if ens_s is not None else " |")] if ray_s is not None else []),
         f"| generative check, single `dnn` twins, {size.rollouts} rollouts/animal | {check_single_s:.1f} |",
         f"| generative check, ensemble twins | {check_ens_s:.1f} |",
         "",
@@ -196,8 +210,8 @@ def main() -> None:
         "",
         f"Load average at the end: {result['load_average_1min_at_end']:.1f} on {os.cpu_count()} cores (wall times of a shared machine; CPU seconds are the steadier figure).",
         "",
-        f"Full size ({TARGET_ANIMALS} x {TARGET_TRIALS}): {result['extrapolation']}: {extrapolated:.0f} s wall / {extrapolated_cpu:.0f} s CPU against the {TARGET_SECONDS} s target. "
-        f"Scaling by trials per animal only, times {BATCH_FACTOR} for the larger batch (fit_throughput.md): {by_trials_cpu:.0f} s CPU. Both are estimates.",
+        f"Full size ({TARGET_ANIMALS} x {TARGET_TRIALS}): {result['extrapolation']}: {extrapolated:.0f} s wall{' (the Ray fit)' if ens_s is None else ''} / {fmt(extrapolated_cpu)} s CPU against the {TARGET_SECONDS} s target"
+        + ("." if name == "full" else f". Scaling by trials per animal only, times {BATCH_FACTOR} for the larger batch (fit_throughput.md): {fmt(by_trials_cpu)} s CPU. Both are estimates."),
     ]
     (args.out / f"{stem}.md").write_text("\n".join(md) + "\n")
     print(f"wrote {args.out / (stem + '.json')}")

@@ -3,15 +3,17 @@
 The torch path (:meth:`twin.models.rules.base.LearningRule.rollout`) runs one Python iteration
 and a dozen small tensor ops per trial; at batch 1 that is pure dispatch (~16 µs a trial for the
 DNN rule). When no gradient is needed (a served Predict, a twin's end state before a Forecast, a
-teaching decision along one animal's history) :meth:`twin.models.learner.LearnerModel.rollout`
-hands the same computation to a numba-compiled loop instead: the rule's own
+teaching decision along one animal's history, and at small batches a fit's validation passes and
+per-animal adaptations) :meth:`twin.models.learner.LearnerModel.rollout` hands the same
+computation to a numba-compiled loop instead: the rule's own
 :meth:`~twin.models.rules.base.LearningRule.precompute` and
 :meth:`~twin.models.rules.base.LearningRule.context` (batched torch ops, run once) feed a kernel
 that does the per-trial step of that rule in float64, for every row of the batch.
 
 Each supported rule class has one kernel here (``_KERNELS``); a rule without one (or one that
 never learns: its torch rollout has no loop), a batch
-above :data:`MAX_FUSED_BATCH`, a tensor that needs a gradient, or a tensor off the CPU takes the
+above the rule's limit in :data:`FUSED_BATCH_LIMITS` (the kernel's cost grows with the batch, the
+torch path's hardly does), a tensor that needs a gradient, or a tensor off the CPU takes the
 torch path. Which path ran, and why, is logged at DEBUG on ``twin.models.batch1`` and counted in
 :data:`PATH_COUNTS`.
 
@@ -48,9 +50,7 @@ from twin.models.rules.static import StaticRule
 
 log = logging.getLogger("twin.models.batch1")
 
-#: Largest batch the fused path runs (batched fits and simulations keep the torch path).
-MAX_FUSED_BATCH = 1
-#: Trials per kernel call between two cancellation checkpoints.
+#: Row-trials (rows of the batch x trials) per kernel call between two cancellation checkpoints.
 CHUNK_TRIALS = 20_000
 
 #: ``(path, rule name, reason)`` → number of rollouts that took it (``path`` is ``fused`` or ``torch``).
@@ -316,6 +316,30 @@ _KERNELS: dict[type[LearningRule], Callable[[LearningRule], tuple]] = {  # type:
 }
 
 
+#: Rule class → the largest batch its kernel runs; larger batches take the torch path. A kernel
+#: does each row's step in scalar loops, so its time grows with the batch, while the torch path
+#: is bound by per-step dispatch and hardly grows: each limit is below the measured crossover,
+#: where the kernel is still >= 1.2x the torch loop (``bench/batch1_rollout.py``'s batch table,
+#: no-grad rollouts, 1 thread: dnn 3.3x at 32, 1.3x at 64, 0.7x at 128; dnn_delta 4.7x at 32,
+#: 1.3x at 128; rnn 1.25x at 32, 0.7x at 64; reinforce 3x at 128, 0.65x at 512; reinforce_history
+#: 1.4x at 512). Fits' validation passes and per-animal adaptations (batches of up to 32 animals)
+#: run here.
+FUSED_BATCH_LIMITS: dict[type[LearningRule], int] = {
+    StaticRule: 1,  # never learns: no loop to fuse at any batch
+    ReinforceRule: 256,
+    AsymmetricPredictionErrorRule: 256,
+    RewardHistoryReinforceRule: 512,
+    DNNRule: 64,
+    DNNDeltaRule: 128,
+    RNNRule: 32,
+}
+
+
+def max_fused_batch(rule: LearningRule) -> int:
+    """The largest batch ``rule``'s kernel runs (:data:`FUSED_BATCH_LIMITS`; 0 without a kernel)."""
+    return FUSED_BATCH_LIMITS.get(type(rule), 0)
+
+
 #: Rule → (its parameters' identities and versions, kernel arguments): a served twin's rule is
 #: converted once, not per request; any change to a parameter (an optimiser step, ``copy_``, a
 #: new tensor) bumps its version or identity, and the arguments are rebuilt.
@@ -385,8 +409,8 @@ def why_not(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torch.Ten
     reason = why_not_rows(rule)
     if reason is not None:
         return reason
-    if w.shape[0] > MAX_FUSED_BATCH:
-        return f"batch {w.shape[0]} > {MAX_FUSED_BATCH}"
+    if w.shape[0] > max_fused_batch(rule):
+        return f"batch {w.shape[0]} > {max_fused_batch(rule)}"
     tensors = (w, h, pre) + (() if rate is None else (rate,))
     if any(t.device.type != "cpu" for t in tensors):
         return "not on the CPU"
@@ -422,9 +446,10 @@ def _rollout_f64(rule: LearningRule, w: torch.Tensor, h: torch.Tensor, pre: torc
     pre_np = _f64(pre)
     n = pre_np.shape[0]
     parts = []
-    for lo in range(0, max(n, 1), CHUNK_TRIALS):  # one kernel call per chunk, a checkpoint between
+    chunk = max(1, CHUNK_TRIALS // max(b, 1))
+    for lo in range(0, max(n, 1), chunk):  # one kernel call per chunk, a checkpoint between
         checkpoint()
-        ws, h_np = kernel(w_np, h_np, pre_np[lo : lo + CHUNK_TRIALS], rate_np, rate is not None, *ctx)
+        ws, h_np = kernel(w_np, h_np, pre_np[lo : lo + chunk], rate_np, rate is not None, *ctx)
         parts.append(ws)
         if ws.shape[0]:
             w_np = np.ascontiguousarray(ws[-1])
@@ -593,7 +618,8 @@ def warm_up() -> WarmUp:
 
 __all__ = [
     "CHUNK_TRIALS",
-    "MAX_FUSED_BATCH",
+    "FUSED_BATCH_LIMITS",
+    "max_fused_batch",
     "PATH_COUNTS",
     "WarmUp",
     "policy_along",

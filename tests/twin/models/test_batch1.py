@@ -151,12 +151,37 @@ def test_learner_takes_fused_path_without_gradient_and_torch_path_with_one(caplo
     assert any("reason=a gradient is needed" in r.getMessage() for r in caplog.records)
 
 
-def test_batches_above_one_keep_the_torch_path():
+def test_batches_above_the_rules_limit_keep_the_torch_path(monkeypatch):
     m = _model("rnn", {}, FeatureSpec(), seed=6)
     inp = _inputs(10, 2, seed=7)
     with torch.no_grad():
-        pre = m.rule.precompute(UpdateInputs(*(t.expand(2, *t.shape[1:]) for t in (inp.x, inp.y, inp.reward, inp.answer, inp.next_session_start))))
-        assert batch1.why_not(m.rule, *m.initial(2), pre, None) == "batch 2 > 1"
+        pre = m.rule.precompute(UpdateInputs(*(t.expand(3, *t.shape[1:]) for t in (inp.x, inp.y, inp.reward, inp.answer, inp.next_session_start))))
+        assert batch1.why_not(m.rule, *m.initial(3), pre, None) is None
+        monkeypatch.setitem(batch1.FUSED_BATCH_LIMITS, type(m.rule), 2)
+        assert batch1.why_not(m.rule, *m.initial(3), pre, None) == "batch 3 > 2"
+
+
+@pytest.mark.parametrize("name", [n for n in rule_names() if n not in WITHOUT_KERNEL and n != "static"])
+def test_every_kernel_runs_small_batches_and_matches_torch_row_by_row(name):
+    """A batch of animals with different starts and rates (as a fit's validation pass or a
+    per-animal adaptation has): the kernel's rows match the torch loop to 1e-5."""
+    features = FeatureSpec(history=True)
+    m = _model(name, {}, features, seed=12)
+    k, b = features.n_features, 5
+    g = torch.Generator().manual_seed(13)
+    parts = [_inputs(300, k, seed=14 + i) for i in range(b)]
+    inp = UpdateInputs(*(torch.cat([getattr(p, f) for p in parts]) for f in ("x", "y", "reward", "answer", "next_session_start")))
+    with torch.no_grad():
+        pre = m.rule.precompute(inp)
+        w = torch.randn(b, k, generator=g)
+        h = m.initial(b)[1] + 0.1 * torch.randn(b, m.rule.state_size, generator=g)
+        rate = (0.3 * torch.randn(b, k, generator=g)).exp()
+        assert b <= batch1.max_fused_batch(m.rule) and batch1.why_not(m.rule, w, h, pre, rate) is None
+        ref_ws, ref_h = m.rule.rollout(w, h, pre, rate=rate)
+        ws, h_out = m.rollout(w, h, pre, rate.log())
+    assert float((ref_ws[-1] - ref_ws[0]).abs().max()) > 1e-3
+    torch.testing.assert_close(ws, ref_ws, rtol=0, atol=1e-5)
+    torch.testing.assert_close(h_out, ref_h, rtol=0, atol=1e-5)
 
 
 def test_long_rollouts_run_in_chunks(monkeypatch):

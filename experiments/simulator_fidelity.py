@@ -53,7 +53,9 @@ from twin.analysis.evaluate import ll_gain_ratio, own_static_scores
 from twin.analysis.generative import generative_check
 from twin.data.batch import TrialBatch, make_batch
 from twin.fit.adapt import cohort_start_prior, infer_start
-from twin.fit.ensemble_cohort import DEFAULT_ENSEMBLE_RULES, EnsembleFitConfig, component_log_likelihood, ensemble_components, fit_ensemble
+from twin.fit.ensemble_cohort import (
+    DEFAULT_ENSEMBLE_RULES, EnsembleFitConfig, FitComponents, component_log_likelihood, ensemble_components, fit_components_here, fit_ensemble,
+)
 from twin.fit.train import FitConfig
 from twin.models.ensemble import TwinEnsemble, mixture_log_likelihood
 from twin.models.params import TwinModel, TwinParams
@@ -161,8 +163,9 @@ def _log(message: str, t0: float) -> None:
     print(f"[{time.perf_counter() - t0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def run_family(family: Family, cfg: FidelityConfig, progress: bool = False) -> tuple[dict[str, object], pd.DataFrame]:
-    """The experiment on one family: its table row and its per-animal table."""
+def run_family(family: Family, cfg: FidelityConfig, progress: bool = False, fit_components: FitComponents = fit_components_here) -> tuple[dict[str, object], pd.DataFrame]:
+    """The experiment on one family: its table row and its per-animal table (``fit_components``:
+    how the ensemble's components run, here or as Ray tasks; the same results either way)."""
     t0 = time.perf_counter()
     gt = DEFAULT_TRUTHS[family]
     true_model = gt.build()
@@ -182,7 +185,7 @@ def run_family(family: Family, cfg: FidelityConfig, progress: bool = False) -> t
     ens_cfg = EnsembleFitConfig(
         components=ensemble_components(cfg.rules, seeds=cfg.seeds), fit=FitConfig(epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed), refit=cfg.refit, choose_at=late,
     )
-    ens_fit = fit_ensemble(fitting_df, ens_cfg, progress=progress)
+    ens_fit = fit_ensemble(fitting_df, ens_cfg, progress=progress, fit_components=fit_components)
     t_fit = time.perf_counter() - t0
     _log(f"{family.value}: ensemble fitted (" + ", ".join(f"{c.label} {c.seconds:.0f}s" for c in ens_fit.components) + ")", t0)
     labels = tuple(c.label for c in ens_cfg.components)
@@ -356,6 +359,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--infer-iterations", type=int, default=d.infer_iterations, help="L-BFGS iterations at most of each held-out start inference")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ray", action="store_true", help="fit the ensemble's components as Ray tasks on a local Ray of every core (cluster.ensemble; the same results)")
     ap.add_argument("--smoke", action="store_true", help="a tiny run for correctness (overrides the scale options)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("experiments/results/simulator_fidelity"))
@@ -370,9 +374,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         shown = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--render"]
         args.out.with_suffix(".md").write_text(markdown(table, cfg, "python experiments/simulator_fidelity.py " + " ".join(shown)))
         return table
+    run_components: FitComponents = fit_components_here
+    if args.ray:
+        from cluster.ensemble import fit_components_ray
+        from cluster.ray_env import init_ray
+
+        init_ray()
+        run_components = fit_components_ray()
     rows, per = [], []
     for fam in args.families:
-        row, animals = run_family(Family(fam), cfg, progress=args.progress)
+        row, animals = run_family(Family(fam), cfg, progress=args.progress, fit_components=run_components)
         rows.append(row)
         per.append(animals)
         print(f"{fam}: ensemble ratio {row['ratio_ensemble']:.3f}, best flexible {row['best_flexible']} {row['ratio_best_flexible']:.3f}, "

@@ -2,11 +2,15 @@
 
 The components of :func:`twin.fit.ensemble_cohort.fit_ensemble` (a rule, a seed or bootstrap)
 are independent until stacking, and each is a sequential, single-threaded fit, so one process
-uses one core however many the machine has. :func:`fit_components_ray` runs each component's
-:func:`~twin.fit.ensemble_cohort.fit_component` as a Ray task (one CPU each, torch at one thread):
-on a local Ray that is every core of the machine, on a cluster every worker. The results are the
-in-process ones (same seeds, same arithmetic); stacking and the per-animal ensembles are then
-made in the calling process.
+uses one core however many the machine has. :func:`fit_components_ray` runs each component as
+Ray tasks (one CPU each, torch at one thread): on a local Ray that is every core of the machine,
+on a cluster every worker. With a refit (the default) a component's two phases are independent
+(:func:`~twin.fit.ensemble_cohort.fit_component_stacking`: fitted before the stacking split and
+scored after it; :func:`~twin.fit.ensemble_cohort.fit_component_final`: refitted on all sessions
+and adapted per animal), so each is its own task and the costliest rule's fit is split over two
+CPUs instead of finishing last; without a refit the final phase adapts the stacking phase's rule
+and both run in one task. The results are the in-process ones (same seeds, same arithmetic);
+stacking and the per-animal ensembles are then made in the calling process.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import pandas as pd
 import ray
 
 from cluster.ray_env import init_ray
-from twin.fit.ensemble_cohort import ComponentConfig, ComponentFit, EnsembleFitConfig, FitComponents, fit_component
+from twin.fit.ensemble_cohort import (
+    ComponentConfig, ComponentFit, EnsembleFitConfig, FinalPhase, FitComponents, StackingPhase, component_fit, fit_component,
+    fit_component_final, fit_component_stacking,
+)
 
 
 #: Rule → relative cost of its fit, for the order tasks are submitted in (the longest first, so
@@ -41,6 +48,20 @@ def _run_component(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitC
     return fit_component(comp, df, config, k, animals_per_batch, progress=False)
 
 
+def _run_stacking(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitConfig, k: int) -> StackingPhase:
+    import torch
+
+    torch.set_num_threads(1)
+    return fit_component_stacking(comp, df, config, k, progress=False)
+
+
+def _run_final(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitConfig, animals_per_batch: int) -> FinalPhase:
+    import torch
+
+    torch.set_num_threads(1)
+    return fit_component_final(comp, df, config, animals_per_batch, progress=False)
+
+
 def fit_components_ray(address: str | None = None, num_cpus: int | None = None, max_retries: int = 1) -> FitComponents:
     """A :data:`~twin.fit.ensemble_cohort.FitComponents` that runs each component as a Ray task.
 
@@ -54,10 +75,20 @@ def fit_components_ray(address: str | None = None, num_cpus: int | None = None, 
 
     def run(components: Sequence[ComponentConfig], df: pd.DataFrame, config: EnsembleFitConfig, k: int, animals_per_batch: int = 32, progress: bool = False) -> list[ComponentFit]:
         init_ray(address, num_cpus=num_cpus)
-        remote = ray.remote(num_cpus=1, max_retries=max_retries)(_run_component)
         df_ref, cfg_ref = ray.put(df), ray.put(config)
-        refs = {i: remote.remote(components[i], df_ref, cfg_ref, k, animals_per_batch) for i in submission_order(components)}
-        return [ray.get(refs[i]) for i in range(len(components))]  # in the components' order
+        order = submission_order(components)
+        if not config.refit:  # the final phase needs the stacking phase's rule: one task each
+            remote = ray.remote(num_cpus=1, max_retries=max_retries)(_run_component)
+            refs = {i: remote.remote(components[i], df_ref, cfg_ref, k, animals_per_batch) for i in order}
+            return [ray.get(refs[i]) for i in range(len(components))]  # in the components' order
+        stacking = ray.remote(num_cpus=1, max_retries=max_retries)(_run_stacking)
+        final = ray.remote(num_cpus=1, max_retries=max_retries)(_run_final)
+        # costliest component first, its final phase (a population fit and the adaptation) first
+        refs = {}
+        for i in order:
+            refs[i, "final"] = final.remote(components[i], df_ref, cfg_ref, animals_per_batch)
+            refs[i, "stacking"] = stacking.remote(components[i], df_ref, cfg_ref, k)
+        return [component_fit(components[i], ray.get(refs[i, "stacking"]), ray.get(refs[i, "final"])) for i in range(len(components))]
 
     return run
 

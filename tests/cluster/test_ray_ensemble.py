@@ -46,3 +46,25 @@ def test_the_costliest_fits_are_submitted_first():
     order = [comps[i].label for i in submission_order(comps)]
     assert order[:2] == ["rnn/seed0", "rnn/seed1"] and order[-1] == "static/seed0"
     assert sorted(order) == sorted(c.label for c in comps)
+
+
+def test_with_a_refit_both_phases_run_as_their_own_tasks_and_make_the_in_process_ensemble(local_ray):
+    trials = simulate(DEFAULT_TRUTHS[Family.REINFORCE].build(), IBL_DEFAULT, 3, 1800, seed=5).trials
+    config = EnsembleFitConfig(components=ensemble_components(("static", "reinforce")), fit=FitConfig(epochs=4, patience=2), refit=True)
+    here = fit_ensemble(trials, config, progress=False)
+    there = fit_ensemble(trials, config, progress=False, fit_components=fit_components_ray())
+    assert [c.label for c in there.components] == [c.label for c in here.components]
+    for a, b in zip(here.components, there.components):
+        assert b.heldout_ll == pytest.approx(a.heldout_ll, abs=1e-6) and b.population_val_ll == pytest.approx(a.population_val_ll, abs=1e-6)
+    for a, b in zip(here.animals, there.animals):
+        assert b.val_ll == pytest.approx(a.val_ll, abs=1e-6)
+        assert b.ensemble.weights.tolist() == pytest.approx(a.ensemble.weights.tolist(), abs=1e-6)
+
+
+def test_without_a_refit_the_final_phase_needs_the_stacking_phase():
+    from twin.fit.ensemble_cohort import fit_component_final
+
+    trials = simulate(DEFAULT_TRUTHS[Family.REINFORCE].build(), IBL_DEFAULT, 2, 600, seed=6).trials
+    config = EnsembleFitConfig(components=ensemble_components(("static",)), fit=FitConfig(epochs=2, patience=2), refit=False)
+    with pytest.raises(ValueError, match="stacking phase"):
+        fit_component_final(config.components[0], trials, config)

@@ -251,10 +251,78 @@ def stacking_session(df: pd.DataFrame, config: EnsembleFitConfig) -> int:
     return max(2, int(df.groupby("subject", sort=False)["session"].max().min()) // 2)
 
 
+@dataclass(frozen=True)
+class StackingPhase:
+    """A component's stacking phase (:func:`fit_component_stacking`).
+
+    Attributes:
+        heldout_ll: ``[B, T]`` held-out log-likelihoods of its twins fitted before session ``k``.
+        population: its population fit on those sessions.
+        warnings: convergence warnings of that fit.
+        seconds: wall time.
+    """
+
+    heldout_ll: torch.Tensor
+    population: PopulationFit
+    warnings: tuple[str, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FinalPhase:
+    """A component's final phase (:func:`fit_component_final`).
+
+    Attributes:
+        twins: its twin of every animal, by subject.
+        population_val_ll: the population fit's validation log-likelihood per trial.
+        seconds: wall time.
+    """
+
+    twins: dict[str, AnimalTwin]
+    population_val_ll: float
+    seconds: float
+
+
+def fit_component_stacking(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitConfig, k: int, progress: bool = False) -> StackingPhase:
+    """The stacking phase of one component: fitted on sessions before ``k``, its twins' held-out
+    log-likelihoods on the later ones (the module docstring's protocol, step 1)."""
+    c0 = time.perf_counter()
+    batch = make_batch(df, config.features)
+    ll, pop, warns = _fit_split(comp, df, batch, k, config, progress)
+    return StackingPhase(ll, pop, tuple(warns), time.perf_counter() - c0)
+
+
+def fit_component_final(
+    comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitConfig, animals_per_batch: int = 32, progress: bool = False,
+    stacking: StackingPhase | None = None,
+) -> FinalPhase:
+    """The final phase of one component: its population rule refitted on all sessions (or, with
+    ``config.refit`` False, the stacking phase's, which must then be given) and adapted to every
+    animal. With ``config.refit`` it does not depend on the stacking phase, so both phases of
+    a component may run at once (:mod:`cluster.ensemble`)."""
+    c0 = time.perf_counter()
+    if config.refit:
+        fit_df = bootstrap_animals(df, comp.seed) if comp.bootstrap else df
+        cfg = CohortFitConfig(spec=comp.spec, fit=replace(config.fit, seed=comp.seed), adaptation=config.adaptation)
+        pop = fit_population(fit_df, cfg, progress)
+    elif stacking is None:
+        raise ValueError("without refit the final phase adapts the stacking phase's population rule: pass it")
+    else:
+        pop = stacking.population
+    twins = [t for part in animal_batches(df, animals_per_batch) for t in adapt_animals(pop, part)]
+    return FinalPhase({t.subject: t for t in twins}, pop.val_ll, time.perf_counter() - c0)
+
+
+def component_fit(comp: ComponentConfig, stacking: StackingPhase, final: FinalPhase) -> ComponentFit:
+    """One component's two phases as one :class:`ComponentFit` (``seconds``: both phases' sum)."""
+    return ComponentFit(comp.label, stacking.heldout_ll, final.twins, final.population_val_ll, stacking.seconds + final.seconds, stacking.warnings)
+
+
 def fit_component(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitConfig, k: int, animals_per_batch: int = 32, progress: bool = False) -> ComponentFit:
-    """Both phases of one component (the module docstring's protocol): the unit of work that
-    :func:`fit_ensemble` maps over the components, in this process or elsewhere (Ray tasks:
-    :mod:`cluster.ensemble`); it depends on nothing but its arguments.
+    """Both phases of one component (the module docstring's protocol), one after the other: the
+    unit of work that :func:`fit_ensemble` maps over the components, in this process or
+    elsewhere (Ray tasks: :mod:`cluster.ensemble`, which may also run the two phases apart); it
+    depends on nothing but its arguments.
 
     Args:
         comp: the component.
@@ -264,17 +332,8 @@ def fit_component(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitCo
         animals_per_batch: animals adapted per batch.
         progress: progress bars of its population fits.
     """
-    c0 = time.perf_counter()
-    batch = make_batch(df, config.features)
-    ll, split_pop, warns = _fit_split(comp, df, batch, k, config, progress)
-    if config.refit:
-        fit_df = bootstrap_animals(df, comp.seed) if comp.bootstrap else df
-        cfg = CohortFitConfig(spec=comp.spec, fit=replace(config.fit, seed=comp.seed), adaptation=config.adaptation)
-        pop = fit_population(fit_df, cfg, progress)
-    else:
-        pop = split_pop
-    twins = [t for part in animal_batches(df, animals_per_batch) for t in adapt_animals(pop, part)]
-    return ComponentFit(comp.label, ll, {t.subject: t for t in twins}, pop.val_ll, time.perf_counter() - c0, tuple(warns))
+    stacking = fit_component_stacking(comp, df, config, k, progress)
+    return component_fit(comp, stacking, fit_component_final(comp, df, config, animals_per_batch, progress, stacking))
 
 
 FitComponents = Callable[[Sequence[ComponentConfig], pd.DataFrame, EnsembleFitConfig, int, int, bool], list[ComponentFit]]
@@ -409,8 +468,13 @@ __all__ = [
     "component_log_likelihood",
     "ensemble_components",
     "ensemble_hyperparameters",
+    "FinalPhase",
     "FitComponents",
+    "StackingPhase",
+    "component_fit",
     "fit_component",
+    "fit_component_final",
+    "fit_component_stacking",
     "fit_components_here",
     "fit_ensemble",
     "fit_ensemble_cohort",

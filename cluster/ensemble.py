@@ -31,7 +31,11 @@ from twin.fit.ensemble_cohort import (
 #: that on fewer CPUs than components no long fit starts last): the per-origin fit times of the
 #: rolling-origin experiment (``experiments/results/rolling_origin_summary.md``: static 0.3,
 #: dnn 3.9, reinforce 6.1, dnn_delta 11.8 min) and the RNN's step, the costliest per trial
-#: (``bench/results/fit_throughput.md``). Unknown rules count as the costliest.
+#: (``bench/results/fit_throughput.md``). Unknown rules count as the costliest. The order is a
+#: heuristic: costs depend on the data (at 40 x 6,000 simulated REINFORCE learners,
+#: ``bench/results/ensemble_fit_full_ray.md``: reinforce 404 s, dnn_delta 354 s, rnn 347 s, dnn
+#: 105 s, static 12 s), and with a refit each component's two phases are separate tasks, which
+#: evens the load whatever the order.
 FIT_COST_RANK = {"static": 0, "dnn": 1, "reinforce": 2, "dnn_delta": 3, "rnn": 4}
 
 

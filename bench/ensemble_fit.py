@@ -173,6 +173,7 @@ def main() -> None:
         "check_ensemble_seconds": check_ens_s,
         "components_with_weight": drawn,
         "stacking": table.to_dict(orient="records"),
+        "fit_warnings": {c.label: list(c.warnings) for c in ens.components if c.warnings},
         "full_size_measured": name == "full",
         "extrapolated_full_size_seconds": extrapolated,
         "extrapolated_full_size_cpu_seconds": extrapolated_cpu,
@@ -208,6 +209,8 @@ def main() -> None:
         "",
         pd.DataFrame(result["stacking"]).to_markdown(index=False, floatfmt=".4f"),  # type: ignore[arg-type]
         "",
+        *(["Convergence warnings of the components' population fits: " + "; ".join(f"{c.label}: {' / '.join(c.warnings)}" for c in ens.components if c.warnings), ""]
+          if any(c.warnings for c in ens.components) else ["No convergence warnings from the components' population fits.", ""]),
         f"Load average at the end: {result['load_average_1min_at_end']:.1f} on {os.cpu_count()} cores (wall times of a shared machine; CPU seconds are the steadier figure).",
         "",
         f"Full size ({TARGET_ANIMALS} x {TARGET_TRIALS}): {result['extrapolation']}: {extrapolated:.0f} s wall{' (the Ray fit)' if ens_s is None else ''} / {fmt(extrapolated_cpu)} s CPU against the {TARGET_SECONDS} s target"

@@ -18,6 +18,7 @@ joint optimiser over the batch is the same as one per animal up to Adam's per-pa
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -30,6 +31,14 @@ from twin.data.splits import split_sessions
 from twin.fit.train import ConvergenceIssue, EpochRecord, FitConfig, convergence_warnings, fit, resolve_device, train_epoch, _inputs
 from twin.models.learner import LearnerModel
 from twin.models.params import Adaptation, TwinModel, TwinParams, rule_ref
+
+log = logging.getLogger("twin.fit.adapt")
+
+#: The objective an :func:`infer_start` closure reports where the rollout overflowed (a
+#: non-finite loss): large and finite, so L-BFGS's line search backtracks from the step instead
+#: of reading the NaN as progress and extrapolating (PyTorch's strong-Wolfe search compares with
+#: NaN as False and keeps stepping out, which once left starts of order 1e24).
+NONFINITE_LOSS = 1e30
 
 
 @dataclass(frozen=True)
@@ -280,15 +289,28 @@ def infer_start(population: LearnerModel, first: TrialBatch, prior: StartPrior, 
     params = [w0] + ([log_rate] if fit_rate else [])
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
 
+    def objective(w: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """``[B]`` each animal's negative log posterior (up to a constant)."""
+        out = -model.log_likelihood(batch, w, r).sum(1) + 0.5 * (((w - mean) / sd) ** 2).sum(1)
+        return out + 0.5 * ((r / lr_sd) ** 2).sum(1) if fit_rate else out
+
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
-        loss = -model.log_likelihood(batch, w0, log_rate).sum() + 0.5 * (((w0 - mean) / sd) ** 2).sum()
-        if fit_rate:
-            loss = loss + 0.5 * ((log_rate / lr_sd) ** 2).sum()
+        loss = objective(w0, log_rate).sum()
+        if not bool(torch.isfinite(loss)):  # an overflowing step: report it as very bad, no gradient
+            return loss.new_tensor(NONFINITE_LOSS)
         loss.backward()
         return loss
 
+    start = (w0.detach().clone(), log_rate.detach().clone())
     opt.step(closure)
+    with torch.no_grad():  # an animal whose optimum is not finite, or worse than its start, keeps its start
+        end = objective(w0, log_rate)
+        bad = ~torch.isfinite(end) | ~(w0.isfinite().all(1) & log_rate.isfinite().all(1)) | (end > objective(*start))
+        if bool(bad.any()):
+            w0[bad], log_rate[bad] = start[0][bad], start[1][bad]
+            log.warning("start inference: %d of %d animals kept the prior mean (their L-BFGS optimum was not finite or worse): %s",
+                        int(bad.sum()), n_b, ", ".join(s for s, b in zip(first.subjects, bad.tolist()) if b)[:500])
     shared, ref = _frozen_copy(population), rule_ref(population)
     return {s: TwinModel(shared, TwinParams(w0[i].detach().float(), log_rate[i].detach().float(), ref)) for i, s in enumerate(first.subjects)}
 

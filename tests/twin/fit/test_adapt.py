@@ -154,3 +154,32 @@ def test_batched_adaptation_warns_per_animal():
     bad = adapt_batched(truth, train, dataclasses.replace(val, y=y, reward=reward), fit_rate=False, config=FitConfig(learning_rate=0.02, epochs=1, patience=5))
     chance = {s for s, msgs in bad.warnings.items() if any("coin flip" in m for m in msgs)}
     assert chance == {train.subjects[0]}
+
+
+def test_start_inference_backs_off_an_overflowing_step_and_keeps_finite_starts(monkeypatch, caplog):
+    """A likelihood that keeps improving toward a region where the rollout overflows (NaN), as a
+    fitted dnn_delta's did on the perseveration family (starts of order 1e24): the line search
+    must back off the NaN instead of stepping on, and every start stays finite and no worse than
+    the prior mean."""
+    from twin.fit.adapt import StartPrior, infer_start
+    from twin.models.learner import LearnerModel
+
+    truth = DEFAULT_TRUTHS[Family.REINFORCE].build()
+    sim = simulate(truth, IBL_DEFAULT, 3, 300, seed=7)
+    first = make_batch(sim.trials[sim.trials["session"] == 1])
+    real = LearnerModel.log_likelihood
+
+    def overflowing(self, batch, w0=None, log_rate=None, fused=True):  # type: ignore[no-untyped-def]
+        ll = real(self, batch, w0, log_rate, fused)
+        pull = 50.0 * log_rate.sum(1, keepdim=True) * batch.mask / batch.mask.sum(1, keepdim=True)  # more is better ...
+        nan = (log_rate.max(1, keepdim=True).values > 3.0).expand_as(ll)  # ... until the rates overflow
+        return torch.where(nan, torch.full_like(ll, float("nan")), ll + pull)
+
+    monkeypatch.setattr(LearnerModel, "log_likelihood", overflowing)
+    prior = StartPrior(torch.zeros(2), torch.full((2,), 3.0), torch.full((2,), 10.0))
+    twins = infer_start(truth, first, prior, fit_rate=True, iterations=50)
+    rates = torch.stack([t.params.log_rate for t in twins.values()])
+    w0 = torch.stack([t.params.w0 for t in twins.values()])
+    assert torch.isfinite(rates).all() and torch.isfinite(w0).all()
+    assert float(rates.max()) <= 3.0 and float(w0.abs().max()) < 100.0
+    assert float(rates.max()) > 0.5  # it did move toward the pull: not simply the prior mean

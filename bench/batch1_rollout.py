@@ -69,6 +69,17 @@ def _compiled_rollout(rule, w, h, pre):  # type: ignore[no-untyped-def]
     return run
 
 
+def _random_trials(b: int, trials: int, k: int, seed: int, sessions: int) -> UpdateInputs:
+    """``b`` animals' random trials (features, choices, rewarded sides) in ``sessions`` sessions."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, trials, k, generator=g)
+    y = (torch.rand(b, trials, generator=g) < 0.5).float()
+    ans = (torch.rand(b, trials, generator=g) < 0.5).float()
+    ss = torch.zeros(b, trials)
+    ss[:, :: max(trials // sessions, 1)] = 1.0
+    return UpdateInputs.from_trials(x, y, (y == ans).float(), ans, ss)
+
+
 def batch_sweep(batches: list[int], trials: int) -> list[dict[str, object]]:
     """Kernel vs torch loop for no-grad rollouts of ``trials`` trials at each batch size, every
     rule with a kernel that learns: CPU seconds, best of 3 interleaved runs of each."""
@@ -80,14 +91,8 @@ def batch_sweep(batches: list[int], trials: int) -> list[dict[str, object]]:
             continue
         k = m.n_weights
         for b in batches:
-            g = torch.Generator().manual_seed(b)
-            x = torch.randn(b, trials, k, generator=g)
-            y = (torch.rand(b, trials, generator=g) < 0.5).float()
-            ans = (torch.rand(b, trials, generator=g) < 0.5).float()
-            ss = torch.zeros(b, trials)
-            ss[:, :: max(trials // 4, 1)] = 1.0
             with torch.no_grad():
-                pre = m.rule.precompute(UpdateInputs.from_trials(x, y, (y == ans).float(), ans, ss))
+                pre = m.rule.precompute(_random_trials(b, trials, k, seed=b, sessions=4))
                 w, h = m.initial(b)
                 rate = torch.full((b, k), 1.1)
                 times: dict[str, list[float]] = {"torch": [], "kernel": []}
@@ -126,13 +131,7 @@ def main() -> int:
     warm = batch1.warm_up()
     print(f"fused kernels ready in {warm.seconds:.1f} s")
     k = FeatureSpec().n_features
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, args.trials, k, generator=g)
-    y = (torch.rand(1, args.trials, generator=g) < 0.5).float()
-    ans = (torch.rand(1, args.trials, generator=g) < 0.5).float()
-    ss = torch.zeros(1, args.trials)
-    ss[0, :: max(args.trials // 3, 1)] = 1.0
-    inp = UpdateInputs.from_trials(x, y, (y == ans).float(), ans, ss)
+    inp = _random_trials(1, args.trials, k, seed=0, sessions=3)
     rows = []
     for name in rule_names():
         torch.manual_seed(0)

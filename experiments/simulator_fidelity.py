@@ -9,8 +9,11 @@ by stacking on held-out future sessions), is fitted on the fitting animals only.
 animal then gets its own starting state: per component, the MAP ``w0`` and rate multipliers from
 its first ``cutoff`` sessions under the population prior (:func:`twin.fit.adapt.infer_start`, prior
 :func:`twin.fit.adapt.cohort_start_prior` from the fitting animals' first sessions), never the
-population mean; the ensemble weights are the cohort's stacking weights (a new animal has no
-held-out sessions of its own to weight by).
+population mean; the ensemble weights are the fit's **new-animal stacking weights**
+(:attr:`~twin.fit.ensemble_cohort.EnsembleFit.new_animal_weights`: each component scored on the
+fitting animals' future sessions from starts inferred from their first ``cutoff`` sessions, the
+way it is used here; a new animal has no held-out sessions of its own to weight by). The ratio
+under the cohort's weights (stacked on adapted twins, the cohort's own use) is reported beside it.
 
 Scored on the held-out animals' sessions after the cut-off:
 
@@ -184,13 +187,14 @@ def run_family(family: Family, cfg: FidelityConfig, progress: bool = False, fit_
     late = None if cfg.refit else max(2, int(fitting_df.groupby("subject")["session"].max().min()) - 1)
     ens_cfg = EnsembleFitConfig(
         components=ensemble_components(cfg.rules, seeds=cfg.seeds), fit=FitConfig(epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed), refit=cfg.refit, choose_at=late,
+        new_animal_sessions=cfg.cutoff,
     )
     ens_fit = fit_ensemble(fitting_df, ens_cfg, progress=progress, fit_components=fit_components)
     t_fit = time.perf_counter() - t0
     _log(f"{family.value}: ensemble fitted (" + ", ".join(f"{c.label} {c.seconds:.0f}s" for c in ens_fit.components) + ")", t0)
     labels = tuple(c.label for c in ens_cfg.components)
     populations = [ens_fit.animals[0].ensemble.components[j].population for j in range(len(labels))]
-    weights = ens_fit.stacking.cohort
+    weights, cohort_weights = ens_fit.new_animal_weights, ens_fit.stacking.cohort
 
     # held-out animals: each one's start from its own first sessions, scored after them
     first_fit, first_test = make_batch(_sessions_upto(fitting_df, cfg.cutoff)), make_batch(_sessions_upto(test_df, cfg.cutoff))
@@ -219,9 +223,12 @@ def run_family(family: Family, cfg: FidelityConfig, progress: bool = False, fit_
     row: dict[str, object] = {"family": family.value, "held_out": len(order), "scored_trials": int(n_scored)}
     row["ll_static_own"], row["ll_truth"], row["ll_ensemble"] = st.sum() / n_scored, tr.sum() / n_scored, en.sum() / n_scored
     row["ratio_ensemble"], row["ratio_ensemble_lo"], row["ratio_ensemble_hi"] = _ratio_interval(en, st, tr, idx)
+    en_cw = _summed(mixture_log_likelihood(comp_ll, cohort_weights), scored.mask)
+    row["ratio_ensemble_cohort_w"], row["ratio_ensemble_cohort_w_lo"], row["ratio_ensemble_cohort_w_hi"] = _ratio_interval(en_cw, st, tr, idx)
     for lab, v in comps.items():
         row[f"ratio_{lab}"], row[f"ratio_{lab}_lo"], row[f"ratio_{lab}_hi"] = _ratio_interval(v, st, tr, idx)
         row[f"weight_{lab}"] = float(weights[labels.index(lab)])
+        row[f"cohort_weight_{lab}"] = float(cohort_weights[labels.index(lab)])
     flex = [lab for lab in labels if lab.split("/")[0] in FLEXIBLE_RULES]
     best = max(flex, key=lambda lab: float(row[f"ratio_{lab}"])) if flex else None  # type: ignore[arg-type]
     row["best_flexible"] = best or ""
@@ -273,6 +280,7 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
             "truth gain (nats/trial)": f"{gain:+.4f}",
             "ensemble ratio": "undefined" if undefined else _fmt(r["ratio_ensemble"], r["ratio_ensemble_lo"], r["ratio_ensemble_hi"]),
             "≥0.95": "n/a" if undefined else flags(r, "pass_ensemble_095"),
+            "ensemble, cohort weights": "undefined" if undefined or "ratio_ensemble_cohort_w" not in r else _fmt(r["ratio_ensemble_cohort_w"], r["ratio_ensemble_cohort_w_lo"], r["ratio_ensemble_cohort_w_hi"]),
             "best flexible": "undefined" if undefined else f"{r['best_flexible'].split('/')[0]} {_fmt(r['ratio_best_flexible'], r['ratio_best_flexible_lo'], r['ratio_best_flexible_hi'])}",
             "≥0.90": "n/a" if undefined else flags(r, "pass_flexible_090"),
             **{lab.split("/")[0]: f"{float(r[f'ratio_{lab}']):.2f}" for lab in _labels(rows)},
@@ -296,7 +304,8 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
             "oracle gap": f"{float(r['oracle_frac_gap']):+.2f}",
             "oracle cov90": f"{float(r['oracle_cov90']):.2f}",
         })
-    t3 = [{"family": r["family"], **{f"w {lab.split('/')[0]}": f"{float(r[f'weight_{lab}']):.2f}" for lab in _labels(rows)}, "LL static_own": f"{float(r['ll_static_own']):.4f}",
+    t3 = [{"family": r["family"], **{f"w {lab.split('/')[0]}": f"{float(r[f'weight_{lab}']):.2f}" + (f" ({float(r[f'cohort_weight_{lab}']):.2f})" if f"cohort_weight_{lab}" in r else "")
+                                     for lab in _labels(rows)}, "LL static_own": f"{float(r['ll_static_own']):.4f}",
            "LL truth": f"{float(r['ll_truth']):.4f}", "LL ensemble": f"{float(r['ll_ensemble']):.4f}", "minutes": f"{float(r['seconds']) / 60:.1f}", "fit warnings": r["fit_warnings"] or "none"} for _, r in rows.iterrows()]
     scale = f"{cfg.fit_animals} fitting + {cfg.test_animals} held-out animals × {cfg.trials:,} trials per family"
     lines = [
@@ -316,6 +325,8 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
         "",
         "`truth gain` is the denominator, LL(truth) − LL(static_own) per scored trial; where it is not positive the ratio is",
         "undefined (n/a). Single-rule columns: each component's ratio, teacher-forced from its own inferred start.",
+        "`ensemble ratio` weights the components by the new-animal stacking weights (the default for an animal outside the",
+        "cohort); `ensemble, cohort weights` by the cohort's weights, stacked on twins adapted to many sessions.",
         "",
         pd.DataFrame(t1).to_markdown(index=False),
         "",
@@ -327,6 +338,8 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
         pd.DataFrame(t2).to_markdown(index=False),
         "",
         "## Stacking weights, per-trial LLs on the scored sessions (nats), time",
+        "",
+        "`w`: the new-animal weights the ensemble ratio and the generative check use (the cohort's weights in brackets).",
         "",
         pd.DataFrame(t3).to_markdown(index=False),
         "",

@@ -34,6 +34,7 @@ def test_components_on_ray_make_the_in_process_ensemble(local_ray):
     assert there.choose_at == here.choose_at
     for a, b in zip(here.components, there.components):
         assert b.heldout_ll == pytest.approx(a.heldout_ll, abs=1e-6) and b.weight == pytest.approx(a.weight, abs=1e-6)
+        assert b.new_animal_ll == pytest.approx(a.new_animal_ll, abs=1e-6) and b.new_animal_weight == pytest.approx(a.new_animal_weight, abs=1e-6)
     for a, b in zip(here.animals, there.animals):
         assert a.subject == b.subject and b.val_ll == pytest.approx(a.val_ll, abs=1e-6)
         assert b.ensemble.weights.tolist() == pytest.approx(a.ensemble.weights.tolist(), abs=1e-6)

@@ -8,6 +8,16 @@ The protocol, for each component (a rule's spec, a seed, optionally a bootstrap 
    animal's twin the same way, and score each twin teacher-forced on its animal's sessions
    ``> k``: per-trial held-out log-likelihoods, the use a twin is for. Stacking
    (:func:`twin.fit.stacking.stack`) turns them into cohort and per-animal weights.
+
+   **New animals** are used differently: an animal the rule was not fitted on starts from a
+   state inferred from its own first ``c`` sessions (:func:`twin.fit.adapt.infer_start`), not
+   from an adaptation to many sessions. So the same phase also scores each component *that*
+   way: every animal's start inferred from its first ``c`` sessions under the population prior
+   (:func:`twin.fit.adapt.cohort_start_prior`), then teacher-forced on the same sessions ``> k``;
+   stacking those gives the **new-animal weights**. The two sets differ where a flexible rule
+   forecasts well from a rich adaptation but poorly from a few sessions' start (measured on the
+   perseveration family: ``dnn_delta`` took 0.29 of the cohort weight and scored an LL-gain
+   ratio of −2.71 on new animals; ``experiments/simulator_fidelity.py``).
 2. **Final phase.** Refit the population rule on all sessions (each animal's last session
    validates), adapt every animal's twin and compute its end state (``refit=False`` keeps the
    stacking phase's population rule and only re-adapts the animals: about half the cost).
@@ -32,12 +42,12 @@ from twin.data.batch import TrialBatch, make_batch
 from twin.data.features import FeatureSpec
 from twin.data.splits import split_last_sessions, split_sessions
 from twin.errors import TwinError
-from twin.fit.adapt import adapt, default_adapt_config
+from twin.fit.adapt import adapt, cohort_start_prior, default_adapt_config, infer_start
 from twin.fit.cohort import SERVING_ALIAS, AnimalTwin, CohortFitConfig, PopulationFit, adapt_animals, animal_batches, fit_population, twin_end_state
 from twin.fit.stacking import StackingConfig, StackingResult, stack
 from twin.fit.train import FitConfig, fit
 from twin.models.ensemble import TwinEnsemble, mixture_log_likelihood
-from twin.models.learner import ModelSpec
+from twin.models.learner import LearnerModel, ModelSpec
 from twin.models.params import Adaptation, TwinModel, stack_params
 from twin.models.rules import make_config
 from twin.persist.records import TwinHyperparameters, TwinMetrics
@@ -101,6 +111,9 @@ class EnsembleFitConfig:
             half the smallest animal's session count.
         refit: refit each population rule on all sessions after stacking (else keep the
             stacking phase's rule and re-adapt the animals only).
+        new_animal_sessions: ``c``, the first sessions a new animal's start is inferred from
+            when the new-animal weights are stacked (clipped below ``k``); None: no new-animal
+            weights (they cost one start inference per component).
     """
 
     components: tuple[ComponentConfig, ...] = field(default_factory=ensemble_components)
@@ -109,8 +122,11 @@ class EnsembleFitConfig:
     stacking: StackingConfig = StackingConfig()
     choose_at: int | None = None
     refit: bool = True
+    new_animal_sessions: int | None = 2
 
     def __post_init__(self) -> None:
+        if self.new_animal_sessions is not None and self.new_animal_sessions < 1:
+            raise ValueError(f"new_animal_sessions must be >= 1 or None, got {self.new_animal_sessions}")
         if not self.components:
             raise ValueError("an ensemble needs at least one component")
         if len({c.spec.features for c in self.components}) > 1:
@@ -135,6 +151,9 @@ class ComponentReport:
         population_val_ll: the final population fit's validation log-likelihood per trial.
         seconds: wall time of both phases.
         warnings: convergence warnings of its population fits.
+        new_animal_ll: teacher-forced log-likelihood per trial on the same sessions from
+            starts inferred from the animals' first sessions (nats; NaN when not computed).
+        new_animal_weight: its new-animal stacking weight (NaN when not computed).
     """
 
     label: str
@@ -143,6 +162,8 @@ class ComponentReport:
     population_val_ll: float
     seconds: float
     warnings: tuple[str, ...] = ()
+    new_animal_ll: float = float("nan")
+    new_animal_weight: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -174,6 +195,8 @@ class EnsembleFit:
         components: per-component reports, in the config's order.
         choose_at: the stacking split's session ``k``.
         seconds: wall time.
+        new_animal: the new-animal weights (cohort weights only, ``per_animal`` their copies)
+            and scores; None when ``new_animal_sessions`` is None.
     """
 
     animals: tuple[AnimalEnsemble, ...]
@@ -181,11 +204,25 @@ class EnsembleFit:
     components: tuple[ComponentReport, ...]
     choose_at: int
     seconds: float
+    new_animal: StackingResult | None = None
+
+    @property
+    def new_animal_weights(self) -> torch.Tensor:
+        """``[M]`` the weights of an ensemble twin for an animal outside the cohort: the
+        new-animal stacking weights, or the cohort's when they were not computed."""
+        return (self.new_animal or self.stacking).cohort
 
     def table(self) -> pd.DataFrame:
-        """One row per component (label, held-out LL, cohort weight, ...), then the ensemble's."""
-        rows = [{"component": c.label, "heldout_ll_nats": c.heldout_ll, "weight": c.weight, "population_val_ll": c.population_val_ll, "seconds": c.seconds} for c in self.components]
-        rows.append({"component": "ensemble", "heldout_ll_nats": self.stacking.ensemble_ll, "weight": 1.0, "population_val_ll": float("nan"), "seconds": self.seconds})
+        """One row per component (label, held-out LL, cohort weight, new-animal LL and weight,
+        ...), then the ensemble's."""
+        rows = [
+            {"component": c.label, "heldout_ll_nats": c.heldout_ll, "weight": c.weight, "new_animal_ll_nats": c.new_animal_ll, "new_animal_weight": c.new_animal_weight,
+             "population_val_ll": c.population_val_ll, "seconds": c.seconds}
+            for c in self.components
+        ]
+        na = self.new_animal.ensemble_ll if self.new_animal is not None else float("nan")
+        rows.append({"component": "ensemble", "heldout_ll_nats": self.stacking.ensemble_ll, "weight": 1.0, "new_animal_ll_nats": na, "new_animal_weight": 1.0 if self.new_animal else float("nan"),
+                     "population_val_ll": float("nan"), "seconds": self.seconds})
         return pd.DataFrame(rows)
 
 
@@ -210,15 +247,32 @@ def component_log_likelihood(twins: Sequence[TwinModel], batch: TrialBatch) -> t
         return torch.cat([t.model.log_likelihood(batch.select([i])) for i, t in enumerate(twins)])
 
 
-def _fit_split(comp: ComponentConfig, df: pd.DataFrame, batch: TrialBatch, k: int, config: EnsembleFitConfig, progress: bool) -> tuple[torch.Tensor, PopulationFit, list[str]]:
-    """The stacking phase of one component: ``[B, T]`` held-out LL of its twins, its population fit."""
+def new_animal_log_likelihood(population: LearnerModel, batch: TrialBatch, first_sessions: int, scored: TrialBatch) -> torch.Tensor:
+    """``[B, T]`` per-trial log-likelihood of ``population`` used as for a new animal: each
+    animal's start (``w0`` and rates) inferred from its own first ``first_sessions`` sessions
+    under the cohort prior made from those same sessions (:func:`twin.fit.adapt.cohort_start_prior`,
+    :func:`twin.fit.adapt.infer_start`), then teacher-forced from trial 1 and read on
+    ``scored``'s trials (0 elsewhere)."""
+    first = batch.truncate_sessions(torch.full((batch.n_animals,), first_sessions, dtype=torch.long))
+    starts = infer_start(population, first, cohort_start_prior(population, first), fit_rate=True)
+    return component_log_likelihood([starts[s] for s in batch.subjects], scored)
+
+
+def _fit_split(
+    comp: ComponentConfig, df: pd.DataFrame, batch: TrialBatch, k: int, config: EnsembleFitConfig, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, PopulationFit, list[str]]:
+    """The stacking phase of one component: ``[B, T]`` held-out LL of its twins, the same as
+    new animals' (or None), its population fit, its warnings."""
     cfg = replace(config.fit, seed=comp.seed)
     split = split_sessions(batch, k)
     fit_split = split_sessions(make_batch(bootstrap_animals(df, comp.seed), comp.spec.features), k) if comp.bootstrap else split
     pop = fit(comp.spec, fit_split.train, fit_split.val, cfg, progress=progress, description=f"ensemble {comp.label} (sessions < {k})")
     res = adapt(pop.model, split.train, split.val, config.adaptation, default_adapt_config(config.adaptation))
     ll = component_log_likelihood([res.twins[s] for s in batch.subjects], split.test)
-    return ll, PopulationFit(pop.model, pop.best_val_ll, config.adaptation, None), [w.message for w in pop.warnings]
+    new = None
+    if config.new_animal_sessions is not None:
+        new = new_animal_log_likelihood(pop.model, batch, min(config.new_animal_sessions, k - 1), split.test)
+    return ll, new, PopulationFit(pop.model, pop.best_val_ll, config.adaptation, None), [w.message for w in pop.warnings]
 
 
 @dataclass(frozen=True)
@@ -233,6 +287,8 @@ class ComponentFit:
         population_val_ll: the final population fit's validation log-likelihood per trial.
         seconds: wall time of both phases.
         warnings: convergence warnings of its population fits.
+        new_animal_ll: ``[B, T]`` the same trials' log-likelihoods from starts inferred from
+            the animals' first sessions (:func:`new_animal_log_likelihood`), or None.
     """
 
     label: str
@@ -241,6 +297,7 @@ class ComponentFit:
     population_val_ll: float
     seconds: float
     warnings: tuple[str, ...]
+    new_animal_ll: torch.Tensor | None = None
 
 
 def stacking_session(df: pd.DataFrame, config: EnsembleFitConfig) -> int:
@@ -260,12 +317,14 @@ class StackingPhase:
         population: its population fit on those sessions.
         warnings: convergence warnings of that fit.
         seconds: wall time.
+        new_animal_ll: ``[B, T]`` the same trials scored as for new animals, or None.
     """
 
     heldout_ll: torch.Tensor
     population: PopulationFit
     warnings: tuple[str, ...]
     seconds: float
+    new_animal_ll: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -288,8 +347,8 @@ def fit_component_stacking(comp: ComponentConfig, df: pd.DataFrame, config: Ense
     log-likelihoods on the later ones (the module docstring's protocol, step 1)."""
     c0 = time.perf_counter()
     batch = make_batch(df, config.features)
-    ll, pop, warns = _fit_split(comp, df, batch, k, config, progress)
-    return StackingPhase(ll, pop, tuple(warns), time.perf_counter() - c0)
+    ll, new, pop, warns = _fit_split(comp, df, batch, k, config, progress)
+    return StackingPhase(ll, pop, tuple(warns), time.perf_counter() - c0, new)
 
 
 def fit_component_final(
@@ -315,7 +374,7 @@ def fit_component_final(
 
 def component_fit(comp: ComponentConfig, stacking: StackingPhase, final: FinalPhase) -> ComponentFit:
     """One component's two phases as one :class:`ComponentFit` (``seconds``: both phases' sum)."""
-    return ComponentFit(comp.label, stacking.heldout_ll, final.twins, final.population_val_ll, stacking.seconds + final.seconds, stacking.warnings)
+    return ComponentFit(comp.label, stacking.heldout_ll, final.twins, final.population_val_ll, stacking.seconds + final.seconds, stacking.warnings, stacking.new_animal_ll)
 
 
 def fit_component(comp: ComponentConfig, df: pd.DataFrame, config: EnsembleFitConfig, k: int, animals_per_batch: int = 32, progress: bool = False) -> ComponentFit:
@@ -374,6 +433,10 @@ def fit_ensemble(
     if [f.label for f in fits] != [c.label for c in config.components]:
         raise TwinError("the component fits do not match the ensemble's components")
     weights = stack(torch.stack([f.heldout_ll for f in fits]), split_mask, config.stacking)
+    new_lls = [f.new_animal_ll for f in fits]
+    new = None
+    if all(x is not None for x in new_lls):
+        new = stack(torch.stack(new_lls), split_mask, replace(config.stacking, shrinkage=None))  # type: ignore[arg-type]
     _, val = split_last_sessions(batch)
     val_ll = torch.stack([component_log_likelihood([f.twins[s].twin for s in batch.subjects], val) for f in fits])  # [M, B, T]
     labels = tuple(c.label for c in config.components)
@@ -384,10 +447,15 @@ def fit_ensemble(
         sel = val.mask[i]
         v = float(mixture_log_likelihood(val_ll[:, i, sel], ens.weights).mean()) if bool(sel.any()) else float("nan")
         animals.append(AnimalEnsemble(s, ens, members[0].trained_through_session, members[0].data_hash, v))
+    nan = float("nan")
     comps = tuple(
-        ComponentReport(f.label, float(weights.component_ll[j]), float(weights.cohort[j]), f.population_val_ll, f.seconds, f.warnings) for j, f in enumerate(fits)
+        ComponentReport(
+            f.label, float(weights.component_ll[j]), float(weights.cohort[j]), f.population_val_ll, f.seconds, f.warnings,
+            float(new.component_ll[j]) if new is not None else nan, float(new.cohort[j]) if new is not None else nan,
+        )
+        for j, f in enumerate(fits)
     )
-    return EnsembleFit(tuple(animals), weights, comps, k, time.perf_counter() - t0)
+    return EnsembleFit(tuple(animals), weights, comps, k, time.perf_counter() - t0, new)
 
 
 def ensemble_hyperparameters(config: EnsembleFitConfig, cohort: str | None = None) -> TwinHyperparameters:
@@ -478,6 +546,7 @@ __all__ = [
     "fit_components_here",
     "fit_ensemble",
     "fit_ensemble_cohort",
+    "new_animal_log_likelihood",
     "stacking_session",
     "store_ensembles",
     "update_ensemble",

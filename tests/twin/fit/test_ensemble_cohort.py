@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from twin.fit.cohort import SERVING_ALIAS, update_twin
-from twin.fit.ensemble_cohort import EnsembleFitConfig, bootstrap_animals, ensemble_components, fit_ensemble_cohort
+from twin.data.batch import make_batch
+from twin.data.splits import split_sessions
+from twin.fit.adapt import cohort_start_prior, infer_start
+from twin.fit.ensemble_cohort import (
+    EnsembleFitConfig, bootstrap_animals, component_log_likelihood, ensemble_components, fit_ensemble, fit_ensemble_cohort, new_animal_log_likelihood,
+)
 from twin.fit.train import FitConfig
 from twin.models.ensemble import ENSEMBLE_RULE
 from twin.persist.store import TwinStore
@@ -38,6 +43,10 @@ def test_the_generating_rule_gets_most_of_the_weight_and_the_ensemble_is_stored(
     table = res.table()
     assert list(table["component"]) == ["static/seed0", "reinforce/seed0", "ensemble"]
     assert float(res.stacking.cohort[1]) > 0.8, table
+    # new-animal weights: stacked on the same future sessions from starts inferred from 2 sessions
+    assert res.new_animal is not None and float(res.new_animal.cohort.sum()) == pytest.approx(1.0)
+    assert torch.equal(res.new_animal_weights, res.new_animal.cohort) and float(res.new_animal_weights[1]) > 0.5, table
+    assert table["new_animal_ll_nats"].notna().all() and (table["new_animal_ll_nats"] < 0).all()
     assert res.stacking.ensemble_ll >= float(res.stacking.component_ll.max()) - 1e-9
     assert all(v.rule == ENSEMBLE_RULE for v in versions) and len(versions) == 3
     loaded = store.load_twin(subject, alias=SERVING_ALIAS)
@@ -74,7 +83,35 @@ def test_bootstrap_resamples_whole_animals(trials):
     assert bootstrap_animals(trials, seed=1).equals(boot)
 
 
+def test_new_animal_scores_are_teacher_forced_from_starts_inferred_from_the_first_sessions(trials):
+    """The new-animal log-likelihood is exactly: starts inferred from the first sessions under
+    the cohort prior of those sessions, the rule teacher-forced from trial 1, read on the scored
+    trials; a start from more sessions changes it."""
+    from twin.fit.train import fit
+    from twin.models.learner import ModelSpec
+
+    batch = make_batch(trials)
+    split = split_sessions(batch, 3)
+    pop = fit(ModelSpec("reinforce"), split.train, split.val, FitConfig(epochs=3, patience=2), progress=False).model
+    got = new_animal_log_likelihood(pop, batch, 2, split.test)
+    first = batch.truncate_sessions(torch.full((batch.n_animals,), 2))
+    starts = infer_start(pop, first, cohort_start_prior(pop, first), fit_rate=True)
+    want = component_log_likelihood([starts[s] for s in batch.subjects], split.test)
+    assert got.shape == batch.mask.shape and torch.allclose(got, want)
+    assert bool((got[~split.test.mask] == 0).all()) and bool(torch.isfinite(got).all())
+    assert not torch.allclose(new_animal_log_likelihood(pop, batch, 1, split.test), got)
+
+
+def test_without_new_animal_sessions_new_animals_get_the_cohort_weights(trials):
+    config = EnsembleFitConfig(components=ensemble_components(("static", "reinforce")), fit=FitConfig(epochs=2, patience=2), refit=False, new_animal_sessions=None)
+    res = fit_ensemble(trials, config, progress=False)
+    assert res.new_animal is None and torch.equal(res.new_animal_weights, res.stacking.cohort)
+    assert res.table()["new_animal_ll_nats"].isna().all()
+
+
 def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="new_animal_sessions"):
+        EnsembleFitConfig(new_animal_sessions=0)
     with pytest.raises(ValueError, match="duplicate"):
         EnsembleFitConfig(components=ensemble_components(("static", "static")))
     with pytest.raises(ValueError, match="at least one"):

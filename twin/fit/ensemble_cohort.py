@@ -9,15 +9,18 @@ The protocol, for each component (a rule's spec, a seed, optionally a bootstrap 
    ``> k``: per-trial held-out log-likelihoods, the use a twin is for. Stacking
    (:func:`twin.fit.stacking.stack`) turns them into cohort and per-animal weights.
 
-   **New animals** are used differently: an animal the rule was not fitted on starts from a
-   state inferred from its own first ``c`` sessions (:func:`twin.fit.adapt.infer_start`), not
-   from an adaptation to many sessions. So the same phase also scores each component *that*
-   way: every animal's start inferred from its first ``c`` sessions under the population prior
-   (:func:`twin.fit.adapt.cohort_start_prior`), then teacher-forced on the same sessions ``> k``;
-   stacking those gives the **new-animal weights**. The two sets differ where a flexible rule
-   forecasts well from a rich adaptation but poorly from a few sessions' start (measured on the
-   perseveration family: ``dnn_delta`` took 0.29 of the cohort weight and scored an LL-gain
-   ratio of −2.71 on new animals; ``experiments/simulator_fidelity.py``).
+   **New animals** are used differently: the rule was not fitted on them, and each starts from
+   a state inferred from its own first ``c`` sessions (:func:`twin.fit.adapt.infer_start`), not
+   from an adaptation to many sessions. So a fraction of the animals (``new_animal_fraction``,
+   the same seeded draw for every component) is held out of this phase's population fit and
+   scored *that* way: each held-out animal's start inferred from its first ``c`` sessions under
+   the prior of the fitted animals' first sessions (:func:`twin.fit.adapt.cohort_start_prior`),
+   then teacher-forced on its sessions ``> c``. Stacking those gives the **new-animal weights**;
+   the cohort weights come from the fitted animals. The two differ where a flexible rule
+   forecasts the animals it was fitted on well but generalises poorly to other animals
+   (measured on the perseveration family, ``experiments/simulator_fidelity.py``: ``dnn_delta``
+   took 0.29 of the cohort weight and scored an LL-gain ratio of −2.71 on new animals; scoring
+   the *fitted* animals from inferred starts gave it 0.33, so it is the animals, not the starts).
 2. **Final phase.** Refit the population rule on all sessions (each animal's last session
    validates), adapt every animal's twin and compute its end state (``refit=False`` keeps the
    stacking phase's population rule and only re-adapts the animals: about half the cost).
@@ -112,8 +115,11 @@ class EnsembleFitConfig:
         refit: refit each population rule on all sessions after stacking (else keep the
             stacking phase's rule and re-adapt the animals only).
         new_animal_sessions: ``c``, the first sessions a new animal's start is inferred from
-            when the new-animal weights are stacked (clipped below ``k``); None: no new-animal
-            weights (they cost one start inference per component).
+            when the new-animal weights are stacked; None: no new-animal weights (every animal
+            is in the stacking phase's fit, and new animals get the cohort weights).
+        new_animal_fraction: fraction of the animals held out of the stacking phase's fit to
+            stack the new-animal weights on (at least 1 and at most all but 2 of them; cohorts of
+            fewer than 3 animals get none).
     """
 
     components: tuple[ComponentConfig, ...] = field(default_factory=ensemble_components)
@@ -123,10 +129,13 @@ class EnsembleFitConfig:
     choose_at: int | None = None
     refit: bool = True
     new_animal_sessions: int | None = 2
+    new_animal_fraction: float = 1 / 3
 
     def __post_init__(self) -> None:
         if self.new_animal_sessions is not None and self.new_animal_sessions < 1:
             raise ValueError(f"new_animal_sessions must be >= 1 or None, got {self.new_animal_sessions}")
+        if not 0 < self.new_animal_fraction < 1:
+            raise ValueError(f"new_animal_fraction must lie in (0, 1), got {self.new_animal_fraction}")
         if not self.components:
             raise ValueError("an ensemble needs at least one component")
         if len({c.spec.features for c in self.components}) > 1:
@@ -138,6 +147,18 @@ class EnsembleFitConfig:
     @property
     def features(self) -> FeatureSpec:
         return self.components[0].spec.features
+
+    def new_animals(self, subjects: Sequence[str]) -> tuple[str, ...]:
+        """The animals held out of the stacking phase's fit as new animals (none when
+        ``new_animal_sessions`` is None or there are fewer than 3): a seeded draw (``fit.seed``)
+        of ``round(new_animal_fraction × n)`` of them, at least 1 and at most ``n − 2``, the same
+        for every component."""
+        n = len(subjects)
+        if self.new_animal_sessions is None or n < 3:
+            return ()
+        m = min(max(1, round(self.new_animal_fraction * n)), n - 2)
+        pick = np.random.default_rng(self.fit.seed).permutation(n)[:m]
+        return tuple(subjects[i] for i in sorted(pick.tolist()))
 
 
 @dataclass(frozen=True)
@@ -247,31 +268,52 @@ def component_log_likelihood(twins: Sequence[TwinModel], batch: TrialBatch) -> t
         return torch.cat([t.model.log_likelihood(batch.select([i])) for i, t in enumerate(twins)])
 
 
-def new_animal_log_likelihood(population: LearnerModel, batch: TrialBatch, first_sessions: int, scored: TrialBatch) -> torch.Tensor:
-    """``[B, T]`` per-trial log-likelihood of ``population`` used as for a new animal: each
-    animal's start (``w0`` and rates) inferred from its own first ``first_sessions`` sessions
-    under the cohort prior made from those same sessions (:func:`twin.fit.adapt.cohort_start_prior`,
-    :func:`twin.fit.adapt.infer_start`), then teacher-forced from trial 1 and read on
-    ``scored``'s trials (0 elsewhere)."""
-    first = batch.truncate_sessions(torch.full((batch.n_animals,), first_sessions, dtype=torch.long))
-    starts = infer_start(population, first, cohort_start_prior(population, first), fit_rate=True)
-    return component_log_likelihood([starts[s] for s in batch.subjects], scored)
+def new_animal_log_likelihood(population: LearnerModel, fitted_first: TrialBatch, new: TrialBatch, first_sessions: int) -> torch.Tensor:
+    """``[B, T]`` per-trial log-likelihood of ``population`` on animals it was not fitted on,
+    used as for new animals: each one's start (``w0`` and rates) inferred from its own first
+    ``first_sessions`` sessions (:func:`twin.fit.adapt.infer_start`) under the prior of the
+    fitted animals' first sessions ``fitted_first`` (:func:`twin.fit.adapt.cohort_start_prior`),
+    then teacher-forced from trial 1 and read on ``new``'s sessions after the first ones (0
+    elsewhere).
+
+    Args:
+        population: the rule, fitted without the animals of ``new``.
+        fitted_first: the first sessions of (some of) the animals it was fitted on (at least two).
+        new: the new animals' trials, ``[B, T]``.
+        first_sessions: sessions each start is inferred from.
+    """
+    last = torch.full((new.n_animals,), first_sessions, dtype=torch.long)
+    starts = infer_start(population, new.truncate_sessions(last), cohort_start_prior(population, fitted_first), fit_rate=True)
+    return component_log_likelihood([starts[s] for s in new.subjects], new.with_mask(new.sessions_mask(first_sessions + 1)))
 
 
 def _fit_split(
     comp: ComponentConfig, df: pd.DataFrame, batch: TrialBatch, k: int, config: EnsembleFitConfig, progress: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, PopulationFit, list[str]]:
-    """The stacking phase of one component: ``[B, T]`` held-out LL of its twins, the same as
-    new animals' (or None), its population fit, its warnings."""
+    """The stacking phase of one component: ``[B, T]`` held-out LL of its twins of the fitted
+    animals (0 on the new animals' rows), the new animals' (0 on the others; None without new
+    animals), its population fit, its warnings."""
     cfg = replace(config.fit, seed=comp.seed)
-    split = split_sessions(batch, k)
-    fit_split = split_sessions(make_batch(bootstrap_animals(df, comp.seed), comp.spec.features), k) if comp.bootstrap else split
+    new_subjects = set(config.new_animals(batch.subjects))
+    fitted = [i for i, s in enumerate(batch.subjects) if s not in new_subjects]
+    fb = batch.select(fitted) if new_subjects else batch
+    split = split_sessions(fb, k)
+    if comp.bootstrap:
+        fdf = df[~df["subject"].isin(new_subjects)] if new_subjects else df
+        fit_split = split_sessions(make_batch(bootstrap_animals(fdf, comp.seed), comp.spec.features), k)
+    else:
+        fit_split = split
     pop = fit(comp.spec, fit_split.train, fit_split.val, cfg, progress=progress, description=f"ensemble {comp.label} (sessions < {k})")
     res = adapt(pop.model, split.train, split.val, config.adaptation, default_adapt_config(config.adaptation))
-    ll = component_log_likelihood([res.twins[s] for s in batch.subjects], split.test)
+    ll = torch.zeros(batch.mask.shape, dtype=torch.float32)
+    ll[fitted] = component_log_likelihood([res.twins[s] for s in fb.subjects], split.test).to(ll.dtype)
     new = None
-    if config.new_animal_sessions is not None:
-        new = new_animal_log_likelihood(pop.model, batch, min(config.new_animal_sessions, k - 1), split.test)
+    if new_subjects:
+        c = int(config.new_animal_sessions or 1)
+        idx = [i for i, s in enumerate(batch.subjects) if s in new_subjects]
+        first = fb.truncate_sessions(torch.full((fb.n_animals,), c, dtype=torch.long))
+        new = torch.zeros(batch.mask.shape, dtype=torch.float32)
+        new[idx] = new_animal_log_likelihood(pop.model, first, batch.select(idx), c).to(new.dtype)
     return ll, new, PopulationFit(pop.model, pop.best_val_ll, config.adaptation, None), [w.message for w in pop.warnings]
 
 
@@ -282,13 +324,14 @@ class ComponentFit:
     Attributes:
         label: the component's name.
         heldout_ll: ``[B, T]`` per-trial held-out log-likelihoods of its stacking-phase twins
-            (the cohort batch's animals and trials; 0 outside the held-out sessions).
+            (the cohort batch's animals and trials; 0 outside the held-out sessions and on the
+            new animals' rows).
         twins: its final twin of every animal, by subject.
         population_val_ll: the final population fit's validation log-likelihood per trial.
         seconds: wall time of both phases.
         warnings: convergence warnings of its population fits.
-        new_animal_ll: ``[B, T]`` the same trials' log-likelihoods from starts inferred from
-            the animals' first sessions (:func:`new_animal_log_likelihood`), or None.
+        new_animal_ll: ``[B, T]`` the new animals' log-likelihoods after their first sessions
+            (:func:`new_animal_log_likelihood`; 0 on the other rows), or None.
     """
 
     label: str
@@ -313,11 +356,12 @@ class StackingPhase:
     """A component's stacking phase (:func:`fit_component_stacking`).
 
     Attributes:
-        heldout_ll: ``[B, T]`` held-out log-likelihoods of its twins fitted before session ``k``.
+        heldout_ll: ``[B, T]`` held-out log-likelihoods of its twins fitted before session ``k``
+            (0 on the new animals' rows).
         population: its population fit on those sessions.
         warnings: convergence warnings of that fit.
         seconds: wall time.
-        new_animal_ll: ``[B, T]`` the same trials scored as for new animals, or None.
+        new_animal_ll: ``[B, T]`` the new animals' log-likelihoods (0 elsewhere), or None.
     """
 
     heldout_ll: torch.Tensor
@@ -428,15 +472,18 @@ def fit_ensemble(
     t0 = time.perf_counter()
     batch = make_batch(df, config.features)
     k = stacking_session(df, config)
-    split_mask = split_sessions(batch, k).test.mask
+    new_subjects = set(config.new_animals(batch.subjects))
+    is_new = torch.tensor([s in new_subjects for s in batch.subjects]).reshape(-1, 1)
+    split_mask = split_sessions(batch, k).test.mask & ~is_new
     fits = fit_components(config.components, df, config, k, animals_per_batch, progress)
     if [f.label for f in fits] != [c.label for c in config.components]:
         raise TwinError("the component fits do not match the ensemble's components")
     weights = stack(torch.stack([f.heldout_ll for f in fits]), split_mask, config.stacking)
     new_lls = [f.new_animal_ll for f in fits]
     new = None
-    if all(x is not None for x in new_lls):
-        new = stack(torch.stack(new_lls), split_mask, replace(config.stacking, shrinkage=None))  # type: ignore[arg-type]
+    if new_subjects and all(x is not None for x in new_lls):
+        new_mask = batch.sessions_mask(int(config.new_animal_sessions or 1) + 1) & is_new
+        new = stack(torch.stack(new_lls), new_mask, replace(config.stacking, shrinkage=None))  # type: ignore[arg-type]
     _, val = split_last_sessions(batch)
     val_ll = torch.stack([component_log_likelihood([f.twins[s].twin for s in batch.subjects], val) for f in fits])  # [M, B, T]
     labels = tuple(c.label for c in config.components)

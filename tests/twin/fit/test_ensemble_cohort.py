@@ -10,7 +10,8 @@ from twin.data.batch import make_batch
 from twin.data.splits import split_sessions
 from twin.fit.adapt import cohort_start_prior, infer_start
 from twin.fit.ensemble_cohort import (
-    EnsembleFitConfig, bootstrap_animals, component_log_likelihood, ensemble_components, fit_ensemble, fit_ensemble_cohort, new_animal_log_likelihood,
+    EnsembleFitConfig, bootstrap_animals, component_log_likelihood, ensemble_components, fit_component_stacking, fit_ensemble, fit_ensemble_cohort,
+    new_animal_log_likelihood,
 )
 from twin.fit.train import FitConfig
 from twin.models.ensemble import ENSEMBLE_RULE
@@ -84,22 +85,41 @@ def test_bootstrap_resamples_whole_animals(trials):
 
 
 def test_new_animal_scores_are_teacher_forced_from_starts_inferred_from_the_first_sessions(trials):
-    """The new-animal log-likelihood is exactly: starts inferred from the first sessions under
-    the cohort prior of those sessions, the rule teacher-forced from trial 1, read on the scored
-    trials; a start from more sessions changes it."""
+    """The new-animal log-likelihood is exactly: starts inferred from the new animals' first
+    sessions under the prior of the fitted animals' first sessions, the rule teacher-forced from
+    trial 1, read on the sessions after the first ones; a start from more sessions changes it."""
     from twin.fit.train import fit
     from twin.models.learner import ModelSpec
 
     batch = make_batch(trials)
-    split = split_sessions(batch, 3)
+    fitted, new = batch.select([0, 1, 2]), batch.select([3])
+    split = split_sessions(fitted, 3)
     pop = fit(ModelSpec("reinforce"), split.train, split.val, FitConfig(epochs=3, patience=2), progress=False).model
-    got = new_animal_log_likelihood(pop, batch, 2, split.test)
-    first = batch.truncate_sessions(torch.full((batch.n_animals,), 2))
-    starts = infer_start(pop, first, cohort_start_prior(pop, first), fit_rate=True)
-    want = component_log_likelihood([starts[s] for s in batch.subjects], split.test)
-    assert got.shape == batch.mask.shape and torch.allclose(got, want)
-    assert bool((got[~split.test.mask] == 0).all()) and bool(torch.isfinite(got).all())
-    assert not torch.allclose(new_animal_log_likelihood(pop, batch, 1, split.test), got)
+    first = fitted.truncate_sessions(torch.full((3,), 2))
+    got = new_animal_log_likelihood(pop, first, new, 2)
+    starts = infer_start(pop, new.truncate_sessions(torch.full((1,), 2)), cohort_start_prior(pop, first), fit_rate=True)
+    scored = new.with_mask(new.sessions_mask(3))
+    want = component_log_likelihood([starts[s] for s in new.subjects], scored)
+    assert got.shape == new.mask.shape and torch.allclose(got, want)
+    assert bool((got[~scored.mask] == 0).all()) and bool((got[scored.mask] < 0).all())
+    assert not torch.allclose(new_animal_log_likelihood(pop, fitted.truncate_sessions(torch.full((3,), 1)), new, 1)[scored.mask], got[scored.mask])
+
+
+def test_new_animals_are_a_seeded_share_held_out_of_the_stacking_fit(trials):
+    config = EnsembleFitConfig(components=ensemble_components(("static",)), fit=FitConfig(epochs=2, patience=2, seed=3), refit=False)
+    names = [f"m{i}" for i in range(30)]
+    new = config.new_animals(names)
+    assert len(new) == 10 and new == config.new_animals(names) and set(new) <= set(names)
+    assert new != EnsembleFitConfig(components=config.components, fit=FitConfig(seed=4)).new_animals(names)
+    assert len(config.new_animals(names[:3])) == 1 and config.new_animals(names[:2]) == ()
+    assert EnsembleFitConfig(new_animal_sessions=None).new_animals(names) == ()
+    # the stacking phase scores the new animals only as new animals, the others only as fitted
+    phase = fit_component_stacking(config.components[0], trials, config, 3)
+    batch = make_batch(trials)
+    rows = torch.tensor([s in set(config.new_animals(batch.subjects)) for s in batch.subjects])
+    assert int(rows.sum()) == 1 and phase.new_animal_ll is not None
+    assert bool((phase.heldout_ll[rows] == 0).all()) and bool((phase.new_animal_ll[~rows] == 0).all())
+    assert bool((phase.heldout_ll[~rows] < 0).any()) and bool((phase.new_animal_ll[rows] < 0).any())
 
 
 def test_without_new_animal_sessions_new_animals_get_the_cohort_weights(trials):
@@ -112,6 +132,8 @@ def test_without_new_animal_sessions_new_animals_get_the_cohort_weights(trials):
 def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="new_animal_sessions"):
         EnsembleFitConfig(new_animal_sessions=0)
+    with pytest.raises(ValueError, match="new_animal_fraction"):
+        EnsembleFitConfig(new_animal_fraction=1.0)
     with pytest.raises(ValueError, match="duplicate"):
         EnsembleFitConfig(components=ensemble_components(("static", "static")))
     with pytest.raises(ValueError, match="at least one"):

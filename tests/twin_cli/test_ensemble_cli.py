@@ -49,3 +49,17 @@ def test_fit_twins_ensemble_errors(cohort, tmp_path):
     df[df["session"] <= 2].to_parquet(short)
     rc, _, err = run(["fit-twins", str(short), "--ensemble", "static", "--epochs", "1", "--store", str(tmp_path / "t")])
     assert rc == 2 and "--ensemble" in err and "sessions" in err, err
+
+
+def test_the_default_twin_is_the_ensemble_and_rule_and_ensemble_exclude_each_other(cohort, tmp_path):
+    """``fit-twins`` without ``--rule`` fits the default ensemble (every default rule, new-animal
+    weights beside the cohort's); ``--rule`` fits one rule; both at once is refused."""
+    store = tmp_path / "twins"
+    rc, out, err = run(["fit-twins", str(cohort), "--epochs", "1", "--patience", "1", "--no-refit", "--store", str(store), "--quiet"])
+    assert rc == 0, err
+    assert "fitting the default twin, an ensemble of static, reinforce, dnn, dnn_delta, rnn" in out
+    assert "stored 3 ensemble twins (5 components" in out and "new_animal_weight" in out, out
+    rc, out, _ = run(["twins", "--store", str(store)])
+    assert rc == 0 and out.count("ensemble") == 3, out
+    rc, _, err = run(["fit-twins", str(cohort), "--rule", "dnn", "--ensemble", "static", "--store", str(tmp_path / "t")])
+    assert rc == 2 and "--rule" in err and "--ensemble" in err

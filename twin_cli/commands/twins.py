@@ -37,7 +37,15 @@ def cmd_fit_twins(args: argparse.Namespace) -> int:
     from twin.models.rules import get_rule, make_config
     from twin.models.params import Adaptation
 
-    get_rule(args.rule)
+    from twin.fit.ensemble_cohort import DEFAULT_ENSEMBLE_RULES
+
+    if args.rule is not None and args.ensemble is not None:
+        raise TwinError("--rule fits one rule and --ensemble several: give one of them")
+    if args.rule is None and args.ensemble is None:  # the default twin is the ensemble
+        args.ensemble = ",".join(DEFAULT_ENSEMBLE_RULES)
+        print(f"fitting the default twin, an ensemble of {', '.join(DEFAULT_ENSEMBLE_RULES)} stacked on held-out sessions (--rule RULE fits one rule)")
+    if args.rule is not None:
+        get_rule(args.rule)
     check_store_output(args.store)  # before reading and fitting, not after
     if args.data is not None:
         check_input(args.data, args.max_trials)
@@ -197,22 +205,22 @@ def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     from twin.fit.ensemble_cohort import DEFAULT_ENSEMBLE_RULES
     from twin.models.rules import rule_names
 
-    ft = sub.add_parser("fit-twins", help="fit the population rule and one twin per animal into the twin store")
+    ft = sub.add_parser("fit-twins", help="fit one twin per animal into the twin store (by default an ensemble of rules; --rule RULE for one rule)")
     trials_args(ft)
-    ft.add_argument("--rule", default="dnn", help=f"learning rule: {', '.join(rule_names())}")
+    ft.add_argument("--rule", default=None, help=f"fit one learning rule instead of the default ensemble: {', '.join(rule_names())}")
     ft.add_argument(
         "--ensemble", nargs="?", const=",".join(DEFAULT_ENSEMBLE_RULES), default=None, metavar="RULES",
-        help=f"fit an ensemble twin instead of one rule: the comma-separated rules (default {','.join(DEFAULT_ENSEMBLE_RULES)}), "
+        help=f"the ensemble's comma-separated rules (the default twin: {','.join(DEFAULT_ENSEMBLE_RULES)}), "
         "weighted per animal by stacking on held-out future sessions",
     )
-    ft.add_argument("--seeds", type=int, default=1, help="with --ensemble: seeds of each non-static rule")
-    ft.add_argument("--bootstraps", type=int, default=0, help="with --ensemble: bootstraps of the animals for each non-static rule")
-    ft.add_argument("--shrinkage", type=float, default=100.0, help="with --ensemble: pseudo-trials pulling each animal's weights to the cohort's (negative: cohort weights only)")
-    ft.add_argument("--no-refit", action="store_true", help="with --ensemble: keep the stacking split's population rules (half the cost) instead of refitting on all sessions")
+    ft.add_argument("--seeds", type=int, default=1, help="ensemble: seeds of each non-static rule")
+    ft.add_argument("--bootstraps", type=int, default=0, help="ensemble: bootstraps of the animals for each non-static rule")
+    ft.add_argument("--shrinkage", type=float, default=100.0, help="ensemble: pseudo-trials pulling each animal's weights to the cohort's (negative: cohort weights only)")
+    ft.add_argument("--no-refit", action="store_true", help="ensemble: keep the stacking split's population rules (half the cost) instead of refitting on all sessions")
     ft.add_argument("--adaptation", choices=["auto", "none", "w0", "w0+rate", "full"], default="auto", help="per-animal adaptation (auto: chosen on held-out future sessions)")
     optimisation_args(ft)
     ft.add_argument("--hidden", type=int, default=32, help="hidden size (dnn, dnn_delta, rnn)")
-    ft.add_argument("--ray", action="store_true", help="adapt the twins in Ray tasks on a local Ray (loopback); with --ensemble, fit each component as a Ray task")
+    ft.add_argument("--ray", action="store_true", help="adapt the twins in Ray tasks on a local Ray (loopback); for an ensemble, fit each component as a Ray task")
     ft.add_argument("--ray-address", default=None, help="join this Ray cluster instead (implies --ray)")
     ft.add_argument("--animals-per-task", type=int, default=16, help="animals per Ray task (batched fit)")
     max_trials_arg(ft)

@@ -9,6 +9,9 @@ the two requests whose work :mod:`service.updates` does.
 
 from __future__ import annotations
 
+from twin.fit.ensemble_cohort import EnsembleFitConfig
+from twin.models.ensemble import ENSEMBLE_RULE
+
 from service.catalog import TwinCatalog
 from service.errors import FieldViolation
 from service.jobs import JobManager, JobState
@@ -72,7 +75,8 @@ class Admission:
         subjects = list(req.subjects) or sessions.subjects()
         lim.check(lim.over("subjects", len(subjects), "max_fit_subjects", "subjects"), lim.over("epochs", req.epochs, "max_fit_epochs", "epochs"))
         n_trials = sum(r.n_trials for s in subjects for r in sessions.sessions(s))
-        lim.check_fit(len(subjects), n_trials, req.epochs)
+        fits = 2 * len(EnsembleFitConfig().components) if req.rule == ENSEMBLE_RULE else 1  # an ensemble: two fits per component
+        lim.check_fit(len(subjects), n_trials, req.epochs, fits)
         lim.check_queue(self.pending())
 
 

@@ -221,12 +221,14 @@ class Limits:
         product = self.over(product_field or trials_field, steps, "max_forecast_trial_steps", f"rollouts x trials ({n_rollouts:,} x {n_trials:,})")
         self.check(*each, None if any(each) else product)
 
-    def check_fit(self, n_subjects: int, n_trials: int, epochs: int) -> None:
-        """A cohort fit of ``n_subjects`` animals with ``n_trials`` stored trials for ``epochs``."""
+    def check_fit(self, n_subjects: int, n_trials: int, epochs: int, fits: int = 1) -> None:
+        """A cohort fit of ``n_subjects`` animals with ``n_trials`` stored trials for ``epochs``,
+        ``fits`` population fits in all (an ensemble fits each component twice)."""
+        what = f"stored trials x epochs ({n_trials} x {epochs})" if fits == 1 else f"stored trials x epochs x population fits ({n_trials} x {epochs} x {fits})"
         self.check(
             self.over("subjects", n_subjects, "max_fit_subjects", "subjects"),
             self.over("epochs", epochs, "max_fit_epochs", "epochs"),
-            self.over("epochs", n_trials * epochs, "max_fit_trial_epochs", f"stored trials x epochs ({n_trials} x {epochs})"),
+            self.over("epochs", n_trials * epochs * fits, "max_fit_trial_epochs", what),
         )
 
     def check_search(self, n_subjects: int, n_candidates: int, horizon_trials: int) -> None:

@@ -25,7 +25,9 @@ from twin.cancel import cancellable
 from twin.errors import TrialDataError
 from twin.models.params import Adaptation
 from twin.fit.cohort import CohortFitConfig, CohortFitReport, adapt_animals, animal_batches, fit_population, store_twins, update_twin
+from twin.fit.ensemble_cohort import ComponentConfig, ComponentFit, EnsembleFitConfig, fit_component, fit_ensemble, store_ensembles
 from twin.fit.train import FitConfig
+from twin.models.ensemble import ENSEMBLE_RULE
 from twin.models.learner import ModelSpec
 from twin.models.rules import get_rule
 from twin.persist.oplog import OperationRecord
@@ -60,7 +62,8 @@ class FitCohortRequest:
 
     Attributes:
         subjects: subjects to fit (empty: every subject with stored sessions).
-        rule: learning rule name.
+        rule: learning rule name, or ``ensemble`` for the default ensemble twin
+            (:data:`~twin.fit.ensemble_cohort.DEFAULT_ENSEMBLE_RULES`, stacked).
         epochs: maximum population epochs.
         patience: early-stopping patience.
         adaptation: per-animal adaptation (None: chosen on held-out sessions).
@@ -99,6 +102,28 @@ class _SeenUpload(Exception):
 
 #: ``fit(df, store, config, ctx)`` → the stored cohort (local by default; Ray when injected).
 CohortFitFn = Callable[[pd.DataFrame, TwinStore, CohortFitConfig, JobContext], CohortFitReport]
+
+
+def local_ensemble_fit(df: pd.DataFrame, store: TwinStore, config: EnsembleFitConfig, ctx: JobContext) -> CohortFitReport:
+    """Fit a cohort's ensemble twins in this process (:func:`twin.fit.ensemble_cohort.fit_ensemble`),
+    reporting progress per component and honouring cancellation between them (nothing is stored
+    when cancelled)."""
+    t0 = time.perf_counter()
+    n = len(config.components)
+
+    def components(comps: "list[ComponentConfig] | tuple[ComponentConfig, ...]", frame: pd.DataFrame, cfg: EnsembleFitConfig, k: int, per_batch: int, progress: bool) -> list[ComponentFit]:
+        out = []
+        for i, c in enumerate(comps):
+            ctx.check_cancelled()
+            ctx.report(0.05 + 0.9 * i / n, f"fitting ensemble component {i + 1}/{n} ({c.label}) on {frame['subject'].nunique()} animals")
+            out.append(fit_component(c, frame, cfg, k, per_batch, progress))
+        return out
+
+    result = fit_ensemble(df, config, progress=False, fit_components=components)
+    ctx.report(0.97, "storing ensemble twins")
+    versions = store_ensembles(store, result, config, in_transaction=ctx.record_versions)
+    vals = [a.val_ll for a in result.animals if a.val_ll == a.val_ll]
+    return CohortFitReport(versions, config.adaptation, None, float(sum(vals) / len(vals)) if vals else float("nan"), time.perf_counter() - t0)
 
 
 def local_cohort_fit(df: pd.DataFrame, store: TwinStore, config: CohortFitConfig, ctx: JobContext, animals_per_batch: int = 32) -> CohortFitReport:
@@ -282,14 +307,22 @@ class Updates:
         returns that fit's operation (the same id with a different request: INVALID_ARGUMENT)."""
         if len(request_id) > MAX_ID_CHARS:
             raise InvalidArgumentError.field("request_id", f"at most {MAX_ID_CHARS} characters")
-        get_rule(req.rule)  # UnknownRuleError → INVALID_ARGUMENT on `rule`
+        ensemble = req.rule == ENSEMBLE_RULE
+        if not ensemble:
+            get_rule(req.rule)  # UnknownRuleError → INVALID_ARGUMENT on `rule`
         subjects = list(req.subjects) or self.sessions.subjects()
         bad = []
         for i, s in enumerate(req.subjects):
             n = len(self.sessions.sessions(s))
             if n < 2:
                 bad.append(FieldViolation(f"subjects[{i}]", f"subject {s!r} has {n} stored session(s); a twin needs at least 2"))
-        if req.adaptation is None and not bad and subjects:
+        if ensemble and not bad and subjects:
+            fewest = min(len(self.sessions.sessions(s)) for s in subjects)
+            if fewest < 3:
+                bad.append(FieldViolation("subjects", f"an ensemble is stacked on held-out sessions: it needs at least 3 sessions per animal (one has {fewest})"))
+            if req.adaptation in (Adaptation.NONE, Adaptation.FULL):
+                bad.append(FieldViolation("adaptation", "an ensemble adapts each component's w0 (and rates): unset, w0 or w0+rate"))
+        elif req.adaptation is None and not bad and subjects:
             fewest = min(len(self.sessions.sessions(s)) for s in subjects)
             if fewest < 3:
                 why = f"choosing the adaptation on held-out sessions needs at least 3 sessions per animal (one has {fewest}); set it explicitly"
@@ -305,7 +338,12 @@ class Updates:
         return self.jobs.submit(JobKind.FIT_COHORT, self._cohort_job(req, subjects), subject=subject, request_id=request_id, params=cohort_params(req, subjects), request=as_sent)
 
     def _cohort_job(self, req: FitCohortRequest, subjects: list[str]) -> JobFn:
-        config = CohortFitConfig(spec=ModelSpec(req.rule), fit=FitConfig(epochs=req.epochs, patience=req.patience, seed=req.seed), adaptation=req.adaptation)
+        fit_cfg = FitConfig(epochs=req.epochs, patience=req.patience, seed=req.seed)
+        ensemble = req.rule == ENSEMBLE_RULE
+        if ensemble:
+            ens_cfg = EnsembleFitConfig(fit=fit_cfg, adaptation=req.adaptation or Adaptation.INITIAL_WEIGHTS_AND_RATE)  # the default components
+        else:
+            config = CohortFitConfig(spec=ModelSpec(req.rule), fit=fit_cfg, adaptation=req.adaptation)
 
         def run(ctx: JobContext) -> CohortFitReport:
             ctx.report(0.01, f"loading the sessions of {len(subjects)} subjects")
@@ -313,6 +351,8 @@ class Updates:
             ctx.check_cancelled()
             try:
                 with cancellable(ctx.check_cancelled):  # CancelOperation (or shutdown) stops the fit within a trial
+                    if ensemble:  # the components one after the other here (the cluster backends fit one rule)
+                        return local_ensemble_fit(df, self.store, ens_cfg, ctx)
                     return self.cohort_fit(df, self.store, config, ctx)
             finally:
                 for s in subjects:
@@ -346,4 +386,4 @@ class Updates:
         return CohortFitReport(versions, adaptation, None, float(pop or 0.0), float(d.get("seconds", 0.0)))  # type: ignore[arg-type]
 
 
-__all__ = ["CohortFitFn", "FitCohortRequest", "UploadOutcome", "Updates", "cohort_params", "cohort_request", "local_cohort_fit"]
+__all__ = ["CohortFitFn", "FitCohortRequest", "UploadOutcome", "Updates", "cohort_params", "cohort_request", "local_cohort_fit", "local_ensemble_fit"]

@@ -119,3 +119,28 @@ def test_fit_cohort_request_id_is_idempotent_and_switches_whole(store_dir):
     assert {restarted.store.get(s, alias="serving").version for s in TWIN_SUBJECTS} == {2}
     assert verify_store(restarted.store, min_age_s=0).clean
     restarted.jobs.shutdown(1.0)
+
+
+def test_fit_cohort_of_the_default_ensemble_twin(store_dir, cohort_trials):
+    """``rule: ensemble`` fits the default ensemble (every default rule) and serves it; the
+    admission counts its population fits, and too few sessions are refused before any work."""
+    from twin.fit.ensemble_cohort import DEFAULT_ENSEMBLE_RULES
+    from twin.models.ensemble import ENSEMBLE_RULE
+
+    plane = build_plane(store_dir, config=FAST_UPDATE)
+    req = FitCohortRequest(subjects=TWIN_SUBJECTS, rule=ENSEMBLE_RULE, epochs=1, patience=1)
+    with pytest.raises(InvalidArgumentError, match="at least 3 sessions"):
+        plane.updates.fit_cohort(req)  # the store holds sessions 1-2
+    for s in TWIN_SUBJECTS:
+        third = cohort_trials[(cohort_trials.subject == s) & (cohort_trials.session == 3)].drop(columns=["subject", "session"])
+        plane.updates.upload_session(s, third, skip_update=True)
+    with pytest.raises(InvalidArgumentError, match="adaptation"):
+        plane.updates.fit_cohort(FitCohortRequest(subjects=TWIN_SUBJECTS, rule=ENSEMBLE_RULE, epochs=1, patience=1, adaptation=Adaptation.NONE))
+    op = plane.updates.fit_cohort(req)
+    done = plane.jobs.wait(op.id, 600)
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert {v.rule for v in done.result.versions} == {ENSEMBLE_RULE} and len(done.result.versions) == len(TWIN_SUBJECTS)
+    loaded = plane.store.load_twin(TWIN_SUBJECTS[0], alias="serving")
+    assert loaded.ensemble is not None and [lab.split("/")[0] for lab in loaded.ensemble.labels] == list(DEFAULT_ENSEMBLE_RULES)
+    assert loaded.meta.trained_through_session == 3
+    plane.jobs.shutdown(10.0)

@@ -47,7 +47,7 @@ from twin_cli.commands.models import add_evaluate, add_fit, add_simulate
 from twin_cli.commands.search import add_search
 from twin_cli.commands.serve import add_serve
 from twin_cli.commands.store import add_store
-from twin_cli.commands.twins import add_fit_twins, add_report, add_twins, add_update_twin
+from twin_cli.commands.twins import add_fit_twins, add_join_cohort, add_report, add_twins, add_update_twin
 
 EPILOG = """examples:
   twin demo --out runs/demo
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1: the per-trial ops are too small to gain from more)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_demo, add_simulate, add_fit, add_fit_twins, add_update_twin, add_twins, add_report, add_curriculum, add_serve, add_health, add_store, add_search, add_evaluate, add_check):
+    for add in (add_demo, add_simulate, add_fit, add_fit_twins, add_update_twin, add_join_cohort, add_twins, add_report, add_curriculum, add_serve, add_health, add_store, add_search, add_evaluate, add_check):
         add(sub)
     return p
 

@@ -505,16 +505,18 @@ def fit_ensemble(
     return EnsembleFit(tuple(animals), weights, comps, k, time.perf_counter() - t0, new)
 
 
-def ensemble_hyperparameters(config: EnsembleFitConfig, cohort: str | None = None) -> TwinHyperparameters:
-    """What an ensemble version records of how it was made (the components and weights are in
-    its twin file)."""
-    return TwinHyperparameters(spec=None, fit=asdict(config.fit), adaptation=config.adaptation, cohort=cohort)
+def ensemble_hyperparameters(config: EnsembleFitConfig, cohort: str | None = None, new_animal_weights: torch.Tensor | None = None) -> TwinHyperparameters:
+    """What an ensemble version records of how it was made (the components and the animal's
+    weights are in its twin file; the cohort's new-animal weights here)."""
+    naw = tuple(float(w) for w in new_animal_weights) if new_animal_weights is not None else None
+    return TwinHyperparameters(spec=None, fit=asdict(config.fit), adaptation=config.adaptation, cohort=cohort, new_animal_weights=naw)
 
 
 def store_ensembles(store: TwinStore, result: EnsembleFit, config: EnsembleFitConfig, in_transaction: InTransaction | None = None) -> tuple[TwinVersion, ...]:
     """Store every animal's ensemble as a new version and move the ``serving`` alias to them,
-    in one transaction (each component's rule is stored once)."""
-    hyper = ensemble_hyperparameters(config, uuid.uuid4().hex)
+    in one transaction (each component's rule is stored once); each records the cohort's
+    new-animal weights, which animals that join the cohort later get (:mod:`twin.fit.join`)."""
+    hyper = ensemble_hyperparameters(config, uuid.uuid4().hex, result.new_animal.cohort if result.new_animal is not None else None)
     items = [NewVersion(a.subject, a.ensemble, a.trained_through_session, a.data_hash, TwinMetrics(val_ll=a.val_ll), hyper) for a in result.animals]
     return store.put_many(items, alias=SERVING_ALIAS, in_transaction=in_transaction)
 

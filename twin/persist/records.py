@@ -29,6 +29,8 @@ class TwinHyperparameters:
         warm_start_from: the version an update warm-started from (None for a cohort fit).
         cohort: id of the cohort fit the twin descends from (its updates keep it), which
             :func:`twin.persist.integrity.verify_store` checks was switched all at once.
+        new_animal_weights: of an ensemble cohort fit, the weights of its components for an
+            animal outside the cohort (:func:`twin.fit.join.join_cohort`), in component order.
     """
 
     spec: ModelSpec | None = None
@@ -36,6 +38,7 @@ class TwinHyperparameters:
     adaptation: Adaptation | None = None
     warm_start_from: int | None = None
     cohort: str | None = None
+    new_animal_weights: tuple[float, ...] | None = None
 
     def to_json(self) -> dict[str, object]:
         """The JSON object stored in the database."""
@@ -50,6 +53,8 @@ class TwinHyperparameters:
             out["warm_start_from"] = int(self.warm_start_from)
         if self.cohort is not None:
             out["cohort"] = self.cohort
+        if self.new_animal_weights is not None:
+            out["new_animal_weights"] = [float(w) for w in self.new_animal_weights]
         return out
 
     @classmethod
@@ -62,6 +67,7 @@ class TwinHyperparameters:
             adaptation=Adaptation(ad) if ad is not None else None,
             warm_start_from=int(warm) if warm is not None else None,  # type: ignore[call-overload]
             cohort=str(cohort) if cohort is not None else None,
+            new_animal_weights=tuple(float(w) for w in naw) if isinstance(naw := d.get("new_animal_weights"), list) else None,  # type: ignore[union-attr]
         )
 
 

@@ -171,6 +171,27 @@ def cmd_update_twin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_join_cohort(args: argparse.Namespace) -> int:
+    """``twin join-cohort``: a new animal's first twin from a fitted cohort and its own sessions."""
+    from twin.fit.join import join_cohort
+
+    store = open_store(args)  # before reading the trials: the store, its writability and the member's twin
+    check_store_output(args.store)
+    store.get(args.cohort_of)
+    if args.data is not None:
+        check_input(args.data, args.max_trials)
+    df, report = load_trials_input(args)
+    print(report.summary())
+    res = join_cohort(store, args.subject, df, args.cohort_of)
+    v = res.version
+    n_new = store_sessions(store, df[df["subject"] == args.subject])
+    print(f"{v.subject}: start inferred from its {v.trained_through_session} session(s) under the prior of {len(res.members)} cohort twins (cohort {res.cohort[:8]})")
+    if res.weights is not None:
+        print(f"{v.subject}: ensemble weights ({res.weights_source}): " + ", ".join(f"{w:.2f}" for w in res.weights))
+    print(f"{v.subject}: stored version {v.version} ({v.rule}, through session {v.trained_through_session}) and {n_new} session(s)")
+    return 0
+
+
 def cmd_twins(args: argparse.Namespace) -> int:
     store = open_store(args)
     versions = [v for s in store.subjects() for v in store.versions(s)]
@@ -238,6 +259,19 @@ def add_update_twin(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ut.set_defaults(func=cmd_update_twin)
 
 
+def add_join_cohort(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``twin join-cohort``."""
+    jc = sub.add_parser(
+        "join-cohort", help="give a new animal its first twin from a fitted cohort (its rules kept) and its own sessions, without refitting the cohort",
+    )
+    trials_args(jc, what="the new animal's trials (every session it has)")
+    jc.add_argument("--subject", required=True, help="the new animal (it must have no twin yet)")
+    jc.add_argument("--cohort-of", required=True, metavar="SUBJECT", help="any animal of the cohort fit to join")
+    max_trials_arg(jc)
+    store_args(jc)
+    jc.set_defaults(func=cmd_join_cohort)
+
+
 def add_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``twin twins``."""
     ls = sub.add_parser("twins", help="list the twin store's subjects and versions")
@@ -260,4 +294,4 @@ def add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     rp.set_defaults(func=cmd_report)
 
 
-__all__ = ["add_fit_twins", "add_report", "add_twins", "add_update_twin"]
+__all__ = ["add_fit_twins", "add_join_cohort", "add_report", "add_twins", "add_update_twin"]

@@ -2,8 +2,9 @@
 
 Measures, in one run on this machine (1 torch thread by default):
 
-* the ensemble fit (:func:`twin.fit.ensemble_cohort.fit_ensemble`: every component fitted on the
-  stacking split, stacked, refitted on all sessions, adapted per animal) of a simulated cohort;
+* the ensemble fit (:func:`twin.fit.ensemble_cohort.fit_ensemble` with its default settings:
+  every component fitted on all but the last sessions, stacked on them, kept and adapted per
+  animal; ``--refit`` refits each on all sessions, the old default) of a simulated cohort;
 * the reference in the same run: a single-rule ``dnn`` twin fit with the same settings and a
   fixed adaptation (:func:`twin.fit.cohort.fit_population` + :func:`twin.fit.cohort.adapt_animals`,
   the default twin before ensembles);
@@ -80,6 +81,7 @@ def main() -> None:
     mode.add_argument("--smoke", action="store_true", help="tiny cohort, two rules: that it runs")
     mode.add_argument("--full", action="store_true", help="40 animals x 6,000 trials, 300-epoch cap")
     ap.add_argument("--rules", default=None, help="comma-separated subset of the rules (a shared machine's 3-minute runs: one part of the ensemble per run; its cost is the sum of its components')")
+    ap.add_argument("--refit", action="store_true", help="stack at half the sessions and refit each rule on all of them (the default before 2026-12-02)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ray", action="store_true", help="also time the ensemble fit with its components as Ray tasks on a local Ray of every core (cluster.ensemble)")
     ap.add_argument("--ray-only", action="store_true", help="only the Ray fit (no in-process fit to compare it with): the full size's wall time on every core, in half the run time")
@@ -104,7 +106,7 @@ def main() -> None:
     single_s, single_cpu = time.perf_counter() - t0, time.process_time() - c0
     print(f"reference: single dnn twins of {size.animals} x {size.trials}: {single_s:.1f} s", flush=True)
 
-    cfg = EnsembleFitConfig(components=ensemble_components(size.rules), fit=fit_cfg)
+    cfg = EnsembleFitConfig(components=ensemble_components(size.rules), fit=fit_cfg, refit=args.refit)
     ens, ens_s, ens_cpu = None, None, None
     if not args.ray_only:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -191,13 +193,14 @@ def main() -> None:
     if args.out is None:  # a smoke run writes nothing
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = ("ensemble_fit" if name == "reduced" else f"ensemble_fit_{name}") + (f"_{'_'.join(size.rules)}" if args.rules else "") + ("_ray" if args.ray else "")
+    stem = ("ensemble_fit" if name == "reduced" else f"ensemble_fit_{name}") + (f"_{'_'.join(size.rules)}" if args.rules else "") + ("_ray" if args.ray else "") + ("_refit" if args.refit else "")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
     md = [
         "# Ensemble fit",
         "",
-        f"`.venv/bin/python bench/ensemble_fit.py{' --' + name if name != 'reduced' else ''}{' --rules ' + args.rules if args.rules else ''}{' --ray-only' if args.ray_only else ' --ray' if args.ray else ''}` on {result['machine']}, torch {torch.__version__}, "
-        f"{args.threads} thread(s); {size.animals} animals x {size.trials} trials, epoch cap {size.epochs}, patience {size.patience}.",
+        f"`.venv/bin/python bench/ensemble_fit.py{' --' + name if name != 'reduced' else ''}{' --rules ' + args.rules if args.rules else ''}{' --ray-only' if args.ray_only else ' --ray' if args.ray else ''}{' --refit' if args.refit else ''}` on {result['machine']}, torch {torch.__version__}, "
+        f"{args.threads} thread(s); {size.animals} animals x {size.trials} trials, epoch cap {size.epochs}, patience {size.patience}; "
+        + ("stacked at half the sessions, each rule refitted on all (--refit)." if args.refit else "each rule fitted on all but the last sessions and kept (the default, no refit)."),
         "",
         "| what | seconds |",
         "| --- | --- |",

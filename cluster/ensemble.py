@@ -4,12 +4,12 @@ The components of :func:`twin.fit.ensemble_cohort.fit_ensemble` (a rule, a seed 
 are independent until stacking, and each is a sequential, single-threaded fit, so one process
 uses one core however many the machine has. :func:`fit_components_ray` runs each component as
 Ray tasks (one CPU each, torch at one thread): on a local Ray that is every core of the machine,
-on a cluster every worker. With a refit (the default) a component's two phases are independent
+on a cluster every worker. With a refit (`refit=True`) a component's two phases are independent
 (:func:`~twin.fit.ensemble_cohort.fit_component_stacking`: fitted before the stacking split and
 scored after it; :func:`~twin.fit.ensemble_cohort.fit_component_final`: refitted on all sessions
 and adapted per animal), so each is its own task and the costliest rule's fit is split over two
 CPUs instead of finishing last; without a refit the final phase adapts the stacking phase's rule
-and both run in one task. The results are the in-process ones (same seeds, same arithmetic);
+and both run in one task (the default). The results are the in-process ones (same seeds, same arithmetic);
 stacking and the per-animal ensembles are then made in the calling process.
 """
 

@@ -89,10 +89,10 @@ class FidelityConfig:
         cutoff: sessions of each held-out animal its start is inferred from (scored after them).
         rules: the ensemble's rule families.
         seeds: seeds per rule (``static`` gets one).
-        refit: refit each population rule on all sessions after stacking. Without it, the
-            stacking split is moved late (each population rule fitted on all but every fitting
-            animal's last two sessions, stacked on the last) so that the rules still see most
-            of the learning at half the cost.
+        refit: stack at half the sessions and refit each population rule on all sessions.
+            Without it (the library's default, :class:`~twin.fit.ensemble_cohort.EnsembleFitConfig`)
+            the stacking split is late (each rule fitted on all but the fitting animals' last
+            sessions and kept), at half the cost.
         boot: bootstrap resamples.
         infer_iterations: L-BFGS iterations at most of each start inference.
         seed: seeds the cohort, the fits and the rollouts.
@@ -107,7 +107,7 @@ class FidelityConfig:
     cutoff: int = 2
     rules: tuple[str, ...] = DEFAULT_ENSEMBLE_RULES
     seeds: int = 1
-    refit: bool = True
+    refit: bool = False
     boot: int = 2000
     seed: int = 0
     infer_iterations: int = 100
@@ -184,9 +184,8 @@ def run_family(family: Family, cfg: FidelityConfig, progress: bool = False, fit_
     _log(f"{family.value}: simulated {n} animals x {cfg.trials} trials ({sim.trials['session'].max()} sessions at most)", t0)
 
     # the ensemble, fitted on the fitting animals only
-    late = None if cfg.refit else max(2, int(fitting_df.groupby("subject")["session"].max().min()) - 1)
     ens_cfg = EnsembleFitConfig(
-        components=ensemble_components(cfg.rules, seeds=cfg.seeds), fit=FitConfig(epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed), refit=cfg.refit, choose_at=late,
+        components=ensemble_components(cfg.rules, seeds=cfg.seeds), fit=FitConfig(epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed), refit=cfg.refit,
         new_animal_sessions=cfg.cutoff,
     )
     ens_fit = fit_ensemble(fitting_df, ens_cfg, progress=progress, fit_components=fit_components)
@@ -312,7 +311,7 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
         "# Simulator fidelity on the synthetic families (issue 16, done-when 1 and 2)",
         "",
         f"**Scale: {scale}**" + ("" if target else " — REDUCED, not the issue's target of 30 fitting + 20 held-out animals × 5,000 trials") + ".",
-        f"Ensemble of {', '.join(cfg.rules)} ({cfg.seeds} seed(s) each), {cfg.epochs} epochs at most (patience {cfg.patience}), refit after stacking: {cfg.refit}" + ("" if cfg.refit else " (the rules fitted on all but each fitting animal's last 2 sessions, stacked on the last)") + ";",
+        f"Ensemble of {', '.join(cfg.rules)} ({cfg.seeds} seed(s) each), {cfg.epochs} epochs at most (patience {cfg.patience}), refit after stacking: {cfg.refit}" + (" (stacked at half the sessions, then each rule refitted on all)" if cfg.refit else " (each rule fitted on all but the fitting animals' last sessions and kept, stacked on the sessions after)") + ";",
         f"held-out starts inferred from each animal's first {cfg.cutoff} sessions (MAP w0 and rates under the population prior, L-BFGS ≤ {cfg.infer_iterations} iterations), scored on the later sessions;",
         f"{cfg.rollouts} rollouts per held-out animal; 95% bootstrap intervals over held-out animals ({cfg.boot} resamples); seed {cfg.seed}.",
         "PASS/FAIL judged on the point estimate. Script: `experiments/simulator_fidelity.py` (its docstring defines every figure).",
@@ -366,7 +365,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--cutoff", type=int, default=d.cutoff)
     ap.add_argument("--rules", nargs="+", default=list(d.rules))
     ap.add_argument("--seeds", type=int, default=d.seeds)
-    ap.add_argument("--no-refit", action="store_true", help="keep the stacking phase's population rules (fitted on sessions before the stacking split)")
+    ap.add_argument("--refit", action="store_true", help="stack at half the sessions and refit each rule on all of them (the old default)")
+    ap.add_argument("--no-refit", action="store_true", help="keep the stacking phase's rules (the default; kept for old commands)")
     ap.add_argument("--boot", type=int, default=d.boot)
     ap.add_argument("--families", nargs="+", default=[f.value for f in Family], choices=[f.value for f in Family])
     ap.add_argument("--seed", type=int, default=d.seed)
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.csv (same scale options as the run; the command shown drops --render)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = FidelityConfig(args.fit_animals, args.test_animals, args.trials, args.epochs, args.patience, args.rollouts, args.cutoff, tuple(args.rules), args.seeds, not args.no_refit, args.boot, args.seed, args.infer_iterations)
+    cfg = FidelityConfig(args.fit_animals, args.test_animals, args.trials, args.epochs, args.patience, args.rollouts, args.cutoff, tuple(args.rules), args.seeds, args.refit and not args.no_refit, args.boot, args.seed, args.infer_iterations)
     if args.smoke:
         cfg = replace(SMOKE, seed=args.seed)
     if args.render:

@@ -91,6 +91,8 @@ def fit_ensemble_twins(args: argparse.Namespace) -> int:
         adaptation = Adaptation.INITIAL_WEIGHTS_AND_RATE
     else:
         adaptation = Adaptation(args.adaptation)
+    if args.refit and args.no_refit:
+        raise TwinError("--refit and --no-refit: give one of them")
     rules = tuple(r.strip() for r in args.ensemble.split(",") if r.strip())
     for r in rules:
         get_rule(r)
@@ -100,7 +102,7 @@ def fit_ensemble_twins(args: argparse.Namespace) -> int:
             fit=fit_config(args),
             adaptation=adaptation,
             stacking=StackingConfig(shrinkage=None if args.shrinkage < 0 else args.shrinkage),
-            refit=not args.no_refit,
+            refit=bool(args.refit) and not args.no_refit,
         )
     except ValueError as exc:
         raise TwinError(f"--ensemble: {exc}") from None
@@ -237,7 +239,11 @@ def add_fit_twins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ft.add_argument("--seeds", type=int, default=1, help="ensemble: seeds of each non-static rule")
     ft.add_argument("--bootstraps", type=int, default=0, help="ensemble: bootstraps of the animals for each non-static rule")
     ft.add_argument("--shrinkage", type=float, default=100.0, help="ensemble: pseudo-trials pulling each animal's weights to the cohort's (negative: cohort weights only)")
-    ft.add_argument("--no-refit", action="store_true", help="ensemble: keep the stacking split's population rules (half the cost) instead of refitting on all sessions")
+    ft.add_argument(
+        "--refit", action="store_true",
+        help="ensemble: stack at half the sessions and refit each rule on all of them (twice the cost; by default the rules are fitted on all but the last sessions and kept)",
+    )
+    ft.add_argument("--no-refit", action="store_true", help="ensemble: keep the stacking split's rules (the default; kept for old scripts)")
     ft.add_argument("--adaptation", choices=["auto", "none", "w0", "w0+rate", "full"], default="auto", help="per-animal adaptation (auto: chosen on held-out future sessions)")
     optimisation_args(ft)
     ft.add_argument("--hidden", type=int, default=32, help="hidden size (dnn, dnn_delta, rnn)")

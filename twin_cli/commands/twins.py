@@ -154,16 +154,23 @@ def store_sessions(store: "TwinStore", df: pd.DataFrame) -> int:
     return added
 
 
-def cmd_update_twin(args: argparse.Namespace) -> int:
-    from twin.fit.cohort import update_twin
-
-    store = open_store(args)  # before reading the trials: the store, its writability and the twin
+def _store_then_trials(args: argparse.Namespace, twin_of: str) -> "tuple[TwinStore, pd.DataFrame]":
+    """The store (checked writable) and ``twin_of``'s twin in it, before the trials are read
+    (and checked) and their summary printed: a bad store fails before a large file is read."""
+    store = open_store(args)
     check_store_output(args.store)
-    store.get(args.subject)
+    store.get(twin_of)
     if args.data is not None:
         check_input(args.data, args.max_trials)
     df, report = load_trials_input(args)
     print(report.summary())
+    return store, df
+
+
+def cmd_update_twin(args: argparse.Namespace) -> int:
+    from twin.fit.cohort import update_twin
+
+    store, df = _store_then_trials(args, args.subject)
     v = update_twin(store, args.subject, df)
     n_new = store_sessions(store, df[df["subject"] == args.subject])
     if n_new:
@@ -177,13 +184,7 @@ def cmd_join_cohort(args: argparse.Namespace) -> int:
     """``twin join-cohort``: a new animal's first twin from a fitted cohort and its own sessions."""
     from twin.fit.join import join_cohort
 
-    store = open_store(args)  # before reading the trials: the store, its writability and the member's twin
-    check_store_output(args.store)
-    store.get(args.cohort_of)
-    if args.data is not None:
-        check_input(args.data, args.max_trials)
-    df, report = load_trials_input(args)
-    print(report.summary())
+    store, df = _store_then_trials(args, args.cohort_of)
     res = join_cohort(store, args.subject, df, args.cohort_of)
     v = res.version
     n_new = store_sessions(store, df[df["subject"] == args.subject])

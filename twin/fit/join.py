@@ -28,7 +28,7 @@ from twin.fit.adapt import StartPrior, infer_start
 from twin.fit.cohort import SERVING_ALIAS, twin_end_state
 from twin.models.ensemble import TwinEnsemble
 from twin.models.learner import LearnerModel
-from twin.models.params import TwinModel, TwinParams
+from twin.models.params import Adaptation, TwinModel, TwinParams
 from twin.persist.records import TwinMetrics
 from twin.persist.store import NewVersion, Twin, TwinStore, TwinVersion, hash_trials
 
@@ -99,8 +99,9 @@ def join_cohort(store: TwinStore, subject: str, trials: pd.DataFrame, member: st
         alias: the alias read (the members' twins) and moved (to the new twin).
 
     Raises:
-        TwinError: the subject already has a twin (update it instead), has no trials, or the
-            cohort has fewer than two members to make the prior from.
+        TwinError: the subject already has a twin (update it instead), has no trials, the
+            cohort has fewer than two members to make the prior from, or its twins are fully
+            fine-tuned (no shared rule).
     """
     if subject in store.subjects():
         raise TwinError(f"subject {subject!r} already has a twin (v{store.get(subject).version}); update it with its new sessions instead")
@@ -111,6 +112,8 @@ def join_cohort(store: TwinStore, subject: str, trials: pd.DataFrame, member: st
     if len(members) < 2:
         raise TwinError(f"the cohort of {member!r} has {len(members)} animal(s) with a twin under {alias!r}; a start prior needs at least two")
     first = members[0]
+    if first.meta.hyperparameters.adaptation is Adaptation.FULL:
+        raise TwinError(f"the cohort of {member!r} fine-tuned each animal's own rule (adaptation full): there is no shared rule to join; fit the cohort again with the new animal")
     last, digest = int(sub["session"].max()), hash_trials(sub)
     hyper = replace(first.meta.hyperparameters, warm_start_from=None)
     names = tuple(m.meta.subject for m in members)

@@ -93,6 +93,15 @@ def test_a_cohort_without_new_animal_weights_gives_the_members_mean(trials, tmp_
     assert joined.weights_source == "members' mean" and joined.weights == pytest.approx(mean.tolist())
 
 
+def test_a_fully_fine_tuned_cohort_has_no_shared_rule_to_join(trials, tmp_path):
+    cohort, new, early = _split(trials)
+    store = TwinStore(tmp_path)
+    fit_cohort(cohort, store, CohortFitConfig(spec=ModelSpec("static"), fit=FitConfig(epochs=1, patience=1), adaptation=Adaptation.FULL), progress=False)
+    with pytest.raises(TwinError, match="no shared rule"):
+        join_cohort(store, new, early, str(cohort["subject"].iloc[0]))
+    assert new not in store.subjects()
+
+
 def test_new_animal_weights_round_trip_through_the_record():
     h = TwinHyperparameters(cohort="c1", new_animal_weights=(0.25, 0.75))
     assert TwinHyperparameters.from_json(h.to_json()) == h

@@ -102,7 +102,7 @@ def fit_ensemble_twins(args: argparse.Namespace) -> int:
             fit=fit_config(args),
             adaptation=adaptation,
             stacking=StackingConfig(shrinkage=None if args.shrinkage < 0 else args.shrinkage),
-            refit=bool(args.refit) and not args.no_refit,
+            refit=args.refit,  # --no-refit is the default; both at once were refused above
         )
     except ValueError as exc:
         raise TwinError(f"--ensemble: {exc}") from None

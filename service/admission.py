@@ -75,7 +75,7 @@ class Admission:
         subjects = list(req.subjects) or sessions.subjects()
         lim.check(lim.over("subjects", len(subjects), "max_fit_subjects", "subjects"), lim.over("epochs", req.epochs, "max_fit_epochs", "epochs"))
         n_trials = sum(r.n_trials for s in subjects for r in sessions.sessions(s))
-        fits = 2 * len(EnsembleFitConfig().components) if req.rule == ENSEMBLE_RULE else 1  # an ensemble: two fits per component
+        fits = EnsembleFitConfig().population_fits if req.rule == ENSEMBLE_RULE else 1  # FitCohort fits the default ensemble
         lim.check_fit(len(subjects), n_trials, req.epochs, fits)
         lim.check_queue(self.pending())
 

@@ -108,7 +108,7 @@ OVER_LIMIT = [
     (RIG, "UploadSession", twin_service_pb2.UploadSessionRequest(subject=S, trials=_trials(1001)), "trials", "max_session_trials"),
     (ADMIN, "FitCohort", twin_service_pb2.FitCohortRequest(epochs=51, adaptation=twin_service_pb2.ADAPTATION_NONE), "epochs", "max_fit_epochs"),
     (ADMIN, "FitCohort", twin_service_pb2.FitCohortRequest(epochs=40, adaptation=twin_service_pb2.ADAPTATION_NONE), "epochs", "max_fit_trial_epochs"),
-    (ADMIN, "FitCohort", twin_service_pb2.FitCohortRequest(rule="ensemble", epochs=4), "epochs", "max_fit_trial_epochs"),  # 10 population fits
+    (ADMIN, "FitCohort", twin_service_pb2.FitCohortRequest(rule="ensemble", epochs=8), "epochs", "max_fit_trial_epochs"),  # 5 population fits (no refit)
     (ADMIN, "SearchCurricula", curriculum_service_pb2.SearchCurriculaRequest(subjects=[S], n_candidates=41), "n_candidates", "max_search_candidates"),
     (ADMIN, "SearchCurricula", curriculum_service_pb2.SearchCurriculaRequest(subjects=TWIN_SUBJECTS[:2], horizon_trials=1001), "horizon_trials", "max_search_horizon_trials"),
     (ADMIN, "SearchCurricula", curriculum_service_pb2.SearchCurriculaRequest(), "subjects", "max_search_subjects"),

@@ -159,6 +159,12 @@ class EnsembleFitConfig:
     def features(self) -> FeatureSpec:
         return self.components[0].spec.features
 
+    @property
+    def population_fits(self) -> int:
+        """How many population fits the ensemble runs: one per component (the stacking phase's
+        rule is kept), two with a refit."""
+        return len(self.components) * (2 if self.refit else 1)
+
     def new_animals(self, subjects: Sequence[str]) -> tuple[str, ...]:
         """The animals held out of the stacking phase's fit as new animals (none when
         ``new_animal_sessions`` is None or there are fewer than 3): a seeded draw (``fit.seed``)

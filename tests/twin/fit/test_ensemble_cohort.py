@@ -138,3 +138,24 @@ def test_bad_configs_are_refused():
         EnsembleFitConfig(components=ensemble_components(("static", "static")))
     with pytest.raises(ValueError, match="at least one"):
         ensemble_components((), seeds=1)
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_population_fits_counts_the_population_fits_the_ensemble_runs(trials, monkeypatch, refit):
+    """What a cost limit charges for an ensemble (``population_fits``) is what ``fit_ensemble`` runs."""
+    import twin.fit.cohort as cohort_mod
+    import twin.fit.ensemble_cohort as ens_mod
+
+    calls: list[str] = []
+
+    def counting(real):
+        def wrapped(*args, **kwargs):
+            calls.append(args[0].rule)
+            return real(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(ens_mod, "fit", counting(ens_mod.fit))
+    monkeypatch.setattr(cohort_mod, "fit", counting(cohort_mod.fit))
+    config = EnsembleFitConfig(components=ensemble_components(("static", "reinforce")), fit=FitConfig(epochs=2, patience=2), refit=refit, new_animal_sessions=None)
+    fit_ensemble(trials, config, progress=False)
+    assert len(calls) == config.population_fits == (4 if refit else 2)

@@ -150,7 +150,8 @@ def _batch_warnings(
     """Each animal's convergence warnings of a batched adaptation: the batch's epoch-cap warnings,
     and a worse-than-chance warning where the animal's own validation LL (at the kept ``params``,
     ``([B, K], [B, K])``) is below a coin flip's."""
-    batch = tuple(w.message for w in convergence_warnings(history, best_epoch, best_ll, config) if w.issue is not ConvergenceIssue.WORSE_THAN_CHANCE)
+    # an adaptation's early peak is its per-animal parameters overfitting, which early stopping is for
+    batch = tuple(w.message for w in convergence_warnings(history, best_epoch, best_ll, config) if w.issue not in (ConvergenceIssue.WORSE_THAN_CHANCE, ConvergenceIssue.EARLY_PEAK))
     with torch.no_grad():
         ll = model.log_likelihood(val, params[0], params[1]).sum(1) / val.mask.sum(1).clamp(min=1)
     out = {}
@@ -184,8 +185,9 @@ def adapt(
     for i, s in enumerate(train.subjects):
         res = fit(population.spec, train.select([i]), val.select([i]), cfg, init=population, progress=False)
         twins[s] = TwinModel.of(res.model)  # the animal's own rule
-        if res.warnings:
-            warnings[s] = tuple(res.warning_messages)
+        kept = tuple(w.message for w in res.warnings if w.issue is not ConvergenceIssue.EARLY_PEAK)  # an animal's own rule overfitting: what early stopping is for
+        if kept:
+            warnings[s] = kept
         n = float(val.select([i]).mask.sum().item())
         tot_ll, tot_n = tot_ll + res.best_val_ll * n, tot_n + n
     return TwinFitResult(twins, adaptation, tot_ll / max(tot_n, 1.0), time.perf_counter() - t0, warnings)

@@ -28,12 +28,13 @@ The protocol, for each component (a rule's spec, a seed, optionally a bootstrap 
    refitted on all sessions (each animal's last session validates) before the adaptation.
 
 **Why no refit by default** (measured, ``experiments/simulator_fidelity.py``, 30 fitting + 20
-held-out animals × 5,000 trials, 60 epochs): the weights are chosen for the rules they are
-used with. A refit validated on each animal's last session stopped a ``dnn`` rule at epoch 4
-of 60 on the perseveration family (the same rule validated on session ``k`` ran to epoch 59),
-and the refitted flexible rules then scored −1.8 to −2.7 (LL-gain ratio) on new animals where
-the stacking phase had scored them well: ensemble 0.55 with a refit, 0.91 without; on the
-forgetting family 0.00 with, 0.58 without (and the generative check passing), at half the cost.
+held-out animals × 5,000 trials, 60 epochs, patience 10): the weights are chosen for the rules
+they are used with. The refitted flexible rules scored −1.8 to −2.7 (LL-gain ratio) on new
+animals where the stacking phase had scored them well: ensemble 0.55 with a refit, 0.91 without
+on perseveration; on forgetting 0.00 with, 0.58 without (and the generative check passing), at
+half the cost. The refitted ``dnn`` had stopped at epoch 4; over four seeds such early stops
+come from the short patience under every validation split, not from the refit's
+(``experiments/results/refit_diagnostic.md``), and a refit is a second chance of one.
 
 A bootstrap component fits its population rule on the animals resampled with replacement
 (seeded), so its spread across bootstraps is parameter uncertainty; every twin is then adapted to

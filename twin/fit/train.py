@@ -54,6 +54,10 @@ class FitConfig:
         lbfgs_iterations: L-BFGS iterations per round.
         fused: use the rules' fused rollouts (:mod:`twin.models.rules.fused`) for the gradient;
             False runs the per-step autograd loop they are checked against (the reference).
+        ema_decay: validate and keep an exponential moving average of the parameters over
+            epochs, ``avg <- d avg + (1 - d) params`` after every epoch (0: off, the parameters
+            themselves). A long rule's late-session likelihood swings from epoch to epoch (see
+            ``experiments/refit_diagnostic.py``); the average smooths what early stopping sees.
     """
 
     epochs: int = 300
@@ -69,8 +73,11 @@ class FitConfig:
     lbfgs_rounds: int = 0
     lbfgs_iterations: int = 50
     fused: bool = True
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("ema_decay must lie in [0, 1)")
         if self.lbfgs_rounds < 0:
             raise ValueError("lbfgs_rounds must be >= 0")
         if self.lbfgs_iterations < 1:
@@ -109,6 +116,17 @@ class ConvergenceIssue(enum.Enum):
     """The kept L-BFGS round is the last one allowed: the refinement was still improving."""
     WORSE_THAN_CHANCE = "worse_than_chance"
     """The kept validation log-likelihood is below a coin flip's, ``-ln 2`` nats per trial."""
+    EARLY_PEAK = "early_peak"
+    """Patience ended the fit with its best epoch within the first ``patience`` epochs while the
+    training likelihood rose by more than :data:`EARLY_PEAK_TRAIN_RISE` after it: the
+    validation likelihood of a long rollout swings from epoch to epoch, and an early, lucky peak
+    can end a fit that had far to go (``experiments/results/refit_diagnostic.md``: such fits
+    lose 0.1 nats/trial on new animals; a longer patience avoids them)."""
+
+
+EARLY_PEAK_TRAIN_RISE = 0.01
+"""Nats per trial the training likelihood must rise after an early best epoch for
+:attr:`ConvergenceIssue.EARLY_PEAK`."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,15 @@ def convergence_warnings(history: tuple[EpochRecord, ...] | list[EpochRecord], b
                 ConvergenceIssue.STILL_IMPROVING,
                 f"the epoch cap {config.epochs} stopped the fit {n_adam - best_epoch} epoch(s) after its best ({best_epoch}), "
                 f"before {config.patience} epochs without improvement (raise --epochs)",
+            )
+        )
+    best_adam = next((r for r in adam if r.epoch == best_epoch), None)
+    if not capped and best_adam is not None and best_epoch <= config.patience and adam[-1].train_ll - best_adam.train_ll > EARLY_PEAK_TRAIN_RISE:
+        out.append(
+            FitWarning(
+                ConvergenceIssue.EARLY_PEAK,
+                f"validation peaked at epoch {best_epoch} and the fit stopped at {n_adam} while the training LL rose "
+                f"{adam[-1].train_ll - best_adam.train_ll:.3f} nats/trial after it: a noisy validation may have ended it early (raise --patience)",
             )
         )
     if lbfgs and best_phase == "lbfgs" and len(lbfgs) >= config.lbfgs_rounds and best_epoch == lbfgs[-1].epoch:
@@ -262,6 +289,17 @@ def train_epoch(
     return total_ll, steps
 
 
+@torch.no_grad()
+def _average_into(averaged: LearnerModel, model: LearnerModel, decay: float) -> LearnerModel:
+    """``averaged <- decay averaged + (1 - decay) model``, parameters and float buffers."""
+    for a, m in zip(averaged.state_dict().values(), model.state_dict().values(), strict=True):
+        if a.is_floating_point():
+            a.mul_(decay).add_(m.detach(), alpha=1.0 - decay)
+        else:
+            a.copy_(m)
+    return averaged
+
+
 def lbfgs_round(model: LearnerModel, batch: TrialBatch, opt: torch.optim.LBFGS, fused: bool = True) -> tuple[float, int]:
     """One round of full-batch L-BFGS on the untruncated negative log-likelihood.
 
@@ -338,6 +376,7 @@ def fit(
     history: list[EpochRecord] = []
     t_start = time.perf_counter()
     steps = 0
+    averaged = copy.deepcopy(model) if config.ema_decay > 0 else None
     bar = progress_bar(range(1, config.epochs + 1), desc=description or f"fit {spec.rule}", disable=not progress, leave=False)
     for epoch in bar:
         checkpoint()  # a caller's deadline or cancellation stops the fit between epochs too
@@ -346,14 +385,15 @@ def fit(
         if opt is not None:
             total_ll, n_steps = train_epoch(model, opt, train_d, inp, config.tbptt, params, config.grad_clip, fused=config.fused)
             steps += n_steps
-        model.eval()
-        val_ll = mean_log_likelihood(model, val_d)
+        scored = model if averaged is None else _average_into(averaged, model, config.ema_decay if epoch > 1 else 0.0)
+        scored.eval()
+        val_ll = mean_log_likelihood(scored, val_d)
         model.train()
         train_ll = total_ll / max(float(train_d.mask.sum().item()), 1.0)
         lr = opt.param_groups[0]["lr"] if opt else 0.0
         history.append(EpochRecord(epoch, train_ll, val_ll, time.perf_counter() - t0, lr))
         if val_ll > best_ll + 1e-6:
-            best_ll, best_epoch, best_state = val_ll, epoch, copy.deepcopy(model.state_dict())
+            best_ll, best_epoch, best_state = val_ll, epoch, copy.deepcopy(scored.state_dict())
         bar.set_postfix(train=f"{train_ll:.4f}", val=f"{val_ll:.4f}", best=best_epoch)
         if on_epoch is not None:
             on_epoch(history[-1])

@@ -4,6 +4,7 @@ resolve, and a small rule-recovery check (the fast version of experiments/recove
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -190,6 +191,18 @@ def test_convergence_warnings_name_a_capped_still_improving_and_worse_than_chanc
     assert issues(hist([-0.6, -0.5, -0.45, -0.42, -0.41]), 5, -0.41) == [ConvergenceIssue.BEST_AT_CAP]
     assert issues(hist([-0.6, -0.5, -0.45, -0.41, -0.42]), 4, -0.41) == [ConvergenceIssue.STILL_IMPROVING]
     assert issues(hist([-0.6, -0.41, -0.45, -0.46, -0.47]), 2, -0.41) == []  # patience ran out before the cap: converged
+
+    def split(train, val):
+        return [EpochRecord(i + 1, t, v, 0.0, 1e-3) for i, (t, v) in enumerate(zip(train, val))]
+
+    long = FitConfig(epochs=20, patience=3)
+    early = split([-0.60, -0.50, -0.48, -0.46, -0.45], [-0.40, -0.55, -0.45, -0.42, -0.41])  # val peaked at 1, train rose 0.15 after
+    assert issues(early, 1, -0.40, long) == [ConvergenceIssue.EARLY_PEAK]
+    assert "raise --patience" in convergence_warnings(early, 1, -0.40, long)[0].message
+    flat = split([-0.60, -0.50, -0.495, -0.494, -0.493], [-0.50, -0.40, -0.45, -0.42, -0.41])  # train rose 0.007 after the best: no flag
+    assert issues(flat, 2, -0.40, long) == []
+    late = split([-0.6, -0.5, -0.45, -0.42, -0.40, -0.38, -0.36], [-0.6, -0.5, -0.45, -0.40, -0.41, -0.42, -0.43])  # best 4 > patience 3: overfitting, stopped rightly
+    assert issues(late, 4, -0.40, long) == []
     assert issues(hist([-0.8, -0.81, -0.82, -0.83]), 1, -0.8, FitConfig(epochs=10, patience=3)) == [ConvergenceIssue.WORSE_THAN_CHANCE]
     lb = hist([-0.5, -0.45]) + [EpochRecord(3, -0.44, -0.44, 0.0, 1.0, "lbfgs"), EpochRecord(4, -0.43, -0.43, 0.0, 1.0, "lbfgs")]
     assert issues(lb, 4, -0.43, FitConfig(epochs=10, patience=3, lbfgs_rounds=2)) == [ConvergenceIssue.LBFGS_BEST_AT_CAP]
@@ -226,3 +239,26 @@ def test_fused_rollouts_leave_the_fit_unchanged(cohort, rule):
     for a, b in zip(ref.history, new.history):
         assert abs(a.val_ll - b.val_ll) <= 1e-3 and abs(a.train_ll - b.train_ll) <= 1e-3
     assert new.history[-1].train_ll > new.history[0].train_ll  # it did fit
+
+
+def test_ema_decay_keeps_the_moving_average_of_the_epochs_parameters(cohort):
+    """With ``ema_decay`` d, epoch e scores and keeps ``avg_e = d avg_(e-1) + (1 - d) p_e`` (avg_1 = p_1),
+    where p_e are the parameters of the same fit without averaging after e epochs: averaging
+    changes what is validated and kept, not the optimisation (the step size is never halved here)."""
+    _, batch = cohort
+    d, n = 0.6, 3
+    cfg = FitConfig(epochs=n, patience=100, lr_patience=100, seed=2)
+    raw = []
+    for e in range(1, n + 1):
+        r = fit(ModelSpec("dnn"), batch, None, replace(cfg, epochs=e), progress=False)
+        assert r.best_epoch == e  # the likelihood still rises, so the kept model is the last epoch's
+        raw.append(r.model.state_dict())
+    avg = [raw[0]]
+    for p in raw[1:]:
+        avg.append({k: d * avg[-1][k] + (1 - d) * v for k, v in p.items()})
+    res = fit(ModelSpec("dnn"), batch, None, replace(cfg, ema_decay=d), progress=False)
+    for k, v in res.model.state_dict().items():
+        assert torch.allclose(v, avg[res.best_epoch - 1][k], atol=1e-6), k
+    assert res.best_val_ll == pytest.approx(mean_log_likelihood(res.model, batch), abs=1e-5)
+    with pytest.raises(ValueError, match="ema_decay"):
+        FitConfig(ema_decay=1.0)

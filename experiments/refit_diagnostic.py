@@ -82,6 +82,8 @@ def run_one(family: Family, seed: int, args: argparse.Namespace) -> list[dict[st
     st = own_static_scores(scored)
     static = st.per_animal["ll"].to_numpy() * st.per_animal["n_trials"].to_numpy()
     cfg = FitConfig(epochs=args.epochs, patience=args.patience, seed=seed)
+    if args.lr_patience is not None:
+        cfg = replace(cfg, lr_patience=args.lr_patience)
     whole_df = drop_cut_sessions(fitting)
     whole = make_batch(whole_df)
     cut = int((fitting.groupby("subject")["session"].max() != whole_df.groupby("subject")["session"].max()).sum())
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     ap.add_argument("--trials", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--lr-patience", type=int, default=None, help="FitConfig.lr_patience (default: the library's)")
     ap.add_argument("--seed", type=int, nargs="+", default=[0], help="seeds of the animals, their split and the fits (one cohort each)")
     ap.add_argument("--modes", nargs="+", default=["last", "late", "last-whole"], choices=list(VALIDATED_ON))
     ap.add_argument("--ema-decay", type=float, nargs="+", default=[0.0], help="FitConfig.ema_decay values to fit with (0: no averaging)")
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         "# Refit diagnostic: one rule, validated on the last session, on session k, or on the last whole session",
         "",
         f"`{command.strip()}`: rule {args.rule}, {args.fit_animals} fitting + {args.test_animals} held-out animals x {args.trials:,} trials per cohort, "
-        f"{args.epochs} epochs at most, patience {args.patience}; k is the smallest fitting animal's session count − 1. Cut animals: fitting animals "
+        f"{args.epochs} epochs at most, patience {args.patience}, step size halved after {args.lr_patience or FitConfig().lr_patience} epochs without improvement; k is the smallest fitting animal's session count − 1. Cut animals: fitting animals "
         "whose final session the trial budget cut to under half their median session. The script's docstring defines the columns.",
         "",
         "| family | seed | fit | EMA decay | validated on | validation trials | cut animals | best epoch | epochs run | held-out animals, LL/trial − own static (nats) |",

@@ -83,8 +83,10 @@ class FidelityConfig:
         fit_animals: animals the ensemble is fitted on.
         test_animals: held-out animals scored.
         trials: trials per animal.
-        epochs: population epochs at most per component fit.
-        patience: early-stopping patience.
+        epochs: population epochs at most per component fit (the library's default).
+        patience: early-stopping patience (the library's default: at 10, half the
+            perseveration ``dnn`` fits stopped in their first 4 epochs and lost on new animals,
+            ``experiments/results/refit_diagnostic.md``).
         rollouts: free runs per held-out animal.
         cutoff: sessions of each held-out animal its start is inferred from (scored after them).
         rules: the ensemble's rule families.
@@ -101,8 +103,8 @@ class FidelityConfig:
     fit_animals: int = 30
     test_animals: int = 20
     trials: int = 5000
-    epochs: int = 60
-    patience: int = 10
+    epochs: int = FitConfig().epochs
+    patience: int = FitConfig().patience
     rollouts: int = 100
     cutoff: int = 2
     rules: tuple[str, ...] = DEFAULT_ENSEMBLE_RULES

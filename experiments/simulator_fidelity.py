@@ -61,6 +61,7 @@ from twin.fit.ensemble_cohort import (
 )
 from twin.fit.train import FitConfig
 from twin.models.ensemble import TwinEnsemble, mixture_log_likelihood
+from twin.models.learner import LearnerModel
 from twin.models.params import TwinModel, TwinParams
 from twin.protocol import IBL_DEFAULT
 from twin.sim.agents import DEFAULT_TRUTHS, Family, Individuality, draw_individuals
@@ -168,10 +169,31 @@ def _log(message: str, t0: float) -> None:
     print(f"[{time.perf_counter() - t0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def run_family(family: Family, cfg: FidelityConfig, progress: bool = False, fit_components: FitComponents = fit_components_here) -> tuple[dict[str, object], pd.DataFrame]:
-    """The experiment on one family: its table row and its per-animal table (``fit_components``:
-    how the ensemble's components run, here or as Ray tasks; the same results either way)."""
-    t0 = time.perf_counter()
+@dataclass(frozen=True)
+class Cohort:
+    """One family's simulated cohort, split into fitting and held-out animals.
+
+    Attributes:
+        true_model: the ground-truth learner.
+        w0: ``[N, K]`` every animal's true initial weights.
+        log_rate: ``[N, K]`` its true log learning-rate multipliers.
+        subjects: the N animals, in simulation order (the rows of ``w0``).
+        fitting: the fitting animals' trials.
+        test: the held-out animals' trials.
+        max_session: the most sessions an animal has.
+    """
+
+    true_model: LearnerModel
+    w0: torch.Tensor
+    log_rate: torch.Tensor
+    subjects: list[str]
+    fitting: pd.DataFrame
+    test: pd.DataFrame
+    max_session: int
+
+
+def simulate_cohort(family: Family, cfg: FidelityConfig) -> Cohort:
+    """The family's cohort of ``fit + test`` animals, and which are held out (seeded)."""
     gt = DEFAULT_TRUTHS[family]
     true_model = gt.build()
     n = cfg.fit_animals + cfg.test_animals
@@ -179,11 +201,51 @@ def run_family(family: Family, cfg: FidelityConfig, progress: bool = False, fit_
     sim = simulate(true_model, IBL_DEFAULT, n, cfg.trials, seed=cfg.seed, subject_prefix=family.value, w0=w0, log_rate=log_rate)
     subjects = list(dict.fromkeys(sim.trials["subject"]))
     perm = np.random.default_rng(cfg.seed).permutation(n)
-    test_idx = sorted(perm[: cfg.test_animals].tolist())
-    test = [subjects[i] for i in test_idx]
-    fitting_df = sim.trials[~sim.trials["subject"].isin(test)]
-    test_df = sim.trials[sim.trials["subject"].isin(test)]
-    _log(f"{family.value}: simulated {n} animals x {cfg.trials} trials ({sim.trials['session'].max()} sessions at most)", t0)
+    test = [subjects[i] for i in sorted(perm[: cfg.test_animals].tolist())]
+    held = sim.trials["subject"].isin(test)
+    return Cohort(true_model, w0, log_rate, subjects, sim.trials[~held], sim.trials[held], int(sim.trials["session"].max()))
+
+
+def truth_from_inferred_starts(true_model: LearnerModel, first_fit: TrialBatch, first_test: TrialBatch, scored: TrialBatch, iterations: int) -> np.ndarray:
+    """``[A, T]`` summed per held-out animal: the held-out LL of the *true rule* when each animal's
+    start is inferred from its first sessions exactly as every component's is (prior from the
+    fitting animals' first sessions, MAP ``w0`` and rates). The ceiling of any twin that must
+    infer its start: its ratio is what the start inference alone costs."""
+    prior = cohort_start_prior(true_model, first_fit, iterations=iterations)
+    starts = infer_start(true_model, first_test, prior, fit_rate=True, iterations=iterations)
+    return _summed(component_log_likelihood([starts[s] for s in first_test.subjects], scored), scored.mask)
+
+
+def run_ceiling(family: Family, cfg: FidelityConfig) -> dict[str, object]:
+    """Only the ceiling of :func:`truth_from_inferred_starts` on the family's cohort (the same
+    cohort, split, static zero and truth as :func:`run_family`; no ensemble is fitted)."""
+    t0 = time.perf_counter()
+    c = simulate_cohort(family, cfg)
+    first_fit, first_test = make_batch(_sessions_upto(c.fitting, cfg.cutoff)), make_batch(_sessions_upto(c.test, cfg.cutoff))
+    full = make_batch(c.test)
+    scored = full.with_mask(full.mask & (full.session > cfg.cutoff))
+    ti = [c.subjects.index(s) for s in first_test.subjects]
+    with torch.no_grad():
+        truth_ll = c.true_model.log_likelihood(make_batch(c.test, c.true_model.spec.features).with_mask(scored.mask), c.w0[ti], c.log_rate[ti])
+    static = own_static_scores(scored)
+    st = static.per_animal["ll"].to_numpy() * static.per_animal["n_trials"].to_numpy()
+    tr = _summed(truth_ll, scored.mask)
+    ceiling = truth_from_inferred_starts(c.true_model, first_fit, first_test, scored, cfg.infer_iterations)
+    idx = np.random.default_rng(cfg.seed).integers(0, len(ti), (cfg.boot, len(ti)))
+    n_scored = float(scored.mask.sum())
+    row: dict[str, object] = {"family": family.value, "held_out": len(ti), "ll_static_own": st.sum() / n_scored, "ll_truth": tr.sum() / n_scored, "ll_truth_inferred": ceiling.sum() / n_scored}
+    row["ratio_truth_inferred"], row["ratio_truth_inferred_lo"], row["ratio_truth_inferred_hi"] = _ratio_interval(ceiling, st, tr, idx)
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def run_family(family: Family, cfg: FidelityConfig, progress: bool = False, fit_components: FitComponents = fit_components_here) -> tuple[dict[str, object], pd.DataFrame]:
+    """The experiment on one family: its table row and its per-animal table (``fit_components``:
+    how the ensemble's components run, here or as Ray tasks; the same results either way)."""
+    t0 = time.perf_counter()
+    c = simulate_cohort(family, cfg)
+    true_model, w0, log_rate, subjects, fitting_df, test_df = c.true_model, c.w0, c.log_rate, c.subjects, c.fitting, c.test
+    _log(f"{family.value}: simulated {len(subjects)} animals x {cfg.trials} trials ({c.max_session} sessions at most)", t0)
 
     # the ensemble, fitted on the fitting animals only
     ens_cfg = EnsembleFitConfig(
@@ -218,12 +280,15 @@ def run_family(family: Family, cfg: FidelityConfig, progress: bool = False, fit_
     static = own_static_scores(scored)
     st = static.per_animal["ll"].to_numpy() * static.per_animal["n_trials"].to_numpy()
     tr, en = _summed(truth_ll, scored.mask), _summed(ens_ll, scored.mask)
+    ceiling = truth_from_inferred_starts(true_model, first_fit, first_test, scored, cfg.infer_iterations)
     comps = {lab: _summed(comp_ll[j], scored.mask) for j, lab in enumerate(labels)}
     idx = np.random.default_rng(cfg.seed).integers(0, len(order), (cfg.boot, len(order)))
     n_scored = float(scored.mask.sum())
     row: dict[str, object] = {"family": family.value, "held_out": len(order), "scored_trials": int(n_scored)}
     row["ll_static_own"], row["ll_truth"], row["ll_ensemble"] = st.sum() / n_scored, tr.sum() / n_scored, en.sum() / n_scored
     row["ratio_ensemble"], row["ratio_ensemble_lo"], row["ratio_ensemble_hi"] = _ratio_interval(en, st, tr, idx)
+    row["ll_truth_inferred"] = ceiling.sum() / n_scored
+    row["ratio_truth_inferred"], row["ratio_truth_inferred_lo"], row["ratio_truth_inferred_hi"] = _ratio_interval(ceiling, st, tr, idx)
     en_cw = _summed(mixture_log_likelihood(comp_ll, cohort_weights), scored.mask)
     row["ratio_ensemble_cohort_w"], row["ratio_ensemble_cohort_w_lo"], row["ratio_ensemble_cohort_w_hi"] = _ratio_interval(en_cw, st, tr, idx)
     for lab, v in comps.items():
@@ -281,6 +346,7 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
             "truth gain (nats/trial)": f"{gain:+.4f}",
             "ensemble ratio": "undefined" if undefined else _fmt(r["ratio_ensemble"], r["ratio_ensemble_lo"], r["ratio_ensemble_hi"]),
             "≥0.95": "n/a" if undefined else flags(r, "pass_ensemble_095"),
+            "truth, inferred start": "undefined" if undefined else _fmt(r["ratio_truth_inferred"], r["ratio_truth_inferred_lo"], r["ratio_truth_inferred_hi"]) if "ratio_truth_inferred" in r and pd.notna(r["ratio_truth_inferred"]) else "-",
             "ensemble, cohort weights": "undefined" if undefined or "ratio_ensemble_cohort_w" not in r else _fmt(r["ratio_ensemble_cohort_w"], r["ratio_ensemble_cohort_w_lo"], r["ratio_ensemble_cohort_w_hi"]),
             "best flexible": "undefined" if undefined else f"{r['best_flexible'].split('/')[0]} {_fmt(r['ratio_best_flexible'], r['ratio_best_flexible_lo'], r['ratio_best_flexible_hi'])}",
             "≥0.90": "n/a" if undefined else flags(r, "pass_flexible_090"),
@@ -328,6 +394,8 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
         "undefined (n/a). Single-rule columns: each component's ratio, teacher-forced from its own inferred start.",
         "`ensemble ratio` weights the components by the new-animal stacking weights (the default for an animal outside the",
         "cohort); `ensemble, cohort weights` by the cohort's weights, stacked on twins adapted to many sessions.",
+        "`truth, inferred start`: the true rule from starts inferred like every component's: the ceiling of a twin that",
+        "must infer its start from the first sessions (what the inference alone costs).",
         "",
         pd.DataFrame(t1).to_markdown(index=False),
         "",
@@ -378,6 +446,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--smoke", action="store_true", help="a tiny run for correctness (overrides the scale options)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("experiments/results/simulator_fidelity"))
+    ap.add_argument("--ceiling-only", action="store_true", help="only the true rule from inferred starts per family (OUT_ceiling.md/.csv; no ensemble fitted)")
     ap.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.csv (same scale options as the run; the command shown drops --render)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -389,6 +458,24 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         shown = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--render"]
         args.out.with_suffix(".md").write_text(markdown(table, cfg, "python experiments/simulator_fidelity.py " + " ".join(shown)))
         return table
+    if args.ceiling_only:
+        ceil = pd.DataFrame([run_ceiling(Family(fam), cfg) for fam in args.families])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        out = args.out.parent / f"{args.out.name}_ceiling"
+        ceil.to_csv(out.with_suffix(".csv"), index=False)
+        shown = "python experiments/simulator_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        body = pd.DataFrame([{"family": r["family"], "truth gain (nats/trial)": f"{float(r['ll_truth']) - float(r['ll_static_own']):+.4f}",
+                              "truth, inferred start": _fmt(r["ratio_truth_inferred"], r["ratio_truth_inferred_lo"], r["ratio_truth_inferred_hi"])
+                              if float(r["ll_truth"]) > float(r["ll_static_own"]) else "undefined",
+                              "LL/trial lost to the inferred start": f"{float(r['ll_truth']) - float(r['ll_truth_inferred']):+.4f}"} for _, r in ceil.iterrows()])
+        out.with_suffix(".md").write_text("\n".join([
+            "# The true rule from inferred starts: the ceiling of a twin that must infer its start", "",
+            f"`{shown}`: the cohorts, splits and zero of the fidelity run ({cfg.fit_animals} fitting + {cfg.test_animals} held-out animals x {cfg.trials:,} trials, seed {cfg.seed});",
+            f"each held-out animal's w0 and rates inferred from its first {cfg.cutoff} sessions under the prior of the fitting animals' first sessions, the true rule fixed;",
+            "LL-gain ratio (zero = each animal's own static fit, one = the true rule from the true start), 95% bootstrap intervals.", "",
+            body.to_markdown(index=False), ""]))
+        print(body.to_string(index=False))
+        return ceil
     run_components: FitComponents = fit_components_here
     if args.ray:
         from cluster.ensemble import fit_components_ray

